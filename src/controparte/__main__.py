@@ -1,0 +1,3 @@
+from controparte.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""One exception tree for the whole service, and one table that maps each error
+to what every front end answers (HTTP status, DNS rcode, DynDNS2 code, CLI exit code).
+
+Front ends never improvise: they catch `ControparteError` and look up `response_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ControparteError(Exception):
+    """Base of every error the service raises on purpose. The message stands alone."""
+
+
+class ValidationError(ControparteError):
+    """A value broke a rule of the model; the message names the field and the rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class NotFoundError(ControparteError):
+    """The named object does not exist."""
+
+
+class ConflictError(ControparteError):
+    """The change collides with existing data (a duplicate code or label)."""
+
+
+class ConfigError(ControparteError):
+    """A setting is missing or malformed; the message names the key."""
+
+
+class StorageError(ControparteError):
+    """The store could not complete the operation (the change was not made)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """How each front end reports one kind of error."""
+
+    http_status: int
+    dns_rcode: int  # dns.rcode value
+    dyndns2: str
+    exit_code: int
+
+
+# dns.rcode: FORMERR=1, SERVFAIL=2, NXDOMAIN=3, REFUSED=5, YXDOMAIN=6, NXRRSET=8
+_RESPONSES: dict[type[ControparteError], ErrorResponse] = {
+    ValidationError: ErrorResponse(422, 1, "notfqdn", 1),
+    NotFoundError: ErrorResponse(404, 3, "nohost", 1),
+    ConflictError: ErrorResponse(409, 6, "dnserr", 1),
+    ConfigError: ErrorResponse(500, 2, "911", 2),
+    StorageError: ErrorResponse(503, 2, "911", 1),
+    ControparteError: ErrorResponse(500, 2, "911", 1),
+}
+
+
+def response_for(error: ControparteError) -> ErrorResponse:
+    """The response row for `error`: the most specific class in the table wins."""
+    for cls in type(error).__mro__:
+        if cls in _RESPONSES:
+            return _RESPONSES[cls]  # type: ignore[index]
+    return _RESPONSES[ControparteError]

@@ -1,0 +1,197 @@
+"""Registry use-cases: add, change, remove, find and bulk-import installations.
+
+Every front end goes through here, so every rule is enforced once. After each committed
+change `on_change` is called (the in-process DNS server picks it up at once; other
+processes learn of it from the store's journal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from controparte.errors import ConflictError, NotFoundError, ValidationError
+from controparte.model import Installation, InstallationChange, validate_code
+from controparte.settings import Settings
+from controparte.store import Origin, Store
+
+IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
+
+
+def reserved_labels(settings: Settings) -> frozenset[str]:
+    """Labels an installation may not take: the first label of every name the zone
+    itself publishes directly below its apex (in-zone name servers, SOA names)."""
+    labels = set()
+    for name in [s.name for s in settings.ns] + [settings.soa_mname, settings.soa_rname]:
+        if name.endswith("." + settings.zone):
+            relative = name[: -len(settings.zone) - 1]
+            labels.add(relative.split(".")[-1])
+    return frozenset(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportError_(Exception):  # noqa: N801 - not the builtin ImportError
+    """A bulk import that was refused whole; `problems` are (line, message) pairs."""
+
+    problems: tuple[tuple[int, str], ...]
+
+    def __str__(self) -> str:
+        return "; ".join(f"line {line}: {msg}" for line, msg in self.problems)
+
+
+class Registry:
+    def __init__(self, store: Store, settings: Settings,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self._reserved = reserved_labels(settings)
+        self._on_change = on_change
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _check_label(self, inst: Installation) -> None:
+        if inst.label in self._reserved:
+            raise ValidationError(
+                "label", f"{inst.label!r} is reserved for the zone's own name servers")
+
+    def build(self, code: str, label: str, *, kind: str = "onprem", ipv4: str | None = None,
+              ipv6: str | None = None, port: int | str | None = None) -> Installation:
+        """A validated installation value (not stored)."""
+        inst = Installation.create(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port,
+                                   allow_non_global=self.settings.allow_non_global)
+        self._check_label(inst)
+        return inst
+
+    def add(self, code: str, label: str, *, kind: str = "onprem", ipv4: str | None = None,
+            ipv6: str | None = None, port: int | str | None = None,
+            origin: Origin | None = None) -> Installation:
+        inst = self.build(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port)
+        with self.store.transaction(origin or Origin()) as tx:
+            if tx.get(inst.code) is not None:
+                raise ConflictError(f"code: {inst.code!r} is already registered")
+            if tx.get_by_label(inst.label) is not None:
+                raise ConflictError(
+                    f"label: {inst.label!r} is already used by another installation")
+            tx.insert(inst)
+        self._changed()
+        return inst
+
+    def get(self, code: str) -> Installation:
+        inst = self.store.get(validate_code(code))
+        if inst is None:
+            raise NotFoundError(f"no installation with code {code!r}")
+        return inst
+
+    def find(self, name: str) -> Installation:
+        """By code, else by label, else by `<label>.<zone>` (trailing dot optional)."""
+        candidate = name.strip().rstrip(".").lower()
+        zone = self.settings.zone.rstrip(".")
+        if candidate.endswith("." + zone):
+            candidate = candidate[: -len(zone) - 1]
+            inst = self.store.get_by_label(candidate)
+        else:
+            inst = self.store.get(name) or self.store.get_by_label(candidate)
+        if inst is None:
+            raise NotFoundError(f"no installation with code or label {name!r}")
+        return inst
+
+    def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
+        return self.store.list(limit=limit, offset=offset)
+
+    def update(self, code: str, change: InstallationChange,
+               origin: Origin | None = None) -> Installation:
+        if change.is_empty():
+            raise ValidationError("change", "nothing to change: give at least one field")
+        with self.store.transaction(origin or Origin()) as tx:
+            old = tx.get(validate_code(code))
+            if old is None:
+                raise NotFoundError(f"no installation with code {code!r}")
+            new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
+            self._check_label(new)
+            if new.label != old.label:
+                other = tx.get_by_label(new.label)
+                if other is not None and other.code != old.code:
+                    raise ConflictError(
+                        f"label: {new.label!r} is already used by another installation")
+            if new != old:
+                tx.update(old, new)
+        if new != old:
+            self._changed()
+        return new
+
+    def remove(self, code: str, origin: Origin | None = None) -> Installation:
+        with self.store.transaction(origin or Origin()) as tx:
+            old = tx.get(validate_code(code))
+            if old is None:
+                raise NotFoundError(f"no installation with code {code!r}")
+            tx.delete(old)
+        self._changed()
+        return old
+
+    def import_many(self, rows: Iterable[tuple[int, dict[str, object]]],
+                    origin: Origin | None = None,
+                    progress: Callable[[int], None] | None = None) -> int:
+        """Add every row (line number, fields named as in `IMPORT_FIELDS`) or none.
+
+        Every row is validated first and every problem is reported with its line;
+        then all rows are written in one transaction."""
+        problems: list[tuple[int, str]] = []
+        built: list[tuple[int, Installation]] = []
+        codes: dict[str, int] = {}
+        labels: dict[str, int] = {}
+        for line, row in rows:
+            unknown = set(row) - set(IMPORT_FIELDS)
+            if unknown:
+                problems.append((line, f"unknown field(s): {', '.join(sorted(unknown))}"))
+                continue
+            try:
+                inst = self.build(
+                    _text(row.get("code")), _text(row.get("label")),
+                    kind=_text(row.get("kind")) or "onprem",
+                    ipv4=_text(row.get("ip")) or None, ipv6=_text(row.get("ipv6")) or None,
+                    port=_text(row.get("port")) or None,
+                )
+            except ValidationError as exc:
+                problems.append((line, str(exc)))
+                continue
+            if inst.code.lower() in codes:
+                problems.append((line, f"code: {inst.code!r} repeats line "
+                                       f"{codes[inst.code.lower()]}"))
+                continue
+            if inst.label in labels:
+                problems.append((line, f"label: {inst.label!r} repeats line "
+                                       f"{labels[inst.label]}"))
+                continue
+            codes[inst.code.lower()] = line
+            labels[inst.label] = line
+            built.append((line, inst))
+        if problems:
+            raise ImportError_(tuple(problems))
+        with self.store.transaction(origin or Origin(via="import")) as tx:
+            for done, (line, inst) in enumerate(built, start=1):
+                if tx.get(inst.code) is not None:
+                    problems.append((line, f"code: {inst.code!r} is already registered"))
+                elif tx.get_by_label(inst.label) is not None:
+                    problems.append((line, f"label: {inst.label!r} is already used"))
+                else:
+                    tx.insert(inst)
+                if progress is not None:
+                    progress(done)
+            if problems:
+                raise ImportError_(tuple(problems))
+        if built:
+            self._changed()
+        return len(built)
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def as_rows(items: Sequence[dict[str, object]]) -> list[tuple[int, dict[str, object]]]:
+    """Number JSON items from 1, as lines."""
+    return list(enumerate(items, start=1))

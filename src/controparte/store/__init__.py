@@ -1,0 +1,14 @@
+"""Storage: one narrow interface (`Store`), one implementation per engine."""
+
+from controparte.store.base import DnsRecord, JournalEntry, Origin, Store, StoreTransaction
+from controparte.store.sqlite import SqliteStore, open_store
+
+__all__ = [
+    "DnsRecord",
+    "JournalEntry",
+    "Origin",
+    "SqliteStore",
+    "Store",
+    "StoreTransaction",
+    "open_store",
+]

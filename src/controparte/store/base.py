@@ -1,0 +1,102 @@
+"""The storage interface every engine implements (SQLite now, PostgreSQL later).
+
+Contracts:
+- A write happens inside `transaction()`; leaving the block commits atomically and
+  durably, an exception rolls everything back.
+- Every committed transaction that changes what DNS serves appends one journal entry per
+  changed installation, all carrying the one new zone serial (RFC 1982 increment). A
+  running DNS server follows the journal (`journal_since`) to learn of changes made by
+  any process; IXFR and multi-node propagation will read the same journal.
+- `dns_snapshot()` returns the records, the serial and the last journal sequence
+  number read in one consistent view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from controparte.model import Installation
+
+
+T = TypeVar("T")
+
+RecordRow = tuple[str, str | None, str | None, int | None]
+"""(label, ipv4, ipv6, port): the cheapest shape to load a million of."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """What DNS serves for one installation."""
+
+    label: str
+    ipv4: str | None
+    ipv6: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One change to what DNS serves. `old_label` is the label served before (None for a
+    new installation); `record` is what is served now (None once removed)."""
+
+    seq: int
+    serial: int
+    code: str
+    old_label: str | None
+    record: DnsRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who made a change and how, for the audit history."""
+
+    actor: str = "cli"
+    via: str = "cli"
+    source: str | None = None
+
+
+class StoreTransaction(Protocol):
+    """The writes allowed inside one transaction."""
+
+    def get(self, code: str) -> Installation | None: ...
+
+    def get_by_label(self, label: str) -> Installation | None: ...
+
+    def insert(self, installation: Installation) -> None: ...
+
+    def update(self, old: Installation, new: Installation) -> None: ...
+
+    def delete(self, installation: Installation) -> None: ...
+
+
+class Store(Protocol):
+    """A registry store. Implementations are safe to share between threads."""
+
+    def transaction(self, origin: Origin) -> AbstractContextManager[StoreTransaction]: ...
+
+    def get(self, code: str) -> Installation | None: ...
+
+    def get_by_label(self, label: str) -> Installation | None: ...
+
+    def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]: ...
+
+    def count(self) -> int: ...
+
+    def serial(self) -> int: ...
+
+    def last_seq(self) -> int: ...
+
+    def journal_since(self, seq: int, limit: int = 10_000) -> Sequence[JournalEntry]: ...
+
+    def dns_snapshot(self, consume: Callable[[Iterable[RecordRow]], T]) -> tuple[int, int, T]:
+        """Read the serial, the last journal seq and every record in one consistent view;
+        the records are handed to `consume` as (label, ipv4, ipv6, port) rows while the
+        view is held, and its result is returned."""
+        ...
+
+    def history(self, code: str) -> list[dict[str, object]]: ...
+
+    def close(self) -> None: ...

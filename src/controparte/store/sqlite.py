@@ -1,0 +1,384 @@
+"""The SQLite store: WAL, synchronous=FULL (an acknowledged write survives a crash),
+versioned schema migrated on open, one connection shared under a lock.
+
+Processes that share the data directory (a CLI beside a running server) coordinate
+through SQLite's own locking; the busy timeout makes a writer wait for another.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from controparte.errors import ConflictError, StorageError
+from controparte.model import Installation, Kind
+from controparte.store.base import DnsRecord, JournalEntry, Origin, RecordRow
+
+T = TypeVar("T")
+
+DB_FILE = "controparte.sqlite3"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the registry, the zone serial, the DNS change journal and the audit history.
+    """
+    CREATE TABLE installations (
+        code      TEXT PRIMARY KEY COLLATE NOCASE,
+        label     TEXT NOT NULL UNIQUE,
+        kind      TEXT NOT NULL CHECK (kind IN ('onprem', 'live')),
+        ipv4      TEXT,
+        ipv6      TEXT,
+        port      INTEGER CHECK (port BETWEEN 1 AND 65535),
+        created   TEXT NOT NULL,
+        updated   TEXT NOT NULL,
+        last_seen TEXT
+    );
+    CREATE TABLE zone_state (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        serial INTEGER NOT NULL
+    );
+    CREATE TABLE journal (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        serial    INTEGER NOT NULL,
+        at        TEXT NOT NULL,
+        code      TEXT NOT NULL,
+        old_label TEXT,
+        new_label TEXT,
+        ipv4      TEXT,
+        ipv6      TEXT,
+        port      INTEGER
+    );
+    CREATE TABLE history (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     TEXT NOT NULL,
+        code   TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        via    TEXT NOT NULL,
+        source TEXT,
+        old    TEXT,
+        new    TEXT
+    );
+    CREATE INDEX history_by_code ON history (code, id);
+    """,
+)
+
+_COLUMNS = "code, label, kind, ipv4, ipv6, port, created, updated, last_seen"
+
+
+def next_serial(serial: int) -> int:
+    """The next SOA serial in RFC 1982 arithmetic (mod 2**32), skipping 0."""
+    return (serial + 1) % 2**32 or 1
+
+
+def _row_to_installation(row: sqlite3.Row | tuple[object, ...]) -> Installation:
+    code, label, kind, ipv4, ipv6, port, created, updated, last_seen = tuple(row)
+    return Installation(
+        code=str(code),
+        label=str(label),
+        kind=Kind(str(kind)),
+        ipv4=None if ipv4 is None else str(ipv4),
+        ipv6=None if ipv6 is None else str(ipv6),
+        port=None if port is None else int(port),  # type: ignore[call-overload]
+        created=datetime.fromisoformat(str(created)),
+        updated=datetime.fromisoformat(str(updated)),
+        last_seen=None if last_seen is None else datetime.fromisoformat(str(last_seen)),
+    )
+
+
+def _values(inst: Installation) -> tuple[object, ...]:
+    return (
+        inst.code,
+        inst.label,
+        inst.kind.value,
+        inst.ipv4,
+        inst.ipv6,
+        inst.port,
+        inst.created.isoformat(),
+        inst.updated.isoformat(),
+        None if inst.last_seen is None else inst.last_seen.isoformat(),
+    )
+
+
+class _Transaction:
+    """Writes of one SQLite transaction; records what DNS must learn of them."""
+
+    def __init__(self, conn: sqlite3.Connection, origin: Origin) -> None:
+        self._conn = conn
+        self._origin = origin
+        self.dns_changes: list[tuple[str, str | None, Installation | None]] = []
+
+    def get(self, code: str) -> Installation | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM installations WHERE code = ?", (code,)
+        ).fetchone()
+        return None if row is None else _row_to_installation(row)
+
+    def get_by_label(self, label: str) -> Installation | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM installations WHERE label = ?", (label.lower(),)
+        ).fetchone()
+        return None if row is None else _row_to_installation(row)
+
+    def _history(self, code: str, action: str, old: Installation | None,
+                 new: Installation | None) -> None:
+        self._conn.execute(
+            "INSERT INTO history (at, code, action, actor, via, source, old, new)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (new or old).updated.isoformat() if (new or old) else "",  # type: ignore[union-attr]
+                code,
+                action,
+                self._origin.actor,
+                self._origin.via,
+                self._origin.source,
+                None if old is None else json.dumps(old.to_dict()),
+                None if new is None else json.dumps(new.to_dict()),
+            ),
+        )
+
+    def insert(self, installation: Installation) -> None:
+        try:
+            self._conn.execute(
+                f"INSERT INTO installations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _values(installation),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise _conflict(exc, installation) from None
+        self._history(installation.code, "add", None, installation)
+        self.dns_changes.append((installation.code, None, installation))
+
+    def update(self, old: Installation, new: Installation) -> None:
+        try:
+            self._conn.execute(
+                "UPDATE installations SET label = ?, kind = ?, ipv4 = ?, ipv6 = ?, port = ?,"
+                " updated = ?, last_seen = ? WHERE code = ?",
+                (
+                    new.label,
+                    new.kind.value,
+                    new.ipv4,
+                    new.ipv6,
+                    new.port,
+                    new.updated.isoformat(),
+                    None if new.last_seen is None else new.last_seen.isoformat(),
+                    old.code,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise _conflict(exc, new) from None
+        if old.dns_view() != new.dns_view():
+            self.dns_changes.append((old.code, old.label, new))
+        if _audited(old) != _audited(new):
+            self._history(old.code, "update", old, new)
+
+    def delete(self, installation: Installation) -> None:
+        self._conn.execute("DELETE FROM installations WHERE code = ?", (installation.code,))
+        self._history(installation.code, "remove", installation, None)
+        self.dns_changes.append((installation.code, installation.label, None))
+
+
+def _audited(inst: Installation) -> tuple[object, ...]:
+    """The fields whose change the history records (not last-seen)."""
+    return (inst.label, inst.kind, inst.ipv4, inst.ipv6, inst.port)
+
+
+def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
+    text = str(exc)
+    if "installations.label" in text:
+        return ConflictError(f"label: {inst.label!r} is already used by another installation")
+    if "installations.code" in text:
+        return ConflictError(f"code: {inst.code!r} is already registered")
+    return ConflictError(f"the change conflicts with existing data ({text})")
+
+
+class SqliteStore:
+    """`Store` on one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the store at {path}: {exc}") from None
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+                if version > len(MIGRATIONS):
+                    raise StorageError(
+                        f"the store at {self.path} has schema version {version}, newer than"
+                        f" this controparte knows ({len(MIGRATIONS)})"
+                    )
+                for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    if number == 1:
+                        # A serial that starts at the current time stays ahead of any
+                        # serial a previous store for the same zone may have published.
+                        self._conn.execute(
+                            "INSERT INTO zone_state (id, serial) VALUES (1, ?)",
+                            (int(time.time()) % 2**32 or 1,),
+                        )
+                    self._conn.execute(f"PRAGMA user_version = {number}")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- writes -----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, origin: Origin) -> Iterator[_Transaction]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot start a write: {exc}") from None
+            tx = _Transaction(self._conn, origin)
+            try:
+                yield tx
+                if tx.dns_changes:
+                    self._journal(tx.dns_changes)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StorageError(f"the change was not saved: {exc}") from None
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _journal(self, changes: Sequence[tuple[str, str | None, Installation | None]]) -> None:
+        serial = next_serial(int(self._conn.execute(
+            "SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]))
+        self._conn.execute("UPDATE zone_state SET serial = ? WHERE id = 1", (serial,))
+        at = datetime.now().astimezone().isoformat()
+        self._conn.executemany(
+            "INSERT INTO journal (serial, at, code, old_label, new_label, ipv4, ipv6, port)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    serial, at, code, old_label,
+                    None if new is None else new.label,
+                    None if new is None else new.ipv4,
+                    None if new is None else new.ipv6,
+                    None if new is None else new.port,
+                )
+                for code, old_label, new in changes
+            ],
+        )
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        with self._lock:
+            try:
+                row = self._conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot read the store: {exc}") from None
+        return None if row is None else tuple(row)
+
+    def get(self, code: str) -> Installation | None:
+        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE code = ?", (code,))
+        return None if row is None else _row_to_installation(row)
+
+    def get_by_label(self, label: str) -> Installation | None:
+        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE label = ?",
+                        (label.lower(),))
+        return None if row is None else _row_to_installation(row)
+
+    def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
+                (-1 if limit is None else limit, offset),
+            ).fetchall()
+        return [_row_to_installation(r) for r in rows]
+
+    def count(self) -> int:
+        row = self._one("SELECT count(*) FROM installations")
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def serial(self) -> int:
+        row = self._one("SELECT serial FROM zone_state WHERE id = 1")
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def last_seq(self) -> int:
+        row = self._one("SELECT coalesce(max(seq), 0) FROM journal")
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, serial, code, old_label, new_label, ipv4, ipv6, port"
+                " FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [
+            JournalEntry(
+                seq=int(r[0]), serial=int(r[1]), code=str(r[2]), old_label=r[3],
+                record=None if r[4] is None else DnsRecord(r[4], r[5], r[6], r[7]),
+            )
+            for r in rows
+        ]
+
+    def dns_snapshot(self, consume: Callable[[Iterable[RecordRow]], T]) -> tuple[int, int, T]:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                serial = int(self._conn.execute(
+                    "SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
+                seq = int(self._conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+                cursor = self._conn.execute(
+                    "SELECT label, ipv4, ipv6, port FROM installations")
+                cursor.arraysize = 10_000
+                result = consume(cursor)
+            finally:
+                self._conn.execute("COMMIT")
+        return serial, seq, result
+
+    def history(self, code: str) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT at, action, actor, via, source, old, new FROM history"
+                " WHERE code = ? ORDER BY id",
+                (code,),
+            ).fetchall()
+        return [
+            {
+                "at": r[0], "action": r[1], "actor": r[2], "via": r[3], "source": r[4],
+                "old": None if r[5] is None else json.loads(r[5]),
+                "new": None if r[6] is None else json.loads(r[6]),
+            }
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_store(data_dir: Path) -> SqliteStore:
+    """The store kept in `data_dir` (created if missing)."""
+    return SqliteStore(data_dir / DB_FILE)
