@@ -185,8 +185,9 @@ def load_settings(
     """Merge the sources (flags > environment > TOML file > defaults) into `Settings`."""
     env = os.environ if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in env
-                           else None)
+    path = config_file or (
+        Path(env[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in env else None
+    )
     from_file: dict[str, Any] = {}
     if path is not None:
         try:
@@ -229,7 +230,11 @@ def _with_defaults(s: Settings) -> Settings:
     ns = s.ns or (NameServer("ns1." + s.zone, (s.dns.host,)),)
     mname = s.soa_mname or ns[0].name
     rname = s.soa_rname or "hostmaster." + s.zone
-    return Settings(**{
-        **{f.name: getattr(s, f.name) for f in fields(Settings)},
-        "ns": ns, "soa_mname": mname, "soa_rname": rname,
-    })
+    return Settings(
+        **{
+            **{f.name: getattr(s, f.name) for f in fields(Settings)},
+            "ns": ns,
+            "soa_mname": mname,
+            "soa_rname": rname,
+        }
+    )

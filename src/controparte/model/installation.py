@@ -66,8 +66,9 @@ def validate_port(port: int | str) -> int:
     return value
 
 
-def _check_global(field_name: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
-                  allow_non_global: bool) -> None:
+def _check_global(
+    field_name: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_non_global: bool
+) -> None:
     if addr.is_multicast or addr.is_unspecified:
         raise ValidationError(field_name, f"{addr} is not a unicast address")
     if not allow_non_global and not addr.is_global:
@@ -140,17 +141,24 @@ class Installation:
             code=validate_code(code),
             label=validate_label(label),
             kind=kind if isinstance(kind, Kind) else Kind.parse(kind),
-            ipv4=None if ipv4 in (None, "") else validate_ipv4(
-                ipv4, allow_non_global=allow_non_global),  # type: ignore[arg-type]
-            ipv6=None if ipv6 in (None, "") else validate_ipv6(
-                ipv6, allow_non_global=allow_non_global),  # type: ignore[arg-type]
+            ipv4=None
+            if ipv4 in (None, "")
+            else validate_ipv4(ipv4, allow_non_global=allow_non_global),  # type: ignore[arg-type]
+            ipv6=None
+            if ipv6 in (None, "")
+            else validate_ipv6(ipv6, allow_non_global=allow_non_global),  # type: ignore[arg-type]
             port=None if port in (None, "") else validate_port(port),  # type: ignore[arg-type]
             created=stamp,
             updated=stamp,
         )
 
-    def with_changes(self, change: InstallationChange, *, allow_non_global: bool = False,
-                     now: datetime | None = None) -> Installation:
+    def with_changes(
+        self,
+        change: InstallationChange,
+        *,
+        allow_non_global: bool = False,
+        now: datetime | None = None,
+    ) -> Installation:
         """A copy with `change` applied and validated; `updated` moves only when
         something changed."""
         values: dict[str, object] = {}
@@ -159,11 +167,17 @@ class Installation:
         if change.kind is not None:
             values["kind"] = Kind.parse(change.kind)
         if change.ipv4 is not None:
-            values["ipv4"] = None if change.ipv4 == "" else validate_ipv4(
-                change.ipv4, allow_non_global=allow_non_global)
+            values["ipv4"] = (
+                None
+                if change.ipv4 == ""
+                else validate_ipv4(change.ipv4, allow_non_global=allow_non_global)
+            )
         if change.ipv6 is not None:
-            values["ipv6"] = None if change.ipv6 == "" else validate_ipv6(
-                change.ipv6, allow_non_global=allow_non_global)
+            values["ipv6"] = (
+                None
+                if change.ipv6 == ""
+                else validate_ipv6(change.ipv6, allow_non_global=allow_non_global)
+            )
         if change.port is not None:
             values["port"] = None if change.port == "" else validate_port(change.port)
         candidate = replace(self, **values)  # type: ignore[arg-type]

@@ -40,8 +40,9 @@ class ImportError_(Exception):  # noqa: N801 - not the builtin ImportError
 
 
 class Registry:
-    def __init__(self, store: Store, settings: Settings,
-                 on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self._reserved = reserved_labels(settings)
@@ -54,26 +55,51 @@ class Registry:
     def _check_label(self, inst: Installation) -> None:
         if inst.label in self._reserved:
             raise ValidationError(
-                "label", f"{inst.label!r} is reserved for the zone's own name servers")
+                "label", f"{inst.label!r} is reserved for the zone's own name servers"
+            )
 
-    def build(self, code: str, label: str, *, kind: str = "onprem", ipv4: str | None = None,
-              ipv6: str | None = None, port: int | str | None = None) -> Installation:
+    def build(
+        self,
+        code: str,
+        label: str,
+        *,
+        kind: str = "onprem",
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        port: int | str | None = None,
+    ) -> Installation:
         """A validated installation value (not stored)."""
-        inst = Installation.create(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port,
-                                   allow_non_global=self.settings.allow_non_global)
+        inst = Installation.create(
+            code,
+            label,
+            kind=kind,
+            ipv4=ipv4,
+            ipv6=ipv6,
+            port=port,
+            allow_non_global=self.settings.allow_non_global,
+        )
         self._check_label(inst)
         return inst
 
-    def add(self, code: str, label: str, *, kind: str = "onprem", ipv4: str | None = None,
-            ipv6: str | None = None, port: int | str | None = None,
-            origin: Origin | None = None) -> Installation:
+    def add(
+        self,
+        code: str,
+        label: str,
+        *,
+        kind: str = "onprem",
+        ipv4: str | None = None,
+        ipv6: str | None = None,
+        port: int | str | None = None,
+        origin: Origin | None = None,
+    ) -> Installation:
         inst = self.build(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port)
         with self.store.transaction(origin or Origin()) as tx:
             if tx.get(inst.code) is not None:
                 raise ConflictError(f"code: {inst.code!r} is already registered")
             if tx.get_by_label(inst.label) is not None:
                 raise ConflictError(
-                    f"label: {inst.label!r} is already used by another installation")
+                    f"label: {inst.label!r} is already used by another installation"
+                )
             tx.insert(inst)
         self._changed()
         return inst
@@ -100,8 +126,9 @@ class Registry:
     def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
         return self.store.list(limit=limit, offset=offset)
 
-    def update(self, code: str, change: InstallationChange,
-               origin: Origin | None = None) -> Installation:
+    def update(
+        self, code: str, change: InstallationChange, origin: Origin | None = None
+    ) -> Installation:
         if change.is_empty():
             raise ValidationError("change", "nothing to change: give at least one field")
         with self.store.transaction(origin or Origin()) as tx:
@@ -114,7 +141,8 @@ class Registry:
                 other = tx.get_by_label(new.label)
                 if other is not None and other.code != old.code:
                     raise ConflictError(
-                        f"label: {new.label!r} is already used by another installation")
+                        f"label: {new.label!r} is already used by another installation"
+                    )
             if new != old:
                 tx.update(old, new)
         if new != old:
@@ -130,9 +158,12 @@ class Registry:
         self._changed()
         return old
 
-    def import_many(self, rows: Iterable[tuple[int, dict[str, object]]],
-                    origin: Origin | None = None,
-                    progress: Callable[[int], None] | None = None) -> int:
+    def import_many(
+        self,
+        rows: Iterable[tuple[int, dict[str, object]]],
+        origin: Origin | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Add every row (line number, fields named as in `IMPORT_FIELDS`) or none.
 
         Every row is validated first and every problem is reported with its line;
@@ -148,21 +179,23 @@ class Registry:
                 continue
             try:
                 inst = self.build(
-                    _text(row.get("code")), _text(row.get("label")),
+                    _text(row.get("code")),
+                    _text(row.get("label")),
                     kind=_text(row.get("kind")) or "onprem",
-                    ipv4=_text(row.get("ip")) or None, ipv6=_text(row.get("ipv6")) or None,
+                    ipv4=_text(row.get("ip")) or None,
+                    ipv6=_text(row.get("ipv6")) or None,
                     port=_text(row.get("port")) or None,
                 )
             except ValidationError as exc:
                 problems.append((line, str(exc)))
                 continue
             if inst.code.lower() in codes:
-                problems.append((line, f"code: {inst.code!r} repeats line "
-                                       f"{codes[inst.code.lower()]}"))
+                problems.append(
+                    (line, f"code: {inst.code!r} repeats line {codes[inst.code.lower()]}")
+                )
                 continue
             if inst.label in labels:
-                problems.append((line, f"label: {inst.label!r} repeats line "
-                                       f"{labels[inst.label]}"))
+                problems.append((line, f"label: {inst.label!r} repeats line {labels[inst.label]}"))
                 continue
             codes[inst.code.lower()] = line
             labels[inst.label] = line

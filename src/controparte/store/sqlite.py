@@ -126,8 +126,9 @@ class _Transaction:
         ).fetchone()
         return None if row is None else _row_to_installation(row)
 
-    def _history(self, code: str, action: str, old: Installation | None,
-                 new: Installation | None) -> None:
+    def _history(
+        self, code: str, action: str, old: Installation | None, new: Installation | None
+    ) -> None:
         self._conn.execute(
             "INSERT INTO history (at, code, action, actor, via, source, old, new)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -206,7 +207,9 @@ class SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False,
+                path,
+                isolation_level=None,
+                check_same_thread=False,
                 timeout=busy_timeout_ms / 1000,
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -269,8 +272,9 @@ class SqliteStore:
                 raise
 
     def _journal(self, changes: Sequence[tuple[str, str | None, Installation | None]]) -> None:
-        serial = next_serial(int(self._conn.execute(
-            "SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]))
+        serial = next_serial(
+            int(self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
+        )
         self._conn.execute("UPDATE zone_state SET serial = ? WHERE id = 1", (serial,))
         at = datetime.now().astimezone().isoformat()
         self._conn.executemany(
@@ -278,7 +282,10 @@ class SqliteStore:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    serial, at, code, old_label,
+                    serial,
+                    at,
+                    code,
+                    old_label,
                     None if new is None else new.label,
                     None if new is None else new.ipv4,
                     None if new is None else new.ipv6,
@@ -303,8 +310,7 @@ class SqliteStore:
         return None if row is None else _row_to_installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
-        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE label = ?",
-                        (label.lower(),))
+        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE label = ?", (label.lower(),))
         return None if row is None else _row_to_installation(row)
 
     def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
@@ -336,7 +342,10 @@ class SqliteStore:
             ).fetchall()
         return [
             JournalEntry(
-                seq=int(r[0]), serial=int(r[1]), code=str(r[2]), old_label=r[3],
+                seq=int(r[0]),
+                serial=int(r[1]),
+                code=str(r[2]),
+                old_label=r[3],
                 record=None if r[4] is None else DnsRecord(r[4], r[5], r[6], r[7]),
             )
             for r in rows
@@ -346,12 +355,13 @@ class SqliteStore:
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                serial = int(self._conn.execute(
-                    "SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
-                seq = int(self._conn.execute(
-                    "SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
-                cursor = self._conn.execute(
-                    "SELECT label, ipv4, ipv6, port FROM installations")
+                serial = int(
+                    self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]
+                )
+                seq = int(
+                    self._conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+                )
+                cursor = self._conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
                 result = consume(cursor)
             finally:
@@ -367,7 +377,11 @@ class SqliteStore:
             ).fetchall()
         return [
             {
-                "at": r[0], "action": r[1], "actor": r[2], "via": r[3], "source": r[4],
+                "at": r[0],
+                "action": r[1],
+                "actor": r[2],
+                "via": r[3],
+                "source": r[4],
                 "old": None if r[5] is None else json.loads(r[5]),
                 "new": None if r[6] is None else json.loads(r[6]),
             }

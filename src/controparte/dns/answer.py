@@ -1,0 +1,141 @@
+"""The general answer path: request bytes -> response bytes (or None: send nothing).
+
+Built on dnspython, it handles every query, however unusual; `fastpath.py` answers the
+common ones faster and is checked byte for byte against this module. Outcome -> rcode
+and flags happens here only.
+
+Contract: never raises for any input. Garbage that is not a DNS query (shorter than a
+header, or a response) is dropped; anything else gets an answer with an rcode.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+from dns.rdatatype import RdataType
+
+from controparte.dns.lookup import LookupResult, Outcome, lookup
+from controparte.dns.zone import Zone
+
+HEADER = struct.Struct("!HHHHHH")
+TCP_MAX = 65535
+NO_EDNS_UDP_MAX = 512
+
+# Query types that are not data types: refused or rejected before lookup.
+_TRANSFER = {RdataType.AXFR, RdataType.IXFR}
+_NOT_QUESTIONS = {RdataType.OPT, RdataType.TSIG, RdataType.TKEY}
+_OBSOLETE = {RdataType.MAILA, RdataType.MAILB}
+
+_RCODE = {
+    Outcome.SUCCESS: dns.rcode.NOERROR,
+    Outcome.NODATA: dns.rcode.NOERROR,
+    Outcome.NXDOMAIN: dns.rcode.NXDOMAIN,
+    Outcome.REFUSED: dns.rcode.REFUSED,
+}
+
+
+def header_only(wire: bytes, rcode: int) -> bytes | None:
+    """A bare response (no sections) to a query we could not parse: same ID and opcode,
+    RD copied. None for a datagram that is no query at all."""
+    if len(wire) < HEADER.size:
+        return None
+    qid, flags = struct.unpack_from("!HH", wire)
+    if flags & dns.flags.QR:
+        return None
+    out_flags = dns.flags.QR | (flags & (0x7800 | dns.flags.RD)) | (rcode & 0xF)
+    return HEADER.pack(qid, out_flags, 0, 0, 0, 0)
+
+
+def udp_limit(query: dns.message.Message, edns_udp_size: int) -> int:
+    """The largest UDP response the client accepts (RFC 6891 6.2.5), capped by ours."""
+    if query.edns < 0:
+        return NO_EDNS_UDP_MAX
+    return max(NO_EDNS_UDP_MAX, min(query.payload, edns_udp_size))
+
+
+def _response(query: dns.message.Message, zone: Zone) -> dns.message.Message:
+    response = dns.message.Message(query.id)
+    response.flags = dns.flags.QR | (query.flags & (dns.flags.RD | dns.flags.CD))
+    response.set_opcode(query.opcode())
+    response.question = list(query.question)
+    if query.edns >= 0:
+        response.use_edns(0, query.ednsflags & dns.flags.DO, zone.config.edns_udp_size)
+    return response
+
+
+def render(response: dns.message.Message, max_size: int) -> bytes:
+    """Render within `max_size`. Additional data that does not fit is left out without
+    TC; when the answer or authority does not fit, TC is set and they are left out
+    (RFC 2181 9, RFC 1035 4.2.1): the client retries over TCP."""
+    try:
+        return response.to_wire(max_size=max_size)
+    except dns.exception.TooBig:
+        pass
+    while response.additional:
+        response.additional.pop()
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            continue
+    response.answer = []
+    response.authority = []
+    response.flags |= dns.flags.TC
+    return response.to_wire(max_size=max_size)
+
+
+def answer(zone: Zone, wire: bytes, *, tcp: bool) -> bytes | None:
+    """The response to `wire` from `zone` (TCP: no size limit but 64 KiB, full ANY)."""
+    if len(wire) < HEADER.size or wire[2] & 0x80:
+        return None  # not a query: never answer a response (no loops)
+    try:
+        query = dns.message.from_wire(wire, keyring=None)
+    except dns.message.UnknownTSIGKey:
+        return header_only(wire, dns.rcode.NOTAUTH)
+    except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
+        return header_only(wire, dns.rcode.FORMERR)
+    max_size = TCP_MAX if tcp else udp_limit(query, zone.config.edns_udp_size)
+    response = _response(query, zone)
+    if query.edns > 0:
+        response.set_rcode(dns.rcode.BADVERS)  # RFC 6891 6.1.3, no question data
+        return render(response, max_size)
+    if query.opcode() != dns.opcode.QUERY:
+        response.set_rcode(dns.rcode.NOTIMP)
+        return render(response, max_size)
+    if len(query.question) != 1 or query.answer or query.authority:
+        response.set_rcode(dns.rcode.FORMERR)
+        return render(response, max_size)
+    question = query.question[0]
+    qtype = RdataType(question.rdtype)
+    if qtype in _NOT_QUESTIONS:
+        response.set_rcode(dns.rcode.FORMERR)
+        return render(response, max_size)
+    if qtype in _OBSOLETE:
+        response.set_rcode(dns.rcode.NOTIMP)
+        return render(response, max_size)
+    if question.rdclass != dns.rdataclass.IN or qtype in _TRANSFER:
+        # Only class IN is served; zone transfer is not offered (yet): RFC 5936 2.2.
+        response.set_rcode(dns.rcode.REFUSED)
+        return render(response, max_size)
+    result = lookup(zone, question.name, qtype, full_any=tcp)
+    _fill(response, result)
+    return render(response, max_size)
+
+
+def _fill(response: dns.message.Message, result: LookupResult) -> None:
+    """The one place a lookup outcome becomes rcode, AA and sections."""
+    response.set_rcode(_RCODE[result.outcome])
+    if result.outcome is Outcome.REFUSED:
+        return
+    response.flags |= dns.flags.AA
+    response.answer = result.answer
+    response.authority = result.authority
+    response.additional = result.additional

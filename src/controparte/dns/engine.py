@@ -1,0 +1,85 @@
+"""The engine: one current zone snapshot, and request bytes -> response bytes through
+the answer cache, the fast path and the general path, in that order.
+
+Every response depends only on the query bytes after the ID, the transport and the
+snapshot, so it is cached by those; a new snapshot starts with empty caches.
+`answer` never raises: an internal error is logged, counted and answered SERVFAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dns.rcode
+
+from controparte.dns.answer import answer as general_answer
+from controparte.dns.answer import header_only
+from controparte.dns.fastpath import FastPath
+from controparte.dns.zone import Zone
+
+log = logging.getLogger("controparte.dns")
+
+CACHE_MAX_ENTRIES = 500_000
+CACHE_MAX_QUERY = 512  # longer queries are answered, never cached
+_CACHED_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    zone: Zone
+    fast: FastPath
+
+
+@dataclass(slots=True)
+class Counters:
+    queries: int = 0
+    fast: int = 0
+    general: int = 0
+    dropped: int = 0
+    internal_errors: int = 0
+
+
+class Engine:
+    """Answers from the current snapshot; `swap` replaces it in one assignment."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.current = Current(zone, FastPath(zone))
+        self.counters = Counters()
+
+    @property
+    def zone(self) -> Zone:
+        return self.current.zone
+
+    def swap(self, zone: Zone) -> None:
+        self.current = Current(zone, FastPath(zone))
+
+    def answer(self, wire: bytes, tcp: bool) -> bytes | None:
+        """The response to one query (None: send nothing). Never raises."""
+        current = self.current
+        counters = self.counters
+        counters.queries += 1
+        cache = current.zone.tcp_cache if tcp else current.zone.udp_cache
+        key = wire[2:]
+        hit = cache.get(key)
+        if hit is not None:
+            return wire[:2] + hit
+        try:
+            response = current.fast.answer(wire, tcp)
+            if response is None:
+                counters.general += 1
+                response = general_answer(current.zone, wire, tcp=tcp)
+            else:
+                counters.fast += 1
+        except Exception:  # a bug must not stop the server: answer SERVFAIL, go on
+            counters.internal_errors += 1
+            log.exception("internal error answering a query; answered SERVFAIL")
+            return header_only(wire, dns.rcode.SERVFAIL)
+        if response is None:
+            counters.dropped += 1
+            return None
+        if len(key) <= CACHE_MAX_QUERY and response[3] & 0x0F in _CACHED_RCODES:
+            if len(cache) >= CACHE_MAX_ENTRIES:
+                cache.clear()
+            cache[key] = response[2:]
+        return response

@@ -1,0 +1,279 @@
+"""The sockets: UDP and TCP on one address, and the journal follower.
+
+- UDP: a blocking receive/answer/send loop in its own thread (the asyncio datagram
+  machinery costs several times more per packet than the answer itself).
+  `dns_workers` > 1 adds processes with their own socket on the same port
+  (SO_REUSEPORT), each with its own snapshot following the same journal.
+- TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
+  an idle timeout; a cap on concurrent connections.
+- The follower polls the store's journal (`journal_poll_interval`) and swaps in a new
+  snapshot; `poke()` makes it look at once (used by writers in the same process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+from collections.abc import Callable
+
+from controparte.dns.engine import Engine
+from controparte.dns.zone import Zone, ZoneConfig
+from controparte.settings import Settings
+from controparte.store import Store, open_store
+
+log = logging.getLogger("controparte.dns")
+
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def load_zone(store: Store, config: ZoneConfig) -> Zone:
+    """A snapshot of everything the store holds now."""
+    serial, seq, zone = store.dns_snapshot(lambda rows: Zone.build(config, 0, 0, rows))
+    return Zone(config, serial, seq, zone.nodes)
+
+
+def follow(store: Store, zone: Zone) -> Zone:
+    """`zone` brought up to date with the store's journal (itself if nothing changed)."""
+    last = store.last_seq()
+    if last == zone.seq:
+        return zone
+    if last < zone.seq:  # the store was replaced under us: start again
+        return load_zone(store, zone.config)
+    while True:
+        entries = store.journal_since(zone.seq)
+        if not entries:
+            return zone
+        if entries[0].seq != zone.seq + 1:  # a gap (pruned journal): start again
+            return load_zone(store, zone.config)
+        zone = zone.apply(entries)
+        if zone.seq >= last:
+            return zone
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    sock.bind((host, port))
+    return sock
+
+
+def udp_loop(sock: socket.socket, engine: Engine, running: Callable[[], bool]) -> None:
+    """Answer datagrams until `running()` is false (checked after each datagram)."""
+    receive = sock.recvfrom
+    send = sock.sendto
+    answer = engine.answer
+    while running():
+        try:
+            wire, peer = receive(65535)
+        except OSError:  # e.g. an ICMP error from an earlier send: keep serving
+            if sock.fileno() < 0:
+                return
+            continue
+        hit = engine.current.zone.udp_cache.get(wire[2:])
+        response = wire[:2] + hit if hit is not None else answer(wire, False)
+        if response is not None:
+            try:
+                send(response, peer)
+            except OSError:
+                continue
+
+
+def _wake(sock: socket.socket) -> None:
+    """Unblock a thread waiting in recvfrom on `sock` (an empty datagram to it)."""
+    with contextlib.suppress(OSError):
+        host, port = sock.getsockname()[:2]
+        with socket.socket(sock.family, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", (host, port))
+
+
+class DnsServer:
+    """UDP + TCP server over a store; use `async with` or start()/stop()."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else open_store(settings.data)
+        self.config = ZoneConfig.from_settings(settings)
+        self.engine = Engine(load_zone(self.store, self.config))
+        self._udp: socket.socket | None = None
+        self._udp_thread: threading.Thread | None = None
+        self._tcp: asyncio.Server | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._poke: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._tcp_connections = 0
+        self._workers: list[multiprocessing.process.BaseProcess] = []
+
+    @property
+    def port(self) -> int:
+        assert self._udp is not None
+        return int(self._udp.getsockname()[1])
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._poke = asyncio.Event()
+        host = self.settings.dns.host
+        self._udp = bind_udp(host, self.settings.dns.port)
+        port = self.port
+        self._tcp = await asyncio.start_server(
+            self._serve_tcp,
+            host,
+            port,
+            family=_family(host),
+            reuse_address=True,
+            reuse_port=True,
+            limit=70_000,
+        )
+        self._running = True
+        self._udp_thread = threading.Thread(
+            target=udp_loop,
+            args=(self._udp, self.engine, lambda: self._running),
+            name="dns-udp",
+            daemon=True,
+        )
+        self._udp_thread.start()
+        self._follower = asyncio.create_task(self._follow())
+        context = multiprocessing.get_context("spawn")
+        for number in range(1, self.settings.dns_workers):
+            worker = context.Process(
+                target=udp_worker, args=(self.settings, port), name=f"dns-udp-{number}", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
+        zone = self.engine.zone
+        log.info(
+            "serving zone %s serial %d (%d installations) on %s port %d, udp and tcp",
+            self.config.origin,
+            zone.serial,
+            len(zone.nodes),
+            host,
+            port,
+        )
+
+    async def stop(self) -> None:
+        self._running = False
+        for worker in self._workers:
+            worker.terminate()
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        if self._tcp is not None:
+            self._tcp.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+        if self._udp is not None:
+            _wake(self._udp)
+            if self._udp_thread is not None:
+                await asyncio.to_thread(self._udp_thread.join, 2)
+            self._udp.close()
+        for worker in self._workers:
+            worker.join(2)
+
+    async def __aenter__(self) -> DnsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def poke(self) -> None:
+        """Look at the journal now (thread-safe); writers in this process call it."""
+        if self._loop is not None and self._poke is not None:
+            self._loop.call_soon_threadsafe(self._poke.set)
+
+    async def _follow(self) -> None:
+        assert self._poke is not None
+        interval = self.settings.journal_poll_interval
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), interval)
+            self._poke.clear()
+            try:
+                zone = self.engine.zone
+                newer = follow(self.store, zone)
+            except Exception:  # the store may be busy or gone for a moment: retry
+                log.exception(
+                    "cannot read the journal; serving serial %d meanwhile", self.engine.zone.serial
+                )
+                continue
+            if newer is not zone:
+                self.engine.swap(newer)
+                log.info("zone %s now at serial %d", self.config.origin, newer.serial)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._tcp_connections >= self.settings.tcp_max_connections:
+            writer.close()
+            return
+        self._tcp_connections += 1
+        timeout = self.settings.tcp_idle_timeout
+        try:
+            while True:
+                prefix = await asyncio.wait_for(reader.readexactly(2), timeout)
+                wire = await asyncio.wait_for(
+                    reader.readexactly(int.from_bytes(prefix, "big")), timeout
+                )
+                response = self.engine.answer(wire, True)
+                if response is None:
+                    continue
+                writer.write(len(response).to_bytes(2, "big") + response)
+                await asyncio.wait_for(writer.drain(), timeout)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._tcp_connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def udp_worker(settings: Settings, port: int) -> None:
+    """An extra UDP process: own store handle, snapshot and follower thread."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store = open_store(settings.data)
+    config = ZoneConfig.from_settings(settings)
+    engine = Engine(load_zone(store, config))
+    sock = bind_udp(settings.dns.host, port)
+
+    def follower() -> None:
+        stop = threading.Event()
+        while not stop.wait(settings.journal_poll_interval):
+            try:
+                zone = engine.zone
+                newer = follow(store, zone)
+            except Exception:
+                log.exception("worker cannot read the journal")
+                continue
+            if newer is not zone:
+                engine.swap(newer)
+
+    threading.Thread(target=follower, name="dns-follow", daemon=True).start()
+    udp_loop(sock, engine, lambda: True)
+
+
+def run_server(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        server = DnsServer(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with server:
+            await stop.wait()
+            log.info("stopping")
+
+    asyncio.run(main())
