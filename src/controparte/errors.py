@@ -38,6 +38,18 @@ class StorageError(ControparteError):
     """The store could not complete the operation (the change was not made)."""
 
 
+class AuthError(ControparteError):
+    """The credential is missing, unknown or wrong."""
+
+
+class ForbiddenError(ControparteError):
+    """The credential is valid but does not cover this installation or action."""
+
+
+class RateLimitedError(ControparteError):
+    """Too many requests (or failed attempts) from this client: slow down."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorResponse:
     """How each front end reports one kind of error."""
@@ -55,6 +67,9 @@ _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
     ConfigError: ErrorResponse(500, 2, "911", 2),
     StorageError: ErrorResponse(503, 2, "911", 1),
+    AuthError: ErrorResponse(401, 9, "badauth", 1),  # NOTAUTH
+    ForbiddenError: ErrorResponse(403, 5, "nohost", 1),  # REFUSED
+    RateLimitedError: ErrorResponse(429, 5, "abuse", 1),
     ControparteError: ErrorResponse(500, 2, "911", 1),
 }
 
@@ -63,5 +78,5 @@ def response_for(error: ControparteError) -> ErrorResponse:
     """The response row for `error`: the most specific class in the table wins."""
     for cls in type(error).__mro__:
         if cls in _RESPONSES:
-            return _RESPONSES[cls]  # type: ignore[index]
+            return _RESPONSES[cls]
     return _RESPONSES[ControparteError]

@@ -82,6 +82,10 @@ class Settings:
     tcp_max_connections: int = 1024
     journal_poll_interval: float = 0.25
     dns_workers: int = 1
+    admin_token: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    stale_after: float = 900.0
+    heartbeat_interval: float = 300.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -128,6 +132,28 @@ def _bool(key: str, value: object) -> bool:
     raise ConfigError(f"{key}: expected true or false, got {value!r}")
 
 
+def _admin_token(key: str, value: object) -> str:
+    text = str(value).strip()
+    if text and len(text) < 20:
+        raise ConfigError(f"{key}: an admin token needs at least 20 characters")
+    return text
+
+
+def _networks(key: str, value: object) -> tuple[str, ...]:
+    """Trusted proxy addresses or networks: a list, or text separated by commas."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not an address or network") from None
+    return tuple(out)
+
+
 def _ns_list(key: str, value: object, zone: str) -> tuple[NameServer, ...]:
     """NS servers: a TOML list of {name, addresses} tables, or the text form
     `name[=addr,addr];name...` (environment and flags)."""
@@ -141,8 +167,8 @@ def _ns_list(key: str, value: object, zone: str) -> tuple[NameServer, ...]:
         for part in str(value).split(";"):
             if not part.strip():
                 continue
-            name, _, addrs = part.strip().partition("=")
-            items.append((name.strip(), [a.strip() for a in addrs.split(",") if a.strip()]))
+            name, _, addr_text = part.strip().partition("=")
+            items.append((name.strip(), [a.strip() for a in addr_text.split(",") if a.strip()]))
     if not items:
         raise ConfigError(f"{key}: at least one name server is needed")
     servers = []
@@ -162,7 +188,7 @@ _PARSERS: dict[str, Callable[[str, object, str], object]] = {
     "http": lambda k, v, z: HostPort.parse(k, v),
     "ttl": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
     "negative_ttl": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "ns": lambda k, v, z: _ns_list(k, v, z),
+    "ns": _ns_list,
     "soa_mname": lambda k, v, z: _absolute(k, str(v), z),
     "soa_rname": lambda k, v, z: _absolute(k, str(v), z),
     "soa_refresh": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
@@ -174,6 +200,10 @@ _PARSERS: dict[str, Callable[[str, object, str], object]] = {
     "tcp_max_connections": lambda k, v, z: _int(k, v, 1, 1_000_000),
     "journal_poll_interval": lambda k, v, z: _float(k, v, 0.01, 60),
     "dns_workers": lambda k, v, z: _int(k, v, 1, 64),
+    "admin_token": lambda k, v, z: _admin_token(k, v),
+    "trusted_proxies": lambda k, v, z: _networks(k, v),
+    "stale_after": lambda k, v, z: _float(k, v, 1, 365 * 86400),
+    "heartbeat_interval": lambda k, v, z: _float(k, v, 1, 86400),
 }
 
 

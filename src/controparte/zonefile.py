@@ -12,7 +12,7 @@ out, as the server hides them. Every record carries `settings.ttl`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import dns.name
 import dns.rdata
@@ -37,6 +37,15 @@ ZoneRecord = tuple[str, str | None, str | None, int | None]
 """(label, ipv4, ipv6, port), as `Store.dns_snapshot` yields them."""
 
 _IN = RdataClass.IN
+
+# dnspython's rdata constructors carry no annotations; these names give them types.
+_SOA: Callable[..., dns.rdata.Rdata] = dns.rdtypes.ANY.SOA.SOA
+_NS: Callable[[RdataClass, RdataType, dns.name.Name], dns.rdata.Rdata] = dns.rdtypes.ANY.NS.NS
+_A: Callable[[RdataClass, RdataType, str], dns.rdata.Rdata] = dns.rdtypes.IN.A.A
+_AAAA: Callable[[RdataClass, RdataType, str], dns.rdata.Rdata] = dns.rdtypes.IN.AAAA.AAAA
+_SRV: Callable[[RdataClass, RdataType, int, int, int, dns.name.Name], dns.rdata.Rdata] = (
+    dns.rdtypes.IN.SRV.SRV
+)
 
 
 def _rr(owner: str, ttl: int, rdata: dns.rdata.Rdata) -> str:
@@ -68,7 +77,7 @@ def zone_lines(settings: Settings, serial: int, records: Iterable[ZoneRecord]) -
     """The master file, line by line (each ends in a newline); see `zone_text`."""
     origin = dns.name.from_text(settings.zone)
     ttl = settings.ttl
-    soa = dns.rdtypes.ANY.SOA.SOA(
+    soa = _SOA(
         _IN,
         RdataType.SOA,
         dns.name.from_text(settings.soa_mname),
@@ -89,15 +98,15 @@ def zone_lines(settings: Settings, serial: int, records: Iterable[ZoneRecord]) -
         name = dns.name.from_text(server.name)
         if name not in seen:
             seen.add(name)
-            yield _rr("@", ttl, dns.rdtypes.ANY.NS.NS(_IN, RdataType.NS, name))
+            yield _rr("@", ttl, _NS(_IN, RdataType.NS, name))
     for name, addresses in glue.items():
         owner = name.relativize(origin).to_text()
         for address in addresses:
             if ipaddress.ip_address(address).version == 4:
-                yield _rr(owner, ttl, dns.rdtypes.IN.A.A(_IN, RdataType.A, address))
+                yield _rr(owner, ttl, _A(_IN, RdataType.A, address))
         for address in addresses:
             if ipaddress.ip_address(address).version == 6:
-                yield _rr(owner, ttl, dns.rdtypes.IN.AAAA.AAAA(_IN, RdataType.AAAA, address))
+                yield _rr(owner, ttl, _AAAA(_IN, RdataType.AAAA, address))
     reserved = reserved_labels(settings)
     for label, ipv4, ipv6, port in sorted(records, key=lambda r: r[0]):
         if label in reserved:
@@ -105,12 +114,12 @@ def zone_lines(settings: Settings, serial: int, records: Iterable[ZoneRecord]) -
         relative = dns.name.Name((label,))
         owner = relative.to_text()
         if ipv4 is not None:
-            yield _rr(owner, ttl, dns.rdtypes.IN.A.A(_IN, RdataType.A, ipv4))
+            yield _rr(owner, ttl, _A(_IN, RdataType.A, ipv4))
         if ipv6 is not None:
-            yield _rr(owner, ttl, dns.rdtypes.IN.AAAA.AAAA(_IN, RdataType.AAAA, ipv6))
+            yield _rr(owner, ttl, _AAAA(_IN, RdataType.AAAA, ipv6))
         if port is not None:
             target = relative.concatenate(origin)
-            srv = dns.rdtypes.IN.SRV.SRV(_IN, RdataType.SRV, 0, 0, port, target)
+            srv = _SRV(_IN, RdataType.SRV, 0, 0, port, target)
             yield _rr(f"{SRV_OWNER}.{owner}", ttl, srv)
 
 

@@ -167,7 +167,7 @@ class FastPath:
                     + b"\x00\x00\x00\x00"
                     + _U16.pack(node[2])
                     + target
-                )  # type: ignore[arg-type]
+                )
                 answers = 1
                 pointer = 0xC000 | (12 + _SRV_QNAME_PREFIX)
                 if node[0] is not None:

@@ -121,6 +121,9 @@ class Installation:
     created: datetime = field(default_factory=utcnow)
     updated: datetime = field(default_factory=utcnow)
     last_seen: datetime | None = None
+    private_port: int | None = None
+    """The port MxServer listens on behind NAT, as its agent reports it (not served)."""
+    agent_version: str | None = None
 
     @classmethod
     def create(
@@ -143,11 +146,11 @@ class Installation:
             kind=kind if isinstance(kind, Kind) else Kind.parse(kind),
             ipv4=None
             if ipv4 in (None, "")
-            else validate_ipv4(ipv4, allow_non_global=allow_non_global),  # type: ignore[arg-type]
+            else validate_ipv4(ipv4, allow_non_global=allow_non_global),
             ipv6=None
             if ipv6 in (None, "")
-            else validate_ipv6(ipv6, allow_non_global=allow_non_global),  # type: ignore[arg-type]
-            port=None if port in (None, "") else validate_port(port),  # type: ignore[arg-type]
+            else validate_ipv6(ipv6, allow_non_global=allow_non_global),
+            port=None if port in (None, "") else validate_port(port),
             created=stamp,
             updated=stamp,
         )
@@ -200,6 +203,8 @@ class Installation:
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
             "last_seen": None if self.last_seen is None else self.last_seen.isoformat(),
+            "private_port": self.private_port,
+            "agent_version": self.agent_version,
         }
 
 

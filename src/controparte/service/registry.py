@@ -8,7 +8,6 @@ processes learn of it from the store's journal).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from controparte.errors import ConflictError, NotFoundError, ValidationError
 from controparte.model import Installation, InstallationChange, validate_code
@@ -29,11 +28,15 @@ def reserved_labels(settings: Settings) -> frozenset[str]:
     return frozenset(labels)
 
 
-@dataclass(frozen=True, slots=True)
-class ImportError_(Exception):  # noqa: N801 - not the builtin ImportError
-    """A bulk import that was refused whole; `problems` are (line, message) pairs."""
+class ImportError_(Exception):  # noqa: N801, N818 - not the builtin ImportError
+    """A bulk import that was refused whole; `problems` are (line, message) pairs.
 
-    problems: tuple[tuple[int, str], ...]
+    A plain class, not a frozen dataclass: `contextlib` sets `__traceback__` on an
+    exception leaving a `with` block, which a frozen (slotted) dataclass refuses."""
+
+    def __init__(self, problems: Iterable[tuple[int, str]]) -> None:
+        self.problems: tuple[tuple[int, str], ...] = tuple(problems)
+        super().__init__(self.problems)
 
     def __str__(self) -> str:
         return "; ".join(f"line {line}: {msg}" for line, msg in self.problems)
@@ -124,7 +127,7 @@ class Registry:
         return inst
 
     def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
-        return self.store.list(limit=limit, offset=offset)
+        return self.store.installations(limit=limit, offset=offset)
 
     def update(
         self, code: str, change: InstallationChange, origin: Origin | None = None

@@ -1,6 +1,13 @@
 """Storage: one narrow interface (`Store`), one implementation per engine."""
 
-from controparte.store.base import DnsRecord, JournalEntry, Origin, Store, StoreTransaction
+from controparte.store.base import (
+    DnsRecord,
+    JournalEntry,
+    Origin,
+    Store,
+    StoreTransaction,
+    TsigKeyRow,
+)
 from controparte.store.sqlite import SqliteStore, open_store
 
 __all__ = [
@@ -10,5 +17,6 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreTransaction",
+    "TsigKeyRow",
     "open_store",
 ]

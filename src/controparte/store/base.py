@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from controparte.model import Installation
-
 
 T = TypeVar("T")
 
@@ -50,6 +50,16 @@ class JournalEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class TsigKeyRow:
+    """A stored TSIG key: `secret` is encrypted; `code` None marks an admin key."""
+
+    name: str
+    code: str | None
+    algorithm: str
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change and how, for the audit history."""
 
@@ -67,9 +77,19 @@ class StoreTransaction(Protocol):
 
     def insert(self, installation: Installation) -> None: ...
 
-    def update(self, old: Installation, new: Installation) -> None: ...
+    def update(self, old: Installation, new: Installation, origin: Origin | None = None) -> None:
+        """Write `new` over `old`; `origin` overrides the transaction's for the history."""
+        ...
 
     def delete(self, installation: Installation) -> None: ...
+
+    def touch(self, code: str, when: datetime) -> None: ...
+
+    def set_token_hash(self, code: str, token_hash: str) -> None: ...
+
+    def add_admin_token(self, token_hash: str, note: str | None) -> None: ...
+
+    def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None: ...
 
 
 class Store(Protocol):
@@ -81,7 +101,7 @@ class Store(Protocol):
 
     def get_by_label(self, label: str) -> Installation | None: ...
 
-    def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]: ...
+    def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]: ...
 
     def count(self) -> int: ...
 
@@ -96,6 +116,12 @@ class Store(Protocol):
         the records are handed to `consume` as (label, ipv4, ipv6, port) rows while the
         view is held, and its result is returned."""
         ...
+
+    def token_hash(self, code: str) -> str | None: ...
+
+    def admin_token_hashes(self) -> list[str]: ...
+
+    def tsig_key(self, name: str) -> TsigKeyRow | None: ...
 
     def history(self, code: str) -> list[dict[str, object]]: ...
 

@@ -13,13 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from controparte.errors import ConflictError, StorageError
 from controparte.model import Installation, Kind
-from controparte.store.base import DnsRecord, JournalEntry, Origin, RecordRow
+from controparte.store.base import DnsRecord, JournalEntry, Origin, RecordRow, TsigKeyRow
 
 T = TypeVar("T")
 
@@ -67,9 +67,39 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX history_by_code ON history (code, id);
     """,
+    # 2: credentials. Token hashes (HMAC-SHA-256), admin token hashes, TSIG keys
+    # (secrets encrypted; code NULL = an admin key that may change any installation).
+    """
+    CREATE TABLE tokens (
+        code       TEXT PRIMARY KEY COLLATE NOCASE
+                   REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        token_hash TEXT NOT NULL,
+        created    TEXT NOT NULL
+    );
+    CREATE TABLE admin_tokens (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash TEXT NOT NULL UNIQUE,
+        note       TEXT,
+        created    TEXT NOT NULL
+    );
+    CREATE TABLE tsig_keys (
+        name      TEXT PRIMARY KEY,
+        code      TEXT COLLATE NOCASE
+                  REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        algorithm TEXT NOT NULL,
+        secret    BLOB NOT NULL,
+        created   TEXT NOT NULL
+    );
+    CREATE INDEX tsig_keys_by_code ON tsig_keys (code);
+    ALTER TABLE installations ADD COLUMN private_port INTEGER
+        CHECK (private_port BETWEEN 1 AND 65535);
+    ALTER TABLE installations ADD COLUMN agent_version TEXT;
+    """,
 )
 
-_COLUMNS = "code, label, kind, ipv4, ipv6, port, created, updated, last_seen"
+_COLUMNS = (
+    "code, label, kind, ipv4, ipv6, port, created, updated, last_seen, private_port, agent_version"
+)
 
 
 def next_serial(serial: int) -> int:
@@ -78,17 +108,31 @@ def next_serial(serial: int) -> int:
 
 
 def _row_to_installation(row: sqlite3.Row | tuple[object, ...]) -> Installation:
-    code, label, kind, ipv4, ipv6, port, created, updated, last_seen = tuple(row)
+    (
+        code,
+        label,
+        kind,
+        ipv4,
+        ipv6,
+        port,
+        created,
+        updated,
+        last_seen,
+        private_port,
+        agent_version,
+    ) = tuple(row)
     return Installation(
         code=str(code),
         label=str(label),
         kind=Kind(str(kind)),
         ipv4=None if ipv4 is None else str(ipv4),
         ipv6=None if ipv6 is None else str(ipv6),
-        port=None if port is None else int(port),  # type: ignore[call-overload]
+        port=None if port is None else int(str(port)),
         created=datetime.fromisoformat(str(created)),
         updated=datetime.fromisoformat(str(updated)),
         last_seen=None if last_seen is None else datetime.fromisoformat(str(last_seen)),
+        private_port=None if private_port is None else int(str(private_port)),
+        agent_version=None if agent_version is None else str(agent_version),
     )
 
 
@@ -103,6 +147,8 @@ def _values(inst: Installation) -> tuple[object, ...]:
         inst.created.isoformat(),
         inst.updated.isoformat(),
         None if inst.last_seen is None else inst.last_seen.isoformat(),
+        inst.private_port,
+        inst.agent_version,
     )
 
 
@@ -127,18 +173,24 @@ class _Transaction:
         return None if row is None else _row_to_installation(row)
 
     def _history(
-        self, code: str, action: str, old: Installation | None, new: Installation | None
+        self,
+        code: str,
+        action: str,
+        old: Installation | None,
+        new: Installation | None,
+        origin: Origin | None = None,
     ) -> None:
+        origin = origin or self._origin
         self._conn.execute(
             "INSERT INTO history (at, code, action, actor, via, source, old, new)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (new or old).updated.isoformat() if (new or old) else "",  # type: ignore[union-attr]
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
                 code,
                 action,
-                self._origin.actor,
-                self._origin.via,
-                self._origin.source,
+                origin.actor,
+                origin.via,
+                origin.source,
                 None if old is None else json.dumps(old.to_dict()),
                 None if new is None else json.dumps(new.to_dict()),
             ),
@@ -147,7 +199,7 @@ class _Transaction:
     def insert(self, installation: Installation) -> None:
         try:
             self._conn.execute(
-                f"INSERT INTO installations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO installations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _values(installation),
             )
         except sqlite3.IntegrityError as exc:
@@ -155,11 +207,12 @@ class _Transaction:
         self._history(installation.code, "add", None, installation)
         self.dns_changes.append((installation.code, None, installation))
 
-    def update(self, old: Installation, new: Installation) -> None:
+    def update(self, old: Installation, new: Installation, origin: Origin | None = None) -> None:
         try:
             self._conn.execute(
                 "UPDATE installations SET label = ?, kind = ?, ipv4 = ?, ipv6 = ?, port = ?,"
-                " updated = ?, last_seen = ? WHERE code = ?",
+                " updated = ?, last_seen = ?, private_port = ?, agent_version = ?"
+                " WHERE code = ?",
                 (
                     new.label,
                     new.kind.value,
@@ -168,6 +221,8 @@ class _Transaction:
                     new.port,
                     new.updated.isoformat(),
                     None if new.last_seen is None else new.last_seen.isoformat(),
+                    new.private_port,
+                    new.agent_version,
                     old.code,
                 ),
             )
@@ -176,7 +231,39 @@ class _Transaction:
         if old.dns_view() != new.dns_view():
             self.dns_changes.append((old.code, old.label, new))
         if _audited(old) != _audited(new):
-            self._history(old.code, "update", old, new)
+            self._history(old.code, "update", old, new, origin)
+
+    def touch(self, code: str, when: datetime) -> None:
+        """Record that the installation was seen (no history, no DNS change)."""
+        self._conn.execute(
+            "UPDATE installations SET last_seen = ? WHERE code = ?", (when.isoformat(), code)
+        )
+
+    def set_token_hash(self, code: str, token_hash: str) -> None:
+        self._conn.execute(
+            "INSERT INTO tokens (code, token_hash, created) VALUES (?, ?, ?)"
+            " ON CONFLICT (code) DO UPDATE SET token_hash = excluded.token_hash,"
+            " created = excluded.created",
+            (code, token_hash, datetime.now(UTC).isoformat()),
+        )
+        self._history(code, "token", None, None)
+
+    def add_admin_token(self, token_hash: str, note: str | None) -> None:
+        self._conn.execute(
+            "INSERT INTO admin_tokens (token_hash, note, created) VALUES (?, ?, ?)",
+            (token_hash, note, datetime.now(UTC).isoformat()),
+        )
+
+    def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None:
+        """Store (or replace) a TSIG key; an installation keeps one key at a time."""
+        if code is not None:
+            self._conn.execute("DELETE FROM tsig_keys WHERE code = ?", (code,))
+            self._history(code, "tsig-key", None, None)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO tsig_keys (name, code, algorithm, secret, created)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (name, code, algorithm, secret, datetime.now(UTC).isoformat()),
+        )
 
     def delete(self, installation: Installation) -> None:
         self._conn.execute("DELETE FROM installations WHERE code = ?", (installation.code,))
@@ -313,7 +400,7 @@ class SqliteStore:
         row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE label = ?", (label.lower(),))
         return None if row is None else _row_to_installation(row)
 
-    def list(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
+    def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
         with self._lock:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
@@ -323,15 +410,15 @@ class SqliteStore:
 
     def count(self) -> int:
         row = self._one("SELECT count(*) FROM installations")
-        return int(row[0]) if row else 0  # type: ignore[call-overload]
+        return int(str(row[0])) if row else 0
 
     def serial(self) -> int:
         row = self._one("SELECT serial FROM zone_state WHERE id = 1")
-        return int(row[0]) if row else 0  # type: ignore[call-overload]
+        return int(str(row[0])) if row else 0
 
     def last_seq(self) -> int:
         row = self._one("SELECT coalesce(max(seq), 0) FROM journal")
-        return int(row[0]) if row else 0  # type: ignore[call-overload]
+        return int(str(row[0])) if row else 0
 
     def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
         with self._lock:
@@ -367,6 +454,28 @@ class SqliteStore:
             finally:
                 self._conn.execute("COMMIT")
         return serial, seq, result
+
+    def token_hash(self, code: str) -> str | None:
+        row = self._one("SELECT token_hash FROM tokens WHERE code = ?", (code,))
+        return None if row is None else str(row[0])
+
+    def admin_token_hashes(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT token_hash FROM admin_tokens").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def tsig_key(self, name: str) -> TsigKeyRow | None:
+        row = self._one(
+            "SELECT name, code, algorithm, secret FROM tsig_keys WHERE name = ?", (name.lower(),)
+        )
+        if row is None:
+            return None
+        return TsigKeyRow(
+            str(row[0]),
+            None if row[1] is None else str(row[1]),
+            str(row[2]),
+            bytes(row[3]),  # type: ignore[call-overload]
+        )
 
     def history(self, code: str) -> list[dict[str, object]]:
         with self._lock:

@@ -1,0 +1,120 @@
+"""Who may change what: installation tokens, admin tokens, TSIG keys.
+
+A token authorises exactly one installation's records; an admin token (from the
+configuration or made by `controparte admin-token`) authorises management. TSIG keys
+follow the same rule for RFC 2136: an installation key changes only its own names, an
+admin key (no installation) any installation's.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import dns.name
+import dns.tsig
+
+from controparte.errors import AuthError, NotFoundError
+from controparte.model import Installation, validate_code
+from controparte.service.credentials import (
+    ServerSecret,
+    new_token,
+    new_tsig_secret,
+    tsig_secret_text,
+)
+from controparte.settings import Settings
+from controparte.store import Origin, Store
+
+TSIG_ALGORITHM = "hmac-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKeyFile:
+    """A TSIG key as handed out once: name, algorithm and the secret in base64."""
+
+    name: str
+    algorithm: str
+    secret: str
+    code: str | None
+
+    def nsupdate_text(self) -> str:
+        """The key in the BIND `key` statement format that `nsupdate -k` reads."""
+        return (
+            f'key "{self.name}" {{\n\talgorithm {self.algorithm};\n\tsecret "{self.secret}";\n}};\n'
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedKey:
+    """A stored key made ready for dnspython: `code` None is an admin key."""
+
+    code: str | None
+    key: dns.tsig.Key
+
+
+class Access:
+    def __init__(self, store: Store, secret: ServerSecret, settings: Settings) -> None:
+        self.store = store
+        self.secret = secret
+        self.settings = settings
+
+    # -- installation tokens -----------------------------------------------------------
+
+    def issue_token(self, code: str, origin: Origin | None = None) -> str:
+        """Make a new token for `code`, replacing any old one; returned once, never kept."""
+        token = new_token()
+        with self.store.transaction(origin or Origin()) as tx:
+            if tx.get(validate_code(code)) is None:
+                raise NotFoundError(f"no installation with code {code!r}")
+            tx.set_token_hash(code, self.secret.hash_token(token))
+        return token
+
+    def authenticate(self, code_or_label: str, token: str) -> Installation:
+        """The installation that `token` belongs to, named by code or by label.
+        Raises AuthError for an unknown name or a wrong token alike (no oracle)."""
+        inst = self.store.get(code_or_label) or self.store.get_by_label(code_or_label.lower())
+        if inst is None or not self.secret.token_matches(token, self.store.token_hash(inst.code)):
+            raise AuthError("bad credentials: unknown installation or wrong token")
+        return inst
+
+    # -- admin tokens ------------------------------------------------------------------
+
+    def create_admin_token(self, note: str | None = None) -> str:
+        token = new_token()
+        with self.store.transaction(Origin(via="admin-token")) as tx:
+            tx.add_admin_token(self.secret.hash_token(token), note)
+        return token
+
+    def is_admin(self, token: str) -> bool:
+        configured = self.settings.admin_token
+        if configured and hmac.compare_digest(token.encode(), configured.encode()):
+            return True
+        hashed = self.secret.hash_token(token)
+        return any(hmac.compare_digest(hashed, h) for h in self.store.admin_token_hashes())
+
+    # -- TSIG keys ---------------------------------------------------------------------
+
+    def key_name(self, code: str | None, serial: str = "admin") -> str:
+        zone = self.settings.zone
+        return f"{code.lower()}.tsig.{zone}" if code is not None else f"{serial}.tsig.{zone}"
+
+    def create_tsig_key(
+        self, code: str | None, origin: Origin | None = None, admin_name: str = "admin"
+    ) -> TsigKeyFile:
+        """A new hmac-sha256 key for installation `code` (replacing its old one), or an
+        admin key when `code` is None. The secret is stored encrypted."""
+        secret = new_tsig_secret()
+        name = self.key_name(code, admin_name)
+        with self.store.transaction(origin or Origin()) as tx:
+            if code is not None and tx.get(validate_code(code)) is None:
+                raise NotFoundError(f"no installation with code {code!r}")
+            tx.set_tsig_key(name, code, TSIG_ALGORITHM, self.secret.encrypt(secret, name))
+        return TsigKeyFile(name, TSIG_ALGORITHM, tsig_secret_text(secret), code)
+
+    def resolve_key(self, name: dns.name.Name) -> ResolvedKey | None:
+        """The key called `name`, decrypted, or None if there is none."""
+        row = self.store.tsig_key(name.to_text().lower())
+        if row is None:
+            return None
+        secret = self.secret.decrypt(row.secret, row.name)
+        return ResolvedKey(row.code, dns.tsig.Key(name, secret, row.algorithm))

@@ -1,0 +1,105 @@
+"""Credentials: installation tokens, admin tokens and TSIG secrets, kept safe at rest.
+
+- Tokens are random (192 bits) and stored only as HMAC-SHA-256 under the server secret:
+  checking one costs microseconds, and a stolen database cannot be used to log in.
+- TSIG secrets must come back in clear to sign and verify, so they are stored encrypted
+  (AES-256-GCM, key derived from the server secret, the installation code as
+  associated data so a ciphertext cannot be moved to another installation).
+- The server secret is 32 random bytes in `<data>/server.key` (mode 0600), created on
+  first use; every process sharing the data directory reads the same file.
+
+Nothing here logs a token or a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from controparte.errors import ConfigError
+
+SECRET_FILE = "server.key"  # noqa: S105 - a file name
+TOKEN_BYTES = 24  # 192 bits
+TOKEN_PREFIX = "cpt_"  # noqa: S105 - a public prefix
+TSIG_SECRET_BYTES = 32  # hmac-sha256: a key as long as the hash
+
+
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    return hmac.new(master, b"controparte/" + purpose, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSecret:
+    """Keys derived from the server secret, one per purpose."""
+
+    token_key: bytes
+    encryption_key: bytes
+
+    @classmethod
+    def from_master(cls, master: bytes) -> ServerSecret:
+        if len(master) < 32:
+            raise ConfigError("secret: the server secret must be at least 32 bytes")
+        return cls(_derive(master, b"token-hmac"), _derive(master, b"tsig-aead"))
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> ServerSecret:
+        """Read `<data>/server.key`, creating it (0600, exclusively) if missing."""
+        path = data_dir / SECRET_FILE
+        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+                out.flush()
+                os.fsync(out.fileno())
+        try:
+            master = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"secret: cannot read {path}: {exc.strerror}") from None
+        if len(master) < 32:
+            # A concurrent creator may not have written yet: it writes 32 bytes at once.
+            raise ConfigError(f"secret: {path} is shorter than 32 bytes")
+        return cls.from_master(master)
+
+    # -- tokens --------------------------------------------------------------------
+
+    def hash_token(self, token: str) -> str:
+        return hmac.new(self.token_key, token.encode(), hashlib.sha256).hexdigest()
+
+    def token_matches(self, token: str, stored_hash: str | None) -> bool:
+        """Constant-time comparison against a stored hash (False when none is stored)."""
+        if stored_hash is None:
+            return False
+        return hmac.compare_digest(self.hash_token(token), stored_hash)
+
+    # -- TSIG secrets --------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes, context: str) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + AESGCM(self.encryption_key).encrypt(nonce, plaintext, context.encode())
+
+    def decrypt(self, blob: bytes, context: str) -> bytes:
+        return AESGCM(self.encryption_key).decrypt(blob[:12], blob[12:], context.encode())
+
+
+def new_token() -> str:
+    """A fresh bearer token: a prefix that secret scanners recognise, 192 random bits."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_tsig_secret() -> bytes:
+    return secrets.token_bytes(TSIG_SECRET_BYTES)
+
+
+def tsig_secret_text(secret: bytes) -> str:
+    return base64.b64encode(secret).decode()
