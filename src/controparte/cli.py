@@ -104,6 +104,25 @@ PortOption = Annotated[
     typer.Option("--port", metavar="N", help="Public port (after NAT) MxServer is reached on."),
 ]
 
+TtlOption = Annotated[
+    int | None,
+    typer.Option("--ttl", metavar="N", help="TTL of every record (env CONTROPARTE_TTL)."),
+]
+NsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ns",
+        metavar="NAME[=ADDR,...]",
+        help="A name server of the zone, with its glue addresses; repeat for more"
+        " (env CONTROPARTE_NS, as NAME=ADDR;NAME...).",
+    ),
+]
+
+
+def _ns_flag(ns: list[str] | None) -> str | None:
+    """Repeated --ns options in the text form the settings read."""
+    return None if not ns else ";".join(ns)
+
 
 def _settings(
     data: Path | None,
@@ -192,7 +211,7 @@ def _print_installation(inst: Installation, settings: Settings, as_json: bool) -
         ("port", inst.port),
         ("created", inst.created.isoformat(timespec="seconds")),
         ("updated", inst.updated.isoformat(timespec="seconds")),
-        ("last seen", None if inst.last_seen is None else inst.last_seen.isoformat()),
+        ("last seen", None if inst.last_seen is None else inst.last_seen.isoformat("T", "seconds")),
     ]
     for key, value in rows:
         table.add_row(key, _text(value))
@@ -212,15 +231,8 @@ def serve(
     dns_workers: Annotated[
         int | None, typer.Option("--dns-workers", metavar="N", help="DNS worker processes.")
     ] = None,
-    ttl: Annotated[int | None, typer.Option("--ttl", metavar="N", help="Record TTL.")] = None,
-    ns: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--ns",
-            metavar="NAME[=ADDR,...]",
-            help="A name server of the zone, with its glue addresses; repeat for more.",
-        ),
-    ] = None,
+    ttl: TtlOption = None,
+    ns: NsOption = None,
     data: DataOption = None,
     zone: ZoneOption = None,
     config: ConfigOption = None,
@@ -236,7 +248,7 @@ def serve(
             dns=dns,
             dns_workers=dns_workers,
             ttl=ttl,
-            ns=None if not ns else ";".join(ns),
+            ns=_ns_flag(ns),
         )
         from controparte.dns.server import run_server  # noqa: PLC0415 - the heavy part
 
@@ -384,14 +396,17 @@ def zone_export(
         Path | None,
         typer.Option("--out", metavar="FILE", help="Write here (atomically), not stdout."),
     ] = None,
+    ttl: TtlOption = None,
+    ns: NsOption = None,
     data: DataOption = None,
     zone: ZoneOption = None,
     config: ConfigOption = None,
     allow_non_global: AllowNonGlobalOption = False,
 ) -> None:
-    """Write the zone as an RFC 1035 master file (one consistent snapshot)."""
+    """Write the zone as an RFC 1035 master file (one consistent snapshot), as `serve`
+    with the same settings publishes it."""
     with _user_errors():
-        settings = _settings(data, zone, config, allow_non_global)
+        settings = _settings(data, zone, config, allow_non_global, ttl=ttl, ns=_ns_flag(ns))
         with _registry(settings, must_exist=True) as registry:
             serial, _seq, records = registry.store.dns_snapshot(list)
         text = zone_text(settings, serial, records)
@@ -416,7 +431,7 @@ _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 def _csv_rows(text: str) -> ImportRows:
     """Rows of a CSV file whose first non-blank row names the columns. Lines are the
     file's physical lines (a row is numbered by the line it starts on)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     problems: list[tuple[int, str]] = []
     rows: ImportRows = []
     header: list[str] | None = None

@@ -257,7 +257,18 @@ def load_settings(
 
 def _with_defaults(s: Settings) -> Settings:
     """Fill the values that derive from others: NS, SOA MNAME and RNAME."""
+    if not s.ns and ipaddress.ip_address(s.dns.host).is_unspecified:
+        raise ConfigError(
+            f"ns: the DNS server listens on {s.dns.host}, which is no address to publish;"
+            " name the zone's name servers and their addresses (CONTROPARTE_NS)"
+        )
     ns = s.ns or (NameServer("ns1." + s.zone, (s.dns.host,)),)
+    for server in ns:
+        if server.name.endswith("." + s.zone) and not server.addresses:
+            raise ConfigError(
+                f"ns: {server.name} is inside the zone, so it needs its addresses (glue):"
+                " write it as name=address[,address]"
+            )
     mname = s.soa_mname or ns[0].name
     rname = s.soa_rname or "hostmaster." + s.zone
     return Settings(

@@ -129,5 +129,6 @@ def zone_text(settings: Settings, serial: int, records: Iterable[ZoneRecord]) ->
     same data always gives the same text.
 
     Raises `ConfigError` when the name servers cannot be published (an in-zone name
-    server without an address), `ValueError` for a record dnspython cannot encode."""
+    server without an address); `dns.exception.DNSException` or `ValueError` (what
+    dnspython raises) for a record that is not a valid address or port."""
     return "".join(zone_lines(settings, serial, records))

@@ -94,8 +94,6 @@ def _additional_for(zone: Zone, rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]
         if not isinstance(target, dns.name.Name) or not target.is_subdomain(origin):
             continue
         relative = tuple(lab.lower() for lab in target.relativize(origin).labels)
-        if relative == (b"@",):
-            continue
         found = rrsets_at(zone, relative)
         if found:
             out.extend(r for r in found if r.rdtype in (RdataType.A, RdataType.AAAA))

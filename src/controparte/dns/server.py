@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from controparte.dns.engine import Engine
 from controparte.dns.zone import Zone, ZoneConfig
+from controparte.service.services import Services
 from controparte.settings import Settings
 from controparte.store import Store, open_store
 
@@ -100,8 +101,11 @@ def _wake(sock: socket.socket) -> None:
 class DnsServer:
     """UDP + TCP server over a store; use `async with` or start()/stop()."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store | None = None, services: Services | None = None
+    ) -> None:
         self.settings = settings
+        self.services = services  # for UPDATE (RFC 2136): credentials and registry writes
         self.store = store if store is not None else open_store(settings.data)
         self.config = ZoneConfig.from_settings(settings)
         self.engine = Engine(load_zone(self.store, self.config))
