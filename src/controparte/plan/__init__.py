@@ -1,0 +1,1 @@
+"""Connectivity plans: the feature catalog (data), the planner and firewall rules (pure)."""

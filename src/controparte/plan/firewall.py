@@ -1,0 +1,148 @@
+"""Firewall rules for one side of a plan: nftables, iptables and Windows
+(`New-NetFirewallRule`). Pure text renderers over `Rule` values.
+
+The rules allow; they do not set policies. nftables rules are `add rule` statements
+for the usual `inet filter` table (input/output chains) and `ip nat` / `ip6 nat`
+prerouting (for the port forward when this host does the NAT itself; on a separate
+router, forward the public port there instead). Peers known only by name (the
+start-live hosts) are matched by port, with the names in the comment, since packet
+filters match addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+
+from controparte.plan.planner import Action, Origin, Plan, Role, Rule
+
+FORMATS = ("nftables", "iptables", "windows")
+
+
+def _v(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+def _comment(plan: Plan, rule: Rule) -> str:
+    text = f"controparte {plan.feature.id}: {rule.action.value} {rule.peer_name}"
+    if rule.names:
+        text += " (" + ", ".join(rule.names) + ")"
+    return text.replace('"', "'")
+
+
+def _nft_ports(rule: Rule) -> str:
+    return rule.ports_text
+
+
+def _nftables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+    out = []
+    for rule in rules:
+        comment = f'comment "{_comment(plan, rule)}"'
+        families = sorted({_v(a) for a in rule.peer_addresses}) or [0]
+        for family in families:
+            peers = [a for a in rule.peer_addresses if _v(a) == family]
+            ip = "ip6" if family == 6 else "ip"
+            if rule.action is Action.EGRESS:
+                match = f"{ip} daddr {{ {', '.join(peers)} }} " if peers else ""
+                out.append(
+                    f"add rule inet filter output {match}tcp dport {_nft_ports(rule)}"
+                    f" ct state new accept {comment}"
+                )
+            elif rule.action is Action.INBOUND:
+                match = f"{ip} saddr {{ {', '.join(peers)} }} " if peers else ""
+                out.append(
+                    f"add rule inet filter input {match}tcp dport {_nft_ports(rule)}"
+                    f" ct state new accept {comment}"
+                )
+            elif rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low:
+                table = "ip6 nat" if family == 6 else "ip nat"
+                out.append(
+                    f"add rule {table} prerouting tcp dport {rule.port_low}"
+                    f" redirect to :{rule.to_port} {comment}"
+                )
+    return out
+
+
+def _iptables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+    out = []
+    for rule in rules:
+        comment = f'-m comment --comment "{_comment(plan, rule)}"'
+        ports = rule.ports_text.replace("-", ":")
+        families = sorted({_v(a) for a in rule.peer_addresses}) or [4, 6]
+        for family in families:
+            tool = "ip6tables" if family == 6 else "iptables"
+            peers = [a for a in rule.peer_addresses if _v(a) == family]
+            if rule.action is Action.EGRESS:
+                match = f"-d {','.join(peers)} " if peers else ""
+                out.append(
+                    f"{tool} -A OUTPUT -p tcp {match}--dport {ports} -m conntrack"
+                    f" --ctstate NEW {comment} -j ACCEPT"
+                )
+            elif rule.action is Action.INBOUND:
+                match = f"-s {','.join(peers)} " if peers else ""
+                out.append(
+                    f"{tool} -A INPUT -p tcp {match}--dport {ports} -m conntrack"
+                    f" --ctstate NEW {comment} -j ACCEPT"
+                )
+            elif rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low:
+                out.append(
+                    f"{tool} -t nat -A PREROUTING -p tcp --dport {rule.port_low}"
+                    f" {comment} -j REDIRECT --to-ports {rule.to_port}"
+                )
+    return out
+
+
+def _windows(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+    out = []
+    for rule in rules:
+        name = _comment(plan, rule)
+        remote = f" -RemoteAddress {','.join(rule.peer_addresses)}" if rule.peer_addresses else ""
+        if rule.action is Action.EGRESS:
+            out.append(
+                f'New-NetFirewallRule -DisplayName "{name}" -Direction Outbound'
+                f" -Protocol TCP{remote} -RemotePort {rule.ports_text} -Action Allow"
+            )
+        elif rule.action is Action.INBOUND:
+            out.append(
+                f'New-NetFirewallRule -DisplayName "{name}" -Direction Inbound'
+                f" -Protocol TCP{remote} -LocalPort {rule.ports_text} -Action Allow"
+            )
+        elif rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low:
+            out.append(
+                f"# On the router: forward TCP {rule.port_low} to this host's port"
+                f" {rule.to_port}. On this host itself, if it is the NAT:"
+            )
+            out.append(
+                f"netsh interface portproxy add v4tov4 listenport={rule.port_low}"
+                f" connectport={rule.to_port} connectaddress=127.0.0.1"
+            )
+    return out
+
+
+_RENDERERS: dict[str, Callable[[Plan, Sequence[Rule]], list[str]]] = {
+    "nftables": _nftables,
+    "iptables": _iptables,
+    "windows": _windows,
+}
+
+
+def render_rules(plan: Plan, side: Role, fmt: str) -> str:
+    """The rules `side` of `plan` needs, in `fmt` (one of FORMATS), as a script."""
+    rules = plan.rules_for(side)
+    party = plan.party(side)
+    comment = "#"
+    header = [
+        f"{comment} controparte: {plan.feature.id} ({plan.feature.name})",
+        f"{comment} caller {plan.caller.name}, callee {plan.callee.name};"
+        f" rules for the {side.value}, {party.name}",
+    ]
+    if any(
+        r.origin is Origin.CLIENTS and r.side is side and r.action is Action.EGRESS for r in rules
+    ):
+        header.append(f"{comment} the egress rules apply to every iDesk client's network")
+    for flow in plan.blocked:
+        header.append(f"{comment} BLOCKED {flow.description}: {flow.blocked}. Fix: {flow.fix}")
+    body = _RENDERERS[fmt](plan, rules)
+    if not body:
+        body = [f"{comment} nothing to allow on this side"]
+    return "\n".join(header + body) + "\n"

@@ -1,0 +1,381 @@
+"""The planner: (caller, callee, feature) -> the flows that must be possible, and what
+each side must allow for each. Pure: plain values in, plain values out.
+
+The rules are the seed's (see ../shared/seed/README.md):
+- the outbound flow goes from the caller's server (or, for remote access, from every
+  client of the caller) to the callee's public port; server features have an
+  asynchronous return flow from the callee's server to the caller's public port; Real
+  Time runs both ways;
+- a non-Live destination must accept the flow inbound on its public port, through its
+  NAT (port forward: public port -> the port MxServer listens on) and firewall;
+- a Live destination is reached on a port of the Live range: the non-Live source must be
+  allowed out on that whole range and, for server features, on 443 to each start-live
+  host;
+- Live servers may only open connections to ports in the Live range: a flow from a Live
+  server to a non-Live destination whose public port lies outside it cannot happen;
+- where both ends are Live the cloud's own network carries the flow.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from controparte.model import Installation, Kind
+from controparte.plan.catalog import Catalog, Feature, LiveSettings, Topology
+
+
+class Role(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+    @property
+    def other(self) -> Role:
+        return Role.CALLEE if self is Role.CALLER else Role.CALLER
+
+
+class Direction(enum.StrEnum):
+    OUTBOUND = "outbound"
+    RETURN = "return"
+
+
+class Origin(enum.StrEnum):
+    SERVER = "server"
+    CLIENTS = "clients"  # every iDesk client of the installation
+
+
+class Action(enum.StrEnum):
+    EGRESS = "egress"  # the source side lets the connection out
+    INBOUND = "inbound"  # the destination's firewall lets it in (on the listening port)
+    PORT_FORWARD = "port-forward"  # the destination's NAT: public port -> listening port
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One thing one side's network must allow, for TCP."""
+
+    side: Role
+    action: Action
+    origin: Origin  # who opens the connection (server, or every client)
+    peer_addresses: tuple[str, ...]  # remote end; empty = unknown (any)
+    peer_name: str
+    port_low: int  # destination port(s): the public port, or a range
+    port_high: int
+    to_port: int | None = None  # PORT_FORWARD: the listening (private) port
+    names: tuple[str, ...] = ()  # peers known by name only (start-live hosts)
+    why: str = ""
+
+    @property
+    def ports_text(self) -> str:
+        return (
+            str(self.port_low)
+            if self.port_low == self.port_high
+            else (f"{self.port_low}-{self.port_high}")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One TCP connection that must be possible."""
+
+    id: str
+    direction: Direction
+    source: Role
+    origin: Origin
+    destination: Role
+    host: str | None  # a destination known by name (start-live host) instead of a party
+    addresses: tuple[str, ...]  # destination public addresses (registered)
+    port_low: int | None  # destination port, or the Live range; None when unknown
+    port_high: int | None
+    description: str
+    rules: tuple[Rule, ...] = ()
+    blocked: str | None = None  # why the rules make this flow impossible as registered
+    fix: str | None = None
+
+    @property
+    def ports_text(self) -> str:
+        if self.port_low is None:
+            return "?"
+        return (
+            str(self.port_low)
+            if self.port_low == self.port_high
+            else (f"{self.port_low}-{self.port_high}")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """What the planner needs of an installation."""
+
+    code: str
+    label: str
+    live: bool
+    addresses: tuple[str, ...]
+    port: int | None
+    private_port: int | None
+
+    @classmethod
+    def of(cls, inst: Installation) -> Party:
+        addresses = tuple(a for a in (inst.ipv4, inst.ipv6) if a is not None)
+        return cls(
+            inst.code, inst.label, inst.kind is Kind.LIVE, addresses, inst.port, inst.private_port
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} ({self.code})"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    feature: Feature
+    caller: Party
+    callee: Party
+    flows: tuple[Flow, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    def party(self, role: Role) -> Party:
+        return self.caller if role is Role.CALLER else self.callee
+
+    @property
+    def blocked(self) -> tuple[Flow, ...]:
+        return tuple(f for f in self.flows if f.blocked)
+
+    def rules_for(self, side: Role) -> tuple[Rule, ...]:
+        """Every rule `side` must have, each once, in flow order."""
+        seen: list[Rule] = []
+        for flow in self.flows:
+            for rule in flow.rules:
+                if rule.side is side and rule not in seen:
+                    seen.append(rule)
+        return tuple(seen)
+
+
+def _party_flow(
+    direction: Direction,
+    *,
+    src: Party,
+    src_role: Role,
+    dst: Party,
+    dst_role: Role,
+    origin: Origin,
+    feature: Feature,
+    live: LiveSettings,
+) -> Flow:
+    """The flow from `src` (its server or its clients) to `dst`'s public port."""
+    who = "every client of " + src.name if origin is Origin.CLIENTS else src.name
+    text = f"{feature.id} {direction.value}: {who} -> {dst.name}"
+    rules: list[Rule] = []
+    blocked: str | None = None
+    fix: str | None = None
+    port_low: int | None
+    port_high: int | None
+    if dst.live:
+        port_low, port_high = live.port_low, live.port_high
+        if not src.live:
+            rules.append(
+                Rule(
+                    src_role,
+                    Action.EGRESS,
+                    origin,
+                    dst.addresses,
+                    dst.name,
+                    live.port_low,
+                    live.port_high,
+                    why=f"{dst.name} is Live: reached on a port of {live.range_text}",
+                )
+            )
+        if dst.port is None:
+            blocked = f"{dst.name} is Live but has no public port assigned"
+            fix = f"assign {dst.name} a port of {live.range_text} and register it"
+        elif not live.in_range(dst.port):
+            blocked = (
+                f"{dst.name} is Live but its public port {dst.port} is outside {live.range_text}"
+            )
+            fix = f"assign {dst.name} a port of {live.range_text}"
+    else:
+        port_low = port_high = dst.port
+        if dst.port is None:
+            blocked = f"{dst.name} has no public port registered"
+            fix = (
+                f"register {dst.name}'s public port (the one forwarded to MxServer): "
+                f"`controparte agent --port N` on it, or `installation update "
+                f"{dst.code} --port N`"
+            )
+        else:
+            listening = dst.private_port or dst.port
+            if not src.live:
+                rules.append(
+                    Rule(
+                        src_role,
+                        Action.EGRESS,
+                        origin,
+                        dst.addresses,
+                        dst.name,
+                        dst.port,
+                        dst.port,
+                        why=f"out to {dst.name}'s public port",
+                    )
+                )
+            source_addresses = src.addresses if origin is Origin.SERVER else ()
+            rules.append(
+                Rule(
+                    dst_role,
+                    Action.PORT_FORWARD,
+                    origin,
+                    source_addresses,
+                    src.name if origin is Origin.SERVER else who,
+                    dst.port,
+                    dst.port,
+                    to_port=listening,
+                    why=f"NAT: public {dst.port} -> MxServer's port {listening}",
+                )
+            )
+            rules.append(
+                Rule(
+                    dst_role,
+                    Action.INBOUND,
+                    origin,
+                    source_addresses,
+                    src.name if origin is Origin.SERVER else who,
+                    listening,
+                    listening,
+                    why=f"in from {who} on MxServer's port {listening}",
+                )
+            )
+            if src.live and not live.in_range(dst.port):
+                blocked = (
+                    f"{src.name} is Live: Live servers may open connections only to "
+                    f"ports {live.range_text}, and {dst.name}'s public port is "
+                    f"{dst.port}"
+                )
+                fix = (
+                    f"give {dst.name} a public port in {live.range_text}: forward it on "
+                    f"its router to MxServer's port {listening} and register it "
+                    f"(`controparte agent --port N`)"
+                )
+    return Flow(
+        f"{direction.value}:{src.code}->{dst.code}",
+        direction,
+        src_role,
+        origin,
+        dst_role,
+        None,
+        dst.addresses,
+        port_low,
+        port_high,
+        text,
+        tuple(rules),
+        blocked,
+        fix,
+    )
+
+
+def _start_live_flows(
+    src: Party, src_role: Role, dst: Party, origin: Origin, live: LiveSettings
+) -> list[Flow]:
+    """A non-Live server that calls a Live one also needs 443 to each start-live host."""
+    flows = []
+    for host in live.start_live_hosts:
+        rule = Rule(
+            src_role,
+            Action.EGRESS,
+            origin,
+            (),
+            host,
+            live.start_live_port,
+            live.start_live_port,
+            names=(host,),
+            why=f"{dst.name} is Live: the start-live broker answers on {host}",
+        )
+        flows.append(
+            Flow(
+                f"start-live:{src.code}->{host}",
+                Direction.OUTBOUND,
+                src_role,
+                origin,
+                src_role.other,
+                host,
+                (),
+                live.start_live_port,
+                live.start_live_port,
+                f"start-live: {src.name} -> {host}:{live.start_live_port}",
+                (rule,),
+            )
+        )
+    return flows
+
+
+def plan(
+    caller: Installation | Party, callee: Installation | Party, feature: Feature, catalog: Catalog
+) -> Plan:
+    """The flows of `feature` between `caller` and `callee`, with every rule."""
+    a = caller if isinstance(caller, Party) else Party.of(caller)
+    b = callee if isinstance(callee, Party) else Party.of(callee)
+    live = catalog.live
+    flows: list[Flow] = []
+    notes: list[str] = []
+
+    def server_pair(
+        src: Party, src_role: Role, dst: Party, dst_role: Role, direction: Direction
+    ) -> None:
+        flows.append(
+            _party_flow(
+                direction,
+                src=src,
+                src_role=src_role,
+                dst=dst,
+                dst_role=dst_role,
+                origin=Origin.SERVER,
+                feature=feature,
+                live=live,
+            )
+        )
+        if dst.live and not src.live:
+            flows.extend(_start_live_flows(src, src_role, dst, Origin.SERVER, live))
+
+    if feature.topology is Topology.CLIENTS:
+        flows.append(
+            _party_flow(
+                Direction.OUTBOUND,
+                src=a,
+                src_role=Role.CALLER,
+                dst=b,
+                dst_role=Role.CALLEE,
+                origin=Origin.CLIENTS,
+                feature=feature,
+                live=live,
+            )
+        )
+    else:
+        server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.OUTBOUND)
+        if feature.topology is Topology.SERVER_BOTH:
+            server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.OUTBOUND)
+        server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.RETURN)
+        if feature.topology is Topology.SERVER_BOTH:
+            server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.RETURN)
+    if a.live and b.live:
+        notes.append("both ends are Live: the cloud's own network carries these flows")
+    for party in (a, b):
+        if not party.addresses:
+            notes.append(
+                f"{party.name} has no public address registered yet: rules for "
+                "it cannot name its address"
+            )
+        if (
+            party.private_port
+            and party.port
+            and party.private_port != party.port
+            and not party.live
+        ):
+            notes.append(
+                f"{party.name}: public port {party.port} differs from MxServer's "
+                f"port {party.private_port}: the router must forward "
+                f"{party.port} -> {party.private_port}, and {party.port} is the one "
+                "to register"
+            )
+    # Flows with the same ends, port and direction are listed once.
+    unique: dict[str, Flow] = {}
+    for flow in flows:
+        unique.setdefault(flow.id, flow)
+    return Plan(feature, a, b, tuple(unique.values()), tuple(notes))
