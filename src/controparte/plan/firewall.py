@@ -34,6 +34,11 @@ def _nft_ports(rule: Rule) -> str:
     return rule.ports_text
 
 
+def _forwards(rule: Rule, family: int) -> bool:
+    """A port forward to render: the ports differ, and IPv4 (IPv6 needs no NAT)."""
+    return rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low and family != 6
+
+
 def _nftables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
     out = []
     for rule in rules:
@@ -54,10 +59,9 @@ def _nftables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
                     f"add rule inet filter input {match}tcp dport {_nft_ports(rule)}"
                     f" ct state new accept {comment}"
                 )
-            elif rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low:
-                table = "ip6 nat" if family == 6 else "ip nat"
+            elif _forwards(rule, family):
                 out.append(
-                    f"add rule {table} prerouting tcp dport {rule.port_low}"
+                    f"add rule ip nat prerouting tcp dport {rule.port_low}"
                     f" redirect to :{rule.to_port} {comment}"
                 )
     return out
@@ -84,7 +88,7 @@ def _iptables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
                     f"{tool} -A INPUT -p tcp {match}--dport {ports} -m conntrack"
                     f" --ctstate NEW {comment} -j ACCEPT"
                 )
-            elif rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low:
+            elif _forwards(rule, family):
                 out.append(
                     f"{tool} -t nat -A PREROUTING -p tcp --dport {rule.port_low}"
                     f" {comment} -j REDIRECT --to-ports {rule.to_port}"
