@@ -29,11 +29,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from controparte.errors import ConfigError, ControparteError, response_for
+from controparte.errors import ConfigError, ControparteError, NotFoundError, response_for
 from controparte.model import Installation, InstallationChange
+from controparte.model.installation import utcnow
 from controparte.service import ImportError_, Registry
 from controparte.service.registry import IMPORT_FIELDS
-from controparte.settings import Settings, load_settings
+from controparte.service.services import Services, open_services
+from controparte.service.status import is_stale
+from controparte.settings import HostPort, Settings, load_settings
 from controparte.store import Origin, open_store
 from controparte.store.sqlite import DB_FILE
 from controparte.zonefile import zone_text
@@ -190,13 +193,35 @@ def _registry(settings: Settings, *, must_exist: bool = False) -> Iterator[Regis
         store.close()
 
 
+@contextmanager
+def _services(settings: Settings, *, must_exist: bool = False) -> Iterator[Services]:
+    """The whole service layer (registry, credentials) over `settings.data`, closed on
+    the way out; `must_exist` as for `_registry`."""
+    if must_exist and not (settings.data / DB_FILE).is_file():
+        raise ConfigError(
+            f"data: no registry in {settings.data} (set --data or CONTROPARTE_DATA;"
+            " adding an installation creates one)"
+        )
+    services = open_services(settings)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
 def _text(value: object) -> Text:
     return Text("-" if value is None else str(value))
 
 
-def _print_installation(inst: Installation, settings: Settings, as_json: bool) -> None:
+def _print_installation(
+    inst: Installation, settings: Settings, as_json: bool, token: str | None = None
+) -> None:
+    """One installation; a `token` (just issued) is printed with it, this once."""
     if as_json:
-        typer.echo(json.dumps(inst.to_dict(), indent=2))
+        found = inst.to_dict()
+        if token is not None:
+            found["token"] = token
+        typer.echo(json.dumps(found, indent=2))
         return
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -213,9 +238,13 @@ def _print_installation(inst: Installation, settings: Settings, as_json: bool) -
         ("updated", inst.updated.isoformat(timespec="seconds")),
         ("last seen", None if inst.last_seen is None else inst.last_seen.isoformat("T", "seconds")),
     ]
+    if token is not None:
+        rows.append(("token", token))
     for key, value in rows:
         table.add_row(key, _text(value))
     Console().print(table)
+    if token is not None:
+        typer.echo("the token is shown only this once: store it now", err=True)
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -231,6 +260,14 @@ def serve(
     dns_workers: Annotated[
         int | None, typer.Option("--dns-workers", metavar="N", help="DNS worker processes.")
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            metavar="HOST:PORT",
+            help="HTTP API listen address (env CONTROPARTE_HTTP; default 127.0.0.1:8080).",
+        ),
+    ] = None,
     ttl: TtlOption = None,
     ns: NsOption = None,
     data: DataOption = None,
@@ -238,7 +275,8 @@ def serve(
     config: ConfigOption = None,
     allow_non_global: AllowNonGlobalOption = False,
 ) -> None:
-    """Serve the zone over DNS until SIGINT or SIGTERM."""
+    """Serve the zone over DNS and the HTTP API (v1, DynDNS2, metrics) until SIGINT or
+    SIGTERM."""
     with _user_errors():
         settings = _settings(
             data,
@@ -247,12 +285,13 @@ def serve(
             allow_non_global,
             dns=dns,
             dns_workers=dns_workers,
+            http=http,
             ttl=ttl,
             ns=_ns_flag(ns),
         )
-        from controparte.dns.server import run_server  # noqa: PLC0415 - the heavy part
+        from controparte import serve as service  # noqa: PLC0415 - the heavy part
 
-        run_server(settings)
+        service.run(settings)
 
 
 # -- installation ------------------------------------------------------------------------
@@ -275,11 +314,11 @@ def installation_add(
     config: ConfigOption = None,
     allow_non_global: AllowNonGlobalOption = False,
 ) -> None:
-    """Register an installation."""
+    """Register an installation and print its token, this once (JSON: `token`)."""
     with _user_errors():
         settings = _settings(data, zone, config, allow_non_global)
-        with _registry(settings) as registry:
-            inst = registry.add(
+        with _services(settings) as services:
+            inst = services.registry.add(
                 code,
                 label,
                 kind=kind or "onprem",
@@ -288,7 +327,8 @@ def installation_add(
                 port=port,
                 origin=_origin(),
             )
-    _print_installation(inst, settings, as_json)
+            token = services.access.issue_token(inst.code, _origin())
+    _print_installation(inst, settings, as_json, token)
 
 
 @installation_app.command("list")
@@ -304,22 +344,27 @@ def installation_list(
     config: ConfigOption = None,
     allow_non_global: AllowNonGlobalOption = False,
 ) -> None:
-    """List installations by code (JSON: an array of objects)."""
+    """List installations by code (JSON: an array of objects). `stale`: last seen by a
+    heartbeat longer ago than the setting stale_after."""
     with _user_errors():
         settings = _settings(data, zone, config, allow_non_global)
         with _registry(settings, must_exist=True) as registry:
             found = registry.list(limit=limit, offset=offset)
+    now = utcnow()
+    stale = [is_stale(inst, settings.stale_after, now) for inst in found]
     if as_json:
-        typer.echo(json.dumps([inst.to_dict() for inst in found], indent=2))
+        listed = [{**inst.to_dict(), "stale": s} for inst, s in zip(found, stale, strict=True)]
+        typer.echo(json.dumps(listed, indent=2))
         return
     if not found:
         typer.echo("no installations", err=True)
         return
-    table = Table("code", "label", "kind", "ip", "ipv6", "port")
-    for inst in found:
+    table = Table("code", "label", "kind", "ip", "ipv6", "port", "stale")
+    for inst, old in zip(found, stale, strict=True):
         table.add_row(
             *(_text(v) for v in (inst.code, inst.label, inst.kind.value, inst.ipv4, inst.ipv6)),
             _text(inst.port),
+            Text("stale" if old else ""),
         )
     Console().print(table)
 
@@ -384,6 +429,244 @@ def installation_remove(
         with _registry(settings, must_exist=True) as registry:
             inst = registry.remove(code, origin=_origin())
     typer.echo(f"removed {inst.code} ({inst.label}.{settings.zone})")
+
+
+@installation_app.command("rotate-token")
+def installation_rotate_token(
+    *,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="Installation code.")],
+    as_json: JsonOption = False,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+    allow_non_global: AllowNonGlobalOption = False,
+) -> None:
+    """Replace the installation's token and print the new one, this once (the old one
+    stops working at once)."""
+    with _user_errors():
+        settings = _settings(data, zone, config, allow_non_global)
+        with _services(settings, must_exist=True) as services:
+            canonical = services.registry.get(code).code
+            token = services.access.issue_token(canonical, _origin())
+    if as_json:
+        typer.echo(json.dumps({"code": canonical, "token": token}, indent=2))
+    else:
+        typer.echo(token)
+        typer.echo(f"new token for {canonical}: shown only this once", err=True)
+
+
+_AUDITED = ("label", "kind", "ip", "ipv6", "port")
+
+
+def _change_text(entry: dict[str, object]) -> str:
+    """One history entry in a few words: what changed, old -> new."""
+    old, new = entry.get("old"), entry.get("new")
+    action = str(entry.get("action"))
+    if action == "token":
+        return "new token"
+    if action == "tsig-key":
+        return "new TSIG key"
+    if not isinstance(old, dict) and isinstance(new, dict):
+        return ", ".join(f"{k}={new[k]}" for k in _AUDITED if new.get(k) is not None)
+    if isinstance(old, dict) and not isinstance(new, dict):
+        return f"removed {old.get('label')}"
+    if isinstance(old, dict) and isinstance(new, dict):
+        changed = [k for k in _AUDITED if old.get(k) != new.get(k)]
+        return ", ".join(f"{k} {old.get(k) or '-'} -> {new.get(k) or '-'}" for k in changed)
+    return ""
+
+
+@installation_app.command("history")
+def installation_history(
+    *,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="Installation code.")],
+    as_json: JsonOption = False,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+    allow_non_global: AllowNonGlobalOption = False,
+) -> None:
+    """The audit history of an installation (also of a removed one): when, what, who,
+    how (cli, api, heartbeat, dyndns2, rfc2136, ...) and from where."""
+    with _user_errors():
+        settings = _settings(data, zone, config, allow_non_global)
+        with _registry(settings, must_exist=True) as registry:
+            try:
+                canonical = registry.get(code).code
+            except NotFoundError:
+                canonical = code  # removed: its history stays
+            entries = registry.store.history(canonical)
+        if not entries:
+            raise NotFoundError(f"no installation with code {code!r}")
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    table = Table("at", "action", "actor", "via", "source", "change")
+    for entry in entries:
+        table.add_row(
+            *(_text(entry.get(k)) for k in ("at", "action", "actor", "via", "source")),
+            Text(_change_text(entry)),
+        )
+    Console().print(table)
+
+
+# -- admin token and resolution ------------------------------------------------------------
+
+
+@app.command("admin-token")
+def admin_token(
+    *,
+    note: Annotated[
+        str | None, typer.Option("--note", metavar="TEXT", help="What the token is for.")
+    ] = None,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+    allow_non_global: AllowNonGlobalOption = False,
+) -> None:
+    """Make an admin token for the HTTP API and print it, this once."""
+    with _user_errors():
+        settings = _settings(data, zone, config, allow_non_global)
+        with _services(settings) as services:
+            token = services.access.create_admin_token(note)
+    typer.echo(token)
+    typer.echo("admin token: shown only this once, store it now", err=True)
+
+
+@app.command()
+def resolve(
+    *,
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Code, label or <label>.<zone> of one.")
+    ],
+    server: Annotated[
+        str | None,
+        typer.Option("--server", metavar="URL", help="Ask this server's HTTP API instead."),
+    ] = None,
+    dns_server: Annotated[
+        str | None,
+        typer.Option(
+            "--dns", metavar="HOST:PORT", help="Ask this DNS server (A, AAAA, SRV) instead."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+    allow_non_global: AllowNonGlobalOption = False,
+) -> None:
+    """Resolve an installation: from the local registry (--data), an HTTP API (--server)
+    or DNS (--dns; labels only: DNS does not know codes)."""
+    from controparte import resolver  # noqa: PLC0415 - httpx only when needed
+
+    with _user_errors():
+        if server is not None and dns_server is not None:
+            raise ConfigError("resolve: give --server or --dns, not both")
+        settings = _settings(data, zone, config, allow_non_global)
+        if server is not None:
+            found = resolver.from_server(server, name)
+        elif dns_server is not None:
+            found = resolver.from_dns(HostPort.parse("--dns", dns_server), name, settings.zone)
+        else:
+            with _registry(settings, must_exist=True) as registry:
+                found = resolver.from_store(registry, name)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in found.items():
+        table.add_row(key.replace("_", " "), _text(value))
+    Console().print(table)
+
+
+# -- TSIG keys (RFC 2136 updates) ----------------------------------------------------------
+
+KeyOutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        metavar="FILE",
+        help="Write the key here, as `nsupdate -k FILE` reads it (mode 600; never"
+        " overwrites a file).",
+    ),
+]
+
+
+def _write_tsig_key(
+    settings: Settings, out: Path, code: str | None, admin_name: str = "admin"
+) -> str:
+    """Make a TSIG key and write it once to `out`, a new file of mode 600; the key name.
+
+    The file is created first, exclusively: an existing file is refused before any key
+    is made (or an installation's key replaced). If anything fails, the file goes."""
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(f"{out} exists: a key is written once, to a new file")
+    except OSError as exc:
+        _fail(f"cannot create {out}: {exc.strerror or exc}")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            with _services(settings, must_exist=code is not None) as services:
+                key = services.access.create_tsig_key(code, _origin(), admin_name=admin_name)
+            handle.write(key.nsupdate_text())
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return key.name
+
+
+@installation_app.command("tsig-key")
+def installation_tsig_key(
+    *,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="Installation code.")],
+    out: KeyOutOption,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make the installation's TSIG key (hmac-sha256; its old key stops working) for DNS
+    UPDATE of its own A, AAAA and SRV records, and write it once to FILE; prints the key
+    name. Use it as `nsupdate -k FILE`."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False)
+        name = _write_tsig_key(settings, out, code)
+    typer.echo(name)
+    typer.echo(f"key written to {out} (mode 600); use: nsupdate -k {out}", err=True)
+
+
+@app.command("tsig-key")
+def tsig_key(
+    *,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin key: may update any installation.")
+    ] = False,
+    name: Annotated[
+        str, typer.Option("--name", metavar="LABEL", help="The key is LABEL.tsig.<zone>.")
+    ] = "admin",
+    out: KeyOutOption,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make an admin TSIG key (--admin; one of the same name is replaced) for DNS UPDATE
+    of any installation's A, AAAA and SRV records, and write it once to FILE; prints the
+    key name. An installation's own key: `controparte installation tsig-key CODE`."""
+    if not admin:
+        _fail(
+            "give --admin for an admin key; for an installation's key use"
+            " `controparte installation tsig-key CODE --out FILE`"
+        )
+    with _user_errors():
+        settings = _settings(data, zone, config, False)
+        key_name = _write_tsig_key(settings, out, None, admin_name=name)
+    typer.echo(key_name)
+    typer.echo(f"admin key written to {out} (mode 600); use: nsupdate -k {out}", err=True)
 
 
 # -- zone --------------------------------------------------------------------------------
@@ -575,6 +858,73 @@ def import_(
                 typer.echo(f"{file}: line {line}: {message}", err=True)
             _fail(f"{file}: nothing imported ({len(exc.problems)} problem(s))")
     typer.echo(f"imported {count} installation(s) from {file}")
+
+
+# -- agent -------------------------------------------------------------------------------
+
+
+@app.command()
+def agent(
+    *,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server", metavar="URL", help="The service, e.g. https://controparte.example.test."
+        ),
+    ],
+    code: Annotated[str, typer.Option("--code", metavar="CODE", help="This installation's code.")],
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File whose first line is the installation's token (keep it mode 600).",
+        ),
+    ],
+    port: Annotated[
+        int, typer.Option("--port", metavar="N", help="Public port (after NAT) to publish.")
+    ],
+    private_port: Annotated[
+        int | None,
+        typer.Option("--private-port", metavar="N", help="Port MxServer listens on behind NAT."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help="Seconds between heartbeats (default: what the server asks, else 300).",
+        ),
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option("--bind", metavar="ADDRESS", help="Local address to connect from."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One heartbeat, then exit (0 when accepted).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every heartbeat, not only changes.")
+    ] = False,
+) -> None:
+    """Heartbeat the service so that this installation's name follows its public address."""
+    from controparte.agent import AgentConfig  # noqa: PLC0415 - only this command needs it
+    from controparte.agent.main import run_agent  # noqa: PLC0415
+
+    with _user_errors():
+        config = AgentConfig(
+            server=server,
+            code=code,
+            token_file=token_file,
+            port=port,
+            private_port=private_port,
+            interval=interval,
+            bind=bind,
+            once=once,
+        )
+        exit_code = run_agent(config, verbose=verbose)
+    if exit_code:
+        raise typer.Exit(exit_code)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-import controparte.dns.server
+import controparte.serve
 from controparte.cli import app
 from controparte.settings import HostPort, NameServer, Settings
 from controparte.store import open_store
@@ -228,7 +228,8 @@ def test_writes_are_recorded_as_the_os_user_via_the_cli(run: Run, data: Path) ->
         history = store.history("A1")
     finally:
         store.close()
-    assert [h["action"] for h in history] == ["add", "update", "remove"]
+    # `installation add` issues the first token, which the history records too
+    assert [h["action"] for h in history] == ["add", "token", "update", "remove"]
     assert {(h["actor"], h["via"]) for h in history} == {(getpass.getuser(), "cli")}
 
 
@@ -357,9 +358,10 @@ def test_settings_come_from_the_toml_file_and_flags_beat_it(run: Run, tmp_path: 
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
-    """run_server replaced by a recorder of the settings it is given."""
+    """controparte.serve.run (DNS and HTTP) replaced by a recorder of the settings it is
+    given."""
     calls: list[Settings] = []
-    monkeypatch.setattr(controparte.dns.server, "run_server", calls.append)
+    monkeypatch.setattr(controparte.serve, "run", calls.append)
     yield calls
 
 

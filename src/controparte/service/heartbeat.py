@@ -81,6 +81,7 @@ class HeartbeatWriter:
         self._thread.start()
         self.batches = 0
         self.beats = 0
+        self.changed = 0  # beats that changed what DNS serves (for metrics)
 
     def submit(self, beat: Beat) -> concurrent.futures.Future[BeatResult]:
         future: concurrent.futures.Future[BeatResult] = concurrent.futures.Future()
@@ -112,6 +113,7 @@ class HeartbeatWriter:
         now = utcnow()
         results: list[tuple[concurrent.futures.Future[BeatResult], BeatResult | Exception]] = []
         changed_any = False
+        changed_count = 0
         try:
             with self.store.transaction(Origin(via="heartbeat")) as tx:
                 for beat, future in batch:
@@ -128,6 +130,7 @@ class HeartbeatWriter:
                                 Origin(actor=old.code, via="heartbeat", source=beat.source),
                             )
                         changed_any |= changed
+                        changed_count += changed
                         results.append((future, BeatResult(new, changed)))
                     except ControparteError as exc:
                         results.append((future, exc))
@@ -138,6 +141,7 @@ class HeartbeatWriter:
             return
         self.batches += 1
         self.beats += len(batch)
+        self.changed += changed_count
         if changed_any and self.on_change is not None:
             self.on_change()
         for future, outcome in results:

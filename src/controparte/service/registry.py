@@ -7,7 +7,10 @@ processes learn of it from the store's journal).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 from controparte.errors import ConflictError, NotFoundError, ValidationError
 from controparte.model import Installation, InstallationChange, validate_code
@@ -15,6 +18,17 @@ from controparte.settings import Settings
 from controparte.store import Origin, Store
 
 IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
+
+T = TypeVar("T")
+
+
+class RegistryReader(Protocol):
+    """What `Registry.update_many`'s decision may read: installations as the
+    transaction sees them (a store transaction is one)."""
+
+    def get(self, code: str) -> Installation | None: ...
+
+    def get_by_label(self, label: str) -> Installation | None: ...
 
 
 def reserved_labels(settings: Settings) -> frozenset[str]:
@@ -50,8 +64,13 @@ class Registry:
         self.settings = settings
         self._reserved = reserved_labels(settings)
         self._on_change = on_change
+        self.changes: Counter[str] = Counter()
+        """Installations changed through this registry, by `Origin.via` (for metrics)."""
+        self._count_lock = threading.Lock()
 
-    def _changed(self) -> None:
+    def _changed(self, origin: Origin | None, count: int = 1) -> None:
+        with self._count_lock:
+            self.changes[(origin or Origin()).via] += count
         if self._on_change is not None:
             self._on_change()
 
@@ -104,7 +123,7 @@ class Registry:
                     f"label: {inst.label!r} is already used by another installation"
                 )
             tx.insert(inst)
-        self._changed()
+        self._changed(origin)
         return inst
 
     def get(self, code: str) -> Installation:
@@ -149,8 +168,43 @@ class Registry:
             if new != old:
                 tx.update(old, new)
         if new != old:
-            self._changed()
+            self._changed(origin)
         return new
+
+    def update_many(
+        self,
+        decide: Callable[[RegistryReader], tuple[T, Mapping[str, InstallationChange]]],
+        origin: Origin | None = None,
+    ) -> T:
+        """Read and change several installations in one transaction, and return what
+        `decide` returned first.
+
+        `decide` reads installations as the transaction sees them (no other writer can
+        change them meanwhile) and returns its result with the changes to make, by code.
+        Each change is validated as `update` validates it; all are committed together or
+        none is (an exception from `decide` or from any change rolls everything back).
+        `on_change` is called once if anything changed."""
+        changed = 0
+        with self.store.transaction(origin or Origin()) as tx:
+            result, changes = decide(tx)
+            for code, change in changes.items():
+                old = tx.get(validate_code(code))
+                if old is None:
+                    raise NotFoundError(f"no installation with code {code!r}")
+                new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
+                self._check_label(new)
+                if new.label != old.label:
+                    other = tx.get_by_label(new.label)
+                    if other is not None and other.code != old.code:
+                        raise ConflictError(
+                            f"label: {new.label!r} is already used by another installation"
+                        )
+                if new != old:
+                    tx.update(old, new)
+                    changed += 1
+        if changed:
+            self._changed(origin, changed)
+        return result
 
     def remove(self, code: str, origin: Origin | None = None) -> Installation:
         with self.store.transaction(origin or Origin()) as tx:
@@ -158,7 +212,7 @@ class Registry:
             if old is None:
                 raise NotFoundError(f"no installation with code {code!r}")
             tx.delete(old)
-        self._changed()
+        self._changed(origin)
         return old
 
     def import_many(
@@ -218,7 +272,7 @@ class Registry:
             if problems:
                 raise ImportError_(tuple(problems))
         if built:
-            self._changed()
+            self._changed(origin or Origin(via="import"), len(built))
         return len(built)
 
 

@@ -1,0 +1,193 @@
+"""The HTTP service, one FastAPI app composed explicitly:
+
+- `/v1/...`: the versioned JSON API (`v1.py`), described by `/openapi.json`;
+- `/nic/update`: DynDNS2 (`nic.py`);
+- `/healthz`: 200 and a small JSON body while the store answers (503 when it does not);
+- `/metrics`: Prometheus text format (`metrics.py`).
+
+Every error the service raises on purpose becomes `{"error": <kind>, "detail": <message>}`
+with the HTTP status of `errors.response_for`; nothing else is improvised. 401 answers
+carry a Bearer challenge, 429 answers a Retry-After. An unexpected exception is logged,
+counted and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import controparte
+from controparte.dns.server import DnsServer
+from controparte.errors import AuthError, ControparteError, RateLimitedError, response_for
+from controparte.http import nic, v1
+from controparte.http.auth import Gate
+from controparte.http.clientaddr import parse_networks
+from controparte.http.context import Context
+from controparte.http.metrics import (
+    CONTENT_TYPE,
+    ERRORS,
+    HTTP_REQUESTS,
+    UPDATE_WAYS,
+    Family,
+    Metrics,
+    counter,
+    exposition,
+    gauge,
+    labelled,
+)
+from controparte.http.schemas import ErrorOut, Health
+from controparte.service.services import Services
+
+log = logging.getLogger("controparte.http")
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """ASGI middleware: counts every HTTP request by route template, method and status
+    (the template, not the path, so the number of series stays bounded)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.inc(HTTP_REQUESTS, route=route, method=method, status=str(status))
+
+
+def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
+    """The HTTP app over `services`; `dns` (when the DNS server runs in this process)
+    supplies the DNS counters and the zone serial being served to `/metrics`."""
+    metrics = Metrics()
+    ctx = Context(
+        services=services,
+        dns=dns,
+        metrics=metrics,
+        gate=Gate(services, metrics),
+        trusted=parse_networks(services.settings.trusted_proxies),
+    )
+    app = FastAPI(
+        title="controparte",
+        version=controparte.__version__,
+        description="Installation-ID resolution: registry, heartbeats, DynDNS2, resolution."
+        f" Installations are published in DNS as <label>.{services.settings.zone}",
+        openapi_url="/openapi.json",
+    )
+    app.state.controparte = ctx
+    app.include_router(v1.router)
+    app.include_router(nic.router)
+
+    @app.get("/healthz", response_model=Health, tags=["service"], summary="Liveness")
+    def healthz() -> Health:
+        return Health(
+            status="ok", serial=services.store.serial(), installations=services.store.count()
+        )
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=["service"],
+        summary="Prometheus metrics (text format 0.0.4)",
+    )
+    def metrics_endpoint() -> Response:
+        return Response(exposition(collect(ctx)), media_type=CONTENT_TYPE)
+
+    @app.exception_handler(ControparteError)
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ControparteError)
+        metrics.inc(ERRORS, kind=type(exc).__name__)
+        headers: dict[str, str] = {}
+        if isinstance(exc, AuthError):
+            headers["WWW-Authenticate"] = 'Bearer realm="controparte"'
+        elif isinstance(exc, RateLimitedError):
+            headers["Retry-After"] = str(int(services.throttle.block))
+        return JSONResponse(
+            ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),
+            status_code=response_for(exc).http_status,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        metrics.inc(ERRORS, kind="RequestValidationError")
+        return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        metrics.inc(ERRORS, kind="internal")
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(
+            ErrorOut(error="internal", detail="internal server error").model_dump(),
+            status_code=500,
+        )
+
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app
+
+
+def collect(ctx: Context) -> list[Family]:
+    """Every metric family, read now: DNS counters (when DNS runs in this process),
+    the HTTP layer's counters, updates by way, and the gauges."""
+    families: list[Family] = []
+    services = ctx.services
+    if ctx.dns is not None:
+        c = ctx.dns.engine.counters
+        families += [
+            counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
+            counter("controparte_dns_fast_path_total", "DNS answers by the fast path.", c.fast),
+            counter(
+                "controparte_dns_general_path_total",
+                "DNS answers by the general path.",
+                c.general,
+            ),
+            counter("controparte_dns_dropped_total", "DNS queries dropped unanswered.", c.dropped),
+            counter(
+                "controparte_dns_internal_errors_total",
+                "DNS queries answered SERVFAIL after an internal error.",
+                c.internal_errors,
+            ),
+        ]
+    families += ctx.metrics.families()
+    updates: dict[str, float] = dict.fromkeys(UPDATE_WAYS, 0.0)
+    for way, count in list(services.registry.changes.items()):
+        updates[way] = updates.get(way, 0.0) + count
+    updates["heartbeat"] += services.heartbeats.changed
+    families.append(
+        labelled(
+            "controparte_updates_total",
+            "counter",
+            "Installations changed in this process, by the way the change came.",
+            "way",
+            updates,
+        )
+    )
+    serial = ctx.dns.engine.zone.serial if ctx.dns is not None else services.store.serial()
+    families += [
+        gauge(
+            "controparte_installations", "Installations in the registry.", services.store.count()
+        ),
+        gauge("controparte_zone_serial", "The SOA serial of the zone being served.", serial),
+    ]
+    return families

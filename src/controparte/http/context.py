@@ -1,0 +1,43 @@
+"""What every route of one app shares: the services, the DNS server (if any), the
+metrics, the credential gate and the trusted proxies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from controparte.dns.server import DnsServer
+from controparte.http.auth import Gate
+from controparte.http.clientaddr import Client, IPNetwork, resolve_client
+from controparte.http.metrics import Metrics
+from controparte.http.schemas import InstallationOut
+from controparte.model import Installation
+from controparte.service.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    services: Services
+    dns: DnsServer | None
+    metrics: Metrics
+    gate: Gate
+    trusted: tuple[IPNetwork, ...]
+
+    def client(self, request: HTTPConnection) -> Client:
+        """The request's client, with the trusted-proxy rule applied."""
+        peer = request.client.host if request.client is not None else None
+        return resolve_client(
+            peer,
+            request.headers.getlist("forwarded"),
+            request.headers.getlist("x-forwarded-for"),
+            self.trusted,
+        )
+
+    def out(self, inst: Installation) -> InstallationOut:
+        settings = self.services.settings
+        return InstallationOut.of(inst, settings.zone, settings.stale_after)
+
+    def serial(self) -> int:
+        """The zone serial the store holds (what DNS serves, or is about to)."""
+        return self.services.store.serial()

@@ -1,0 +1,201 @@
+"""`GET /nic/update`: the DynDNS2 protocol, so stock clients (ddclient, inadyn, routers)
+can keep an installation's address up to date.
+
+    GET /nic/update?hostname=<label>.<zone>[,...]&myip=<ip>[,<ip>]&myipv4=..&myipv6=..
+    Authorization: Basic base64(<code, label or label.zone>:<token>)
+    User-Agent: <required>
+
+The checks, in order, and the code each failure answers (see `dyndns2.py` for the
+shape of the answer):
+1. `badagent`: a method other than GET, or no User-Agent.
+2. `abuse`: the client's address is blocked by the failed-authentication throttle.
+3. `badauth`: no, malformed or wrong credentials (wrong ones are counted by the
+   throttle and logged, without the password; missing ones are only logged).
+4. `notfqdn` (once) when no hostname is given; `numhost` when more than 20 are.
+5. `badip <value>` (HTTP 400) when an address is malformed or may not be published.
+   Without `myip`, `myipv4` and `myipv6` the update uses the request's source address
+   (after the trusted-proxy rule).
+6. Then per hostname, in order: `notfqdn` (not a fully qualified name), `nohost` (not
+   `<label>.<zone>`, or not the account's own label), `nochg <ip>` (nothing to change:
+   not counted as abuse, nothing written), `good <ip>` (written through the registry as
+   `Origin(actor=<code>, via="dyndns2", source=<client>)`, so it is in the history and
+   DNS serves it at once), `dnserr` / `911` when the write fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from controparte.errors import (
+    AuthError,
+    ControparteError,
+    RateLimitedError,
+    ValidationError,
+    response_for,
+)
+from controparte.http.clientaddr import Client
+from controparte.http.context import Context
+from controparte.http.dyndns2 import (
+    MAX_HOSTNAMES,
+    Addresses,
+    BadAddress,
+    Code,
+    basic_credentials,
+    body,
+    hostname_label,
+    requested_addresses,
+    source_addresses,
+    split_hostnames,
+)
+from controparte.http.metrics import DYNDNS2_RESULTS, ERRORS
+from controparte.model import InstallationChange
+from controparte.store import Origin
+
+log = logging.getLogger("controparte.http.dyndns2")
+
+CHALLENGE = 'Basic realm="controparte", charset="UTF-8"'
+
+
+class _Updater:
+    """One DynDNS2 request, checked and applied (see the module)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.services = ctx.services
+
+    def answer(
+        self,
+        request: Request,
+        client: Client,
+        *,
+        hostname: str | None,
+        myip: str | None,
+        myipv4: str | None,
+        myipv6: str | None,
+    ) -> list[str]:
+        """The lines of the answer."""
+        if request.method != "GET" or not request.headers.get("user-agent", "").strip():
+            return [Code.BADAGENT]
+        gate = self.ctx.gate
+        try:
+            gate.guard(client)
+        except RateLimitedError:
+            return [Code.ABUSE]
+        credentials = basic_credentials(request.headers.get("authorization"))
+        if credentials is None:
+            log.info("dyndns2 request from %s without Basic credentials", client.key)
+            return [Code.BADAUTH]
+        try:
+            account = gate.account(*credentials, client)
+        except RateLimitedError:
+            return [Code.ABUSE]
+        except AuthError:
+            return [Code.BADAUTH]
+        hostnames = split_hostnames(hostname)
+        if not hostnames:
+            return [Code.NOTFQDN]
+        if len(hostnames) > MAX_HOSTNAMES:
+            return [Code.NUMHOST]
+        allow = self.services.settings.allow_non_global
+        try:
+            target = requested_addresses(myip, myipv4, myipv6, allow_non_global=allow)
+            if target is None:
+                if client.address is None:
+                    raise BadAddress(client.bad_hop or client.peer, "the forwarded client address")
+                target = source_addresses(client.address, allow_non_global=allow)
+        except BadAddress as bad:
+            log.info("dyndns2 update of %s from %s refused: %s", account.code, client.key, bad)
+            return [bad.line()]
+        return [self._one(account.code, name, target, client) for name in hostnames]
+
+    def _one(self, code: str, hostname: str, target: Addresses, client: Client) -> str:
+        """The answer line for one hostname of account `code`."""
+        label = hostname_label(hostname, self.services.settings.zone)
+        if isinstance(label, Code):
+            return label
+        registry = self.services.registry
+        try:
+            current = registry.get(code)
+            if current.label != label:
+                return Code.NOHOST
+            wanted = (
+                current.ipv4 if target.ipv4 is None else target.ipv4,
+                current.ipv6 if target.ipv6 is None else target.ipv6,
+            )
+            if wanted == (current.ipv4, current.ipv6):
+                return f"{Code.NOCHG} {target.text()}"
+            registry.update(
+                code,
+                InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6),
+                Origin(actor=current.code, via="dyndns2", source=client.key),
+            )
+        except ControparteError as exc:
+            self.ctx.metrics.inc(ERRORS, kind=type(exc).__name__)
+            log.warning("dyndns2 update of %s failed: %s", code, exc)
+            if isinstance(exc, ValidationError):  # a registry rule refused the write: the
+                return Code.DNSERR  # hostname and addresses were checked, not to blame
+            return response_for(exc).dyndns2
+        except Exception:
+            self.ctx.metrics.inc(ERRORS, kind="internal")
+            log.exception("dyndns2 update of %s failed", code)
+            return Code.SERVER_ERROR
+        log.info("dyndns2: %s (%s) now at %s, from %s", code, label, target.text(), client.key)
+        return f"{Code.GOOD} {target.text()}"
+
+
+router = APIRouter(tags=["dyndns2"])
+
+
+@router.get(
+    "/nic/update",
+    response_class=PlainTextResponse,
+    summary="DynDNS2 update (Basic auth: code or label, and the installation's token)",
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "One result code a line"},
+        400: {"content": {"text/plain": {}}, "description": "badip <value>"},
+        401: {"content": {"text/plain": {}}, "description": "badauth"},
+    },
+)
+def nic_update(
+    request: Request,
+    hostname: str | None = None,
+    myip: str | None = None,
+    myipv4: str | None = None,
+    myipv6: str | None = None,
+) -> PlainTextResponse:
+    return _respond(request, hostname=hostname, myip=myip, myipv4=myipv4, myipv6=myipv6)
+
+
+@router.api_route(
+    "/nic/update",
+    methods=["POST", "PUT", "PATCH", "DELETE"],
+    response_class=PlainTextResponse,
+    include_in_schema=False,
+)
+def nic_update_wrong_method(request: Request) -> PlainTextResponse:
+    """The protocol is GET only: any other method is answered `badagent`."""
+    return _respond(request, hostname=None, myip=None, myipv4=None, myipv6=None)
+
+
+def _respond(
+    request: Request,
+    *,
+    hostname: str | None,
+    myip: str | None,
+    myipv4: str | None,
+    myipv6: str | None,
+) -> PlainTextResponse:
+    ctx = request.app.state.controparte
+    assert isinstance(ctx, Context)
+    client = ctx.client(request)
+    lines = _Updater(ctx).answer(
+        request, client, hostname=hostname, myip=myip, myipv4=myipv4, myipv6=myipv6
+    )
+    for line in lines:
+        ctx.metrics.inc(DYNDNS2_RESULTS, code=line.split(" ", 1)[0])
+    first = Code(lines[0].split(" ", 1)[0])
+    headers = {"WWW-Authenticate": CHALLENGE} if first is Code.BADAUTH else None
+    return PlainTextResponse(body(lines), status_code=first.http_status, headers=headers)

@@ -1,0 +1,193 @@
+"""The JSON bodies of the v1 API (pydantic), which the OpenAPI document describes.
+
+Input models check only shapes and ranges; the rules of the registry (code, label,
+addresses) are checked once, by the model, and come back as 422 with the field named.
+Output models never carry a secret, except the `token` fields, which are shown once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from controparte.errors import ValidationError
+from controparte.model import Installation, InstallationChange
+from controparte.service.status import fqdn, is_stale
+
+Port = int
+
+
+class InstallationCreate(BaseModel):
+    """A new installation. `ip` / `ipv6` / `port` may be set now or left to heartbeats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(description="Unique, stable code: 1-64 of A-Z a-z 0-9 . _ -")
+    label: str = Field(description="DNS label: the installation is <label>.<zone>")
+    kind: Literal["onprem", "live"] = "onprem"
+    ip: str | None = Field(default=None, description="Public IPv4 address")
+    ipv6: str | None = Field(default=None, description="Public IPv6 address")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Public port")
+
+
+class InstallationPatch(BaseModel):
+    """A partial change: a field left out stays as it is; `ip`, `ipv6` or `port` given
+    as null is cleared. `label` and `kind` cannot be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = None
+    kind: Literal["onprem", "live"] | None = None
+    ip: str | None = None
+    ipv6: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    def to_change(self) -> InstallationChange:
+        given = self.model_fields_set
+        for name in ("label", "kind"):
+            if name in given and getattr(self, name) is None:
+                raise ValidationError(name, "cannot be null")
+
+        def optional(name: str) -> str | None:
+            if name not in given:
+                return None
+            value = getattr(self, name)
+            return "" if value is None else str(value)
+
+        return InstallationChange(
+            label=self.label,
+            kind=self.kind,
+            ipv4=optional("ip"),
+            ipv6=optional("ipv6"),
+            port=optional("port"),
+        )
+
+
+class InstallationOut(BaseModel):
+    """An installation as the registry holds it, with `fqdn` and `stale` added."""
+
+    code: str
+    label: str
+    fqdn: str
+    kind: str
+    ip: str | None
+    ipv6: str | None
+    port: int | None
+    created: datetime
+    updated: datetime
+    last_seen: datetime | None
+    private_port: int | None
+    agent_version: str | None
+    stale: bool
+
+    @classmethod
+    def of(cls, inst: Installation, zone: str, stale_after: float) -> InstallationOut:
+        return cls(
+            code=inst.code,
+            label=inst.label,
+            fqdn=fqdn(inst, zone),
+            kind=inst.kind.value,
+            ip=inst.ipv4,
+            ipv6=inst.ipv6,
+            port=inst.port,
+            created=inst.created,
+            updated=inst.updated,
+            last_seen=inst.last_seen,
+            private_port=inst.private_port,
+            agent_version=inst.agent_version,
+            stale=is_stale(inst, stale_after),
+        )
+
+
+class InstallationCreated(InstallationOut):
+    """The new installation and its token: shown this once, never stored in clear."""
+
+    token: str
+
+
+class InstallationList(BaseModel):
+    installations: list[InstallationOut]
+    total: int = Field(description="How many installations the registry holds")
+    limit: int | None
+    offset: int
+
+
+class TokenOut(BaseModel):
+    """A new token for `code`, replacing the old one: shown this once."""
+
+    code: str
+    token: str
+
+
+class HeartbeatIn(BaseModel):
+    """A heartbeat. The public address is never sent: it is where the request comes
+    from. Unknown fields are ignored (newer agents may send more)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    port: Port = Field(ge=1, le=65535, description="Public port (after NAT)")
+    private_port: Port | None = Field(
+        default=None, ge=1, le=65535, description="Port MxServer listens on behind NAT"
+    )
+    version: str | None = Field(
+        default=None, max_length=64, pattern=r"^[\x21-\x7e]+$", description="Agent version"
+    )
+
+
+class HeartbeatOut(BaseModel):
+    """How the world sees the installation after the heartbeat."""
+
+    code: str
+    label: str
+    fqdn: str
+    ip: str | None = Field(description="The IPv4 address the heartbeat came from, if IPv4")
+    ipv6: str | None = Field(description="The IPv6 address the heartbeat came from, if IPv6")
+    port: int | None = Field(description="The public port now published")
+    changed: bool = Field(description="Did what DNS serves change?")
+    serial: int = Field(description="The zone serial after the heartbeat")
+    stale_after: float = Field(description="Seconds without a heartbeat before 'stale'")
+    heartbeat_interval: float = Field(description="Seconds between heartbeats, advised")
+
+
+class ResolveOut(BaseModel):
+    """What DNS publishes about one installation (no credentials, no private port)."""
+
+    code: str
+    label: str
+    fqdn: str
+    kind: str
+    ip: str | None
+    ipv6: str | None
+    port: int | None
+    last_seen: datetime | None
+    stale: bool
+
+
+class HistoryEntry(BaseModel):
+    at: str
+    action: str = Field(description="add, update, remove, token or tsig-key")
+    actor: str
+    via: str = Field(description="cli, api, heartbeat, dyndns2, rfc2136, import, ...")
+    source: str | None = Field(description="Client address, when the change came over a network")
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+class HistoryOut(BaseModel):
+    code: str
+    history: list[HistoryEntry]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    serial: int
+    installations: int
+
+
+class ErrorOut(BaseModel):
+    """Every error of the API: `error` is the kind, `detail` a message that stands alone."""
+
+    error: str
+    detail: str

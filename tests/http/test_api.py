@@ -1,0 +1,601 @@
+"""The v1 JSON API in process (httpx over ASGI, real services on a temporary store):
+every endpoint, the credential rules, throttling, trusted proxies, heartbeats and the
+stale flag, health, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import dns.message
+import httpx
+import pytest
+
+from controparte.dns.server import DnsServer
+from controparte.http.app import create_app
+from controparte.model.installation import utcnow
+from controparte.store import Origin
+from tests.http.conftest import ADMIN, PEER, PROXY, ZONE, Api, MakeApi
+
+pytestmark = pytest.mark.anyio
+
+BEAT = "/v1/installations/{}/heartbeat"
+
+
+async def beat(
+    api: Api, code: str, token: str, peer: str = PEER, **extra: object
+) -> dict[str, object]:
+    """A heartbeat that must be accepted; its JSON answer."""
+    async with api.bearer(token, peer) as http:
+        response = await http.post(BEAT.format(code), json={"port": 4443, **extra})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert isinstance(found, dict)
+    return found
+
+
+# -- service endpoints --------------------------------------------------------------------
+
+
+async def test_healthz(api: Api) -> None:
+    api.add("A-1", "alpha")
+    async with api.client() as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "serial": api.services.store.serial(),
+        "installations": 1,
+    }
+
+
+async def test_openapi_describes_the_v1_api(api: Api) -> None:
+    async with api.client() as http:
+        document = (await http.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert set(paths) >= {
+        "/v1/installations",
+        "/v1/installations/{code}",
+        "/v1/installations/{code}/token",
+        "/v1/installations/{code}/heartbeat",
+        "/v1/installations/{code}/history",
+        "/v1/resolve/{name}",
+        "/nic/update",
+        "/healthz",
+        "/metrics",
+    }
+    assert set(paths["/v1/installations/{code}"]) == {"get", "patch", "delete"}
+    assert set(paths["/nic/update"]) == {"get"}
+    schemas = document["components"]["schemas"]
+    assert set(schemas["HeartbeatIn"]["properties"]) == {"port", "private_port", "version"}
+    assert schemas["HeartbeatIn"]["required"] == ["port"]
+    assert {"changed", "serial", "stale_after", "heartbeat_interval"} <= set(
+        schemas["HeartbeatOut"]["properties"]
+    )
+    assert "token" not in schemas["ResolveOut"]["properties"]
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+    heartbeat = paths["/v1/installations/{code}/heartbeat"]["post"]
+    assert heartbeat["security"] == [{"HTTPBearer": []}]
+
+
+# -- management -----------------------------------------------------------------------------
+
+
+async def test_create_returns_the_token_once_and_it_works(api: Api) -> None:
+    async with api.admin() as http:
+        response = await http.post(
+            "/v1/installations",
+            json={"code": "A-1", "label": "Alpha", "ip": "192.0.2.1", "port": 4443},
+        )
+        assert response.status_code == 201, response.text
+        created = response.json()
+        assert created["label"] == "alpha"
+        assert created["fqdn"] == "alpha." + ZONE
+        assert created["ip"] == "192.0.2.1"
+        assert created["stale"] is False
+        token = created["token"]
+        assert token.startswith("cpt_")
+        shown = (await http.get("/v1/installations/A-1")).json()
+    assert "token" not in shown
+    assert token not in str(shown)
+    await beat(api, "A-1", token)
+    history = api.services.store.history("A-1")
+    assert [(h["action"], h["actor"], h["via"], h["source"]) for h in history[:2]] == [
+        ("add", "admin", "api", PEER),
+        ("token", "admin", "api", PEER),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"code": "A-1", "label": "-bad"}, 422, "label"),
+        ({"code": "A 1", "label": "alpha"}, 422, "code"),
+        ({"code": "A-1", "label": "alpha", "ip": "300.1.1.1"}, 422, "ip"),
+        ({"code": "A-1", "label": "alpha", "port": 0}, 422, "port"),
+        ({"code": "A-1", "label": "alpha", "kind": "cloud"}, 422, "kind"),
+        ({"code": "A-1", "label": "alpha", "secret": "x"}, 422, "secret"),
+        ({"code": "A-1", "label": "ns1"}, 422, "reserved"),
+        ({"code": "a-1", "label": "other"}, 409, "code"),  # codes are unique ignoring case
+        ({"code": "B-2", "label": "taken"}, 409, "label"),
+    ],
+)
+async def test_create_refusals_name_the_field(
+    api: Api, body: dict[str, object], status: int, needle: str
+) -> None:
+    api.add("A-1", "taken")
+    async with api.admin() as http:
+        response = await http.post("/v1/installations", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.text
+    assert api.services.store.count() == 1
+
+
+async def test_management_needs_the_admin_token(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    requests = [
+        ("POST", "/v1/installations", {"code": "B-2", "label": "beta"}),
+        ("GET", "/v1/installations", None),
+    ]
+    for method, path, body in requests:
+        async with api.client() as http:
+            missing = await http.request(method, path, json=body)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+        assert missing.json()["error"] == "AuthError"
+        async with api.bearer(token) as http:
+            wrong = await http.request(method, path, json=body)
+        assert wrong.status_code == 401
+    assert api.services.store.count() == 1
+
+
+async def test_list_pages_by_code(api: Api) -> None:
+    for number in range(5):
+        api.add(f"C-{number}", f"c{number}")
+    async with api.admin() as http:
+        page = (await http.get("/v1/installations", params={"limit": 2, "offset": 1})).json()
+        bad = await http.get("/v1/installations", params={"limit": 0})
+    assert [i["code"] for i in page["installations"]] == ["C-1", "C-2"]
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 1)
+    assert bad.status_code == 422
+
+
+async def test_get_one_is_for_the_admin_or_the_installation_itself(api: Api) -> None:
+    alpha = api.add("A-1", "alpha")
+    beta = api.add("B-2", "beta")
+    async with api.bearer(alpha) as http:
+        assert (await http.get("/v1/installations/A-1")).json()["label"] == "alpha"
+        assert (await http.get("/v1/installations/B-2")).status_code == 401
+        assert (await http.get("/v1/installations/alpha")).status_code == 404  # codes only
+    async with api.admin() as http:
+        assert (await http.get("/v1/installations/B-2")).json()["label"] == "beta"
+        missing = await http.get("/v1/installations/NOPE")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "NotFoundError",
+        "detail": "no installation with code 'NOPE'",
+    }
+    assert beta
+
+
+async def test_patch_changes_fields_and_null_clears(api: Api) -> None:
+    api.add("A-1", "alpha", ipv4="192.0.2.1", port=4443)
+    serial = api.services.store.serial()
+    async with api.admin() as http:
+        response = await http.patch(
+            "/v1/installations/A-1", json={"ip": "198.51.100.2", "port": None, "kind": "live"}
+        )
+        assert response.status_code == 200, response.text
+        changed = response.json()
+        assert (changed["ip"], changed["port"], changed["kind"]) == ("198.51.100.2", None, "live")
+        assert (await http.patch("/v1/installations/A-1", json={"label": None})).status_code == 422
+        assert (await http.patch("/v1/installations/A-1", json={})).status_code == 422
+        assert (
+            await http.patch("/v1/installations/A-1", json={"ipv6": "::1:2:3:4:5:6:7:8:9"})
+        ).status_code == 422
+        assert (await http.patch("/v1/installations/NOPE", json={"port": 1})).status_code == 404
+    inst = api.services.registry.get("A-1")
+    assert (inst.ipv4, inst.port) == ("198.51.100.2", None)
+    assert api.services.store.serial() != serial
+    last = api.services.store.history("A-1")[-1]
+    assert (last["action"], last["actor"], last["via"], last["source"]) == (
+        "update",
+        "admin",
+        "api",
+        PEER,
+    )
+
+
+async def test_an_installation_token_cannot_patch_or_delete(api: Api) -> None:
+    alpha = api.add("A-1", "alpha", ipv4="192.0.2.1")
+    api.add("B-2", "beta", ipv4="192.0.2.2")
+    async with api.bearer(alpha) as http:
+        own = await http.patch("/v1/installations/A-1", json={"ip": "192.0.2.9"})
+        other = await http.patch("/v1/installations/B-2", json={"ip": "192.0.2.9"})
+        own_delete = await http.delete("/v1/installations/A-1")
+        other_delete = await http.delete("/v1/installations/B-2")
+    assert own.status_code == 403
+    assert own.json()["error"] == "ForbiddenError"
+    assert other.status_code == 401
+    assert own_delete.status_code == 403
+    assert other_delete.status_code == 401
+    assert api.services.registry.get("A-1").ipv4 == "192.0.2.1"
+    assert api.services.registry.get("B-2").ipv4 == "192.0.2.2"
+
+
+async def test_delete(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    async with api.admin() as http:
+        response = await http.delete("/v1/installations/A-1")
+        assert response.status_code == 204
+        assert response.content == b""
+        assert (await http.get("/v1/installations/A-1")).status_code == 404
+        assert (await http.delete("/v1/installations/A-1")).status_code == 404
+        history = (await http.get("/v1/installations/A-1/history")).json()
+    assert [h["action"] for h in history["history"]] == ["add", "token", "remove"]
+    async with api.bearer(token) as http:  # its token went with it
+        assert (await http.post(BEAT.format("A-1"), json={"port": 1})).status_code == 401
+
+
+async def test_rotate_token(api: Api) -> None:
+    old = api.add("A-1", "alpha")
+    other = api.add("B-2", "beta")
+    async with api.bearer(other) as http:
+        assert (await http.post("/v1/installations/A-1/token")).status_code == 401
+    async with api.bearer(old) as http:
+        response = await http.post("/v1/installations/A-1/token")
+    assert response.status_code == 200
+    new = response.json()["token"]
+    assert response.json()["code"] == "A-1"
+    assert new != old
+    async with api.bearer(old) as http:
+        assert (await http.post(BEAT.format("A-1"), json={"port": 1})).status_code == 401
+    await beat(api, "A-1", new)
+    async with api.admin() as http:
+        by_admin = await http.post("/v1/installations/a-1/token")
+        assert (await http.post("/v1/installations/NOPE/token")).status_code == 404
+    assert by_admin.json()["code"] == "A-1"  # the canonical code
+    await beat(api, "A-1", by_admin.json()["token"])
+
+
+async def test_history_for_the_admin_or_the_installation(api: Api) -> None:
+    alpha = api.add("A-1", "alpha")
+    beta = api.add("B-2", "beta")
+    await beat(api, "A-1", alpha, port=5000)
+    async with api.bearer(alpha) as http:
+        own = await http.get("/v1/installations/A-1/history")
+    async with api.bearer(beta) as http:
+        other = await http.get("/v1/installations/A-1/history")
+    async with api.admin() as http:
+        by_admin = await http.get("/v1/installations/A-1/history")
+        missing = await http.get("/v1/installations/NOPE/history")
+    assert own.status_code == 200
+    assert own.json() == by_admin.json()
+    entries = own.json()["history"]
+    assert [e["action"] for e in entries] == ["add", "token", "update"]
+    assert (entries[-1]["actor"], entries[-1]["via"], entries[-1]["source"]) == (
+        "A-1",
+        "heartbeat",
+        PEER,
+    )
+    assert entries[-1]["new"]["port"] == 5000
+    assert other.status_code == 401
+    assert missing.status_code == 404
+
+
+# -- heartbeat ------------------------------------------------------------------------------
+
+
+async def test_heartbeat_publishes_the_source_address_and_port(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    before = api.services.store.serial()
+    answer = await beat(api, "A-1", token, private_port=9000, version="1.2.3")
+    assert answer == {
+        "code": "A-1",
+        "label": "alpha",
+        "fqdn": "alpha." + ZONE,
+        "ip": PEER,
+        "ipv6": None,
+        "port": 4443,
+        "changed": True,
+        "serial": api.services.store.serial(),
+        "stale_after": 900.0,
+        "heartbeat_interval": 300.0,
+    }
+    assert answer["serial"] != before
+    inst = api.services.registry.get("A-1")
+    assert (inst.ipv4, inst.port, inst.private_port, inst.agent_version) == (
+        PEER,
+        4443,
+        9000,
+        "1.2.3",
+    )
+    assert inst.last_seen is not None
+
+
+async def test_a_heartbeat_without_change_moves_only_last_seen(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    store = api.services.store
+    first = await beat(api, "A-1", token)
+    seen = api.services.registry.get("A-1").last_seen
+    serial, seq, history = store.serial(), store.last_seq(), store.history("A-1")
+    second = await beat(api, "A-1", token)
+    assert second["changed"] is False
+    assert second["serial"] == first["serial"] == serial
+    assert (store.serial(), store.last_seq()) == (serial, seq)  # no new serial, no journal
+    assert store.history("A-1") == history
+    later = api.services.registry.get("A-1").last_seen
+    assert seen is not None
+    assert later is not None
+    assert later >= seen
+    third = await beat(api, "A-1", token, port=4444)  # a new port is a change
+    assert third["changed"] is True
+    assert store.serial() != serial
+
+
+async def test_heartbeat_from_ipv6(api: Api) -> None:
+    token = api.add("A-1", "alpha", ipv4="192.0.2.1")
+    answer = await beat(api, "A-1", token, peer="2001:db8::42")
+    assert (answer["ip"], answer["ipv6"]) == (None, "2001:db8::42")
+    inst = api.services.registry.get("A-1")
+    assert (inst.ipv4, inst.ipv6) == ("192.0.2.1", "2001:db8::42")  # v4 kept
+
+
+async def test_one_installation_cannot_heartbeat_for_another(api: Api) -> None:
+    api.add("A-1", "alpha", ipv4="192.0.2.1", port=1111)
+    beta = api.add("B-2", "beta")
+    for token in (beta, ADMIN, "cpt_wrong"):
+        async with api.bearer(token) as http:
+            response = await http.post(BEAT.format("A-1"), json={"port": 4443})
+        assert response.status_code == 401
+    inst = api.services.registry.get("A-1")
+    assert (inst.ipv4, inst.port, inst.last_seen) == ("192.0.2.1", 1111, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"port": 0},
+        {"port": 65536},
+        {"port": "x"},
+        {"port": 1, "private_port": 0},
+        {"port": 1, "version": "x" * 65},
+        {"port": 1, "version": "a b"},
+    ],
+)
+async def test_heartbeat_body_is_checked(api: Api, body: dict[str, object]) -> None:
+    token = api.add("A-1", "alpha")
+    async with api.bearer(token) as http:
+        response = await http.post(BEAT.format("A-1"), json=body)
+    assert response.status_code == 422
+    assert api.services.registry.get("A-1").last_seen is None
+
+
+async def test_credentials_are_checked_before_the_body(api: Api) -> None:
+    api.add("A-1", "alpha")
+    async with api.client() as http:
+        response = await http.post(BEAT.format("A-1"), json={"port": 0})
+    assert response.status_code == 401
+
+
+async def test_unknown_heartbeat_fields_are_ignored(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    assert (await beat(api, "A-1", token, future_field=1))["port"] == 4443
+
+
+async def test_heartbeat_from_a_non_global_address_needs_the_setting(make_api: MakeApi) -> None:
+    api = make_api(CONTROPARTE_ALLOW_NON_GLOBAL="0")
+    token = api.add("A-1", "alpha")
+    async with api.bearer(token, peer="10.9.8.7") as http:
+        response = await http.post(BEAT.format("A-1"), json={"port": 4443})
+    assert response.status_code == 422
+    assert "10.9.8.7 is not a global unicast address" in response.json()["detail"]
+    assert api.services.registry.get("A-1").ipv4 is None
+
+
+# -- trusted proxies --------------------------------------------------------------------------
+
+
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    spoof = {"x-forwarded-for": "192.0.2.77"}
+    async with api.client(PEER, authorization=f"Bearer {token}", **spoof) as http:
+        direct = (await http.post(BEAT.format("A-1"), json={"port": 1})).json()
+    assert direct["ip"] == PEER  # an untrusted peer cannot choose its address
+    chain = {"x-forwarded-for": "203.0.113.5, 192.0.2.77, 10.20.30.40"}
+    async with api.client(PROXY, authorization=f"Bearer {token}", **chain) as http:
+        proxied = (await http.post(BEAT.format("A-1"), json={"port": 1})).json()
+    assert proxied["ip"] == "192.0.2.77"  # the right-most untrusted hop
+    rfc7239 = {"forwarded": 'for="[2001:db8::77]:5555";proto=https'}
+    async with api.client(PROXY, authorization=f"Bearer {token}", **rfc7239) as http:
+        forwarded = (await http.post(BEAT.format("A-1"), json={"port": 1})).json()
+    assert forwarded["ipv6"] == "2001:db8::77"
+    inst = api.services.registry.get("A-1")
+    assert (inst.ipv4, inst.ipv6) == ("192.0.2.77", "2001:db8::77")
+    assert api.services.store.history("A-1")[-1]["source"] == "2001:db8::77"
+
+
+async def test_a_proxy_forwarding_garbage_is_refused(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    headers = {"authorization": f"Bearer {token}", "forwarded": "for=unknown"}
+    async with api.client(PROXY, **headers) as http:
+        response = await http.post(BEAT.format("A-1"), json={"port": 1})
+    assert response.status_code == 422
+    assert "'unknown'" in response.json()["detail"]
+    assert api.services.registry.get("A-1").ipv4 is None
+
+
+# -- stale ------------------------------------------------------------------------------------
+
+
+async def test_stale_after_no_heartbeat_for_stale_after(make_api: MakeApi) -> None:
+    api = make_api(CONTROPARTE_STALE_AFTER="60")
+    token = api.add("A-1", "alpha")
+    api.add("B-2", "beta", ipv4="192.0.2.2")  # never seen: not stale
+    await beat(api, "A-1", token)
+
+    async def stale() -> dict[str, bool]:
+        async with api.admin() as http:
+            listed = (await http.get("/v1/installations")).json()["installations"]
+            resolved = (await http.get("/v1/resolve/alpha")).json()["stale"]
+            one = (await http.get("/v1/installations/A-1")).json()["stale"]
+        flags = {i["code"]: i["stale"] for i in listed}
+        assert flags["A-1"] == resolved == one
+        return flags
+
+    assert await stale() == {"A-1": False, "B-2": False}
+    with api.services.store.transaction(Origin()) as tx:
+        tx.touch("A-1", utcnow() - timedelta(seconds=61))
+    assert await stale() == {"A-1": True, "B-2": False}
+    await beat(api, "A-1", token)
+    assert await stale() == {"A-1": False, "B-2": False}
+
+
+# -- resolve ----------------------------------------------------------------------------------
+
+
+async def test_resolve_needs_no_credentials_and_tells_no_secret(api: Api) -> None:
+    token = api.add("A-1", "alpha", ipv4="192.0.2.1", ipv6="2001:db8::1", port=4443)
+    expected = {
+        "code": "A-1",
+        "label": "alpha",
+        "fqdn": "alpha." + ZONE,
+        "kind": "onprem",
+        "ip": "192.0.2.1",
+        "ipv6": "2001:db8::1",
+        "port": 4443,
+        "last_seen": None,
+        "stale": False,
+    }
+    async with api.client() as http:
+        for name in ("A-1", "a-1", "alpha", "ALPHA", "alpha." + ZONE, "alpha." + ZONE.rstrip(".")):
+            response = await http.get(f"/v1/resolve/{name}")
+            assert response.status_code == 200, name
+            assert response.json() == expected
+            assert token not in response.text
+        missing = await http.get("/v1/resolve/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "NotFoundError"
+
+
+# -- throttling and logging -----------------------------------------------------------------------
+
+
+async def test_repeated_failures_block_the_client_and_are_logged_without_the_token(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = api.add("A-1", "alpha")
+    wrong = "cpt_wrong_token_value_123456"
+    caplog.set_level(logging.INFO, logger="controparte")
+    async with api.bearer(wrong) as http:
+        statuses = [
+            (await http.post(BEAT.format("A-1"), json={"port": 1})).status_code for _ in range(6)
+        ]
+    assert statuses == [401] * 5 + [429]
+    async with api.bearer(token) as http:
+        blocked = await http.post(BEAT.format("A-1"), json={"port": 1})
+    assert blocked.status_code == 429  # even the right token, while blocked
+    assert blocked.json()["error"] == "RateLimitedError"
+    assert int(blocked.headers["retry-after"]) > 0
+    await beat(api, "A-1", token, peer="198.51.100.8")  # another client is not blocked
+    failures = [r for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert len(failures) == 5
+    assert all(PEER in r.getMessage() for r in failures)
+    assert any("blocking 198.51.100.7" in r.getMessage() for r in caplog.records)
+    assert wrong not in caplog.text
+    assert token not in caplog.text
+    async with api.client() as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'controparte_auth_failures_total{way="api"} 5' in metrics
+    assert "controparte_auth_blocks_total 1" in metrics
+
+
+async def test_missing_credentials_are_not_counted_as_failures(api: Api) -> None:
+    api.add("A-1", "alpha")
+    async with api.client() as http:
+        for _ in range(8):
+            response = await http.post(BEAT.format("A-1"), json={"port": 1})
+            assert response.status_code == 401
+
+
+async def test_clients_behind_a_trusted_proxy_are_throttled_one_by_one(api: Api) -> None:
+    token = api.add("A-1", "alpha")
+    for _ in range(5):
+        headers = {"authorization": "Bearer cpt_wrong", "x-forwarded-for": "192.0.2.66"}
+        async with api.client(PROXY, **headers) as http:
+            await http.post(BEAT.format("A-1"), json={"port": 1})
+    headers = {"authorization": f"Bearer {token}", "x-forwarded-for": "192.0.2.66"}
+    async with api.client(PROXY, **headers) as http:
+        assert (await http.post(BEAT.format("A-1"), json={"port": 1})).status_code == 429
+    headers["x-forwarded-for"] = "192.0.2.67"
+    async with api.client(PROXY, **headers) as http:
+        assert (await http.post(BEAT.format("A-1"), json={"port": 1})).status_code == 200
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+async def test_metrics_count_requests_updates_errors_and_dns(api: Api) -> None:
+    services = api.services
+    token = api.add("A-1", "alpha")
+    dns_server = DnsServer(services.settings, services.store, services=services)  # not started
+    app = create_app(services, dns=dns_server)
+    query = dns.message.make_query("alpha." + ZONE, "A").to_wire()
+    for _ in range(3):
+        assert dns_server.engine.answer(query, False) is not None
+    api = Api(app, services)
+    await beat(api, "A-1", token)
+    await beat(api, "A-1", token)
+    async with api.admin() as http:
+        await http.patch("/v1/installations/A-1", json={"port": 7})
+        await http.get("/v1/installations/NOPE")
+        await http.get("/v1/installations/A-1/nothing-here")
+    async with api.client() as http:
+        response = await http.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    requests = "controparte_http_requests_total"
+    expected = [
+        "controparte_dns_queries_total 3",
+        "controparte_dns_internal_errors_total 0",
+        f'{requests}{{method="POST",route="/v1/installations/{{code}}/heartbeat",status="200"}} 2',
+        f'{requests}{{method="GET",route="/v1/installations/{{code}}",status="404"}} 1',
+        f'{requests}{{method="GET",route="unmatched",status="404"}} 1',
+        'controparte_heartbeats_total{result="changed"} 1',
+        'controparte_heartbeats_total{result="unchanged"} 1',
+        'controparte_updates_total{way="heartbeat"} 1',
+        'controparte_updates_total{way="api"} 1',
+        'controparte_updates_total{way="dyndns2"} 0',
+        'controparte_updates_total{way="rfc2136"} 0',
+        'controparte_errors_total{kind="NotFoundError"} 1',
+        "controparte_installations 1",
+        f"controparte_zone_serial {dns_server.engine.zone.serial}",
+    ]
+    lines = text.splitlines()
+    for line in expected:
+        assert line in lines, line
+    fast = int(next(x for x in lines if x.startswith("controparte_dns_fast_path_total")).split()[1])
+    general = int(
+        next(x for x in lines if x.startswith("controparte_dns_general_path_total")).split()[1]
+    )
+    assert fast + general >= 1  # the rest came from the answer cache
+
+
+async def test_an_unexpected_error_is_a_bare_500_and_counted(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(api.services.registry, "find", broken)
+    transport = httpx.ASGITransport(app=api.app, client=(PEER, 1), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://controparte.test") as http:
+        response = await http.get("/v1/resolve/alpha")
+        metrics = (await http.get("/metrics")).text.splitlines()
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal", "detail": "internal server error"}
+    assert "secret internals" not in response.text
+    assert 'controparte_errors_total{kind="internal"} 1' in metrics
+    route = 'method="GET",route="/v1/resolve/{name}",status="500"'
+    assert f"controparte_http_requests_total{{{route}}} 1" in metrics
