@@ -630,9 +630,11 @@ def installation_tsig_key(
     zone: ZoneOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make the installation's TSIG key (hmac-sha256; its old key stops working) for DNS
-    UPDATE of its own A, AAAA and SRV records, and write it once to FILE; prints the key
-    name. Use it as `nsupdate -k FILE`."""
+    """Make an installation's TSIG key for DNS UPDATE (`nsupdate -k FILE`).
+
+    The key (hmac-sha256) may change only the installation's own A, AAAA and SRV
+    records; its old key stops working. It is written once, to the new file FILE (mode
+    600), and its name is printed."""
     with _user_errors():
         settings = _settings(data, zone, config, False)
         name = _write_tsig_key(settings, out, code)
@@ -654,9 +656,12 @@ def tsig_key(
     zone: ZoneOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make an admin TSIG key (--admin; one of the same name is replaced) for DNS UPDATE
-    of any installation's A, AAAA and SRV records, and write it once to FILE; prints the
-    key name. An installation's own key: `controparte installation tsig-key CODE`."""
+    """Make an admin TSIG key for DNS UPDATE of any installation (`nsupdate -k FILE`).
+
+    With --admin (required): the key (hmac-sha256) may change every installation's A,
+    AAAA and SRV records; an admin key of the same name is replaced. It is written
+    once, to the new file FILE (mode 600), and its name is printed. An installation's
+    own key: `controparte installation tsig-key CODE --out FILE`."""
     if not admin:
         _fail(
             "give --admin for an admin key; for an installation's key use"

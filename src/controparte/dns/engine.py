@@ -3,6 +3,8 @@ the answer cache, the fast path and the general path, in that order.
 
 Every response depends only on the query bytes after the ID, the transport and the
 snapshot, so it is cached by those; a new snapshot starts with empty caches.
+Only responses to opcode QUERY are cached (an UPDATE changes data; the server routes
+UPDATEs around the engine when it can apply them, and the engine answers NOTIMP).
 `answer` never raises: an internal error is logged, counted and answered SERVFAIL.
 """
 
@@ -23,6 +25,7 @@ log = logging.getLogger("controparte.dns")
 CACHE_MAX_ENTRIES = 500_000
 CACHE_MAX_QUERY = 512  # longer queries are answered, never cached
 _CACHED_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
+_OPCODE_BITS = 0x78  # in the third header byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,11 @@ class Engine:
         if response is None:
             counters.dropped += 1
             return None
-        if len(key) <= CACHE_MAX_QUERY and response[3] & 0x0F in _CACHED_RCODES:
+        if (
+            len(key) <= CACHE_MAX_QUERY
+            and not wire[2] & _OPCODE_BITS  # only QUERY: never an UPDATE or other opcode
+            and response[3] & 0x0F in _CACHED_RCODES
+        ):
             if len(cache) >= CACHE_MAX_ENTRIES:
                 cache.clear()
             cache[key] = response[2:]

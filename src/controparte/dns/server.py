@@ -8,6 +8,15 @@
   an idle timeout; a cap on concurrent connections.
 - The follower polls the store's journal (`journal_poll_interval`) and swaps in a new
   snapshot; `poke()` makes it look at once (used by writers in the same process).
+- UPDATE (RFC 2136, opcode 5) when the server has `services`: the UDP thread hands the
+  datagram to the event loop (`call_soon_threadsafe`), which runs `Updater.handle` in a
+  small executor (a store write must not stall queries), catches the snapshot up with
+  the journal when something changed, and then sends the response from the loop thread
+  (sending on the UDP socket from two threads is safe); TCP awaits the same path, so
+  pipelined requests still get answers in order. At most `MAX_PENDING_UPDATES` wait at
+  once; more are dropped (the client retries). Without services, UPDATE gets NOTIMP
+  from the answer path. A worker process (`dns_workers` > 1) handles the UPDATEs that
+  reach its socket in a thread of its own, over its own services.
 """
 
 from __future__ import annotations
@@ -16,20 +25,29 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import queue
 import signal
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from controparte.dns.engine import Engine
+from controparte.dns.updater import Updater, is_update
 from controparte.dns.zone import Zone, ZoneConfig
-from controparte.service.services import Services
+from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 from controparte.store import Store, open_store
 
 log = logging.getLogger("controparte.dns")
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+MAX_PENDING_UPDATES = 256
+UPDATE_THREADS = 2
+
+OnUpdate = Callable[[bytes, Any], None]
+"""Takes an UPDATE datagram and its sender's address off the UDP thread."""
 
 
 def load_zone(store: Store, config: ZoneConfig) -> Zone:
@@ -69,8 +87,15 @@ def bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
-def udp_loop(sock: socket.socket, engine: Engine, running: Callable[[], bool]) -> None:
-    """Answer datagrams until `running()` is false (checked after each datagram)."""
+def udp_loop(
+    sock: socket.socket,
+    engine: Engine,
+    running: Callable[[], bool],
+    on_update: OnUpdate | None = None,
+) -> None:
+    """Answer datagrams until `running()` is false (checked after each datagram).
+    UPDATE requests go to `on_update` when given (it must not block), else the engine
+    answers them (NOTIMP)."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
@@ -82,7 +107,14 @@ def udp_loop(sock: socket.socket, engine: Engine, running: Callable[[], bool]) -
                 return
             continue
         hit = engine.current.zone.udp_cache.get(wire[2:])
-        response = wire[:2] + hit if hit is not None else answer(wire, False)
+        response: bytes | None
+        if hit is not None:
+            response = wire[:2] + hit
+        elif on_update is not None and is_update(wire):
+            on_update(wire, peer)
+            continue
+        else:
+            response = answer(wire, False)
         if response is not None:
             try:
                 send(response, peer)
@@ -118,6 +150,11 @@ class DnsServer:
         self._running = False
         self._tcp_connections = 0
         self._workers: list[multiprocessing.process.BaseProcess] = []
+        self.updater = Updater(services, self.config) if services is not None else None
+        self._update_executor: ThreadPoolExecutor | None = None
+        self._update_tasks: set[asyncio.Task[None]] = set()
+        self._update_slots = threading.BoundedSemaphore(MAX_PENDING_UPDATES)
+        self.updates_dropped = 0
 
     @property
     def port(self) -> int:
@@ -140,9 +177,13 @@ class DnsServer:
             limit=70_000,
         )
         self._running = True
+        on_update: OnUpdate | None = None
+        if self.updater is not None:
+            self._update_executor = ThreadPoolExecutor(UPDATE_THREADS, "dns-update")
+            on_update = self._udp_update
         self._udp_thread = threading.Thread(
             target=udp_loop,
-            args=(self._udp, self.engine, lambda: self._running),
+            args=(self._udp, self.engine, lambda: self._running, on_update),
             name="dns-udp",
             daemon=True,
         )
@@ -151,7 +192,10 @@ class DnsServer:
         context = multiprocessing.get_context("spawn")
         for number in range(1, self.settings.dns_workers):
             worker = context.Process(
-                target=udp_worker, args=(self.settings, port), name=f"dns-udp-{number}", daemon=True
+                target=udp_worker,
+                args=(self.settings, port, self.updater is not None),
+                name=f"dns-udp-{number}",
+                daemon=True,
             )
             worker.start()
             self._workers.append(worker)
@@ -181,6 +225,13 @@ class DnsServer:
             _wake(self._udp)
             if self._udp_thread is not None:
                 await asyncio.to_thread(self._udp_thread.join, 2)
+        for task in list(self._update_tasks):
+            task.cancel()
+        if self._update_tasks:
+            await asyncio.wait(self._update_tasks, timeout=5)
+        if self._update_executor is not None:
+            await asyncio.to_thread(self._update_executor.shutdown, True, cancel_futures=True)
+        if self._udp is not None:
             self._udp.close()
         for worker in self._workers:
             worker.join(2)
@@ -197,6 +248,15 @@ class DnsServer:
         if self._loop is not None and self._poke is not None:
             self._loop.call_soon_threadsafe(self._poke.set)
 
+    def _catch_up(self) -> None:
+        """Swap in the snapshot brought up to date with the journal. Only on the event
+        loop thread, so two swaps never race."""
+        zone = self.engine.zone
+        newer = follow(self.store, zone)
+        if newer is not zone:
+            self.engine.swap(newer)
+            log.info("zone %s now at serial %d", self.config.origin, newer.serial)
+
     async def _follow(self) -> None:
         assert self._poke is not None
         interval = self.settings.journal_poll_interval
@@ -205,16 +265,60 @@ class DnsServer:
                 await asyncio.wait_for(self._poke.wait(), interval)
             self._poke.clear()
             try:
-                zone = self.engine.zone
-                newer = follow(self.store, zone)
+                self._catch_up()
             except Exception:  # the store may be busy or gone for a moment: retry
                 log.exception(
                     "cannot read the journal; serving serial %d meanwhile", self.engine.zone.serial
                 )
-                continue
-            if newer is not zone:
-                self.engine.swap(newer)
-                log.info("zone %s now at serial %d", self.config.origin, newer.serial)
+
+    # -- UPDATE ------------------------------------------------------------------------
+
+    def _udp_update(self, wire: bytes, peer: Any) -> None:
+        """On the UDP thread: hand the datagram to the event loop, never wait; drop it
+        when MAX_PENDING_UPDATES are already on their way (a flood must not grow the
+        loop's queue without bound)."""
+        loop = self._loop
+        if loop is None or not self._update_slots.acquire(blocking=False):
+            self.updates_dropped += 1
+            return
+        try:
+            loop.call_soon_threadsafe(self._start_udp_update, wire, peer)
+        except RuntimeError:  # the loop is closing
+            self._update_slots.release()
+
+    def _start_udp_update(self, wire: bytes, peer: Any) -> None:
+        if not self._running:
+            self._update_slots.release()
+            return
+        task = asyncio.create_task(self._udp_update_task(wire, peer))
+        self._update_tasks.add(task)
+        task.add_done_callback(self._update_tasks.discard)
+
+    async def _udp_update_task(self, wire: bytes, peer: Any) -> None:
+        try:
+            response = await self._update(wire, str(peer[0]))
+            if response is not None and self._udp is not None:
+                with contextlib.suppress(OSError):
+                    self._udp.sendto(response, peer)
+        finally:
+            self._update_slots.release()
+
+    async def _update(self, wire: bytes, peer: str) -> bytes | None:
+        """The response to one UPDATE: the write runs in the executor; when it changed
+        the registry, the snapshot catches up before the response leaves, so the
+        client's next query sees the change."""
+        assert self.updater is not None and self._update_executor is not None
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._update_executor, self.updater.handle, wire, peer, self.engine.zone
+        )
+        if result.changed:
+            try:
+                self._catch_up()
+            except Exception:
+                log.exception("cannot read the journal after an UPDATE; the follower retries")
+                self.poke()
+        return result.response
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_connections >= self.settings.tcp_max_connections:
@@ -228,7 +332,11 @@ class DnsServer:
                 wire = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(prefix, "big")), timeout
                 )
-                response = self.engine.answer(wire, True)
+                if self.updater is not None and is_update(wire):
+                    peer = writer.get_extra_info("peername")
+                    response = await self._update(wire, str(peer[0]) if peer else "-")
+                else:
+                    response = self.engine.answer(wire, True)
                 if response is None:
                     continue
                 writer.write(len(response).to_bytes(2, "big") + response)
@@ -242,28 +350,57 @@ class DnsServer:
                 await writer.wait_closed()
 
 
-def udp_worker(settings: Settings, port: int) -> None:
-    """An extra UDP process: own store handle, snapshot and follower thread."""
+def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
+    """An extra UDP process: own store handle, snapshot and follower thread; with
+    `updates`, its own services and a thread that answers the UPDATEs it receives."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = open_store(settings.data)
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
     sock = bind_udp(settings.dns.host, port)
+    swapping = threading.Lock()
+
+    def catch_up() -> None:
+        with swapping:
+            zone = engine.zone
+            newer = follow(store, zone)
+            if newer is not zone:
+                engine.swap(newer)
 
     def follower() -> None:
         stop = threading.Event()
         while not stop.wait(settings.journal_poll_interval):
             try:
-                zone = engine.zone
-                newer = follow(store, zone)
+                catch_up()
             except Exception:
                 log.exception("worker cannot read the journal")
-                continue
-            if newer is not zone:
-                engine.swap(newer)
 
     threading.Thread(target=follower, name="dns-follow", daemon=True).start()
-    udp_loop(sock, engine, lambda: True)
+    on_update: OnUpdate | None = None
+    if updates:
+        updater = Updater(open_services(settings, store=store), config)
+        pending: queue.Queue[tuple[bytes, Any]] = queue.Queue(MAX_PENDING_UPDATES)
+
+        def update_thread() -> None:
+            while True:
+                wire, peer = pending.get()
+                result = updater.handle(wire, str(peer[0]), engine.zone)
+                if result.changed:
+                    try:
+                        catch_up()
+                    except Exception:
+                        log.exception("worker cannot read the journal after an UPDATE")
+                if result.response is not None:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(result.response, peer)
+
+        def on_update_queue(wire: bytes, peer: Any) -> None:
+            with contextlib.suppress(queue.Full):
+                pending.put_nowait((wire, peer))
+
+        threading.Thread(target=update_thread, name="dns-update", daemon=True).start()
+        on_update = on_update_queue
+    udp_loop(sock, engine, lambda: True, on_update)
 
 
 def run_server(settings: Settings) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+import dns.exception
 import dns.name
 import dns.tsig
 
-from controparte.errors import AuthError, NotFoundError
+from controparte.errors import AuthError, ConflictError, NotFoundError, ValidationError
 from controparte.model import Installation, validate_code
+from controparte.model.installation import LABEL_RE
 from controparte.service.credentials import (
     ServerSecret,
     new_token,
@@ -102,9 +104,24 @@ class Access:
         self, code: str | None, origin: Origin | None = None, admin_name: str = "admin"
     ) -> TsigKeyFile:
         """A new hmac-sha256 key for installation `code` (replacing its old one), or an
-        admin key when `code` is None. The secret is stored encrypted."""
+        admin key `<admin_name>.tsig.<zone>` when `code` is None (replacing the admin key
+        of that name). The secret is stored encrypted.
+
+        Raises ValidationError when the key name is not a valid DNS name (an admin name
+        must be one DNS label), ConflictError when the name is another owner's key (an
+        installation whose code is an admin key's name, or the reverse)."""
+        if code is None and not LABEL_RE.fullmatch(admin_name.lower()):
+            raise ValidationError("name", "an admin key name must be one DNS label (a-z 0-9 -)")
+        name = self.key_name(code, admin_name.lower())
+        try:
+            dns.name.from_text(name)
+        except dns.exception.DNSException:
+            raise ValidationError("code", f"{name!r} is not a valid key name") from None
+        existing = self.store.tsig_key(name)
+        if existing is not None and (existing.code or "").lower() != (code or "").lower():
+            owner = "an admin key" if existing.code is None else f"installation {existing.code}"
+            raise ConflictError(f"the key name {name} is already used by {owner}")
         secret = new_tsig_secret()
-        name = self.key_name(code, admin_name)
         with self.store.transaction(origin or Origin()) as tx:
             if code is not None and tx.get(validate_code(code)) is None:
                 raise NotFoundError(f"no installation with code {code!r}")

@@ -14,6 +14,7 @@ from typing import Protocol, TypeVar
 
 from controparte.errors import ConflictError, NotFoundError, ValidationError
 from controparte.model import Installation, InstallationChange, validate_code
+from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.settings import Settings
 from controparte.store import Origin, Store
 
@@ -57,11 +58,25 @@ class ImportError_(Exception):  # noqa: N801, N818 - not the builtin ImportError
 
 
 class Registry:
+    """The registry use-cases over `store`.
+
+    `live` is the catalog's Live settings (default: the packaged catalog's): a Live
+    installation whose public port lies outside the Live range is refused on add,
+    import and update (a ValidationError on `port`). An update is checked when it
+    changes the kind or the port, so an installation stored before the rule (or before
+    the operator narrowed the range) can still have its other fields changed."""
+
     def __init__(
-        self, store: Store, settings: Settings, on_change: Callable[[], None] | None = None
+        self,
+        store: Store,
+        settings: Settings,
+        on_change: Callable[[], None] | None = None,
+        *,
+        live: LiveSettings | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.live = live if live is not None else packaged_catalog().live
         self._reserved = reserved_labels(settings)
         self._on_change = on_change
         self.changes: Counter[str] = Counter()
@@ -79,6 +94,13 @@ class Registry:
             raise ValidationError(
                 "label", f"{inst.label!r} is reserved for the zone's own name servers"
             )
+
+    def _check_change(self, old: Installation, new: Installation) -> None:
+        """The rules an update must keep: reserved labels, and the Live port range when
+        the kind or the port changes."""
+        self._check_label(new)
+        if (new.kind, new.port) != (old.kind, old.port):
+            self.live.check(new)
 
     def build(
         self,
@@ -101,6 +123,7 @@ class Registry:
             allow_non_global=self.settings.allow_non_global,
         )
         self._check_label(inst)
+        self.live.check(inst)
         return inst
 
     def add(
@@ -158,7 +181,7 @@ class Registry:
             if old is None:
                 raise NotFoundError(f"no installation with code {code!r}")
             new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-            self._check_label(new)
+            self._check_change(old, new)
             if new.label != old.label:
                 other = tx.get_by_label(new.label)
                 if other is not None and other.code != old.code:
@@ -192,7 +215,7 @@ class Registry:
                 if old is None:
                     raise NotFoundError(f"no installation with code {code!r}")
                 new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-                self._check_label(new)
+                self._check_change(old, new)
                 if new.label != old.label:
                     other = tx.get_by_label(new.label)
                     if other is not None and other.code != old.code:
