@@ -16,6 +16,7 @@ from collections.abc import Generator
 import uvicorn
 
 from controparte.dns.server import DnsServer
+from controparte.http.app import create_app
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 
@@ -45,8 +46,6 @@ class Service:
             self.dns.poke()
 
     async def start(self) -> None:
-        from controparte.http.app import create_app  # the HTTP layer is optional to import
-
         self.dns = DnsServer(self.settings, self.services.store, services=self.services)
         await self.dns.start()
         config = uvicorn.Config(

@@ -37,6 +37,7 @@ class Current:
 @dataclass(slots=True)
 class Counters:
     queries: int = 0
+    cache_hits: int = 0
     fast: int = 0
     general: int = 0
     dropped: int = 0
@@ -66,6 +67,7 @@ class Engine:
         key = wire[2:]
         hit = cache.get(key)
         if hit is not None:
+            counters.cache_hits += 1
             return wire[:2] + hit
         try:
             response = current.fast.answer(wire, tcp)

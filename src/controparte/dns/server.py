@@ -99,6 +99,7 @@ def udp_loop(
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
+    counters = engine.counters
     while running():
         try:
             wire, peer = receive(65535)
@@ -109,6 +110,8 @@ def udp_loop(
         hit = engine.current.zone.udp_cache.get(wire[2:])
         response: bytes | None
         if hit is not None:
+            counters.queries += 1
+            counters.cache_hits += 1
             response = wire[:2] + hit
         elif on_update is not None and is_update(wire):
             on_update(wire, peer)

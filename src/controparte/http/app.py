@@ -7,7 +7,8 @@
 
 Every error the service raises on purpose becomes `{"error": <kind>, "detail": <message>}`
 with the HTTP status of `errors.response_for`; nothing else is improvised. 401 answers
-carry a Bearer challenge, 429 answers a Retry-After. An unexpected exception is logged,
+carry a Bearer challenge, 429 answers a Retry-After (the error's own `retry_after`,
+else the failed-authentication block). An unexpected exception is logged,
 counted and answered 500 without details.
 """
 
@@ -121,7 +122,10 @@ def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
         if isinstance(exc, AuthError):
             headers["WWW-Authenticate"] = 'Bearer realm="controparte"'
         elif isinstance(exc, RateLimitedError):
-            headers["Retry-After"] = str(int(services.throttle.block))
+            retry_after = exc.retry_after
+            headers["Retry-After"] = str(
+                int(services.throttle.block) if retry_after is None else retry_after
+            )
         return JSONResponse(
             ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),
             status_code=response_for(exc).http_status,
@@ -156,6 +160,11 @@ def collect(ctx: Context) -> list[Family]:
         c = ctx.dns.engine.counters
         families += [
             counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
+            counter(
+                "controparte_dns_cache_hits_total",
+                "DNS answers from the answer cache.",
+                c.cache_hits,
+            ),
             counter("controparte_dns_fast_path_total", "DNS answers by the fast path.", c.fast),
             counter(
                 "controparte_dns_general_path_total",
