@@ -12,6 +12,7 @@ Contracts:
 from __future__ import annotations
 
 import csv
+import enum
 import getpass
 import io
 import json
@@ -30,9 +31,16 @@ from rich.table import Table
 from rich.text import Text
 
 from controparte.errors import ConfigError, ControparteError, NotFoundError, response_for
-from controparte.model import Installation, InstallationChange
+from controparte.model import Installation, InstallationChange, Link
 from controparte.model.installation import utcnow
+from controparte.plan.catalog import Catalog, load_catalog
+from controparte.plan.firewall import render_rules
+from controparte.plan.planner import Role
+from controparte.plan.wire import plan_dict
+from controparte.plantable import plan_view
 from controparte.service import ImportError_, Registry
+from controparte.service.links import Links
+from controparte.service.plans import Plans
 from controparte.service.registry import IMPORT_FIELDS
 from controparte.service.services import Services, open_services
 from controparte.service.status import is_stale
@@ -57,6 +65,12 @@ installation_app = typer.Typer(
 zone_app = typer.Typer(help="The DNS zone the registry publishes.", no_args_is_help=True)
 app.add_typer(installation_app, name="installation")
 app.add_typer(zone_app, name="zone")
+link_app = typer.Typer(
+    help="Counterpart links: which installation (A, the caller) calls which (B, the callee)"
+    " for which features.",
+    no_args_is_help=True,
+)
+app.add_typer(link_app, name="link")
 
 # -- options shared by the commands ------------------------------------------------------
 
@@ -177,18 +191,22 @@ def _origin() -> Origin:
 
 
 @contextmanager
-def _registry(settings: Settings, *, must_exist: bool = False) -> Iterator[Registry]:
+def _registry(
+    settings: Settings, *, must_exist: bool = False, catalog: Catalog | None = None
+) -> Iterator[Registry]:
     """The registry in `settings.data`, closed on the way out. With `must_exist`, a data
     directory without a registry is an error rather than a new empty registry (reads
-    must not create one in a mistyped directory)."""
+    must not create one in a mistyped directory). Live ports are checked against the
+    Live settings of `catalog` (default: the one `settings.features` names)."""
     if must_exist and not (settings.data / DB_FILE).is_file():
         raise ConfigError(
             f"data: no registry in {settings.data} (set --data or CONTROPARTE_DATA;"
             " adding an installation creates one)"
         )
+    live = (catalog if catalog is not None else load_catalog(settings.features)).live
     store = open_store(settings.data)
     try:
-        yield Registry(store, settings)
+        yield Registry(store, settings, live=live)
     finally:
         store.close()
 
@@ -466,6 +484,10 @@ def _change_text(entry: dict[str, object]) -> str:
         return "new token"
     if action == "tsig-key":
         return "new TSIG key"
+    if action in ("link", "unlink"):
+        link = new if action == "link" else old
+        if isinstance(link, dict):
+            return f"{action} {link.get('a')} -> {link.get('b')}: {link.get('feature')}"
     if not isinstance(old, dict) and isinstance(new, dict):
         return ", ".join(f"{k}={new[k]}" for k in _AUDITED if new.get(k) is not None)
     if isinstance(old, dict) and not isinstance(new, dict):
@@ -865,30 +887,259 @@ def import_(
     typer.echo(f"imported {count} installation(s) from {file}")
 
 
+# -- connectivity: links, plans, firewall rules ------------------------------------------
+
+FeaturesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--features",
+        metavar="FILE",
+        show_default=False,
+        help="Feature catalog, TOML (env CONTROPARTE_FEATURES; default: the packaged one).",
+    ),
+]
+CallerArgument = Annotated[
+    str,
+    typer.Argument(metavar="A", help="The caller: code or label (e.g. the company)."),
+]
+CalleeArgument = Annotated[
+    str,
+    typer.Argument(metavar="B", help="The callee: code or label (e.g. its accountant's studio)."),
+]
+
+
+class PlanFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    NFTABLES = "nftables"
+    IPTABLES = "iptables"
+    WINDOWS = "windows"
+
+
+class RulesFormat(enum.StrEnum):
+    NFTABLES = "nftables"
+    IPTABLES = "iptables"
+    WINDOWS = "windows"
+
+
+@contextmanager
+def _connectivity(settings: Settings) -> Iterator[tuple[Links, Plans]]:
+    """Links and plans over the registry in `settings.data` (which must exist), with the
+    catalog of `settings.features`, loaded once."""
+    catalog = load_catalog(settings.features)
+    with _registry(settings, must_exist=True, catalog=catalog) as registry:
+        yield Links(registry, catalog), Plans(registry, catalog)
+
+
+def _link_text(link: Link) -> str:
+    return f"{link.a} -> {link.b}: {link.feature}"
+
+
+@link_app.command("add")
+def link_add(
+    *,
+    a: CallerArgument,
+    b: CalleeArgument,
+    feature: Annotated[
+        list[str],
+        typer.Option("--feature", metavar="F", help="A feature of the catalog; repeat for more."),
+    ],
+    as_json: JsonOption = False,
+    features: FeaturesOption = None,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Link caller A to callee B for each --feature (a link already there is kept as it
+    is). Direction matters: A opens the outbound flows, B answers; Real Time runs both
+    ways anyway. JSON: a list of {a, b, feature, created, new}."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False, features=features)
+        with _connectivity(settings) as (links, _plans):
+            results = links.add(a, b, feature, origin=_origin())
+    if as_json:
+        typer.echo(json.dumps([{**r.link.to_dict(), "new": r.created} for r in results], indent=2))
+        return
+    for result in results:
+        state = "linked" if result.created else "already linked"
+        typer.echo(f"{state} {_link_text(result.link)}")
+
+
+@link_app.command("list")
+def link_list(
+    *,
+    code: Annotated[
+        str | None,
+        typer.Argument(metavar="[CODE]", help="Only links where this code or label is A or B."),
+    ] = None,
+    as_json: JsonOption = False,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List links by caller, callee and feature (JSON: a list of {a, b, feature,
+    created})."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False)
+        with _connectivity(settings) as (links, _plans):
+            found = links.list(code)
+            labels = {c: links.registry.get(c).label for link in found for c in (link.a, link.b)}
+    if as_json:
+        typer.echo(json.dumps([link.to_dict() for link in found], indent=2))
+        return
+    if not found:
+        typer.echo("no links", err=True)
+        return
+    table = Table("caller (A)", "callee (B)", "feature", "created")
+    for link in found:
+        table.add_row(
+            f"{link.a} ({labels[link.a]})",
+            f"{link.b} ({labels[link.b]})",
+            link.feature,
+            link.created.isoformat(timespec="seconds"),
+        )
+    Console().print(table)
+
+
+@link_app.command("remove")
+def link_remove(
+    *,
+    a: CallerArgument,
+    b: CalleeArgument,
+    feature: Annotated[
+        str | None,
+        typer.Option("--feature", metavar="F", help="Only this feature (default: every one)."),
+    ] = None,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove the links from A to B (not those from B to A), or only --feature's."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False)
+        with _connectivity(settings) as (links, _plans):
+            removed = links.remove(a, b, feature, origin=_origin())
+    for link in removed:
+        typer.echo(f"removed {_link_text(link)}")
+
+
+@app.command("plan")
+def plan_command(
+    *,
+    a: CallerArgument,
+    b: CalleeArgument,
+    feature: Annotated[
+        str, typer.Option("--feature", metavar="F", help="The feature (an id of the catalog).")
+    ],
+    side: Annotated[
+        Role | None,
+        typer.Option(
+            "--side",
+            help="Only this side's rules (firewall formats: default caller).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        PlanFormat, typer.Option("--format", help="table, the JSON schema, or firewall rules.")
+    ] = PlanFormat.TABLE,
+    features: FeaturesOption = None,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """What must be open for caller A to use FEATURE with callee B: every flow (outbound
+    and return), what each side must allow, and what is BLOCKED with its fix. A and B
+    are codes or labels; they need not be linked."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False, features=features)
+        with _connectivity(settings) as (_links, plans):
+            found = plans.plan(a, b, feature)
+    if fmt is PlanFormat.TABLE:
+        Console().print(plan_view(found, side))
+    elif fmt is PlanFormat.JSON:
+        typer.echo(json.dumps(plan_dict(found, side), indent=2))
+    else:
+        sys.stdout.write(render_rules(found, side or Role.CALLER, fmt.value))
+
+
+@app.command("firewall")
+def firewall_command(
+    *,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="Code or label of the installation.")],
+    fmt: Annotated[
+        RulesFormat, typer.Option("--format", help="The firewall the rules are for.")
+    ] = RulesFormat.NFTABLES,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="The report as JSON (with the script in `script`)."),
+    ] = False,
+    features: FeaturesOption = None,
+    data: DataOption = None,
+    zone: ZoneOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """The firewall rules CODE needs for every link it is part of (as caller and as
+    callee), limited to the counterparts' current public addresses. Says on stderr which
+    counterpart addresses changed since the last run for CODE, then records them."""
+    with _user_errors():
+        settings = _settings(data, zone, config, False, features=features)
+        with _connectivity(settings) as (_links, plans):
+            report = plans.firewall(code)
+            if report.previous_run is None:
+                typer.echo(
+                    f"no earlier run recorded for {report.installation.code}:"
+                    " addresses recorded now",
+                    err=True,
+                )
+            for change in report.changes:
+                typer.echo(change.text(), err=True)
+            if as_json:
+                typer.echo(json.dumps(report.to_dict(fmt.value), indent=2))
+            else:
+                sys.stdout.write(report.script(fmt.value))
+                sys.stdout.flush()
+            plans.record(report)  # after printing: a failed run records nothing
+
+
 # -- agent -------------------------------------------------------------------------------
 
 
-@app.command()
+agent_app = typer.Typer(
+    help="Heartbeat the service (`controparte agent --server ...`), or answer its probe"
+    " (`controparte agent listen`).",
+    invoke_without_command=True,
+)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.callback()
 def agent(
+    ctx: typer.Context,
     *,
     server: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--server", metavar="URL", help="The service, e.g. https://controparte.example.test."
+            "--server",
+            metavar="URL",
+            help="The service, e.g. https://controparte.example.test. (required)",
         ),
-    ],
-    code: Annotated[str, typer.Option("--code", metavar="CODE", help="This installation's code.")],
+    ] = None,
+    code: Annotated[
+        str | None,
+        typer.Option("--code", metavar="CODE", help="This installation's code. (required)"),
+    ] = None,
     token_file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--token-file",
             metavar="FILE",
-            help="File whose first line is the installation's token (keep it mode 600).",
+            help="File whose first line is the installation's token (keep it mode 600). (required)",
         ),
-    ],
+    ] = None,
     port: Annotated[
-        int, typer.Option("--port", metavar="N", help="Public port (after NAT) to publish.")
-    ],
+        int | None,
+        typer.Option("--port", metavar="N", help="Public port (after NAT) to publish. (required)"),
+    ] = None,
     private_port: Annotated[
         int | None,
         typer.Option("--private-port", metavar="N", help="Port MxServer listens on behind NAT."),
@@ -912,10 +1163,32 @@ def agent(
         bool, typer.Option("--verbose", "-v", help="Log every heartbeat, not only changes.")
     ] = False,
 ) -> None:
-    """Heartbeat the service so that this installation's name follows its public address."""
+    """Heartbeat the service so that this installation's name follows its public address.
+    `controparte agent listen` answers the service's probe instead (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        given = [server, code, token_file, port, private_port, interval, bind]
+        if any(v is not None for v in given) or once or verbose:
+            _fail(
+                f"the heartbeat options go without a subcommand; give"
+                f" `controparte agent {ctx.invoked_subcommand}` its own options",
+                2,
+            )
+        return
     from controparte.agent import AgentConfig  # noqa: PLC0415 - only this command needs it
     from controparte.agent.main import run_agent  # noqa: PLC0415
 
+    missing = [
+        flag
+        for flag, value in (
+            ("--server", server),
+            ("--code", code),
+            ("--token-file", token_file),
+            ("--port", port),
+        )
+        if value is None
+    ]
+    if missing or server is None or code is None or token_file is None or port is None:
+        _fail(f"agent: missing option(s) {', '.join(missing)} (see `controparte agent --help`)", 2)
     with _user_errors():
         config = AgentConfig(
             server=server,
@@ -930,6 +1203,138 @@ def agent(
         exit_code = run_agent(config, verbose=verbose)
     if exit_code:
         raise typer.Exit(exit_code)
+
+
+@agent_app.command("listen")
+def agent_listen(
+    *,
+    code: Annotated[str, typer.Option("--code", metavar="CODE", help="This installation's code.")],
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File whose first line is the installation's token (keep it mode 600).",
+        ),
+    ],
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", metavar="N", help="Port to answer on: the one MxServer will listen on."
+        ),
+    ],
+    bind: Annotated[
+        str | None,
+        typer.Option("--bind", metavar="ADDRESS", help="Listen on this address only."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every connection, not only probes.")
+    ] = False,
+) -> None:
+    """Answer the service's probe on PORT until stopped, before MxServer is installed, so
+    that `controparte doctor` (or POST .../probe) proves the port forward reaches this
+    machine: each `CONTROPARTE-PROBE <nonce>` line gets this installation's proof."""
+    from controparte.agent.listen import ListenConfig, run_listener  # noqa: PLC0415
+
+    with _user_errors():
+        config = ListenConfig(code=code, token_file=token_file, port=port, bind=bind)
+        exit_code = run_listener(config, verbose=verbose)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+# -- doctor ------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    *,
+    from_code: Annotated[
+        str,
+        typer.Option("--from", metavar="CODE", help="This installation (where doctor runs)."),
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="NAME",
+            help="The counterpart: label, code or <label>.<zone> (default: every linked one).",
+        ),
+    ] = None,
+    feature: Annotated[
+        str | None,
+        typer.Option("--feature", metavar="ID", help="The feature (default: those of the links)."),
+    ] = None,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            envvar="CONTROPARTE_SERVER",
+            help="The service's URL (env CONTROPARTE_SERVER).",
+        ),
+    ] = "http://127.0.0.1:8080",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="This installation's token: needed for the probe of its own port.",
+        ),
+    ] = None,
+    dns_server: Annotated[
+        str | None,
+        typer.Option(
+            "--dns",
+            metavar="HOST:PORT",
+            help="Ask this DNS server for the counterpart (default: this machine's resolver).",
+        ),
+    ] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            "--features",
+            metavar="FILE",
+            help="Feature catalog TOML (env CONTROPARTE_FEATURES; default: the packaged one).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", help="Connect timeout of each test."),
+    ] = 3.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/1).")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Test, from this machine, every flow between this installation and a counterpart
+    (or every linked one): connections from here, the service's probe of this
+    installation's own port, and what only the other side can test. Prints each flow as
+    passed, failed or untested, with the fix for each failure; exits 1 when one fails."""
+    from controparte.agent.doctor import Status, render_text, report_dict  # noqa: PLC0415
+    from controparte.agent.doctor_run import DoctorConfig, run_doctor  # noqa: PLC0415
+    from controparte.agent.token import read_token  # noqa: PLC0415
+    from controparte.plan.catalog import load_catalog  # noqa: PLC0415
+
+    with _user_errors():
+        settings = load_settings(flags={"features": features}, config_file=config)
+        run = DoctorConfig(
+            code=from_code,
+            server=server,
+            catalog=load_catalog(settings.features),
+            token=None if token_file is None else read_token(token_file),
+            to=to,
+            feature=feature,
+            dns=None if dns_server is None else HostPort.parse("--dns", dns_server),
+            timeout=timeout,
+        )
+        diagnoses = run_doctor(run)
+    if as_json:
+        typer.echo(json.dumps(report_dict(diagnoses), indent=2))
+    else:
+        typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
+    if any(c.status is Status.FAILED for d in diagnoses for c in d.checks):
+        raise typer.Exit(1)
 
 
 def main() -> None:

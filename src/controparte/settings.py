@@ -86,6 +86,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     stale_after: float = 900.0
     heartbeat_interval: float = 300.0
+    features: Path | None = None
+    """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
+    features, their topology and the Live settings. None: the packaged catalog."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -204,6 +207,7 @@ _PARSERS: dict[str, Callable[[str, object, str], object]] = {
     "trusted_proxies": lambda k, v, z: _networks(k, v),
     "stale_after": lambda k, v, z: _float(k, v, 1, 365 * 86400),
     "heartbeat_interval": lambda k, v, z: _float(k, v, 1, 86400),
+    "features": lambda k, v, z: Path(str(v)) if str(v).strip() else None,
 }
 
 

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from controparte.errors import AuthError, ForbiddenError, NotFoundError
@@ -120,6 +121,32 @@ class Gate:
             return Principal(admin=True)
         inst = self.installation(token, client, code)
         return Principal(admin=False, code=inst.code)
+
+    def admin_or_either(self, token: str | None, client: Client, names: Sequence[str]) -> Principal:
+        """An admin token, or the token of one of the installations `names` (codes,
+        labels or `<label>.<zone>`: the ends of a plan). An unknown name is a
+        NotFoundError (what `/v1/resolve` tells anyone); a token of neither is an
+        AuthError, counted."""
+        self.guard(client)
+        if not token:
+            raise AuthError("missing credentials: send Authorization: Bearer <token>")
+        access = self.services.access
+        if access.is_admin(token):
+            self.succeeded(client)
+            return Principal(admin=True)
+        for name in names:
+            code = self.services.registry.find(name).code
+            try:
+                inst = access.authenticate(code, token)
+            except AuthError:
+                continue
+            self.succeeded(client)
+            return Principal(admin=False, code=inst.code)
+        self.failed(client, "api", "the token of neither installation")
+        raise AuthError(
+            "bad credentials: this needs an admin token or the token of one of the"
+            " two installations"
+        )
 
     def account(self, username: str, password: str, client: Client) -> Installation:
         """The DynDNS2 account: username = code, label or `<label>.<zone>`, password =

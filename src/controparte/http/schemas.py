@@ -165,9 +165,32 @@ class ResolveOut(BaseModel):
     stale: bool
 
 
+class ProbeOut(BaseModel):
+    """What the service found when it dialled the installation's registered public
+    address and port from outside (see `service/probe.py` and `probewire.py`)."""
+
+    result: Literal["open", "refused", "timeout", "unreachable"] = Field(
+        description="open: connected; refused: a TCP reset (nothing listens, no port"
+        " forward); timeout: no answer (a firewall drops it); unreachable: rejected on"
+        " the way (ICMP, no route)"
+    )
+    address: str = Field(description="The registered address dialled (the request's own)")
+    port: int = Field(description="The registered public port dialled")
+    elapsed_ms: int = Field(description="Milliseconds until connected, or until it failed")
+    nonce_verified: bool | None = Field(
+        description="true: a controparte agent answered the nonce as this installation;"
+        " false: an agent answered, but not as this installation; null: nothing answered"
+        " the nonce (MxServer or another service), or not connected"
+    )
+    agent_code: str | None = Field(
+        default=None, description="The installation code the answering agent claimed"
+    )
+    detail: str = Field(description="What the result means, in words")
+
+
 class HistoryEntry(BaseModel):
     at: str
-    action: str = Field(description="add, update, remove, token or tsig-key")
+    action: str = Field(description="add, update, remove, token, tsig-key, link or unlink")
     actor: str
     via: str = Field(description="cli, api, heartbeat, dyndns2, rfc2136, import, ...")
     source: str | None = Field(description="Client address, when the change came over a network")
@@ -191,3 +214,124 @@ class ErrorOut(BaseModel):
 
     error: str
     detail: str
+
+
+# -- counterpart links and plans ----------------------------------------------------------
+
+Role = Literal["caller", "callee"]
+FlowOrigin = Literal["server", "clients"]
+
+
+class LinkCreate(BaseModel):
+    """Link caller `a` to callee `b` (codes or labels) for each of `features`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: str = Field(description="The caller: code or label (e.g. the company)")
+    b: str = Field(description="The callee: code or label (e.g. its accountant's studio)")
+    features: list[str] = Field(min_length=1, description="Feature ids of the catalog")
+
+
+class LinkOut(BaseModel):
+    """A link: `a` calls `b` for `feature` (Real Time runs both ways anyway)."""
+
+    a: str
+    b: str
+    feature: str
+    created: datetime
+
+
+class LinkAdded(LinkOut):
+    new: bool = Field(description="Made by this request (false: it was there already)")
+
+
+class LinksAdded(BaseModel):
+    links: list[LinkAdded]
+
+
+class LinkList(BaseModel):
+    links: list[LinkOut]
+
+
+class PortsOut(BaseModel):
+    low: int
+    high: int
+
+
+class FeatureOut(BaseModel):
+    id: str
+    name: str
+    topology: Literal["server-async", "server-both", "clients"]
+
+
+class PartyOut(BaseModel):
+    """What the plan knew of one end."""
+
+    code: str
+    label: str
+    live: bool
+    addresses: list[str]
+    port: int | None
+    private_port: int | None
+
+
+class FlowSourceOut(BaseModel):
+    role: Role
+    origin: FlowOrigin = Field(description="server, or every iDesk client (remote access)")
+    code: str
+    label: str
+
+
+class FlowDestinationOut(BaseModel):
+    role: Role = Field(description="The party the flow goes to (or, with `host`, leads to)")
+    code: str
+    label: str
+    host: str | None = Field(description="A destination known by name (a start-live host)")
+    addresses: list[str]
+    ports: PortsOut | None = Field(description="The public port, or the Live range")
+
+
+class PeerOut(BaseModel):
+    name: str
+    addresses: list[str] = Field(description="Empty: the peer's address is unknown (any)")
+    hosts: list[str] = Field(description="Peers known only by name")
+
+
+class RuleOut(BaseModel):
+    """One thing one side's network must allow, for TCP."""
+
+    side: Role
+    action: Literal["egress", "inbound", "port-forward"]
+    origin: FlowOrigin
+    peer: PeerOut
+    ports: PortsOut
+    to_port: int | None = Field(description="port-forward: MxServer's listening port")
+    why: str
+
+
+class FlowOut(BaseModel):
+    """One TCP connection that must be possible."""
+
+    id: str
+    direction: Literal["outbound", "return"]
+    description: str
+    source: FlowSourceOut
+    destination: FlowDestinationOut
+    rules: list[RuleOut]
+    blocked: str | None = Field(description="Why the flow cannot happen as registered")
+    fix: str | None
+
+
+class PlanOut(BaseModel):
+    """A plan in the schema `controparte.plan/1` (docs/connectivity.md)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_id: Literal["controparte.plan/1"] = Field(alias="schema")
+    feature: FeatureOut
+    caller: PartyOut
+    callee: PartyOut
+    side: Role | None = Field(description="When set, the flows list only this side's rules")
+    blocked: bool = Field(description="True when any flow is blocked")
+    flows: list[FlowOut]
+    notes: list[str]

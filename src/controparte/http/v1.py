@@ -10,7 +10,12 @@
 | POST   /v1/installations/{code}/token    | admin or the installation    |
 | POST   /v1/installations/{code}/heartbeat| the installation             |
 | GET    /v1/installations/{code}/history  | admin or the installation    |
+| POST   /v1/installations/{code}/probe    | the installation, from its registered address |
 | GET    /v1/resolve/{name}                | anyone (what DNS publishes)  |
+| GET    /v1/links[?code=CODE]             | admin; with `code`: admin or that installation |
+| POST   /v1/links                         | admin                        |
+| DELETE /v1/links/{a}/{b}[?feature=F]     | admin                        |
+| GET    /v1/plan?caller=&callee=&feature= | admin, or the caller or the callee |
 
 Credentials are `Authorization: Bearer <token>` (see `auth.py` for the rules). Changes
 are made through the registry as `Origin(actor, via="api", source=<client address>)`;
@@ -22,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -44,11 +50,22 @@ from controparte.http.schemas import (
     InstallationList,
     InstallationOut,
     InstallationPatch,
+    LinkAdded,
+    LinkCreate,
+    LinkList,
+    LinkOut,
+    LinksAdded,
+    PlanOut,
+    ProbeOut,
     ResolveOut,
     TokenOut,
 )
-from controparte.model import Installation
+from controparte.model import Installation, Link
+from controparte.plan.firewall import render_rules
+from controparte.plan.planner import Role as PlanRole
+from controparte.plan.wire import plan_dict
 from controparte.service.heartbeat import Beat
+from controparte.service.probe import choose_target, run_probe
 from controparte.service.status import fqdn, public_view
 from controparte.store import Origin
 
@@ -280,6 +297,30 @@ async def heartbeat(body: HeartbeatIn, inst: Itself, client: ClientDep, ctx: Ctx
     )
 
 
+# -- probe --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/installations/{code}/probe",
+    response_model=ProbeOut,
+    tags=["heartbeat"],
+    summary="Dial my registered public address and port from outside, and say what"
+    " answered (the installation, from that address; one probe per few seconds)",
+    responses={429: {"model": ErrorOut, "description": "Probed too recently: see Retry-After"}},
+)
+async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> ProbeOut:
+    """The service connects to the installation's registered public port, at the
+    registered address the request comes from (403 from any other address: the probe
+    never dials an address the caller picks), sends `CONTROPARTE-PROBE <nonce>` and
+    checks a `controparte agent listen` answer against the request's own token
+    (`probewire`). Connect timeout 3 s, one line read within 2 s."""
+    target = choose_target(inst, client.address)
+    ctx.services.probes.acquire(inst.code)
+    assert token is not None  # `Itself` has authenticated it
+    report = await run_probe(target, code=inst.code, token=token)
+    return ProbeOut.model_validate(report.to_json())
+
+
 # -- resolution ---------------------------------------------------------------------------
 
 
@@ -293,3 +334,119 @@ def resolve(name: str, ctx: Ctx) -> ResolveOut:
     settings = ctx.services.settings
     inst = ctx.services.registry.find(name)
     return ResolveOut.model_validate(public_view(inst, settings.zone, settings.stale_after))
+
+
+# -- counterpart links and plans ------------------------------------------------------------
+
+
+def _link_out(link: Link) -> LinkOut:
+    return LinkOut(a=link.a, b=link.b, feature=link.feature, created=link.created)
+
+
+@router.get(
+    "/links",
+    response_model=LinkList,
+    tags=["links"],
+    summary="Links, or those of one installation (admin; an installation: its own)",
+)
+def list_links(
+    ctx: Ctx,
+    token: Token,
+    client: ClientDep,
+    code: Annotated[
+        str | None,
+        Query(description="Only links where this installation is caller or callee"),
+    ] = None,
+) -> LinkList:
+    """Every link (admin), or those where `code` is caller or callee (admin, or the
+    installation `code` itself)."""
+    if code is None:
+        ctx.gate.admin(token, client)
+    else:
+        ctx.gate.admin_or_installation(token, client, code)
+    return LinkList(links=[_link_out(link) for link in ctx.services.links.list(code)])
+
+
+@router.post(
+    "/links",
+    response_model=LinksAdded,
+    status_code=201,
+    tags=["links"],
+    summary="Link caller a to callee b for features (admin); 200 when all were there",
+)
+def create_links(
+    body: LinkCreate, principal: Admin, client: ClientDep, ctx: Ctx, response: Response
+) -> LinksAdded:
+    """Idempotent: a link already there is kept and reported with `new: false`; the
+    answer is 201 when the request made at least one link, 200 otherwise."""
+    results = ctx.services.links.add(
+        body.a, body.b, body.features, origin=_origin(principal, client)
+    )
+    if not any(r.created for r in results):
+        response.status_code = 200
+    return LinksAdded(
+        links=[LinkAdded(**_link_out(r.link).model_dump(), new=r.created) for r in results]
+    )
+
+
+@router.delete(
+    "/links/{a}/{b}",
+    response_model=LinkList,
+    tags=["links"],
+    summary="Remove the links from a to b, or only `feature`'s (admin); the links removed",
+)
+def delete_links(
+    *,
+    a: str,
+    b: str,
+    principal: Admin,
+    client: ClientDep,
+    ctx: Ctx,
+    feature: Annotated[str | None, Query(description="Only this feature's link")] = None,
+) -> LinkList:
+    """Links from b to a are left alone; 404 when there was no link to remove."""
+    removed = ctx.services.links.remove(a, b, feature, origin=_origin(principal, client))
+    return LinkList(links=[_link_out(link) for link in removed])
+
+
+PlanFormat = Literal["json", "nftables", "iptables", "windows"]
+
+
+@router.get(
+    "/plan",
+    response_model=PlanOut,
+    tags=["plans"],
+    summary="What must be open for caller to use feature with callee (admin, or either end)",
+    responses={
+        200: {
+            "description": "The plan (JSON, schema controparte.plan/1) or, with a firewall"
+            " format, that side's rules as a script (text/plain)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def get_plan(
+    *,
+    ctx: Ctx,
+    token: Token,
+    client: ClientDep,
+    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")],
+    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")],
+    feature: Annotated[str, Query(description="A feature id of the catalog")],
+    side: Annotated[
+        Literal["caller", "callee"] | None,
+        Query(description="json: only this side's rules; firewall formats: default caller"),
+    ] = None,
+    fmt: Annotated[PlanFormat, Query(alias="format", description="json or a firewall")] = "json",
+) -> PlanOut | Response:
+    """Needs a credential: an admin token, or the token of the caller or the callee. A
+    plan shows what DNS publishes anyway (addresses, public ports) but also whether an
+    end is Live and the port MxServer listens on behind NAT, which only the two ends
+    (and admins) need to know."""
+    ctx.gate.admin_or_either(token, client, (caller, callee))
+    found = ctx.services.plans.plan(caller, callee, feature)
+    role = None if side is None else PlanRole(side)
+    if fmt == "json":
+        return PlanOut.model_validate(plan_dict(found, role))
+    text = render_rules(found, role or PlanRole.CALLER, fmt)
+    return PlainTextResponse(text)

@@ -10,12 +10,15 @@ from controparte.model.installation import (
     validate_label,
     validate_port,
 )
+from controparte.model.link import Link, validate_feature_id
 
 __all__ = [
     "Installation",
     "InstallationChange",
     "Kind",
+    "Link",
     "validate_code",
+    "validate_feature_id",
     "validate_ipv4",
     "validate_ipv6",
     "validate_label",

@@ -8,13 +8,17 @@ names what is wrong.
 from __future__ import annotations
 
 import enum
+import functools
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from controparte.errors import ConfigError
+from controparte.errors import ConfigError, ValidationError
+from controparte.model import Installation, Kind
+from controparte.model.link import FEATURE_ID_RE
 
 
 class Topology(enum.StrEnum):
@@ -48,6 +52,18 @@ class LiveSettings:
     def range_text(self) -> str:
         return f"{self.port_low}-{self.port_high}"
 
+    def check(self, inst: Installation) -> None:
+        """Refuse (ValidationError on the field `port`, naming the range) a Live
+        installation whose public port lies outside the Live range: Live installations
+        are reached through the Live gateways on a port of that range. A Live
+        installation without a port yet, and any non-Live one, pass."""
+        if inst.kind is Kind.LIVE and inst.port is not None and not self.in_range(inst.port):
+            raise ValidationError(
+                "port",
+                f"{inst.port} is outside the Live range {self.range_text}: a Live"
+                f" installation ({inst.code}) must have its public port in {self.range_text}",
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
@@ -55,11 +71,21 @@ class Catalog:
     features: dict[str, Feature]
 
     def feature(self, feature_id: str) -> Feature:
+        """The feature `feature_id`; a ValidationError naming the field `feature` and the
+        known ids when the catalog has no such feature (the id comes from a user)."""
         try:
             return self.features[feature_id]
         except KeyError:
             known = ", ".join(sorted(self.features))
-            raise ConfigError(f"feature: unknown feature {feature_id!r} (known: {known})") from None
+            raise ValidationError(
+                "feature", f"unknown feature {feature_id!r} (known: {known})"
+            ) from None
+
+
+_HOST_RE = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+"""A host name (the start-live hosts): it is written into firewall scripts."""
 
 
 def _port(where: str, value: Any) -> int:
@@ -87,6 +113,9 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
     hosts = live.get("start_live_hosts")
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"{source}: live.start_live_hosts must be a list of host names")
+    for host in hosts:
+        if len(host) > 253 or not _HOST_RE.fullmatch(host.lower().rstrip(".")):
+            raise ConfigError(f"{source}: live.start_live_hosts: {host!r} is not a host name")
     settings = LiveSettings(
         low,
         high,
@@ -98,6 +127,11 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{source}: a [features] table with at least one feature is required")
     for feature_id, entry in table.items():
+        if not FEATURE_ID_RE.fullmatch(feature_id):
+            raise ConfigError(
+                f"{source}: features.{feature_id}: a feature id is 1-64 of a-z, 0-9 and '-'"
+                " (not at either end)"
+            )
         if not isinstance(entry, dict):
             raise ConfigError(f"{source}: features.{feature_id} must be a table")
         try:
@@ -111,12 +145,20 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
     return Catalog(settings, features)
 
 
+@functools.cache
+def packaged_catalog() -> Catalog:
+    """The catalog packaged with controparte (the seed's table), read once per process."""
+    text = resources.files("controparte.plan").joinpath("features.toml").read_text()
+    return parse_catalog(text, "features.toml (packaged)")
+
+
 def load_catalog(path: Path | None = None) -> Catalog:
-    """The operator's catalog at `path`, or the packaged one."""
+    """The operator's catalog at `path`, or the packaged one. A ConfigError that names
+    the setting `features` (and the file) when it cannot be read or is malformed."""
     if path is None:
-        text = resources.files("controparte.plan").joinpath("features.toml").read_text()
-        return parse_catalog(text, "features.toml (packaged)")
+        return packaged_catalog()
     try:
-        return parse_catalog(path.read_text(), str(path))
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"features: cannot read {path}: {exc.strerror}") from None
+    return parse_catalog(text, f"features ({path})")

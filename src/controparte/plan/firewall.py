@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from controparte.plan.planner import Action, Origin, Plan, Role, Rule
 
 FORMATS = ("nftables", "iptables", "windows")
+NFT_COMMENT_MAX = 128  # nft refuses longer comments
+IPTABLES_COMMENT_MAX = 256  # the comment match's limit
 
 
 def _v(address: str) -> int:
     return ipaddress.ip_address(address).version
 
 
-def _comment(plan: Plan, rule: Rule) -> str:
-    text = f"controparte {plan.feature.id}: {rule.action.value} {rule.peer_name}"
-    if rule.names:
+def _comment(feature_ids: Sequence[str], rule: Rule) -> str:
+    text = f"controparte {','.join(feature_ids)}: {rule.action.value} {rule.peer_name}"
+    if rule.names and list(rule.names) != [rule.peer_name]:
         text += " (" + ", ".join(rule.names) + ")"
     return text.replace('"', "'")
 
@@ -39,10 +42,10 @@ def _forwards(rule: Rule, family: int) -> bool:
     return rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low and family != 6
 
 
-def _nftables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+def _nftables(items: Sequence[tuple[str, Rule]]) -> list[str]:
     out = []
-    for rule in rules:
-        comment = f'comment "{_comment(plan, rule)}"'
+    for text, rule in items:
+        comment = f'comment "{text[:NFT_COMMENT_MAX]}"'
         families = sorted({_v(a) for a in rule.peer_addresses}) or [0]
         for family in families:
             peers = [a for a in rule.peer_addresses if _v(a) == family]
@@ -67,10 +70,10 @@ def _nftables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
     return out
 
 
-def _iptables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+def _iptables(items: Sequence[tuple[str, Rule]]) -> list[str]:
     out = []
-    for rule in rules:
-        comment = f'-m comment --comment "{_comment(plan, rule)}"'
+    for text, rule in items:
+        comment = f'-m comment --comment "{text[:IPTABLES_COMMENT_MAX]}"'
         ports = rule.ports_text.replace("-", ":")
         families = sorted({_v(a) for a in rule.peer_addresses}) or [4, 6]
         for family in families:
@@ -96,10 +99,9 @@ def _iptables(plan: Plan, rules: Sequence[Rule]) -> list[str]:
     return out
 
 
-def _windows(plan: Plan, rules: Sequence[Rule]) -> list[str]:
+def _windows(items: Sequence[tuple[str, Rule]]) -> list[str]:
     out = []
-    for rule in rules:
-        name = _comment(plan, rule)
+    for name, rule in items:
         remote = f" -RemoteAddress {','.join(rule.peer_addresses)}" if rule.peer_addresses else ""
         if rule.action is Action.EGRESS:
             out.append(
@@ -123,30 +125,49 @@ def _windows(plan: Plan, rules: Sequence[Rule]) -> list[str]:
     return out
 
 
-_RENDERERS: dict[str, Callable[[Plan, Sequence[Rule]], list[str]]] = {
+_RENDERERS: dict[str, Callable[[Sequence[tuple[str, Rule]]], list[str]]] = {
     "nftables": _nftables,
     "iptables": _iptables,
     "windows": _windows,
 }
 
 
+def render_many(
+    header: Sequence[str], parts: Sequence[tuple[Plan, Sequence[Rule]]], fmt: str
+) -> str:
+    """A script in `fmt` (one of FORMATS): the `header` lines as comments, then the
+    rules of every (plan, rules) part in order. A rule that several parts need (the
+    same peer, ports and action for several features) is written once, its comment
+    naming every feature; identical lines are written once."""
+    if fmt not in _RENDERERS:
+        raise ValueError(f"unknown firewall format {fmt!r} (known: {', '.join(FORMATS)})")
+    merged: dict[Rule, list[str]] = {}
+    for plan, rules in parts:
+        for rule in rules:
+            ids = merged.setdefault(replace(rule, why=""), [])
+            if plan.feature.id not in ids:
+                ids.append(plan.feature.id)
+    items = [(_comment(ids, rule), rule) for rule, ids in merged.items()]
+    lines = [f"# {line}" if line else "#" for line in header]
+    body = list(dict.fromkeys(_RENDERERS[fmt](items)))
+    if not body:
+        body = ["# nothing to allow on this side"]
+    return "\n".join(lines + body) + "\n"
+
+
 def render_rules(plan: Plan, side: Role, fmt: str) -> str:
     """The rules `side` of `plan` needs, in `fmt` (one of FORMATS), as a script."""
     rules = plan.rules_for(side)
     party = plan.party(side)
-    comment = "#"
     header = [
-        f"{comment} controparte: {plan.feature.id} ({plan.feature.name})",
-        f"{comment} caller {plan.caller.name}, callee {plan.callee.name};"
+        f"controparte: {plan.feature.id} ({plan.feature.name})",
+        f"caller {plan.caller.name}, callee {plan.callee.name};"
         f" rules for the {side.value}, {party.name}",
     ]
     if any(
         r.origin is Origin.CLIENTS and r.side is side and r.action is Action.EGRESS for r in rules
     ):
-        header.append(f"{comment} the egress rules apply to every iDesk client's network")
+        header.append("the egress rules apply to every iDesk client's network")
     for flow in plan.blocked:
-        header.append(f"{comment} BLOCKED {flow.description}: {flow.blocked}. Fix: {flow.fix}")
-    body = _RENDERERS[fmt](plan, rules)
-    if not body:
-        body = [f"{comment} nothing to allow on this side"]
-    return "\n".join(header + body) + "\n"
+        header.append(f"BLOCKED {flow.description}: {flow.blocked}. Fix: {flow.fix}")
+    return render_many(header, [(plan, rules)], fmt)

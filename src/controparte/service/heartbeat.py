@@ -6,6 +6,9 @@ writer thread takes every beat that arrived while the previous commit was syncin
 commits them in one transaction, so a durable write costs one fsync per batch, not per
 beat. A beat that changes nothing DNS serves only moves last-seen (no journal entry, no
 new serial).
+
+A beat of a Live installation whose port lies outside the Live range is refused (a
+ValidationError on `port`) and nothing of it is stored, not even last-seen.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import datetime
 from controparte.errors import ControparteError, NotFoundError
 from controparte.model import Installation, InstallationChange
 from controparte.model.installation import utcnow, validate_port
+from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.store import Origin, Store
 
 log = logging.getLogger("controparte.heartbeat")
@@ -45,10 +49,19 @@ class BeatResult:
 
 
 def apply_beat(
-    inst: Installation, beat: Beat, now: datetime, *, allow_non_global: bool
+    inst: Installation,
+    beat: Beat,
+    now: datetime,
+    *,
+    allow_non_global: bool,
+    live: LiveSettings | None = None,
 ) -> Installation:
     """The installation after `beat`: the source address replaces the address of its
-    family, the port replaces the public port, last-seen moves to `now`."""
+    family, the port replaces the public port, last-seen moves to `now`.
+
+    Raises ValidationError when a field breaks a rule, and (field `port`) when the
+    installation is Live and the port lies outside the Live range of `live` (default:
+    the packaged catalog's)."""
     address = ipaddress.ip_address(beat.source)
     change = InstallationChange(
         ipv4=beat.source if address.version == 4 else None,
@@ -56,6 +69,7 @@ def apply_beat(
         port=beat.port,
     )
     updated = inst.with_changes(change, allow_non_global=allow_non_global, now=now)
+    (live if live is not None else packaged_catalog().live).check(updated)
     return replace(
         updated,
         last_seen=now,
@@ -68,13 +82,20 @@ _Item = tuple[Beat, "concurrent.futures.Future[BeatResult]"]
 
 
 class HeartbeatWriter:
-    """Group-committing writer of beats; `submit` is thread-safe."""
+    """Group-committing writer of beats; `submit` is thread-safe. `live`: the Live
+    settings beats are checked against (default: the packaged catalog's)."""
 
     def __init__(
-        self, store: Store, *, allow_non_global: bool, on_change: Callable[[], None] | None = None
+        self,
+        store: Store,
+        *,
+        allow_non_global: bool,
+        on_change: Callable[[], None] | None = None,
+        live: LiveSettings | None = None,
     ) -> None:
         self.store = store
         self.allow_non_global = allow_non_global
+        self.live = live if live is not None else packaged_catalog().live
         self.on_change = on_change
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="heartbeat-writer", daemon=True)
@@ -121,7 +142,13 @@ class HeartbeatWriter:
                         old = tx.get(beat.code)
                         if old is None:
                             raise NotFoundError(f"no installation with code {beat.code!r}")
-                        new = apply_beat(old, beat, now, allow_non_global=self.allow_non_global)
+                        new = apply_beat(
+                            old,
+                            beat,
+                            now,
+                            allow_non_global=self.allow_non_global,
+                            live=self.live,
+                        )
                         changed = new.dns_view() != old.dns_view()
                         if new != old:
                             tx.update(

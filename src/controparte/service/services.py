@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controparte.plan.catalog import Catalog, load_catalog
 from controparte.service.access import Access
 from controparte.service.credentials import ServerSecret
 from controparte.service.heartbeat import HeartbeatWriter
+from controparte.service.links import Links
+from controparte.service.plans import Plans
+from controparte.service.probe import ProbeLimiter
 from controparte.service.registry import Registry
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
@@ -16,12 +20,19 @@ from controparte.store import Store, open_store
 
 @dataclass
 class Services:
+    """`catalog` is the feature catalog of the setting `features`, loaded once, here;
+    the registry and the heartbeat writer check Live ports against its Live settings."""
+
     settings: Settings
     store: Store
     registry: Registry
     access: Access
     heartbeats: HeartbeatWriter
     throttle: FailureThrottle
+    probes: ProbeLimiter
+    catalog: Catalog
+    links: Links
+    plans: Plans
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -31,16 +42,26 @@ class Services:
 def open_services(
     settings: Settings, on_change: Callable[[], None] | None = None, store: Store | None = None
 ) -> Services:
-    """Open the store in `settings.data` (or use `store`) and build the services;
+    """Load the feature catalog (`settings.features`; a ConfigError names the setting),
+    open the store in `settings.data` (or use `store`) and build the services;
     `on_change` is called after every committed change to what DNS serves."""
+    catalog = load_catalog(settings.features)
     store = store if store is not None else open_store(settings.data)
+    registry = Registry(store, settings, on_change, live=catalog.live)
     return Services(
         settings=settings,
         store=store,
-        registry=Registry(store, settings, on_change),
+        registry=registry,
         access=Access(store, ServerSecret.load_or_create(settings.data), settings),
         heartbeats=HeartbeatWriter(
-            store, allow_non_global=settings.allow_non_global, on_change=on_change
+            store,
+            allow_non_global=settings.allow_non_global,
+            on_change=on_change,
+            live=catalog.live,
         ),
         throttle=FailureThrottle(),
+        probes=ProbeLimiter(),
+        catalog=catalog,
+        links=Links(registry, catalog),
+        plans=Plans(registry, catalog),
     )

@@ -9,17 +9,20 @@ Contracts:
   any process; IXFR and multi-node propagation will read the same journal.
 - `dns_snapshot()` returns the records, the serial and the last journal sequence
   number read in one consistent view.
+- Counterpart links (caller, callee, feature) and the addresses `controparte firewall`
+  last saw for each counterpart belong to their installations: removing an installation
+  removes them. Neither changes what DNS serves (no journal entry, no new serial).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from controparte.model import Installation
+from controparte.model import Installation, Link
 
 T = TypeVar("T")
 
@@ -60,6 +63,16 @@ class TsigKeyRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenAddresses:
+    """The public addresses of `counterpart` as `controparte firewall` last saw them for
+    an installation, and when (`at`, the time of that run)."""
+
+    counterpart: str
+    addresses: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change and how, for the audit history."""
 
@@ -90,6 +103,23 @@ class StoreTransaction(Protocol):
     def add_admin_token(self, token_hash: str, note: str | None) -> None: ...
 
     def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None: ...
+
+    def add_link(self, link: Link) -> bool:
+        """Store `link` (both installations must exist); False when that (a, b, feature)
+        was already there (then nothing changes)."""
+        ...
+
+    def remove_link(self, a: str, b: str, feature: str | None = None) -> list[Link]:
+        """Remove the links from `a` to `b` (of `feature` only, when given); the links
+        removed, none when there was none."""
+        ...
+
+    def set_firewall_seen(
+        self, code: str, seen: Mapping[str, tuple[str, ...]], at: datetime
+    ) -> None:
+        """Replace what `controparte firewall` saw for `code`: the addresses of each
+        counterpart (by code), all at `at`; counterparts not named are forgotten."""
+        ...
 
 
 class Store(Protocol):
@@ -124,5 +154,14 @@ class Store(Protocol):
     def tsig_key(self, name: str) -> TsigKeyRow | None: ...
 
     def history(self, code: str) -> list[dict[str, object]]: ...
+
+    def links(self, code: str | None = None) -> list[Link]:
+        """Every link, or those whose caller or callee is `code`, ordered by (a, b,
+        feature)."""
+        ...
+
+    def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
+        """What `controparte firewall` last saw for `code`, by counterpart code."""
+        ...
 
     def close(self) -> None: ...

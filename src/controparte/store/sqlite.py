@@ -11,15 +11,22 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from controparte.errors import ConflictError, StorageError
-from controparte.model import Installation, Kind
-from controparte.store.base import DnsRecord, JournalEntry, Origin, RecordRow, TsigKeyRow
+from controparte.model import Installation, Kind, Link
+from controparte.store.base import (
+    DnsRecord,
+    JournalEntry,
+    Origin,
+    RecordRow,
+    SeenAddresses,
+    TsigKeyRow,
+)
 
 T = TypeVar("T")
 
@@ -94,6 +101,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE installations ADD COLUMN private_port INTEGER
         CHECK (private_port BETWEEN 1 AND 65535);
     ALTER TABLE installations ADD COLUMN agent_version TEXT;
+    """,
+    # 3: counterpart links (a calls b for a feature) and, per installation and
+    # counterpart, the public addresses `controparte firewall` saw on its last run.
+    """
+    CREATE TABLE links (
+        a       TEXT NOT NULL COLLATE NOCASE
+                REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        b       TEXT NOT NULL COLLATE NOCASE
+                REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        feature TEXT NOT NULL,
+        created TEXT NOT NULL,
+        UNIQUE (a, b, feature),
+        CHECK (a <> b)
+    );
+    CREATE INDEX links_by_b ON links (b);
+    CREATE TABLE firewall_seen (
+        code        TEXT NOT NULL COLLATE NOCASE
+                    REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        counterpart TEXT NOT NULL COLLATE NOCASE
+                    REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        addresses   TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        PRIMARY KEY (code, counterpart)
+    );
     """,
 )
 
@@ -269,6 +300,72 @@ class _Transaction:
         self._conn.execute("DELETE FROM installations WHERE code = ?", (installation.code,))
         self._history(installation.code, "remove", installation, None)
         self.dns_changes.append((installation.code, installation.label, None))
+
+    def _link_history(self, action: str, link: Link) -> None:
+        """One history entry on each end (`new` for an added link, `old` for a removed)."""
+        value = json.dumps(link.to_dict())
+        origin = self._origin
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for code in (link.a, link.b):
+            self._conn.execute(
+                "INSERT INTO history (at, code, action, actor, via, source, old, new)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    at,
+                    code,
+                    action,
+                    origin.actor,
+                    origin.via,
+                    origin.source,
+                    value if action == "unlink" else None,
+                    value if action == "link" else None,
+                ),
+            )
+
+    def add_link(self, link: Link) -> bool:
+        try:
+            cursor = self._conn.execute(
+                "INSERT INTO links (a, b, feature, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (a, b, feature) DO NOTHING",
+                (link.a, link.b, link.feature, link.created.isoformat()),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(
+                f"cannot link {link.a} to {link.b}: {exc} (does each installation exist?)"
+            ) from None
+        if cursor.rowcount == 0:
+            return False
+        self._link_history("link", link)
+        return True
+
+    def remove_link(self, a: str, b: str, feature: str | None = None) -> list[Link]:
+        where = "a = ? AND b = ?" + ("" if feature is None else " AND feature = ?")
+        params: tuple[str, ...] = (a, b) if feature is None else (a, b, feature)
+        rows = self._conn.execute(
+            f"SELECT a, b, feature, created FROM links WHERE {where} ORDER BY feature", params
+        ).fetchall()
+        self._conn.execute(f"DELETE FROM links WHERE {where}", params)
+        removed = [_row_to_link(r) for r in rows]
+        for link in removed:
+            self._link_history("unlink", link)
+        return removed
+
+    def set_firewall_seen(
+        self, code: str, seen: Mapping[str, tuple[str, ...]], at: datetime
+    ) -> None:
+        self._conn.execute("DELETE FROM firewall_seen WHERE code = ?", (code,))
+        self._conn.executemany(
+            "INSERT INTO firewall_seen (code, counterpart, addresses, at) VALUES (?, ?, ?, ?)",
+            [
+                (code, counterpart, json.dumps(list(addresses)), at.isoformat())
+                for counterpart, addresses in seen.items()
+            ],
+        )
+
+
+def _row_to_link(row: sqlite3.Row | tuple[object, ...]) -> Link:
+    a, b, feature, created = tuple(row)
+    return Link(str(a), str(b), str(feature), datetime.fromisoformat(str(created)))
 
 
 def _audited(inst: Installation) -> tuple[object, ...]:
@@ -496,6 +593,32 @@ class SqliteStore:
             }
             for r in rows
         ]
+
+    def links(self, code: str | None = None) -> list[Link]:
+        sql = "SELECT a, b, feature, created FROM links"
+        params: tuple[str, ...] = ()
+        if code is not None:
+            sql += " WHERE a = ? OR b = ?"
+            params = (code, code)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY a, b, feature", params).fetchall()
+        return [_row_to_link(r) for r in rows]
+
+    def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = ?"
+                " ORDER BY counterpart",
+                (code,),
+            ).fetchall()
+        return {
+            str(r[0]): SeenAddresses(
+                str(r[0]),
+                tuple(str(a) for a in json.loads(r[1])),
+                datetime.fromisoformat(str(r[2])),
+            )
+            for r in rows
+        }
 
     def close(self) -> None:
         with self._lock:
