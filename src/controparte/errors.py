@@ -47,7 +47,12 @@ class ForbiddenError(ControparteError):
 
 
 class RateLimitedError(ControparteError):
-    """Too many requests (or failed attempts) from this client: slow down."""
+    """Too many requests (or failed attempts) from this client: slow down.
+    `retry_after`: whole seconds until a retry may succeed, when the raiser knows."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ class ErrorResponse:
 
 # dns.rcode: FORMERR=1, SERVFAIL=2, NXDOMAIN=3, REFUSED=5, YXDOMAIN=6, NXRRSET=8
 _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
-    ValidationError: ErrorResponse(422, 1, "notfqdn", 1),
+    ValidationError: ErrorResponse(422, 5, "notfqdn", 1),  # a policy refusal, not FORMERR
     NotFoundError: ErrorResponse(404, 3, "nohost", 1),
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
     ConfigError: ErrorResponse(500, 2, "911", 2),

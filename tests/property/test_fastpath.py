@@ -170,6 +170,15 @@ def queries(draw: st.DrawFn, zone: Zone) -> Query:
     if not common and edns >= 0 and draw(st.integers(0, 9)) == 0:
         option = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"opt")
         message.use_edns(edns, message.ednsflags, payload, options=[option])
+    if edns == 0 and draw(st.integers(0, 2)) == 0:
+        # What resolvers send: a COOKIE (RFC 7873), maybe PADDING; or a malformed one.
+        cookie_length = draw(st.sampled_from([8, 16, 24, 40, 5, 12, 41]))
+        options: list[dns.edns.Option] = [
+            dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"c" * cookie_length)
+        ]
+        if draw(st.booleans()):
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * 7))
+        message.use_edns(edns, message.ednsflags, payload, options=options)
     wire = bytearray(message.to_wire())
     # ID and the flag bits a query may carry (AA, TC, RD, Z, AD, CD, even an rcode);
     # now and then another opcode.
@@ -260,6 +269,37 @@ def test_fast_path_answers_the_common_queries(zone: Zone) -> None:
                     assert got == reference, (name, qtype, edns)
                 else:  # too big: the general path leaves additional data out or sets TC
                     assert got is None, (name, qtype, edns)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "fast"),
+    [(8, True), (16, True), (40, True), (5, False), (12, False), (41, False)],
+)
+def test_fast_path_ignores_a_well_formed_cookie_like_the_general_path(
+    cookie: int, fast: bool
+) -> None:
+    """Resolvers send COOKIE options (RFC 7873); a server without cookies ignores a
+    well-formed one, so the fast path answers it, and leaves a malformed one (FORMERR)
+    to the general path."""
+    zone = Zone.build(
+        ZoneConfig.from_settings(load_settings(flags={}, env={})),
+        7,
+        0,
+        [("acme", "192.0.2.1", None, 9001)],
+    )
+    option = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"k" * cookie)
+    wire = dns.message.make_query(
+        "acme.bp.controparte.test.", "A", use_edns=0, options=[option]
+    ).to_wire()
+    reference = general_answer(zone, wire, tcp=False)
+    assert reference is not None
+    got = FastPath(zone).answer(wire, False)
+    if fast:
+        assert got == reference
+        assert dns.message.from_wire(got).answer  # an answer, with no options echoed
+    else:
+        assert got is None
+        assert dns.message.from_wire(reference).rcode() == dns.rcode.FORMERR
 
 
 @pytest.mark.parametrize("edns", [-1, 0])

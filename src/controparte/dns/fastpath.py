@@ -17,6 +17,7 @@ import struct
 from controparte.dns.zone import SRV_SERVICE, Zone
 
 _A, _AAAA, _SRV = 1, 28, 33
+_COOKIE, _PADDING = 10, 12  # EDNS option codes
 _COUNTS_QUERY = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0
 _IN = b"\x00\x01"
 _OPT_FIXED = b"\x00\x00\x29"  # root owner, type OPT
@@ -29,6 +30,27 @@ def _not_a_data_type(qtype: int) -> bool:
     """Meta and query-only types (OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA, ANY) and
     type 0: the general path decides what they get."""
     return qtype in {0, 41} or 128 <= qtype <= 255
+
+
+def _ignorable_options(opt: bytes, pos: int) -> bool:
+    """True when the EDNS options from `pos` to the end are all well-formed COOKIE
+    (RFC 7873: 8-byte client cookie, optional 8-32-byte server cookie) or PADDING
+    options: a server that implements neither ignores them (and answers without)."""
+    end = len(opt)
+    while pos < end:
+        if pos + 4 > end:
+            return False
+        code = opt[pos] << 8 | opt[pos + 1]
+        length = opt[pos + 2] << 8 | opt[pos + 3]
+        pos += 4 + length
+        if pos > end:
+            return False
+        if code == _COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                return False
+        elif code != _PADDING:
+            return False
+    return True
 
 
 def write_name(
@@ -117,12 +139,14 @@ class FastPath:
         config = zone.config
         if arcount:
             opt = wire[qend:]
-            # Exactly one OPT: root owner, version 0, no extended rcode, no options.
+            # Exactly one OPT: root owner, version 0, no extended rcode; options only
+            # those a server without them ignores (a well-formed COOKIE, PADDING).
             if (
-                len(opt) != 11
+                len(opt) < 11
                 or opt[:3] != _OPT_FIXED
                 or opt[5:7] != b"\x00\x00"
-                or opt[9:11] != b"\x00\x00"
+                or (opt[9] << 8 | opt[10]) != len(opt) - 11
+                or (len(opt) > 11 and not _ignorable_options(opt, 11))
             ):
                 return None
             limit = max(512, min(opt[3] << 8 | opt[4], config.edns_udp_size))
