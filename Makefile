@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := bind9-dnsutils bind9-utils knot-dnsutils knot dnsperf ddclient nftables iproute2
+DEB_PACKAGES := bind9-dnsutils bind9-utils knot-dnsutils knot dnsperf ddclient nftables iproute2 wrk
 
 .PHONY: run test lint typecheck unit bench debs venv clean
 
@@ -40,6 +40,7 @@ test: debs $(STAMP) lint typecheck
 
 bench: debs $(STAMP)
 	$(BIN)/python bench/dns_bench.py
+	$(BIN)/python bench/heartbeat_bench.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,1256 @@
+"""DNS benchmark: controparte against Knot DNS serving the same zone, over loopback.
+
+    make bench                                # = .venv/bin/python bench/dns_bench.py
+    .venv/bin/python bench/dns_bench.py --quick   # a smoke run: small zone, short runs
+
+In one run, with `dnsperf` on 127.0.0.1 only:
+
+1. A registry of N installations (100,000) is written to a fresh SQLite store and the
+   zone is exported from it with `controparte zone export`; Knot (`knotd`, temporary
+   configuration, default worker counts) serves that file, controparte serves the store
+   (`python -m controparte serve`, `dns_workers` 1 and 2). A sample of queries, plain and
+   EDNS, must get the same answers from every server before anything is measured.
+2. Query mix (seeded): 90% A of existing names, 5% NXDOMAIN, 5% split between SRV,
+   AAAA and NODATA (AAAA of a name without one). Plain queries, then EDNS (`dnsperf -e`).
+3. The three servers (Knot; controparte with 1 and with 2 UDP processes) run side by
+   side on their own ports, and every measurement is taken on each in turn, so that
+   drift on the machine hits them alike; an idle server costs nothing measurable.
+   Start-up time and memory; server CPU per answer on one pass of distinct queries at
+   the capped rate (controparte's answer cache cold); the answers check; a grid of
+   client loads (`-c`/`-q`), a few seconds each. The max-qps load is the grid point
+   where the worst server is closest to its own best.
+4. A warm-up pass; max qps at that load, plain and EDNS, median of a few runs, with the
+   lost queries; the highest capped rate (`-Q`) answered with 0 lost (bisection); server
+   CPU seconds per 100,000 answers at one capped rate, the same for every server.
+5. One server at a time: start-up time and memory at 1,000,000 installations, idle and
+   after a pass of distinct queries (which fills controparte's answer cache).
+
+Every run is bounded (dnsperf `-l`/`-n`, subprocess timeouts, start-up deadlines). CPU
+time is utime+stime of the server's whole process tree from /proc; memory is the sum of
+Rss (and Pss) over it. Other processes on the machine disturb the figures: before each
+run the bench waits (bounded) for them to go quiet, and each run records the CPU they
+used meanwhile. Results: a Markdown table on stdout and JSON in bench/out/.
+
+Bench-only shortcut: the registry is written with one `executemany` on the store's own
+SQLite file (schema created by `open_store`), not through `Registry.import_many`, so a
+million rows take seconds; no history rows are written. A sample of the rows is checked
+with `Installation.create`, so they are values the registry itself would accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+
+from controparte.model import Installation
+from controparte.store import open_store
+from controparte.store.sqlite import DB_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "bench" / "out"
+HOST = "127.0.0.1"
+ZONE = "bp.controparte.test."
+NS = f"ns1.{ZONE}={HOST}"
+STAMP = "2024-01-01T00:00:00+00:00"
+SEED = 20_240_601
+IPV6_BASE = 0x2001_0DB8 << 96
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KIB_PER_MIB = 1024
+GIB_KIB = 1024 * 1024
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+WORDS = (
+    "studio",
+    "acme",
+    "officina",
+    "farmacia",
+    "hotel",
+    "clinica",
+    "ufficio",
+    "negozio",
+    "cantina",
+    "autoscuola",
+    "palestra",
+    "libreria",
+    "agenzia",
+    "ristorante",
+    "fabbrica",
+    "scuola",
+)
+
+# -- profiles ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """dnsperf's client shape: `-c` sockets, `-q` queries outstanding at most."""
+
+    clients: int
+    outstanding: int
+
+    def __str__(self) -> str:
+        return f"-c {self.clients} -q {self.outstanding}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    perf_size: int  # installations in the zone the throughput runs use
+    big_sizes: tuple[int, ...]  # further sizes for start-up time and memory only
+    query_lines: int  # lines of the (looped) query file
+    cold_lines: int  # distinct queries of the cold-cache pass
+    fill_lines: int  # distinct queries of the memory pass at big sizes
+    grid: tuple[Load, ...]
+    grid_seconds: int
+    max_reps: int
+    max_seconds: int
+    bisect_seconds: int
+    bisect_steps: int
+    cpu_seconds: int
+    cpu_rate: int  # the capped rate (-Q) of the CPU runs, the same for every server
+    capped: Load  # the client shape of every capped run
+    quiet_budget: float  # seconds the bench may wait, in all, for other load to stop
+    sanity_queries: int
+
+
+FULL = Profile(
+    name="full",
+    perf_size=100_000,
+    big_sizes=(1_000_000,),
+    query_lines=100_000,
+    cold_lines=80_000,
+    fill_lines=490_000,
+    grid=(Load(1, 100), Load(4, 100), Load(8, 200), Load(16, 500)),
+    grid_seconds=4,
+    max_reps=3,
+    max_seconds=5,
+    bisect_seconds=5,
+    bisect_steps=6,
+    cpu_seconds=10,
+    cpu_rate=30_000,
+    capped=Load(4, 100),
+    quiet_budget=240.0,
+    sanity_queries=300,
+)
+QUICK = Profile(
+    name="quick",
+    perf_size=10_000,
+    big_sizes=(50_000,),
+    query_lines=20_000,
+    cold_lines=8_000,
+    fill_lines=40_000,
+    grid=(Load(1, 100), Load(8, 200)),
+    grid_seconds=2,
+    max_reps=2,
+    max_seconds=2,
+    bisect_seconds=2,
+    bisect_steps=3,
+    cpu_seconds=3,
+    cpu_rate=10_000,
+    capped=Load(4, 100),
+    quiet_budget=30.0,
+    sanity_queries=100,
+)
+
+# -- the data ------------------------------------------------------------------------------
+
+
+def label_of(i: int) -> str:
+    return f"{WORDS[i % len(WORDS)]}-{i}"
+
+
+def ipv4_of(i: int) -> str:
+    return f"{'198.51.100' if i % 2 else '203.0.113'}.{i % 254 + 1}"
+
+
+def ipv6_of(i: int) -> str | None:
+    """Every other installation (the even ones) has an IPv6 address."""
+    return None if i % 2 else str(ipaddress.IPv6Address(IPV6_BASE + i))
+
+
+def port_of(i: int) -> int | None:
+    """Three installations in four publish a port (an SRV record)."""
+    return None if i % 4 == 3 else 1024 + i % 60_000
+
+
+def kind_of(i: int) -> str:
+    return "live" if i % 10 == 0 else "onprem"
+
+
+def _row(i: int) -> tuple[object, ...]:
+    return (f"B{i:07d}", label_of(i), kind_of(i), ipv4_of(i), ipv6_of(i), port_of(i), STAMP, STAMP)
+
+
+def _check_sample(n: int) -> None:
+    """Rows the registry itself would accept, as it would store them (normalised)."""
+    for i in sorted({0, 1, 2, 3, n - 1, *range(0, n, max(1, n // 500))}):
+        code, label, kind, ipv4, ipv6, port = _row(i)[:6]
+        inst = Installation.create(
+            str(code),
+            str(label),
+            kind=str(kind),
+            ipv4=ipv4_of(i),
+            ipv6=ipv6_of(i),
+            port=port_of(i),
+            allow_non_global=True,
+        )
+        stored = (inst.code, inst.label, inst.kind.value, inst.ipv4, inst.ipv6, inst.port)
+        if stored != (code, label, kind, ipv4, ipv6, port):
+            raise RuntimeError(f"generated row {i} is not what the registry stores: {stored}")
+
+
+def write_registry(data: Path, n: int) -> float:
+    """A store in `data` holding installations 0..n-1; returns the seconds taken."""
+    started = time.monotonic()
+    _check_sample(n)
+    data.mkdir(parents=True)
+    open_store(data).close()  # the schema, migrated to the current version
+    conn = sqlite3.connect(data / DB_FILE, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO installations (code, label, kind, ipv4, ipv6, port, created, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_row(i) for i in range(n)),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return time.monotonic() - started
+
+
+def controparte_env(data: Path, **settings: str) -> dict[str, str]:
+    """This environment without any CONTROPARTE_*, plus the bench's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
+    env.update(
+        {
+            "CONTROPARTE_DATA": str(data),
+            "CONTROPARTE_ZONE": ZONE,
+            "CONTROPARTE_NS": NS,
+            "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(settings)
+    return env
+
+
+def export_zone(data: Path, out: Path) -> float:
+    """`controparte zone export --out` of the store in `data`; returns the seconds taken."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "controparte", "zone", "export", "--out", str(out)],
+        env=controparte_env(data),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"controparte zone export failed: {done.stderr.strip()}")
+    return time.monotonic() - started
+
+
+def qname(label: str) -> str:
+    return f"{label}.{ZONE}"
+
+
+def one_query(rng: random.Random, n: int) -> str:
+    """One line of the mix: 90% A, 5% NXDOMAIN, 5% SRV / AAAA / NODATA (AAAA)."""
+    x = rng.random()
+    i = rng.randrange(n)
+    if x < 0.90:
+        return f"{qname(label_of(i))} A"
+    if x < 0.95:
+        return f"{qname(label_of(n + i))} A"  # never registered
+    kind = rng.randrange(3)
+    if kind == 0:
+        j = i - 1 if port_of(i) is None else i
+        return f"_mxserver._tcp.{qname(label_of(j))} SRV"
+    if kind == 1:
+        return f"{qname(label_of(i & ~1))} AAAA"
+    j = i | 1 if (i | 1) < n else i - 1
+    return f"{qname(label_of(j))} AAAA"  # an odd one: no IPv6, so NODATA
+
+
+def query_lines(
+    n: int, count: int, seed: int, *, distinct: bool, only_a: bool = False
+) -> list[str]:
+    rng = random.Random(seed)
+    lines: list[str] = []
+    seen: set[str] = set()
+    for _ in range(count * 30):  # bounded: distinct draws repeat near the end
+        if len(lines) >= count:
+            break
+        line = f"{qname(label_of(rng.randrange(n)))} A" if only_a else one_query(rng, n)
+        if distinct:
+            if line in seen:
+                continue
+            seen.add(line)
+        lines.append(line)
+    return lines
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="ascii")
+    return path
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    tree: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the processes (all their threads)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat(pid)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
+
+
+RUNNING: list[Server] = []
+"""Servers of this bench that are up: their CPU is not the machine's other load."""
+
+
+def foreign_cpu_seconds() -> float:
+    """CPU time (own and reaped children's) of every user process but this bench and its
+    servers: other load on the machine, which disturbs the figures (kernel threads,
+    which do part of the loopback network work, are not counted)."""
+    ours = {os.getpid()}
+    for server in RUNNING:
+        ours.update(server.pids())
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in ours:
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat(int(entry.name))
+            if int(fields[1]) == 2 or entry.name == "2":  # kthreadd and its kernel threads
+                continue
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / CLK_TCK
+
+
+@dataclass
+class QuietGate:
+    """Other load on the machine, kept out of the figures as far as a bounded time allows.
+
+    Before each run, wait until other processes use under `busy` of a CPU over `sample`
+    s (at most `per_run` s); a run during which they used more than `disturbed` of a CPU
+    is made again (at most `retries` times). Waits and repeated runs share `budget` s;
+    once it is spent the bench measures anyway, and every run records the other load
+    it saw."""
+
+    per_run: float = 15.0
+    budget: float = 240.0
+    sample: float = 0.5
+    busy: float = 0.1
+    disturbed: float = 0.1
+    retries: int = 2
+    spent: float = 0.0
+    repeated_runs: int = 0
+    measured_anyway: int = 0
+
+    def wait(self) -> float:
+        started = time.monotonic()
+        while self.spent + (time.monotonic() - started) < self.budget:
+            before = foreign_cpu_seconds()
+            time.sleep(self.sample)
+            if foreign_cpu_seconds() - before < self.busy * self.sample:
+                break
+            if time.monotonic() - started > self.per_run:
+                break
+        waited = time.monotonic() - started
+        self.spent += waited
+        return waited
+
+    def again(self, run: PerfRun, attempt: int) -> bool:
+        """Make `run` again? (It was disturbed, and retries and time remain.)"""
+        if run.foreign_cpu_s <= self.disturbed * run.wall_s:
+            return False
+        if attempt > self.retries or self.spent + run.wall_s > self.budget:
+            self.measured_anyway += 1
+            return False
+        self.spent += run.wall_s
+        self.repeated_runs += 1
+        return True
+
+
+GATE = QuietGate()
+
+
+@dataclass
+class Memory:
+    rss_mib: float
+    pss_mib: float
+    processes: int
+
+
+def memory(pids: Sequence[int]) -> Memory:
+    """Sum of Rss and Pss (smaps_rollup) over the processes."""
+    rss = pss = count = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key == "Rss":
+                    rss += int(value.split()[0])
+                elif key == "Pss":
+                    pss += int(value.split()[0])
+            count += 1
+    return Memory(round(rss / KIB_PER_MIB, 1), round(pss / KIB_PER_MIB, 1), count)
+
+
+def _bindable(kind: socket.SocketKind, port: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A port free on HOST for both UDP and TCP right now."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((HOST, 0))
+            port = int(udp.getsockname()[1])
+        if _bindable(socket.SOCK_STREAM, port):
+            return port
+    raise RuntimeError("no port is free for both UDP and TCP on 127.0.0.1")
+
+
+def udp_sockets_on(port: int) -> int:
+    """How many UDP sockets are bound to HOST:port (one per serving process)."""
+    local = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1] == local)
+
+
+def answered(port: int, wire: bytes) -> bool:
+    """Does HOST:port answer `wire` NOERROR with at least one answer record?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        try:
+            sock.sendto(wire, (HOST, port))
+            response = sock.recv(4096)
+        except OSError:
+            return False
+    return (
+        len(response) >= 12
+        and response[:2] == wire[:2]
+        and response[3] & 0x0F == 0
+        and (response[6] << 8 | response[7]) > 0
+    )
+
+
+@dataclass
+class Startup:
+    served_s: float  # spawn -> the first correct answer
+    ready_s: float  # spawn -> every worker process bound (= served_s with one process)
+
+
+class Server:
+    """A DNS server process the bench starts, measures and stops."""
+
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"{name}-{self.port}.log"
+        self._log: IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def all_bound(self) -> bool:
+        return True
+
+    def start(self, probe_label: str) -> Startup:
+        assert self.process is None
+        wire = dns.message.make_query(qname(probe_label), "A", use_edns=False).to_wire()
+        GATE.wait()
+        self._log = self.log_path.open("ab")
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        served: float | None = None
+        while time.monotonic() - started < START_TIMEOUT:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            if served is None and answered(self.port, wire):
+                served = time.monotonic() - started
+            if served is not None and self.all_bound():
+                RUNNING.append(self)
+                return Startup(round(served, 3), round(time.monotonic() - started, 3))
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {START_TIMEOUT} s")
+
+    def pids(self) -> list[int]:
+        assert self.process is not None
+        return process_tree(self.process.pid)
+
+    def stop(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
+        if self.process is None:
+            return
+        family = self.pids()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+        for pid in family[1:]:  # a worker left behind by its parent: ours, by id
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+        return ""
+
+
+class KnotServer(Server):
+    def __init__(self, workdir: Path, zonefile: Path, tag: str) -> None:
+        super().__init__(f"knot-{tag}", workdir)
+        self.home = workdir / f"knot-{tag}"
+        for sub in ("run", "db", "zones"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        self.config = self.home / "knot.conf"
+        # Worker counts are Knot's defaults (udp-workers: one per CPU).
+        self.config.write_text(
+            f"""server:
+    rundir: "{self.home / "run"}"
+    listen: {HOST}@{self.port}
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{self.home / "db"}"
+template:
+  - id: default
+    storage: "{self.home / "zones"}"
+    zonefile-load: whole
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: {ZONE}
+    file: "{zonefile}"
+""",
+            encoding="ascii",
+        )
+
+    def command(self) -> list[str]:
+        return [tool("knotd"), "-c", str(self.config)]
+
+
+class ControparteServer(Server):
+    def __init__(self, workdir: Path, data: Path, workers: int, tag: str) -> None:
+        super().__init__(f"controparte-w{workers}-{tag}", workdir)
+        self.data = data
+        self.workers = workers
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "controparte", "serve"]
+
+    def environment(self) -> dict[str, str]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((HOST, 0))
+            http_port = int(tcp.getsockname()[1])
+        return controparte_env(
+            self.data,
+            CONTROPARTE_DNS=f"{HOST}:{self.port}",
+            CONTROPARTE_HTTP=f"{HOST}:{http_port}",
+            CONTROPARTE_DNS_WORKERS=str(self.workers),
+        )
+
+    def all_bound(self) -> bool:
+        return udp_sockets_on(self.port) >= self.workers
+
+
+@contextlib.contextmanager
+def serving(server: Server, probe_label: str) -> Iterator[Startup]:
+    try:
+        yield server.start(probe_label)
+    finally:
+        server.stop()
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        raise SystemExit(f"{name} is missing: `make debs` installs it (Debian package)")
+    return found
+
+
+# -- dnsperf -------------------------------------------------------------------------------
+
+
+@dataclass
+class PerfRun:
+    what: str
+    load: str
+    edns: bool
+    rate: int | None
+    sent: int
+    completed: int
+    lost: int
+    qps: float
+    latency_ms: float
+    wall_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+    foreign_cpu_s: float  # other processes on the machine meanwhile
+    waited_quiet_s: float
+    attempts: int = 1
+
+    @property
+    def cpu_per_100k(self) -> float:
+        return self.server_cpu_s / max(1, self.completed) * 100_000
+
+
+_PERF_FIELDS = {
+    "sent": re.compile(r"Queries sent:\s+(\d+)"),
+    "completed": re.compile(r"Queries completed:\s+(\d+)"),
+    "lost": re.compile(r"Queries lost:\s+(\d+)"),
+    "qps": re.compile(r"Queries per second:\s+([\d.]+)"),
+    "latency": re.compile(r"Average Latency \(s\):\s+([\d.]+)"),
+}
+
+
+def dnsperf(
+    server: Server,
+    queries: Path,
+    load: Load,
+    *,
+    what: str,
+    seconds: int | None = None,
+    passes: int | None = None,
+    rate: int | None = None,
+    edns: bool = False,
+    repeatable: bool = True,
+) -> PerfRun:
+    """One dnsperf run against `server`, with the server's CPU time over it; made again
+    when other processes disturbed it (`GATE`), unless it cannot be (a cold-cache pass)."""
+    attempt = 1
+    while True:
+        run = _dnsperf_once(server, queries, load, what, seconds, passes, rate, edns)
+        run.attempts = attempt
+        disturbed = repeatable and GATE.again(run, attempt)
+        rate_text = f" -Q {rate}" if rate else ""
+        print(
+            f"    {server.name:<22} {what:<9} {load}{rate_text}{' -e' if edns else ''}:"
+            f" {run.qps:>9,.0f} qps, {run.lost} lost, server {run.server_cpu_s:.2f} s CPU"
+            f" ({run.cpu_per_100k:.2f} s/100k), dnsperf {run.client_cpu_s:.2f} s,"
+            f" other {run.foreign_cpu_s:.2f} s{' -> again' if disturbed else ''}",
+            flush=True,
+        )
+        if not disturbed:
+            return run
+        attempt += 1
+
+
+def _dnsperf_once(
+    server: Server,
+    queries: Path,
+    load: Load,
+    what: str,
+    seconds: int | None,
+    passes: int | None,
+    rate: int | None,
+    edns: bool,
+) -> PerfRun:
+    command = [tool("dnsperf"), "-s", HOST, "-p", str(server.port), "-d", str(queries)]
+    command += ["-c", str(load.clients), "-q", str(load.outstanding)]
+    if seconds is not None:
+        command += ["-l", str(seconds)]
+    if passes is not None:
+        command += ["-n", str(passes)]
+    if rate is not None:
+        command += ["-Q", str(rate)]
+    if edns:
+        command.append("-e")
+    waited = GATE.wait()
+    pids = server.pids()
+    foreign_before = foreign_cpu_seconds()
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = cpu_seconds(pids)
+    started = time.monotonic()
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=(seconds or 120) + 60, check=False
+    )
+    wall = time.monotonic() - started
+    cpu_after = cpu_seconds(pids)
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    foreign = foreign_cpu_seconds() - foreign_before
+    if done.returncode != 0:
+        raise RuntimeError(f"dnsperf failed ({done.returncode}): {done.stderr.strip()}")
+    found: dict[str, float] = {}
+    for key, pattern in _PERF_FIELDS.items():
+        match = pattern.search(done.stdout)
+        if match is None:
+            raise RuntimeError(f"dnsperf output without {key!r}:\n{done.stdout}")
+        found[key] = float(match.group(1))
+    client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
+    return PerfRun(
+        what=what,
+        load=str(load),
+        edns=edns,
+        rate=rate,
+        sent=int(found["sent"]),
+        completed=int(found["completed"]),
+        lost=int(found["lost"]),
+        qps=round(found["qps"], 1),
+        latency_ms=round(found["latency"] * 1000, 3),
+        wall_s=round(wall, 2),
+        server_cpu_s=round(cpu_after - cpu_before, 2),
+        client_cpu_s=round(client_cpu, 2),
+        foreign_cpu_s=round(foreign, 2),
+        waited_quiet_s=round(waited, 1),
+    )
+    return run
+
+
+# -- answers check -------------------------------------------------------------------------
+
+
+def describe(response: dns.message.Message) -> str:
+    flags = dns.flags.to_text(response.flags & (dns.flags.AA | dns.flags.TC))
+    parts = [dns.rcode.to_text(response.rcode()), flags, f"edns={response.edns}"]
+    for section in (response.answer, response.authority, response.additional):
+        lines = (line for rrset in section for line in rrset.to_text().splitlines())
+        parts.append(" ; ".join(sorted(lines)))
+    return " | ".join(parts)
+
+
+def answers(port: int, lines: Sequence[str], *, edns: bool) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        name, qtype = line.split()
+        query = dns.message.make_query(name, qtype, use_edns=0 if edns else False)
+        try:
+            out.append(describe(dns.query.udp(query, HOST, port=port, timeout=2.0)))
+        except (dns.exception.DNSException, OSError) as exc:
+            out.append(f"no answer: {type(exc).__name__}")
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def ratio(value: float | None, reference: float | None) -> float | None:
+    if value is None or not reference:
+        return None
+    return round(value / reference, 3)
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+
+    def version(command: list[str]) -> str:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+            text = (done.stdout + done.stderr).strip().splitlines()
+            return " ".join(line for line in text if "ersion" in line) or text[0]
+        return "unknown"
+
+    revision = version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(mem_kib / GIB_KIB, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "knotd": version([tool("knotd"), "--version"]),
+        "dnsperf": version([tool("dnsperf"), "-h"]),
+        "controparte": revision,
+    }
+
+
+def choose_load(grid: dict[str, list[dict[str, Any]]], loads: Sequence[Load]) -> Load:
+    """The grid point where the worst server is closest to its own best qps; points
+    where some server lost queries only if every point lost some."""
+    best = {name: max(float(point["qps"]) for point in points) for name, points in grid.items()}
+
+    def score(index: int) -> float:
+        return min(float(points[index]["qps"]) / best[name] for name, points in grid.items())
+
+    indexes = range(len(loads))
+    clean = [i for i in indexes if all(points[i]["lost"] == 0 for points in grid.values())]
+    return loads[max(clean or indexes, key=score)]
+
+
+def _mode(edns: bool) -> str:
+    return "edns" if edns else "plain"
+
+
+def perf_zone(profile: Profile, work: Path, result: dict[str, Any]) -> tuple[Path, Path]:
+    """The registry and its exported zone file for the throughput runs."""
+    n = profile.perf_size
+    print(f"== zone of {n:,} installations", flush=True)
+    data = work / f"data-{n}"
+    zonefile = work / f"zone-{n}.zone"
+    built = write_registry(data, n)
+    exported = export_zone(data, zonefile)
+    with zonefile.open(encoding="ascii") as f:
+        zone_lines = sum(1 for _ in f)
+    print(f"   registry {built:.1f} s, zone export {exported:.1f} s ({zone_lines:,} lines)")
+    result["perf_zone"] = {
+        "installations": n,
+        "registry_s": round(built, 1),
+        "export_s": round(exported, 1),
+        "zone_file_lines": zone_lines,
+    }
+    return data, zonefile
+
+
+def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
+    """Every server of the perf zone running at once (the idle ones cost nothing), each
+    measurement taken on each server in turn, so that drift hits them all alike."""
+    n = profile.perf_size
+    probe = label_of(1)
+    data, zonefile = perf_zone(profile, work, result)
+    queries = work / "queries.txt"
+    write_lines(queries, query_lines(n, profile.query_lines, SEED, distinct=False))
+    cold = write_lines(
+        work / "cold.txt", query_lines(n, profile.cold_lines, SEED + 1, distinct=True)
+    )
+    sample = query_lines(n, profile.sanity_queries, SEED + 2, distinct=True)
+    servers: dict[str, Server] = {
+        "knot": KnotServer(work, zonefile, "perf"),
+        "controparte-w1": ControparteServer(work, data, 1, "perf"),
+        "controparte-w2": ControparteServer(work, data, 2, "perf"),
+    }
+    per: dict[str, dict[str, Any]] = {name: {} for name in servers}
+    runs: dict[str, list[PerfRun]] = {name: [] for name in servers}
+    with contextlib.ExitStack() as stack:
+        print("== start-up, cold-cache CPU, answers check", flush=True)
+        for name, server in servers.items():
+            startup = stack.enter_context(serving(server, probe))
+            per[name]["startup"] = asdict(startup)
+            per[name]["memory_idle"] = asdict(memory(server.pids()))
+            print(f"   {name}: served after {startup.served_s:.2f} s", flush=True)
+        for name, server in servers.items():
+            cold_run = dnsperf(
+                server,
+                cold,
+                profile.capped,
+                what="cold",
+                passes=1,
+                rate=profile.cpu_rate,
+                repeatable=False,
+            )
+            runs[name].append(cold_run)
+            per[name]["cpu_cold"] = round(cold_run.cpu_per_100k, 3)
+        for edns in (False, True):
+            reference = answers(servers["knot"].port, sample, edns=edns)
+            for name, server in servers.items():
+                got = answers(server.port, sample, edns=edns)
+                diffs = [
+                    {"query": q, "knot": r, name: g}
+                    for q, r, g in zip(sample, reference, got, strict=True)
+                    if r != g
+                ]
+                per[name].setdefault("answers_check", {})[_mode(edns)] = {
+                    "queries": len(sample),
+                    "different": len(diffs),
+                    "examples": diffs[:3],
+                }
+                if diffs:
+                    print(f"   !! {name}: {len(diffs)} answers differ from Knot's: {diffs[0]}")
+        print("== load grid", flush=True)
+        grid: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for load in profile.grid:
+            for name, server in servers.items():
+                point = dnsperf(server, queries, load, what="grid", seconds=profile.grid_seconds)
+                runs[name].append(point)
+                grid[name].append({"load": str(load), "qps": point.qps, "lost": point.lost})
+        load = choose_load(grid, profile.grid)
+        result["grid"] = grid
+        result["max_load"] = str(load)
+        print(f"== max qps at {load}: {profile.max_reps} x {profile.max_seconds} s", flush=True)
+        for name, server in servers.items():
+            runs[name].append(
+                dnsperf(server, queries, load, what="warm-up", passes=1, repeatable=False)
+            )
+        for edns in (False, True):
+            tops: dict[str, list[PerfRun]] = {name: [] for name in servers}
+            for _ in range(profile.max_reps):
+                for name, server in servers.items():
+                    top = dnsperf(
+                        server, queries, load, what="max", seconds=profile.max_seconds, edns=edns
+                    )
+                    runs[name].append(top)
+                    tops[name].append(top)
+            for name, reps in tops.items():
+                mode = _mode(edns)
+                per[name][f"max_qps_{mode}"] = statistics.median(r.qps for r in reps)
+                per[name][f"max_qps_{mode}_runs"] = [r.qps for r in reps]
+                per[name][f"max_lost_{mode}"] = sum(r.lost for r in reps)
+                wall = sum(r.wall_s for r in reps)
+                per[name][f"max_server_cpu_share_{mode}"] = round(
+                    sum(r.server_cpu_s for r in reps) / wall, 2
+                )
+                per[name][f"max_client_cpu_share_{mode}"] = round(
+                    sum(r.client_cpu_s for r in reps) / wall, 2
+                )
+        print("== highest rate with 0 lost (bisection)", flush=True)
+        for edns in (False, True):
+            mode = _mode(edns)
+            bounds = {
+                name: [0.4 * per[name][f"max_qps_{mode}"], 1.1 * per[name][f"max_qps_{mode}"]]
+                for name in servers
+            }
+            best: dict[str, int | None] = dict.fromkeys(servers)
+            for _ in range(profile.bisect_steps):
+                for name, server in servers.items():
+                    low, high = bounds[name]
+                    rate = int(round((low + high) / 2, -2))
+                    step = dnsperf(
+                        server,
+                        queries,
+                        load,
+                        what="zero-loss",
+                        seconds=profile.bisect_seconds,
+                        rate=rate,
+                        edns=edns,
+                    )
+                    runs[name].append(step)
+                    if step.lost == 0 and step.qps >= 0.98 * rate:
+                        best[name] = rate
+                        bounds[name][0] = rate
+                    else:
+                        bounds[name][1] = rate
+            for name in servers:
+                per[name][f"zero_loss_rate_{mode}"] = best[name]
+        print(f"== CPU per answer at {profile.cpu_rate:,} qps", flush=True)
+        for edns in (False, True):
+            for name, server in servers.items():
+                capped = dnsperf(
+                    server,
+                    queries,
+                    profile.capped,
+                    what="cpu",
+                    seconds=profile.cpu_seconds,
+                    rate=profile.cpu_rate,
+                    edns=edns,
+                )
+                runs[name].append(capped)
+                per[name][f"cpu_{_mode(edns)}"] = round(capped.cpu_per_100k, 3)
+                per[name][f"cpu_lost_{_mode(edns)}"] = capped.lost
+        for name, server in servers.items():
+            per[name]["memory_loaded"] = asdict(memory(server.pids()))
+    for name in servers:
+        measured = [r for r in runs[name] if r.what != "warm-up"]
+        per[name]["other_cpu_share"] = round(
+            sum(r.foreign_cpu_s for r in measured) / sum(r.wall_s for r in measured), 3
+        )
+        per[name]["runs"] = [asdict(r) for r in runs[name]]
+    result["servers"] = per
+    result["sizes"] = {
+        str(n): {
+            name: {key: per[name][key] for key in ("startup", "memory_idle", "memory_loaded")}
+            for name in servers
+        }
+    }
+
+
+def footprint(profile: Profile, work: Path, result: dict[str, Any]) -> None:
+    """Start-up time and memory at the big sizes, one server at a time."""
+    probe = label_of(1)
+    for big in profile.big_sizes:
+        print(f"== zone of {big:,} installations: start-up and memory", flush=True)
+        data = work / f"data-{big}"
+        zonefile = work / f"zone-{big}.zone"
+        built = write_registry(data, big)
+        exported = export_zone(data, zonefile)
+        print(f"   registry {built:.1f} s, zone export {exported:.1f} s", flush=True)
+        count = min(profile.fill_lines, big)
+        fill = write_lines(
+            work / f"fill-{big}.txt", query_lines(big, count, SEED + 3, distinct=True, only_a=True)
+        )
+        at: dict[str, Any] = {"registry_s": round(built, 1), "export_s": round(exported, 1)}
+        servers: dict[str, Server] = {
+            "knot": KnotServer(work, zonefile, str(big)),
+            "controparte-w1": ControparteServer(work, data, 1, str(big)),
+            "controparte-w2": ControparteServer(work, data, 2, str(big)),
+        }
+        for name, server in servers.items():
+            with serving(server, probe) as startup:
+                idle = memory(server.pids())
+                pass_run = dnsperf(
+                    server, fill, Load(8, 200), what="fill", passes=1, repeatable=False
+                )
+                loaded = memory(server.pids())
+            print(
+                f"   {name}: served after {startup.served_s:.2f} s (all workers"
+                f" {startup.ready_s:.2f} s), RSS {idle.rss_mib:,.0f} MiB idle,"
+                f" {loaded.rss_mib:,.0f} MiB after {count:,} distinct queries",
+                flush=True,
+            )
+            at[name] = {
+                "startup": asdict(startup),
+                "memory_idle": asdict(idle),
+                "memory_loaded": asdict(loaded),
+                "fill": asdict(pass_run),
+            }
+        result["sizes"][str(big)] = at
+        shutil.rmtree(data)
+        zonefile.unlink()
+
+
+def run(profile: Profile, work: Path, result: dict[str, Any]) -> None:
+    throughput(profile, work, result)
+    footprint(profile, work, result)
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _at_least(value: float | None, reference: float | None, factor: float) -> bool:
+    r = ratio(value, reference)
+    return r is not None and r >= factor
+
+
+def _at_most(value: float | None, reference: float | None, factor: float) -> bool:
+    r = ratio(value, reference)
+    return r is not None and r <= factor
+
+
+def table(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The figures as a Markdown table, and the verdict on each target."""
+    profile = result["profile"]
+    per = result["servers"]
+    names = ["knot", "controparte-w1", "controparte-w2"]
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(
+        label: str, values: Sequence[float | None], digits: int = 0, ratios: bool = True
+    ) -> None:
+        cells = [_num(values[0], digits)]
+        for value in values[1:]:
+            cells += [_num(value, digits), _num(ratio(value, values[0]), 2) if ratios else "-"]
+        rows.append((label, cells))
+
+    def row(label: str, key: str, digits: int = 0, ratios: bool = True) -> None:
+        add(label, [per[name].get(key) for name in names], digits, ratios)
+
+    def spread(label: str, key: str) -> None:
+        cells: list[str] = []
+        for name in names:
+            runs = per[name][key]
+            cells += [f"{min(runs):,.0f}-{max(runs):,.0f}"] + ([] if name == "knot" else ["-"])
+        rows.append((label, cells))
+
+    load = result["max_load"]
+    reps = f"median of {profile['max_reps']} x {profile['max_seconds']} s"
+    row(f"max qps, plain (`{load}`, {reps})", "max_qps_plain")
+    spread("  those runs, min-max", "max_qps_plain_runs")
+    row("  lost in those runs", "max_lost_plain", ratios=False)
+    row(f"max qps, EDNS (`{load} -e`, {reps})", "max_qps_edns")
+    spread("  those runs, min-max", "max_qps_edns_runs")
+    row("  lost in those runs", "max_lost_edns", ratios=False)
+    row("  server CPU during the max runs (cores), plain", "max_server_cpu_share_plain", 2)
+    row("  dnsperf CPU during the max runs (cores), plain", "max_client_cpu_share_plain", 2)
+    row("highest rate with 0 lost, plain (`-Q`, bisection)", "zero_loss_rate_plain")
+    row("highest rate with 0 lost, EDNS", "zero_loss_rate_edns")
+    rate = f"{profile['cpu_rate']:,} qps"
+    row(f"CPU s per 100k answers, plain, at {rate}", "cpu_plain", 2)
+    row(f"CPU s per 100k answers, EDNS, at {rate}", "cpu_edns", 2)
+    row(f"CPU s per 100k answers, cold cache (distinct queries), at {rate}", "cpu_cold", 2)
+    row("other processes' CPU during these runs (cores)", "other_cpu_share", 2, ratios=False)
+    for size, at in result["sizes"].items():
+        count = int(size)
+        for label, section, key, digits in (
+            (f"start-up to first answer, {count:,} (s)", "startup", "served_s", 2),
+            (f"start-up, all workers bound, {count:,} (s)", "startup", "ready_s", 2),
+            (f"RSS idle, {count:,} (MiB)", "memory_idle", "rss_mib", 0),
+            (f"RSS after queries, {count:,} (MiB)", "memory_loaded", "rss_mib", 0),
+            (f"PSS after queries, {count:,} (MiB)", "memory_loaded", "pss_mib", 0),
+        ):
+            add(label, [at[name][section][key] for name in names], digits)
+
+    lines = [
+        "| figure | Knot | controparte w1 | w1/Knot | controparte w2 | w2/Knot |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+
+    knot = per["knot"]
+    biggest = max(result["sizes"], key=int)
+    verdict: dict[str, Any] = {}
+    for name in names[1:]:
+        f = per[name]
+        big = result["sizes"][biggest][name]
+        verdict[name] = {
+            "max qps plain >= 0.9x Knot, 0 lost": _at_least(
+                f["max_qps_plain"], knot["max_qps_plain"], 0.9
+            )
+            and f["max_lost_plain"] == 0,
+            "max qps EDNS >= 0.9x Knot, 0 lost": _at_least(
+                f["max_qps_edns"], knot["max_qps_edns"], 0.9
+            )
+            and f["max_lost_edns"] == 0,
+            "0-loss rate plain >= 0.9x Knot": _at_least(
+                f["zero_loss_rate_plain"], knot["zero_loss_rate_plain"], 0.9
+            ),
+            "0-loss rate EDNS >= 0.9x Knot": _at_least(
+                f["zero_loss_rate_edns"], knot["zero_loss_rate_edns"], 0.9
+            ),
+            "CPU per answer plain <= 1.5x Knot": _at_most(f["cpu_plain"], knot["cpu_plain"], 1.5),
+            "CPU per answer EDNS <= 1.5x Knot": _at_most(f["cpu_edns"], knot["cpu_edns"], 1.5),
+            f"RSS at {int(biggest):,} <= 1 GiB": big["memory_loaded"]["rss_mib"] <= 1024,
+            f"start-up at {int(biggest):,} < 15 s": big["startup"]["ready_s"] < 15,
+        }
+    return "\n".join(lines), verdict
+
+
+def print_verdict(verdict: dict[str, Any]) -> None:
+    for name, checks in verdict.items():
+        for check, ok in checks.items():
+            print(f"{name}: {'met    ' if ok else 'NOT met'}  {check}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small zone, short runs (smoke)")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="print the table of an earlier run's JSON"
+    )
+    args = parser.parse_args(argv)
+    if args.report is not None:
+        text, verdict = table(json.loads(args.report.read_text(encoding="utf-8")))
+        print(text)
+        print_verdict(verdict)
+        return 0
+    profile = QUICK if args.quick else FULL
+    GATE.budget = profile.quiet_budget
+    for name in ("dnsperf", "knotd"):
+        tool(name)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "command": " ".join(["bench/dns_bench.py", *(argv or sys.argv[1:])]),
+        "profile": asdict(profile),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+    print(f"controparte DNS bench ({profile.name}) on {result['machine']}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="controparte-bench-", dir=args.workdir))
+    try:
+        run(profile, work, result)
+    finally:
+        if args.keep:
+            print(f"working directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    result["quiet_gate"] = asdict(GATE)
+    text, verdict = table(result)
+    result["targets"] = verdict
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = OUT_DIR / f"dns-bench-{profile.name}-{stamp}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print()
+    print(text)
+    print()
+    print_verdict(verdict)
+    print(
+        f"\nother load: {GATE.repeated_runs} disturbed runs made again,"
+        f" {GATE.measured_anyway} kept disturbed, {GATE.spent:.0f} s spent on it"
+    )
+    print(f"duration {result['duration_s']:.0f} s; JSON: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
