@@ -9,8 +9,9 @@ label (bytes, lower-case) -> (IPv4 packed, IPv6 packed, port).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 import dns.name
 import dns.rdataclass
@@ -38,6 +39,71 @@ def node_from_row(ipv4: str | None, ipv6: str | None, port: int | None) -> Node 
         None if ipv6 is None else socket.inet_pton(socket.AF_INET6, ipv6),
         port,
     )
+
+
+_ABSENT: Final = object()
+
+OVERLAY_MAX = 4096
+"""Changes kept beside the base map before they are folded into a new base."""
+
+
+class Nodes(Mapping[bytes, Node]):
+    """An immutable label -> node map made of a large base and a small overlay of
+    recent changes (None marks a removed label). A change copies only the overlay;
+    once it outgrows OVERLAY_MAX it is folded into a new base, so a change costs
+    O(OVERLAY_MAX) and O(n / OVERLAY_MAX) amortised, not O(n)."""
+
+    __slots__ = ("_base", "_len", "_overlay")
+
+    def __init__(
+        self,
+        base: dict[bytes, Node] | None = None,
+        overlay: dict[bytes, Node | None] | None = None,
+        length: int | None = None,
+    ) -> None:
+        self._base = base if base is not None else {}
+        self._overlay = overlay if overlay is not None else {}
+        self._len = len(self._base) if length is None else length
+
+    def get(self, label: bytes, default: Any = None) -> Any:
+        node = self._overlay.get(label, _ABSENT)
+        if node is _ABSENT:
+            return self._base.get(label, default)
+        return default if node is None else node
+
+    def __getitem__(self, label: bytes) -> Node:
+        node = self.get(label)
+        if node is None:
+            raise KeyError(label)
+        return node  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[bytes]:
+        overlay = self._overlay
+        for label in self._base:
+            if label not in overlay:
+                yield label
+        for label, node in overlay.items():
+            if node is not None:
+                yield label
+
+    def with_changes(self, changes: Mapping[bytes, Node | None]) -> Nodes:
+        """A new map with `changes` applied (None removes a label)."""
+        length = self._len
+        for label, node in changes.items():
+            length += (node is not None) - (self.get(label) is not None)
+        overlay = {**self._overlay, **changes}
+        if len(overlay) <= OVERLAY_MAX:
+            return Nodes(self._base, overlay, length)
+        base = dict(self._base)
+        for label, node in overlay.items():
+            if node is None:
+                base.pop(label, None)
+            else:
+                base[label] = node
+        return Nodes(base, None, length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +174,7 @@ class Zone:
     config: ZoneConfig
     serial: int
     seq: int
-    nodes: dict[bytes, Node]
+    nodes: Nodes
     udp_cache: dict[bytes, bytes] = field(default_factory=dict)
     """Query bytes after the ID -> response bytes after the ID, for UDP."""
     tcp_cache: dict[bytes, bytes] = field(default_factory=dict)
@@ -122,22 +188,22 @@ class Zone:
             node = node_from_row(ipv4, ipv6, port)
             if node is not None:
                 nodes[label.encode("ascii")] = node
-        return cls(config, serial, seq, nodes)
+        return cls(config, serial, seq, Nodes(nodes))
 
     def apply(self, entries: Sequence[JournalEntry]) -> Zone:
-        """A new version with the journal entries applied in order."""
+        """A new version with the journal entries applied in order (this one is
+        unchanged: the label map is layered, so the cost is the size of the change)."""
         if not entries:
             return self
-        nodes = dict(self.nodes)
+        changes: dict[bytes, Node | None] = {}
         for entry in entries:
             if entry.old_label is not None:
-                nodes.pop(entry.old_label.encode("ascii"), None)
+                changes[entry.old_label.encode("ascii")] = None
             if entry.record is not None:
                 node = node_from_row(entry.record.ipv4, entry.record.ipv6, entry.record.port)
-                if node is not None:
-                    nodes[entry.record.label.encode("ascii")] = node
+                changes[entry.record.label.encode("ascii")] = node
         last = entries[-1]
-        return Zone(self.config, last.serial, last.seq, nodes)
+        return Zone(self.config, last.serial, last.seq, self.nodes.with_changes(changes))
 
     # -- RRsets, for the general answer path and zone transfer -------------------------
 
