@@ -18,6 +18,9 @@ skipped (exit status 2) unless `--allow-missing-wrk`.
 
     python bench/heartbeat_bench.py            # the full run, about 2 minutes
     python bench/heartbeat_bench.py --quick    # 5,000 installations, 3 s per phase
+    python bench/heartbeat_bench.py --http-workers 2   # the server with 2 HTTP processes
+
+Server CPU is that of every process of the server (main, HTTP and DNS workers).
 
 Results: a table on stdout and JSON in bench/out/ (or `--json FILE`).
 """
@@ -116,7 +119,7 @@ class Server:
 
 
 @contextmanager
-def server(data: Path, log: Path) -> Iterator[Server]:
+def server(data: Path, log: Path, http_workers: int = 1) -> Iterator[Server]:
     dns_port = free_port(socket.SOCK_DGRAM)
     http_port = free_port(socket.SOCK_STREAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
@@ -126,6 +129,7 @@ def server(data: Path, log: Path) -> Iterator[Server]:
         "CONTROPARTE_HTTP": f"{HOST}:{http_port}",
         "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
         "CONTROPARTE_TRUSTED_PROXIES": HOST,
+        "CONTROPARTE_HTTP_WORKERS": str(http_workers),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -208,7 +212,7 @@ class Throughput:
     latency_p99_ms: float | None
     connections: int
     threads: int
-    server_cpu_seconds: float = 0.0  # user + system, all of the server's threads
+    server_cpu_seconds: float = 0.0  # user + system, all of the server's processes
     generator_cpu_seconds: float = 0.0
     server_cpu_us_per_beat: float = 0.0
 
@@ -217,6 +221,29 @@ def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it, now (Linux /proc)."""
+    found = [pid]
+    for parent in found:
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by `pids` (the server's processes; gone ones count 0)."""
+    total = 0.0
+    for one in pids:
+        try:
+            total += process_cpu(one)
+        except OSError:
+            continue
+    return total
 
 
 def children_cpu() -> float:
@@ -242,7 +269,8 @@ def wrk(
     threads: int,
     server_pid: int | None = None,
 ) -> Throughput:
-    server_before = process_cpu(server_pid) if server_pid else 0.0
+    pids = descendants(server_pid) if server_pid else []
+    server_before = tree_cpu(pids) if server_pid else 0.0
     generator_before = children_cpu()
     done = subprocess.run(
         [
@@ -262,7 +290,7 @@ def wrk(
         text=True,
         timeout=duration + 60,
     )
-    server_cpu = process_cpu(server_pid) - server_before if server_pid else 0.0
+    server_cpu = tree_cpu(pids) - server_before if server_pid else 0.0
     generator_cpu = children_cpu() - generator_before
     out = done.stdout
     total = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
@@ -389,8 +417,11 @@ def update_to_answer(
 class Report:
     machine: dict[str, object]
     installations: int
+    http_workers: int
     seed_seconds: float
     generator: str
+    load_before: str = ""  # /proc/loadavg's first three figures when the run began
+    load_after: str = ""
     throughput: list[Throughput] = field(default_factory=list)
     delays: list[Delays] = field(default_factory=list)
 
@@ -412,6 +443,14 @@ def machine() -> dict[str, object]:
     }
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared: say so)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def run(args: argparse.Namespace) -> Report:
     have_wrk = shutil.which("wrk") is not None
     if not have_wrk and not args.allow_missing_wrk:
@@ -420,16 +459,19 @@ def run(args: argparse.Namespace) -> Report:
         root = Path(tmp)
         data = root / "data"
         print(f"seeding {args.installations} installations ...", file=sys.stderr)
+        load_before = load_average()
         seconds = seed(data, args.installations)
         report = Report(
             machine(),
             args.installations,
+            args.http_workers,
             seconds,
             f"wrk -t{args.threads} -c{args.connections} (Lua request script)"
             if have_wrk
             else "none (wrk missing)",
+            load_before,
         )
-        with server(data, root / "server.log") as srv:
+        with server(data, root / "server.log", args.http_workers) as srv:
             url = f"{srv.http}/"
             scripts = {}
             for name, change in (("no-change", False), ("address-change", True)):
@@ -496,6 +538,7 @@ def run(args: argparse.Namespace) -> Report:
                 report.throughput.extend(loaded)
             if srv.process.poll() is not None:
                 raise RuntimeError(f"the server died:\n{srv.log.read_text(errors='replace')}")
+    report.load_after = load_average()
     return report
 
 
@@ -504,6 +547,8 @@ def render(report: Report) -> str:
     lines = [
         f"machine: {m['cpus']} CPUs, {m['cpu']}, Python {m['python']}",
         f"installations: {report.installations} (seeded in {report.seed_seconds:.1f} s)",
+        f"server: controparte serve, http_workers={report.http_workers}",
+        f"load average before the run: {report.load_before}",
         f"load generator: {report.generator}",
         "",
         f"{'scenario':<30} {'beats/s':>9} {'requests':>9} {'errors':>7}"
@@ -517,6 +562,8 @@ def render(report: Report) -> str:
             f" {t.generator_cpu_seconds / t.seconds:>8.0%}"
         )
     lines += [
+        "",
+        f"load average after the run: {report.load_after}",
         "",
         f"{'update-to-answer':<30} {'samples':>8} {'median ms':>10} {'p99 ms':>8}"
         f" {'max ms':>8} {'timeouts':>9} {'http ms':>8}",
@@ -536,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--samples", type=int, default=2000, help="update-to-answer samples")
+    parser.add_argument(
+        "--http-workers", type=int, default=1, help="the server's HTTP processes (setting)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="5,000 installations, 3 s phases, 300 samples"
     )

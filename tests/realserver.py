@@ -146,13 +146,13 @@ class ServerProcess:
         """Whether the server exited by itself (it was started and not stopped since)."""
         return self.process is not None and self.process.poll() is not None
 
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT; the exit code (None if not running)."""
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """`sig`, then SIGKILL after STOP_TIMEOUT; the exit code (None if not running)."""
         if self.process is None:
             return None
         process, self.process = self.process, None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(sig)
             try:
                 process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:

@@ -286,6 +286,10 @@ def serve(
             help="HTTP API listen address (env CONTROPARTE_HTTP; default 127.0.0.1:8080).",
         ),
     ] = None,
+    http_workers: Annotated[
+        int | None,
+        typer.Option("--http-workers", metavar="N", help="HTTP processes on the same port."),
+    ] = None,
     ttl: TtlOption = None,
     ns: NsOption = None,
     data: DataOption = None,
@@ -304,6 +308,7 @@ def serve(
             dns=dns,
             dns_workers=dns_workers,
             http=http,
+            http_workers=http_workers,
             ttl=ttl,
             ns=_ns_flag(ns),
         )

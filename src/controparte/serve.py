@@ -1,8 +1,19 @@
-"""The composition root of `controparte serve`: one process, one event loop, the DNS
-server (UDP thread + TCP) and the HTTP service over one store and one service layer.
+"""The composition root of `controparte serve`: the DNS server (UDP thread + TCP) and the
+HTTP service over one store and one service layer, on a uvloop event loop, and
+`http_workers - 1` extra HTTP processes.
 
-Writers in this process poke the DNS server, so their changes are served at once;
-changes by other processes arrive through the journal follower.
+Writers in the main process poke the DNS server, so their changes are served at once;
+changes by other processes (HTTP workers, a CLI) arrive through the journal follower
+within `journal_poll_interval`.
+
+HTTP workers: each is a process of its own (spawned, so it shares nothing but the data
+directory) that runs the same HTTP app over services of its own: store connections,
+heartbeat writer, failed-authentication throttle, probe limiter, metrics. Every process
+binds the HTTP port with SO_REUSEPORT and the kernel spreads the connections among
+them; their writers take turns through the store's lock file. DNS stays in the main
+process. A worker stops on SIGTERM or SIGINT, and by itself when the main process is
+gone; the main process stops its workers (SIGTERM, then SIGKILL after
+`WORKER_STOP_TIMEOUT`) before it exits.
 """
 
 from __future__ import annotations
@@ -10,10 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.synchronize
+import os
 import signal
-from collections.abc import Generator
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
 import uvicorn
+import uvloop
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from controparte.dns.server import DnsServer
 from controparte.http.app import create_app
@@ -21,6 +41,10 @@ from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 
 log = logging.getLogger("controparte")
+
+WORKER_START_TIMEOUT = 30.0
+WORKER_STOP_TIMEOUT = 5.0
+PARENT_CHECK_INTERVAL = 0.25
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -31,8 +55,100 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
+def bind_http(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A TCP socket bound to host:port for uvicorn to listen on; `shared`: with
+    SO_REUSEPORT, so every HTTP process can bind the same port (without it, a port in
+    use is an error, as it should be for a single process)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _CoalescingTransport:
+    """A transport whose writes made in one turn of the event loop leave in one send:
+    uvicorn writes a response's head and body separately, and on loopback or a fast
+    network each send costs about as much as the answer. The writes are joined and
+    sent at the end of the turn (`call_soon`), or before the transport closes."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol over a `_CoalescingTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        coalescing = _CoalescingTransport(transport, asyncio.get_running_loop())
+        super().connection_made(coalescing)  # type: ignore[arg-type]
+
+
+def _uvicorn(app: Any) -> _EmbeddedUvicorn:
+    config = uvicorn.Config(
+        app,
+        http=_HttpProtocol,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        proxy_headers=False,  # trusted_proxies is applied by the app itself
+    )
+    return _EmbeddedUvicorn(config)
+
+
+async def _start_http(server: _EmbeddedUvicorn, sock: socket.socket) -> asyncio.Task[None]:
+    """Serve on `sock`; returns once uvicorn listens (raises its start-up error)."""
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task  # raises the start-up error
+            raise RuntimeError("the HTTP server stopped during start-up")
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def _stop_http(server: _EmbeddedUvicorn, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(task, 5)
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` to its end on a uvloop event loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 class Service:
-    """DNS + HTTP over shared services; `async with` starts and stops both."""
+    """DNS + HTTP over shared services, plus the HTTP workers; `async with` starts and
+    stops them all."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -40,6 +156,7 @@ class Service:
         self.services: Services = open_services(settings, on_change=self._poke)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.workers: list[multiprocessing.process.BaseProcess] = []
 
     def _poke(self) -> None:
         if self.dns is not None:
@@ -48,40 +165,120 @@ class Service:
     async def start(self) -> None:
         self.dns = DnsServer(self.settings, self.services.store, services=self.services)
         await self.dns.start()
-        config = uvicorn.Config(
-            create_app(self.services, dns=self.dns),
-            host=self.settings.http.host,
-            port=self.settings.http.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-            proxy_headers=False,  # trusted_proxies is applied by the app itself
+        self._http = _uvicorn(create_app(self.services, dns=self.dns))
+        settings = self.settings
+        sock = bind_http(settings.http.host, settings.http.port, shared=settings.http_workers > 1)
+        self._http_task = await _start_http(self._http, sock)
+        await self._start_workers(int(sock.getsockname()[1]))
+        log.info(
+            "HTTP API on http://%s (%d process%s)",
+            self.settings.http,
+            self.settings.http_workers,
+            "" if self.settings.http_workers == 1 else "es",
         )
-        self._http = _EmbeddedUvicorn(config)
-        self._http_task = asyncio.create_task(self._http.serve())
-        while not self._http.started:
-            if self._http_task.done():
-                await self._http_task  # raises the start-up error (port in use, ...)
-                raise RuntimeError("the HTTP server stopped during start-up")
-            await asyncio.sleep(0.01)
-        log.info("HTTP API on http://%s", self.settings.http)
+
+    async def _start_workers(self, port: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        starting = []
+        for number in range(1, self.settings.http_workers):
+            ready = context.Event()
+            worker = context.Process(
+                target=http_worker,
+                args=(self.settings, port, os.getpid(), ready),
+                name=f"controparte-http-{number}",
+                daemon=True,
+            )
+            worker.start()
+            self.workers.append(worker)
+            starting.append((worker, ready))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WORKER_START_TIMEOUT
+        for worker, ready in starting:
+            while not await asyncio.to_thread(ready.wait, 0.1):
+                if not worker.is_alive():
+                    raise RuntimeError(
+                        f"HTTP worker {worker.name} exited during start-up ({worker.exitcode})"
+                    )
+                if loop.time() > deadline:
+                    raise RuntimeError(f"HTTP worker {worker.name} did not start in time")
+
+    async def _stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.is_alive() and worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+        for worker in self.workers:
+            await asyncio.to_thread(worker.join, WORKER_STOP_TIMEOUT)
+            if worker.is_alive():
+                log.warning("HTTP worker %s did not stop: killing it", worker.name)
+                worker.kill()
+                await asyncio.to_thread(worker.join, WORKER_STOP_TIMEOUT)
+        self.workers.clear()
 
     async def stop(self) -> None:
         if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._http_task, 5)
+            await _stop_http(self._http, self._http_task)
+        await self._stop_workers()
         if self.dns is not None:
             await self.dns.stop()
         self.services.close()
 
     async def __aenter__(self) -> Service:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` (from a thread) once the process `parent` is no longer our parent:
+    a worker never outlives the main process, even one killed with SIGKILL."""
+    loop = asyncio.get_running_loop()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_INTERVAL)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: already stopping
+            loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def http_worker(
+    settings: Settings, port: int, parent: int, ready: multiprocessing.synchronize.Event
+) -> None:
+    """An extra HTTP process (see the module): serves until SIGTERM or SIGINT, or until
+    the main process `parent` is gone; sets `ready` once it listens on `port`."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        _watch_parent(parent, stop)
+        services = open_services(settings)
+        try:
+            server = _uvicorn(create_app(services))
+            task = await _start_http(server, bind_http(settings.http.host, port, shared=True))
+            ready.set()
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            await _stop_http(server, task)
+        finally:
+            services.close()
+
+    run_loop(main)
 
 
 def run(settings: Settings) -> None:
@@ -90,11 +287,9 @@ def run(settings: Settings) -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
         async with Service(settings):
             await stop.wait()
             log.info("stopping")
 
-    asyncio.run(main())
+    run_loop(main)

@@ -80,8 +80,14 @@ class Settings:
     edns_udp_size: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1024
-    journal_poll_interval: float = 0.25
+    journal_poll_interval: float = 0.02
+    """Seconds between looks at the journal for changes other processes made (HTTP
+    workers, a CLI, another server): the worst-case delay before DNS serves them. Each
+    look is one indexed `SELECT max(seq)` on a read-only connection."""
     dns_workers: int = 1
+    http_workers: int = 1
+    """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
+    (with DNS), each other one runs the HTTP app over services of its own."""
     admin_token: str = ""
     trusted_proxies: tuple[str, ...] = ()
     stale_after: float = 900.0
@@ -203,6 +209,7 @@ _PARSERS: dict[str, Callable[[str, object, str], object]] = {
     "tcp_max_connections": lambda k, v, z: _int(k, v, 1, 1_000_000),
     "journal_poll_interval": lambda k, v, z: _float(k, v, 0.01, 60),
     "dns_workers": lambda k, v, z: _int(k, v, 1, 64),
+    "http_workers": lambda k, v, z: _int(k, v, 1, 64),
     "admin_token": lambda k, v, z: _admin_token(k, v),
     "trusted_proxies": lambda k, v, z: _networks(k, v),
     "stale_after": lambda k, v, z: _float(k, v, 1, 365 * 86400),

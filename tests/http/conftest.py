@@ -1,6 +1,10 @@
 """Fixtures of the HTTP tests: the app over real services on a temporary data directory,
 driven in process with httpx's ASGI transport (the client address is chosen per
-client, so trusted proxies and throttling can be tested), and seeded installations."""
+client, so trusted proxies and throttling can be tested), and seeded installations.
+
+`heartbeat_shell` says which shell answers heartbeats: "fast" (the pure-ASGI shell the
+service runs) or "fastapi" (the documented route); a test module overrides the fixture
+to run its tests against both."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from controparte.http.app import create_app
 from controparte.service.services import Services, open_services
@@ -22,6 +26,8 @@ ZONE = "bp.controparte.test."
 PEER = "198.51.100.7"  # the client address of a plain client
 PROXY = "10.1.2.3"  # inside the trusted proxies of the default settings
 TRUSTED = "10.0.0.0/8,2001:db8:ffff::/48"
+BEAT = "/v1/installations/{}/heartbeat"
+SHELLS = ("fast", "fastapi")
 
 
 @pytest.fixture
@@ -41,7 +47,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 class Api:
     """An app over its services, and a way to make clients with a given address."""
 
-    app: FastAPI
+    app: ASGIApp
     services: Services
 
     @property
@@ -69,8 +75,25 @@ class Api:
 MakeApi = Callable[..., Api]
 
 
+async def beat(
+    api: Api, code: str, token: str, peer: str = PEER, **extra: object
+) -> dict[str, object]:
+    """A heartbeat that must be accepted; its JSON answer."""
+    async with api.bearer(token, peer) as http:
+        response = await http.post(BEAT.format(code), json={"port": 4443, **extra})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert isinstance(found, dict)
+    return found
+
+
 @pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[MakeApi]:
+def heartbeat_shell() -> str:
+    return "fast"
+
+
+@pytest.fixture
+def make_api(tmp_path: Path, heartbeat_shell: str) -> Iterator[MakeApi]:
     """An `Api` with settings from `env` (CONTROPARTE_* names) on top of: a fresh data
     directory, the admin token ADMIN, documentation addresses allowed and TRUSTED as
     the trusted proxies. Every one made is closed at teardown."""
@@ -87,7 +110,7 @@ def make_api(tmp_path: Path) -> Iterator[MakeApi]:
         settings = load_settings(env={**base, **env})
         services = open_services(settings)
         made.append(services)
-        return Api(create_app(services), services)
+        return Api(create_app(services, fast_heartbeat=heartbeat_shell == "fast"), services)
 
     yield make
     for services in made:

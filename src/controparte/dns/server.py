@@ -258,7 +258,7 @@ class DnsServer:
         newer = follow(self.store, zone)
         if newer is not zone:
             self.engine.swap(newer)
-            log.info("zone %s now at serial %d", self.config.origin, newer.serial)
+            log.debug("zone %s now at serial %d", self.config.origin, newer.serial)
 
     async def _follow(self) -> None:
         assert self._poke is not None

@@ -8,30 +8,38 @@
 Every error the service raises on purpose becomes `{"error": <kind>, "detail": <message>}`
 with the HTTP status of `errors.response_for`; nothing else is improvised. 401 answers
 carry a Bearer challenge, 429 answers a Retry-After (the error's own `retry_after`,
-else the failed-authentication block). An unexpected exception is logged,
-counted and answered 500 without details.
+else the failed-authentication block); `replies.py` writes them for every route. An
+unexpected exception is logged, counted and answered 500 without details.
+
+`create_app` composes, outermost first: `RequestMetrics` (counts every request by route
+template), `HeartbeatShell` (`heartbeat.py`: answers `POST
+/v1/installations/{code}/heartbeat` itself and passes every other request on), then the
+FastAPI app. Both are pure ASGI; the heartbeat, the hottest request by far, never
+enters FastAPI's middleware, routing or dependency machinery.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import controparte
 from controparte.dns.server import DnsServer
-from controparte.errors import AuthError, ControparteError, RateLimitedError, response_for
+from controparte.errors import ControparteError
 from controparte.http import nic, v1
 from controparte.http.auth import Gate
 from controparte.http.clientaddr import parse_networks
 from controparte.http.context import Context
+from controparte.http.heartbeat import HeartbeatShell
 from controparte.http.metrics import (
     CONTENT_TYPE,
-    ERRORS,
     HTTP_REQUESTS,
     UPDATE_WAYS,
     Family,
@@ -41,7 +49,8 @@ from controparte.http.metrics import (
     gauge,
     labelled,
 )
-from controparte.http.schemas import ErrorOut, Health
+from controparte.http.replies import error_reply, internal_reply, validation_reply
+from controparte.http.schemas import Health, HeartbeatIn
 from controparte.service.services import Services
 
 log = logging.getLogger("controparte.http")
@@ -77,9 +86,13 @@ class RequestMetrics:
             self.metrics.inc(HTTP_REQUESTS, route=route, method=method, status=str(status))
 
 
-def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
-    """The HTTP app over `services`; `dns` (when the DNS server runs in this process)
-    supplies the DNS counters and the zone serial being served to `/metrics`."""
+def create_app(
+    services: Services, dns: DnsServer | None = None, *, fast_heartbeat: bool = True
+) -> ASGIApp:
+    """The HTTP app over `services` (see the module); `dns` (when the DNS server runs
+    in this process) supplies the DNS counters and the zone serial being served to
+    `/metrics`. With `fast_heartbeat` false, heartbeats go through the FastAPI route
+    instead of the pure-ASGI shell (the same function, the same answers: for tests)."""
     metrics = Metrics()
     ctx = Context(
         services=services,
@@ -88,6 +101,16 @@ def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
         gate=Gate(services, metrics),
         trusted=parse_networks(services.settings.trusted_proxies),
     )
+    api = create_api(ctx)
+    inner: ASGIApp = HeartbeatShell(api, ctx) if fast_heartbeat else api
+    return RequestMetrics(inner, metrics)
+
+
+def create_api(ctx: Context) -> FastAPI:
+    """The FastAPI app over `ctx`: every route, the error handlers, the OpenAPI
+    document (without the request metrics: `create_app` adds them around it)."""
+    services = ctx.services
+    metrics = ctx.metrics
     app = FastAPI(
         title="controparte",
         version=controparte.__version__,
@@ -98,6 +121,7 @@ def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
     app.state.controparte = ctx
     app.include_router(v1.router)
     app.include_router(nic.router)
+    _document_heartbeat_body(app)
 
     @app.get("/healthz", response_model=Health, tags=["service"], summary="Liveness")
     def healthz() -> Health:
@@ -117,38 +141,48 @@ def create_app(services: Services, dns: DnsServer | None = None) -> FastAPI:
     @app.exception_handler(ControparteError)
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ControparteError)
-        metrics.inc(ERRORS, kind=type(exc).__name__)
-        headers: dict[str, str] = {}
-        if isinstance(exc, AuthError):
-            headers["WWW-Authenticate"] = 'Bearer realm="controparte"'
-        elif isinstance(exc, RateLimitedError):
-            retry_after = exc.retry_after
-            headers["Retry-After"] = str(
-                int(services.throttle.block) if retry_after is None else retry_after
-            )
-        return JSONResponse(
-            ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),
-            status_code=response_for(exc).http_status,
-            headers=headers,
-        )
+        return error_reply(exc, metrics, services.throttle.block).response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        metrics.inc(ERRORS, kind="RequestValidationError")
-        return await request_validation_exception_handler(request, exc)
+        return validation_reply(exc.errors(), metrics).response()
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        metrics.inc(ERRORS, kind="internal")
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            ErrorOut(error="internal", detail="internal server error").model_dump(),
-            status_code=500,
-        )
+        return internal_reply(metrics).response()
 
-    app.add_middleware(RequestMetrics, metrics=metrics)
     return app
+
+
+def _document_heartbeat_body(app: FastAPI) -> None:
+    """Put `HeartbeatIn` in the OpenAPI components: the heartbeat route reads its body
+    itself, so FastAPI does not see the model (`v1.HEARTBEAT_BODY` refers to it). The
+    schema is what FastAPI writes for a route that takes the model as its body."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas["HeartbeatIn"] = _body_schema(HeartbeatIn)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    router = APIRouter()
+
+    async def takes(body: BaseModel) -> None:
+        """Only documented."""
+
+    takes.__annotations__ = {"body": model, "return": None}
+    router.add_api_route("/", takes, methods=["POST"])
+    schema = get_openapi(title="", version="", routes=router.routes)
+    found: dict[str, Any] = schema["components"]["schemas"][model.__name__]
+    return found
 
 
 def collect(ctx: Context) -> list[Family]:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controparte.errors import AuthError, ForbiddenError, NotFoundError
+from controparte.errors import AuthError, ForbiddenError
 from controparte.http.clientaddr import Client
 from controparte.http.metrics import AUTH_BLOCKS, AUTH_FAILURES, Metrics
 from controparte.model import Installation
@@ -98,18 +98,29 @@ class Gate:
 
     def installation(self, token: str | None, client: Client, code: str) -> Installation:
         """The installation `code`, when `token` is its own token."""
+        return self.authenticated(self.present(token, client), client, code)
+
+    def present(self, token: str | None, client: Client) -> str:
+        """The first steps of `installation`: the throttle, then a token at all."""
         self.guard(client)
         if not token:
             raise AuthError("missing credentials: send Authorization: Bearer <token>")
+        return token
+
+    def authenticated(self, token: str, client: Client, code: str) -> Installation:
+        """The rest of `installation`: the token checked against installation `code`
+        (NotFoundError when `code` is its label: the path names codes)."""
         try:
-            inst = self.services.access.authenticate(code, token)
+            inst = self.services.access.authenticate_code(code, token)
         except AuthError:
-            self.failed(client, "api", f"wrong token for {code[:64]!r}")
+            self.refused(client, code)
             raise
-        if inst.code.lower() != code.lower():  # `code` was the label: the path names codes
-            raise NotFoundError(f"no installation with code {code!r}")
         self.succeeded(client)
         return inst
+
+    def refused(self, client: Client, code: str) -> None:
+        """Count and log a wrong token for installation `code` (see `failed`)."""
+        self.failed(client, "api", f"wrong token for {code[:64]!r}")
 
     def admin_or_installation(self, token: str | None, client: Client, code: str) -> Principal:
         """An admin token, or the token of installation `code` itself."""

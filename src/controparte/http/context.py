@@ -37,7 +37,3 @@ class Context:
     def out(self, inst: Installation) -> InstallationOut:
         settings = self.services.settings
         return InstallationOut.of(inst, settings.zone, settings.stale_after)
-
-    def serial(self) -> int:
-        """The zone serial the store holds (what DNS serves, or is about to)."""
-        return self.services.store.serial()

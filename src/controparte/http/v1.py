@@ -21,27 +21,28 @@ Credentials are `Authorization: Bearer <token>` (see `auth.py` for the rules). C
 are made through the registry as `Origin(actor, via="api", source=<client address>)`;
 heartbeats through the heartbeat writer. Routes that touch the store are plain `def`
 (run in the thread pool), so the event loop that also serves DNS over TCP never blocks.
+The heartbeat is the exception: `http/heartbeat.py` does its few indexed reads on the
+loop (read-only connections: they never wait for a write) and awaits the writer; the
+service answers it with a pure-ASGI shell ahead of the router, and this route, which
+runs the same function, is what the OpenAPI document describes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
-from controparte.errors import ControparteError, NotFoundError, ValidationError
+from controparte.errors import NotFoundError
+from controparte.http import heartbeat as heartbeat_core
 from controparte.http.auth import Principal
 from controparte.http.clientaddr import Client
 from controparte.http.context import Context
-from controparte.http.metrics import HEARTBEATS
+from controparte.http.replies import JSON
 from controparte.http.schemas import (
     ErrorOut,
-    HeartbeatIn,
     HeartbeatOut,
     HistoryEntry,
     HistoryOut,
@@ -64,9 +65,8 @@ from controparte.model import Installation, Link
 from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role as PlanRole
 from controparte.plan.wire import plan_dict
-from controparte.service.heartbeat import Beat
 from controparte.service.probe import choose_target, run_probe
-from controparte.service.status import fqdn, public_view
+from controparte.service.status import public_view
 from controparte.store import Origin
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -256,45 +256,37 @@ def history(code: str, principal: AdminOrItself, ctx: Ctx) -> HistoryOut:
 # -- heartbeat ----------------------------------------------------------------------------
 
 
+HEARTBEAT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/HeartbeatIn"}}},
+        "required": True,
+    }
+}
+"""The request body as the OpenAPI document describes it: the route reads the raw body
+itself (`http/heartbeat.py`); `create_app` adds the `HeartbeatIn` schema."""
+
+
 @router.post(
     "/installations/{code}/heartbeat",
     response_model=HeartbeatOut,
     tags=["heartbeat"],
     summary="I am alive, on this public port: the address is where this comes from",
+    dependencies=[Depends(_bearer)],
+    openapi_extra=HEARTBEAT_BODY,
 )
-async def heartbeat(body: HeartbeatIn, inst: Itself, client: ClientDep, ctx: Ctx) -> HeartbeatOut:
+async def heartbeat(code: str, request: Request, ctx: Ctx) -> Response:
     """Submit a beat to the group-committing writer and tell how the world sees the
     installation. A beat that changes nothing DNS serves moves only last-seen (no new
     serial); one from a new address or port changes the records and the serial."""
-    if client.address is None:
-        raise ValidationError(
-            "Forwarded",
-            f"a trusted proxy forwarded {client.bad_hop!r}, which is not an IP address",
-        )
-    services = ctx.services
-    beat = Beat(inst.code, client.address, body.port, body.private_port, body.version)
-    try:
-        result = await asyncio.wrap_future(services.heartbeats.submit(beat))
-    except ControparteError:
-        ctx.metrics.inc(HEARTBEATS, result="rejected")
-        raise
-    ctx.metrics.inc(HEARTBEATS, result="changed" if result.changed else "unchanged")
-    serial = await run_in_threadpool(ctx.serial)
-    seen = ipaddress.ip_address(client.address)
-    now = result.installation
-    settings = services.settings
-    return HeartbeatOut(
-        code=now.code,
-        label=now.label,
-        fqdn=fqdn(now, settings.zone),
-        ip=str(seen) if seen.version == 4 else None,
-        ipv6=str(seen) if seen.version == 6 else None,
-        port=now.port,
-        changed=result.changed,
-        serial=serial,
-        stale_after=settings.stale_after,
-        heartbeat_interval=settings.heartbeat_interval,
+    reply = await heartbeat_core.beat(
+        ctx,
+        code,
+        authorization=request.headers.get("authorization"),
+        content_type=request.headers.get("content-type"),
+        body=await request.body(),
+        client=ctx.client(request),
     )
+    return reply.response()
 
 
 # -- probe --------------------------------------------------------------------------------

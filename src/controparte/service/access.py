@@ -79,6 +79,16 @@ class Access:
             raise AuthError("bad credentials: unknown installation or wrong token")
         return inst
 
+    def authenticate_code(self, code: str, token: str) -> Installation:
+        """As `authenticate`, for a name that must be a code (an API path names codes):
+        NotFoundError when it is the installation's label (after the token matched).
+        Reads through the store, so inside a write transaction of this thread it sees
+        that transaction's view (the heartbeat writer checks tokens this way)."""
+        inst = self.authenticate(code, token)
+        if inst.code.lower() != code.lower():
+            raise NotFoundError(f"no installation with code {code!r}")
+        return inst
+
     # -- admin tokens ------------------------------------------------------------------
 
     def create_admin_token(self, note: str | None = None) -> str:

@@ -5,7 +5,9 @@ service sees (the request's source), never what the client claims.
 writer thread takes every beat that arrived while the previous commit was syncing and
 commits them in one transaction, so a durable write costs one fsync per batch, not per
 beat. A beat that changes nothing DNS serves only moves last-seen (no journal entry, no
-new serial).
+new serial). Each result carries the zone serial read once per batch right after its
+commit (the batch's own serial, or a later one if another writer committed since), so
+the caller needs no store read of its own.
 
 A beat of a Live installation whose port lies outside the Live range is refused (a
 ValidationError on `port`) and nothing of it is stored, not even last-seen.
@@ -13,20 +15,22 @@ ValidationError on `port`) and nothing of it is stored, not even last-seen.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controparte.errors import ControparteError, NotFoundError
+from controparte.errors import AuthError, ControparteError, NotFoundError
 from controparte.model import Installation, InstallationChange
 from controparte.model.installation import utcnow, validate_port
 from controparte.plan.catalog import LiveSettings, packaged_catalog
-from controparte.store import Origin, Store
+from controparte.store import Origin, Store, StoreTransaction
 
 log = logging.getLogger("controparte.heartbeat")
 
@@ -35,17 +39,22 @@ MAX_BATCH = 1024
 
 @dataclass(frozen=True, slots=True)
 class Beat:
+    """One heartbeat. With `token`, the writer checks it (`authenticate`) in the same
+    transaction as it applies the beat, and `code` must be the installation's code."""
+
     code: str
     source: str  # the address the service saw the request come from
     port: int | None
     private_port: int | None = None
     version: str | None = None
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class BeatResult:
     installation: Installation
     changed: bool  # did what DNS serves change?
+    serial: int  # the zone serial read right after the beat's commit
 
 
 def apply_beat(
@@ -78,12 +87,30 @@ def apply_beat(
     )
 
 
-_Item = tuple[Beat, "concurrent.futures.Future[BeatResult]"]
+_Waiter = concurrent.futures.Future[BeatResult] | asyncio.Future[BeatResult]
+_Item = tuple[Beat, _Waiter]
+_Done = tuple[_Waiter, Installation | Exception, bool]
+_Settled = list[tuple[asyncio.Future[BeatResult], BeatResult | Exception]]
+
+
+def _settle_on_loop(settled: _Settled) -> None:
+    for future, outcome in settled:
+        if future.done():  # cancelled: nobody waits for it any more
+            continue
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class HeartbeatWriter:
-    """Group-committing writer of beats; `submit` is thread-safe. `live`: the Live
-    settings beats are checked against (default: the packaged catalog's)."""
+    """Group-committing writer of beats; `submit` is thread-safe, `beat` awaits one on
+    the running event loop (the writer settles all of a batch's beats of one loop with
+    one `call_soon_threadsafe`). `live`: the Live settings beats are checked against
+    (default: the packaged catalog's). `authenticate(code, token)`: how a beat's token
+    is checked (`Access.authenticate_code`: the installation, or AuthError or
+    NotFoundError); it runs in the writer's transaction, so its reads see that view and
+    the caller's event loop does no store read at all for a beat."""
 
     def __init__(
         self,
@@ -92,22 +119,32 @@ class HeartbeatWriter:
         allow_non_global: bool,
         on_change: Callable[[], None] | None = None,
         live: LiveSettings | None = None,
+        authenticate: Callable[[str, str], Installation] | None = None,
     ) -> None:
         self.store = store
         self.allow_non_global = allow_non_global
         self.live = live if live is not None else packaged_catalog().live
         self.on_change = on_change
+        self.authenticate = authenticate
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="heartbeat-writer", daemon=True)
         self._thread.start()
         self.batches = 0
         self.beats = 0
         self.changed = 0  # beats that changed what DNS serves (for metrics)
+        self.serial = 0  # the zone serial after the last commit (0 before the first)
 
     def submit(self, beat: Beat) -> concurrent.futures.Future[BeatResult]:
         future: concurrent.futures.Future[BeatResult] = concurrent.futures.Future()
         self._queue.put((beat, future))
         return future
+
+    async def beat(self, beat: Beat) -> BeatResult:
+        """Apply `beat` in the next group commit and return its result (or raise its
+        ControparteError); must be awaited on an event loop."""
+        future: asyncio.Future[BeatResult] = asyncio.get_running_loop().create_future()
+        self._queue.put((beat, future))
+        return await future
 
     def close(self) -> None:
         self._queue.put(None)
@@ -132,16 +169,14 @@ class HeartbeatWriter:
 
     def _commit(self, batch: list[_Item]) -> None:
         now = utcnow()
-        results: list[tuple[concurrent.futures.Future[BeatResult], BeatResult | Exception]] = []
+        done: list[_Done] = []
         changed_any = False
         changed_count = 0
         try:
             with self.store.transaction(Origin(via="heartbeat")) as tx:
-                for beat, future in batch:
+                for beat, waiter in batch:
                     try:
-                        old = tx.get(beat.code)
-                        if old is None:
-                            raise NotFoundError(f"no installation with code {beat.code!r}")
+                        old = self._installation(tx, beat)
                         new = apply_beat(
                             old,
                             beat,
@@ -158,21 +193,57 @@ class HeartbeatWriter:
                             )
                         changed_any |= changed
                         changed_count += changed
-                        results.append((future, BeatResult(new, changed)))
+                        done.append((waiter, new, changed))
                     except ControparteError as exc:
-                        results.append((future, exc))
+                        done.append((waiter, exc, False))
         except Exception as exc:  # the whole batch failed: nothing was written
             log.exception("heartbeat batch of %d not saved", len(batch))
-            for _, future in batch:
-                future.set_exception(exc)
+            self._settle([(waiter, exc) for _, waiter in batch])
             return
         self.batches += 1
         self.beats += len(batch)
         self.changed += changed_count
         if changed_any and self.on_change is not None:
             self.on_change()
-        for future, outcome in results:
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
+        try:
+            self.serial = self.store.serial()
+        except ControparteError:  # committed all the same: answer with the last one known
+            log.exception("cannot read the zone serial after a heartbeat batch")
+        serial = self.serial
+        settled: list[tuple[_Waiter, BeatResult | Exception]] = [
+            (
+                waiter,
+                BeatResult(outcome, changed, serial)
+                if isinstance(outcome, Installation)
+                else outcome,
+            )
+            for waiter, outcome, changed in done
+        ]
+        self._settle(settled)
+
+    def _installation(self, tx: StoreTransaction, beat: Beat) -> Installation:
+        """The installation the beat is for, its token checked when it has one."""
+        if beat.token is not None:
+            if self.authenticate is None:
+                raise AuthError("this writer cannot check tokens")
+            return self.authenticate(beat.code, beat.token)
+        old = tx.get(beat.code)
+        if old is None:
+            raise NotFoundError(f"no installation with code {beat.code!r}")
+        return old
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[_Waiter, BeatResult | Exception]]) -> None:
+        """Resolve the waiters: thread futures here, event-loop futures on their loop,
+        one call per loop."""
+        loops: dict[asyncio.AbstractEventLoop, _Settled] = {}
+        for waiter, outcome in outcomes:
+            if isinstance(waiter, asyncio.Future):
+                loops.setdefault(waiter.get_loop(), []).append((waiter, outcome))
+            elif isinstance(outcome, Exception):
+                waiter.set_exception(outcome)
             else:
-                future.set_result(outcome)
+                waiter.set_result(outcome)
+        for loop, settled in loops.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle_on_loop, settled)

@@ -48,16 +48,18 @@ def open_services(
     catalog = load_catalog(settings.features)
     store = store if store is not None else open_store(settings.data)
     registry = Registry(store, settings, on_change, live=catalog.live)
+    access = Access(store, ServerSecret.load_or_create(settings.data), settings)
     return Services(
         settings=settings,
         store=store,
         registry=registry,
-        access=Access(store, ServerSecret.load_or_create(settings.data), settings),
+        access=access,
         heartbeats=HeartbeatWriter(
             store,
             allow_non_global=settings.allow_non_global,
             on_change=on_change,
             live=catalog.live,
+            authenticate=access.authenticate_code,
         ),
         throttle=FailureThrottle(),
         probes=ProbeLimiter(),

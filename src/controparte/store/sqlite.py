@@ -1,13 +1,26 @@
 """The SQLite store: WAL, synchronous=FULL (an acknowledged write survives a crash),
-versioned schema migrated on open, one connection shared under a lock.
+versioned schema migrated on open.
 
-Processes that share the data directory (a CLI beside a running server) coordinate
-through SQLite's own locking; the busy timeout makes a writer wait for another.
+Writes go through one connection under a lock, one transaction at a time. Reads go
+through a read-only connection per thread (opened on first use): in WAL mode a reader
+sees the last committed state and neither waits for the writer (nor its fsync) nor
+holds it up. A read by the thread that is inside a write transaction uses the writer's
+connection, so it sees its own uncommitted changes, as before.
+
+Processes that share the data directory (a CLI beside a running server, HTTP worker
+processes) take turns to write through a lock file beside the database
+(`<db>-writer.lock`, flock): a writer waits for the one before it in the kernel and
+starts the moment the lock is free. SQLite's busy timeout alone would make it poll with
+growing sleeps (1, 2, 5, ... 100 ms) and lose the race again and again to a writer
+that never sleeps (seconds of delay under load). SQLite's own locking still guards
+against any writer that does not take the lock file; the busy timeout applies to it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -387,7 +400,13 @@ class SqliteStore:
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
+        self._writing: int | None = None  # the thread inside a write transaction
+        self._local = threading.local()  # .conn: this thread's read-only connection
+        self._readers: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -401,8 +420,12 @@ class SqliteStore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._writer_lock = os.open(
+                path.with_name(path.name + "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from None
+        self._uri = path.resolve().as_uri() + "?mode=ro"
 
     # -- schema -----------------------------------------------------------------------
 
@@ -437,11 +460,13 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self, origin: Origin) -> Iterator[_Transaction]:
-        with self._lock:
+        with self._lock, self._turn():
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write: {exc}") from None
+            outer = self._writing
+            self._writing = threading.get_ident()
             tx = _Transaction(self._conn, origin)
             try:
                 yield tx
@@ -454,6 +479,24 @@ class SqliteStore:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._writing = outer
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to write among the processes that share the store (the
+        lock file; see the module). Called with `_lock` held; reentrant like it."""
+        if self._writing is not None:
+            yield
+            return
+        try:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StorageError(f"cannot start a write: {exc}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
     def _journal(self, changes: Sequence[tuple[str, str | None, Installation | None]]) -> None:
         serial = next_serial(
@@ -481,13 +524,59 @@ class SqliteStore:
 
     # -- reads ------------------------------------------------------------------------
 
-    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
-        with self._lock:
+    def _reader(self) -> sqlite3.Connection:
+        """The connection for a read by this thread: the writer's inside this thread's
+        own transaction (the lock is held then), else this thread's read-only one."""
+        if self._writing == threading.get_ident():
+            return self._conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open_reader()
+        return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """A read-only connection for this thread; the connections of threads that
+        have ended are closed on the way (thread pools come and go)."""
+        with self._readers_lock:
+            if self._closed:
+                raise StorageError(f"cannot read the store at {self.path}: it is closed")
+            alive = []
+            for thread, old in self._readers:
+                if thread.is_alive():
+                    alive.append((thread, old))
+                else:
+                    old.close()
             try:
-                row = self._conn.execute(sql, params).fetchone()
+                conn = sqlite3.connect(
+                    self._uri,
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,  # close() may come from another thread
+                    timeout=self._busy_timeout_ms / 1000,
+                )
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             except sqlite3.Error as exc:
-                raise StorageError(f"cannot read the store: {exc}") from None
-        return None if row is None else tuple(row)
+                raise StorageError(f"cannot read the store at {self.path}: {exc}") from None
+            alive.append((threading.current_thread(), conn))
+            self._readers = alive
+        self._local.conn = conn
+        return conn
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Every row of one query, read in one statement (its own read transaction:
+        the cursor is done before this returns, so no read stays open)."""
+        try:
+            cursor = self._reader().execute(sql, params)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store: {exc}") from None
+
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        rows = self._rows(sql, params)
+        return tuple(rows[0]) if rows else None
 
     def get(self, code: str) -> Installation | None:
         row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE code = ?", (code,))
@@ -498,11 +587,10 @@ class SqliteStore:
         return None if row is None else _row_to_installation(row)
 
     def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
-                (-1 if limit is None else limit, offset),
-            ).fetchall()
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
+            (-1 if limit is None else limit, offset),
+        )
         return [_row_to_installation(r) for r in rows]
 
     def count(self) -> int:
@@ -518,38 +606,51 @@ class SqliteStore:
         return int(str(row[0])) if row else 0
 
     def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, serial, code, old_label, new_label, ipv4, ipv6, port"
-                " FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT seq, serial, code, old_label, new_label, ipv4, ipv6, port"
+            " FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
         return [
             JournalEntry(
-                seq=int(r[0]),
-                serial=int(r[1]),
+                seq=int(str(r[0])),
+                serial=int(str(r[1])),
                 code=str(r[2]),
-                old_label=r[3],
-                record=None if r[4] is None else DnsRecord(r[4], r[5], r[6], r[7]),
+                old_label=None if r[3] is None else str(r[3]),
+                record=None
+                if r[4] is None
+                else DnsRecord(
+                    str(r[4]),
+                    None if r[5] is None else str(r[5]),
+                    None if r[6] is None else str(r[6]),
+                    None if r[7] is None else int(str(r[7])),
+                ),
             )
             for r in rows
         ]
 
     def dns_snapshot(self, consume: Callable[[Iterable[RecordRow]], T]) -> tuple[int, int, T]:
-        with self._lock:
-            self._conn.execute("BEGIN")
+        conn = self._reader()
+        own = conn is not self._conn  # else: inside this thread's write transaction
+        try:
+            if own:
+                conn.execute("BEGIN")
             try:
                 serial = int(
-                    self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]
+                    conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]
                 )
-                seq = int(
-                    self._conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
-                )
-                cursor = self._conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
+                seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+                cursor = conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
-                result = consume(cursor)
+                try:
+                    result = consume(cursor)
+                finally:
+                    cursor.close()
             finally:
-                self._conn.execute("COMMIT")
+                if own:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store: {exc}") from None
         return serial, seq, result
 
     def token_hash(self, code: str) -> str | None:
@@ -557,9 +658,7 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     def admin_token_hashes(self) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute("SELECT token_hash FROM admin_tokens").fetchall()
-        return [str(r[0]) for r in rows]
+        return [str(r[0]) for r in self._rows("SELECT token_hash FROM admin_tokens")]
 
     def tsig_key(self, name: str) -> TsigKeyRow | None:
         row = self._one(
@@ -575,12 +674,11 @@ class SqliteStore:
         )
 
     def history(self, code: str) -> list[dict[str, object]]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT at, action, actor, via, source, old, new FROM history"
-                " WHERE code = ? ORDER BY id",
-                (code,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT at, action, actor, via, source, old, new FROM history"
+            " WHERE code = ? ORDER BY id",
+            (code,),
+        )
         return [
             {
                 "at": r[0],
@@ -588,8 +686,8 @@ class SqliteStore:
                 "actor": r[2],
                 "via": r[3],
                 "source": r[4],
-                "old": None if r[5] is None else json.loads(r[5]),
-                "new": None if r[6] is None else json.loads(r[6]),
+                "old": None if r[5] is None else json.loads(str(r[5])),
+                "new": None if r[6] is None else json.loads(str(r[6])),
             }
             for r in rows
         ]
@@ -600,29 +698,36 @@ class SqliteStore:
         if code is not None:
             sql += " WHERE a = ? OR b = ?"
             params = (code, code)
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY a, b, feature", params).fetchall()
-        return [_row_to_link(r) for r in rows]
+        return [_row_to_link(r) for r in self._rows(sql + " ORDER BY a, b, feature", params)]
 
     def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = ?"
-                " ORDER BY counterpart",
-                (code,),
-            ).fetchall()
+        rows = self._rows(
+            "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = ?"
+            " ORDER BY counterpart",
+            (code,),
+        )
         return {
             str(r[0]): SeenAddresses(
                 str(r[0]),
-                tuple(str(a) for a in json.loads(r[1])),
+                tuple(str(a) for a in json.loads(str(r[1]))),
                 datetime.fromisoformat(str(r[2])),
             )
             for r in rows
         }
 
     def close(self) -> None:
+        """Close the writer's connection and every thread's read connection; a read
+        after this raises StorageError."""
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for _, conn in readers:
+            conn.close()
         with self._lock:
             self._conn.close()
+            if self._writer_lock >= 0:
+                os.close(self._writer_lock)
+                self._writer_lock = -1
 
 
 def open_store(data_dir: Path) -> SqliteStore:
