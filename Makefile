@@ -41,6 +41,7 @@ test: debs $(STAMP) lint typecheck
 bench: debs $(STAMP)
 	$(BIN)/python bench/dns_bench.py
 	$(BIN)/python bench/heartbeat_bench.py
+	$(BIN)/python bench/heartbeat_bench.py --http-workers 2
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
