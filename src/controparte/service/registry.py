@@ -16,7 +16,7 @@ from controparte.errors import ConflictError, NotFoundError, ValidationError
 from controparte.model import Installation, InstallationChange, validate_code
 from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.settings import Settings
-from controparte.store import Origin, Store
+from controparte.store import Origin, Store, StoreTransaction
 
 IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
 
@@ -177,22 +177,28 @@ class Registry:
         if change.is_empty():
             raise ValidationError("change", "nothing to change: give at least one field")
         with self.store.transaction(origin or Origin()) as tx:
-            old = tx.get(validate_code(code))
-            if old is None:
-                raise NotFoundError(f"no installation with code {code!r}")
-            new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-            self._check_change(old, new)
-            if new.label != old.label:
-                other = tx.get_by_label(new.label)
-                if other is not None and other.code != old.code:
-                    raise ConflictError(
-                        f"label: {new.label!r} is already used by another installation"
-                    )
-            if new != old:
-                tx.update(old, new)
+            old, new = self._apply_change(tx, code, change)
         if new != old:
             self._changed(origin)
         return new
+
+    def _apply_change(
+        self, tx: StoreTransaction, code: str, change: InstallationChange
+    ) -> tuple[Installation, Installation]:
+        """Validate `change` of `code` inside `tx` and write it if it changes anything;
+        (old, new)."""
+        old = tx.get(validate_code(code))
+        if old is None:
+            raise NotFoundError(f"no installation with code {code!r}")
+        new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
+        self._check_change(old, new)
+        if new.label != old.label:
+            other = tx.get_by_label(new.label)
+            if other is not None and other.code != old.code:
+                raise ConflictError(f"label: {new.label!r} is already used by another installation")
+        if new != old:
+            tx.update(old, new)
+        return old, new
 
     def update_many(
         self,
@@ -211,20 +217,8 @@ class Registry:
         with self.store.transaction(origin or Origin()) as tx:
             result, changes = decide(tx)
             for code, change in changes.items():
-                old = tx.get(validate_code(code))
-                if old is None:
-                    raise NotFoundError(f"no installation with code {code!r}")
-                new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-                self._check_change(old, new)
-                if new.label != old.label:
-                    other = tx.get_by_label(new.label)
-                    if other is not None and other.code != old.code:
-                        raise ConflictError(
-                            f"label: {new.label!r} is already used by another installation"
-                        )
-                if new != old:
-                    tx.update(old, new)
-                    changed += 1
+                old, new = self._apply_change(tx, code, change)
+                changed += new != old
         if changed:
             self._changed(origin, changed)
         return result
