@@ -45,6 +45,7 @@ log = logging.getLogger("controparte")
 WORKER_START_TIMEOUT = 30.0
 WORKER_STOP_TIMEOUT = 5.0
 PARENT_CHECK_INTERVAL = 0.25
+ORPHAN_EXIT_TIMEOUT = 3.0
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -242,8 +243,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def _watch_parent(parent: int, stop: asyncio.Event) -> None:
-    """Set `stop` (from a thread) once the process `parent` is no longer our parent:
-    a worker never outlives the main process, even one killed with SIGKILL."""
+    """Set `stop` (from a thread) once the process `parent` is no longer our parent,
+    and exit the process `ORPHAN_EXIT_TIMEOUT` seconds later if it is still running: a
+    worker never outlives the main process, even one killed with SIGKILL."""
     loop = asyncio.get_running_loop()
 
     def watch() -> None:
@@ -251,6 +253,11 @@ def _watch_parent(parent: int, stop: asyncio.Event) -> None:
             time.sleep(PARENT_CHECK_INTERVAL)
         with contextlib.suppress(RuntimeError):  # the loop is closed: already stopping
             loop.call_soon_threadsafe(stop.set)
+        # An orphan must not linger: if the orderly stop hangs (a connection that
+        # will not close, a thread that will not join), end the process anyway.
+        time.sleep(ORPHAN_EXIT_TIMEOUT)
+        log.warning("the main process is gone and the orderly stop hung: exiting")
+        os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 

@@ -79,6 +79,19 @@ def started(start_server: StartServer) -> ServerProcess:
     return server
 
 
+def describe(pids: list[int]) -> str:
+    """Command line and state of each of `pids`, for a failure message."""
+    out = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        out.append(f"{pid} [{state}] {cmdline[:200]}")
+    return "; ".join(out)
+
+
 def wait_gone(pids: list[int]) -> list[int]:
     deadline = time.monotonic() + GONE_TIMEOUT
     while time.monotonic() < deadline:
@@ -128,4 +141,5 @@ def test_workers_stop_when_the_server_is_killed(start_server: StartServer) -> No
     assert server.process is not None
     children = descendants(server.process.pid)
     server.kill()
-    assert wait_gone(children) == []
+    left = wait_gone(children)
+    assert left == [], f"still running: {describe(left)}\n{server.log_text()}"
