@@ -11,12 +11,14 @@ from controparte.model.installation import (
     validate_port,
 )
 from controparte.model.link import Link, validate_feature_id
+from controparte.model.zone import label_of
 
 __all__ = [
     "Installation",
     "InstallationChange",
     "Kind",
     "Link",
+    "label_of",
     "validate_code",
     "validate_feature_id",
     "validate_ipv4",
