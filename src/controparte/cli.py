@@ -30,8 +30,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from controparte.dns.zone import load_zone
+from controparte.dns.zonefile import zone_text
 from controparte.errors import ConfigError, ControparteError, NotFoundError, response_for
-from controparte.model import Installation, InstallationChange, Link
+from controparte.model import Installation, InstallationChange, Link, ZoneConfig
 from controparte.model.installation import utcnow
 from controparte.plan.catalog import Catalog, load_catalog
 from controparte.plan.firewall import render_rules
@@ -47,7 +49,6 @@ from controparte.service.status import is_stale
 from controparte.settings import HostPort, Settings, load_settings
 from controparte.store import Origin, open_store
 from controparte.store.sqlite import DB_FILE
-from controparte.zonefile import zone_text
 
 ImportRows = list[tuple[int, dict[str, object]]]
 """(line, fields) pairs, as `Registry.import_many` takes them."""
@@ -723,8 +724,8 @@ def zone_export(
     with _user_errors():
         settings = _settings(data, zone, config, allow_non_global, ttl=ttl, ns=_ns_flag(ns))
         with _registry(settings, must_exist=True) as registry:
-            serial, _seq, records = registry.store.dns_snapshot(list)
-        text = zone_text(settings, serial, records)
+            snapshot = load_zone(registry.store, ZoneConfig.from_settings(settings))
+        text = zone_text(snapshot)
     if out is None:
         sys.stdout.write(text)
         return
@@ -735,7 +736,7 @@ def zone_export(
     except OSError as exc:
         partial.unlink(missing_ok=True)
         _fail(f"cannot write {out}: {exc.strerror or exc}")
-    typer.echo(f"zone {settings.zone} serial {serial} written to {out}", err=True)
+    typer.echo(f"zone {settings.zone} serial {snapshot.serial} written to {out}", err=True)
 
 
 # -- import ------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from controparte.dns.update import (
     parse_request,
     plan_update,
 )
-from controparte.dns.zone import Zone, ZoneConfig
-from controparte.model import InstallationChange
+from controparte.dns.zone import Zone
+from controparte.model import DnsRecord, InstallationChange, ZoneConfig
 from controparte.settings import load_settings
 
 ZONE = "bp.controparte.test."
@@ -42,9 +42,9 @@ ORIGIN = dns.name.from_text(ZONE)
 SETTINGS = load_settings(env={"CONTROPARTE_NS": "ns1=192.0.2.53"})
 CONFIG = ZoneConfig.from_settings(SETTINGS)
 ROWS = [
-    ("alpha", "192.0.2.1", "2001:db8::1", 4443),
-    ("beta", "198.51.100.2", None, None),
-    ("gamma", None, None, None),
+    DnsRecord("alpha", "192.0.2.1", "2001:db8::1", 4443),
+    DnsRecord("beta", "198.51.100.2", None, None),
+    DnsRecord("gamma", None, None, None),
 ]
 INSTALLATIONS = {b"alpha": "ALPHA-1", b"beta": "BETA-2", b"gamma": "GAMMA-3"}
 ZONE_VIEW = Zone.build(CONFIG, 2024010101, 7, ROWS)

@@ -23,11 +23,10 @@ from dns.rdataclass import RdataClass
 from dns.rdatatype import RdataType
 
 from controparte.dns.engine import Engine
-from controparte.dns.server import load_zone
 from controparte.dns.updater import Updater, UpdateResult, is_update
-from controparte.dns.zone import ZoneConfig
+from controparte.dns.zone import load_zone
 from controparte.errors import StorageError, ValidationError
-from controparte.model import InstallationChange
+from controparte.model import InstallationChange, ZoneConfig
 from controparte.service.registry import RegistryReader
 from controparte.service.services import Services, open_services
 from controparte.settings import load_settings

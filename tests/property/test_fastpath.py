@@ -30,14 +30,13 @@ from hypothesis import strategies as st
 from controparte.dns.answer import answer as general_answer
 from controparte.dns.engine import CACHE_MAX_QUERY, Engine
 from controparte.dns.fastpath import FastPath
-from controparte.dns.server import follow, load_zone
-from controparte.dns.zone import Zone, ZoneConfig
+from controparte.dns.server import follow
+from controparte.dns.zone import Zone, load_zone
 from controparte.errors import ConfigError, ControparteError
-from controparte.model import InstallationChange
+from controparte.model import DnsRecord, InstallationChange, ZoneConfig
 from controparte.service import Registry
 from controparte.settings import load_settings
 from controparte.store import open_store
-from controparte.store.base import RecordRow
 from controparte.store.sqlite import next_serial
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -57,8 +56,8 @@ ipv4s = st.ip_addresses(v=4).map(str)
 ipv6s = st.ip_addresses(v=6).map(str)
 ports = st.integers(1, 65535)
 
-rows_strategy: st.SearchStrategy[list[RecordRow]] = st.lists(
-    st.tuples(labels, st.none() | ipv4s, st.none() | ipv6s, st.none() | ports),
+rows_strategy: st.SearchStrategy[list[DnsRecord]] = st.lists(
+    st.builds(DnsRecord, labels, st.none() | ipv4s, st.none() | ipv6s, st.none() | ports),
     unique_by=lambda row: row[0],
     max_size=8,
 )
@@ -82,7 +81,7 @@ RNAMES = [None, "admin.example.net.", "hostmaster.controparte.test.", "h.test."]
 
 
 @st.composite
-def zones(draw: st.DrawFn, rows: st.SearchStrategy[list[RecordRow]] = rows_strategy) -> Zone:
+def zones(draw: st.DrawFn, rows: st.SearchStrategy[list[DnsRecord]] = rows_strategy) -> Zone:
     flags: dict[str, object] = {
         "zone": draw(st.sampled_from(ZONES)),
         "ns": draw(st.sampled_from(NS_CHOICES)),
@@ -285,7 +284,7 @@ def test_fast_path_ignores_a_well_formed_cookie_like_the_general_path(
         ZoneConfig.from_settings(load_settings(flags={}, env={})),
         7,
         0,
-        [("acme", "192.0.2.1", None, 9001)],
+        [DnsRecord("acme", "192.0.2.1", None, 9001)],
     )
     option = dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"k" * cookie)
     wire = dns.message.make_query(
@@ -312,7 +311,7 @@ def test_fast_path_leaves_what_is_over_the_udp_size_to_the_general_path(edns: in
     answered = deferred = 0
     for size in range(1, 64):
         label = "a" * size
-        zone = Zone.build(config, 1, 0, [(label, "192.0.2.1", "2001:db8::1", 443)])
+        zone = Zone.build(config, 1, 0, [DnsRecord(label, "192.0.2.1", "2001:db8::1", 443)])
         qname = f"_mxserver._tcp.{label}.{flags['zone']}"
         wire = dns.message.make_query(qname, "SRV", use_edns=edns, payload=512).to_wire()
         reference = general_answer(zone, wire, tcp=False)
@@ -331,7 +330,7 @@ def test_engine_keeps_udp_and_tcp_answers_apart() -> None:
     """ANY gets one RRset over UDP and all over TCP (RFC 8482), for the same query bytes:
     a cache shared by the transports would serve one for the other."""
     config = ZoneConfig.from_settings(load_settings(flags={"ns": "ns1=192.0.2.53"}, env={}))
-    zone = Zone.build(config, 1, 0, [("alpha", "192.0.2.1", "2001:db8::1", 443)])
+    zone = Zone.build(config, 1, 0, [DnsRecord("alpha", "192.0.2.1", "2001:db8::1", 443)])
     engine = Engine(zone)
     for qname in ("alpha.bp.controparte.test.", "bp.controparte.test."):
         wire = plain_query(qname, "ANY")
@@ -346,7 +345,7 @@ def test_engine_keeps_udp_and_tcp_answers_apart() -> None:
 def test_fast_path_answers_a_fixed_example() -> None:
     """A fixed example, in case hypothesis draws only empty registries one day."""
     config = ZoneConfig.from_settings(load_settings(env={}))
-    zone = Zone.build(config, 1, 0, [("alpha", "192.0.2.1", "2001:db8::1", 443)])
+    zone = Zone.build(config, 1, 0, [DnsRecord("alpha", "192.0.2.1", "2001:db8::1", 443)])
     fast = FastPath(zone)
     for qname, qtype in (
         ("alpha.bp.controparte.test.", "A"),

@@ -14,12 +14,16 @@ import dns.zone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controparte.dns.zone import Zone
+from controparte.dns.zonefile import zone_text
+from controparte.model import DnsRecord, ZoneConfig
 from controparte.model.installation import LABEL_RE
 from controparte.settings import load_settings
-from controparte.zonefile import ZoneRecord, zone_text
 
 ZONE = "reg.example.test."
-SETTINGS = load_settings(flags={"zone": ZONE, "ns": "ns1=192.0.2.53"}, env={})
+CONFIG = ZoneConfig.from_settings(
+    load_settings(flags={"zone": ZONE, "ns": "ns1=192.0.2.53"}, env={})
+)
 RESERVED = {"ns1", "hostmaster"}
 
 Published = set[tuple[str, str, object]]
@@ -32,7 +36,7 @@ fields = st.tuples(
 registries = st.dictionaries(st.from_regex(LABEL_RE, fullmatch=True), fields, max_size=20)
 
 
-def expected(records: list[ZoneRecord]) -> Published:
+def expected(records: list[DnsRecord]) -> Published:
     out: Published = set()
     for label, ipv4, ipv6, port in records:
         if label in RESERVED:
@@ -69,7 +73,7 @@ def read_back(text: str) -> Published:
 def test_the_file_publishes_exactly_the_registry(
     registry: dict[str, tuple[str | None, str | None, int | None]], serial: int
 ) -> None:
-    records: list[ZoneRecord] = [(label, *values) for label, values in registry.items()]
-    text = zone_text(SETTINGS, serial, records)
+    records = [DnsRecord(label, *values) for label, values in registry.items()]
+    text = zone_text(Zone.build(CONFIG, serial, 0, records))
     assert read_back(text) == expected(records)
     assert dns.zone.from_text(text, origin=ZONE).get_soa().serial == serial

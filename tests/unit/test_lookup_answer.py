@@ -30,23 +30,23 @@ import dns.update
 import pytest
 
 from controparte.dns.answer import answer
-from controparte.dns.zone import Zone, ZoneConfig
+from controparte.dns.zone import Zone
+from controparte.model import DnsRecord, ZoneConfig
 from controparte.settings import load_settings
-from controparte.store.base import RecordRow
 
 Z = "bp.controparte.test."
 SERIAL = 42
-ROWS: list[RecordRow] = [
-    ("alpha", "192.0.2.1", "2001:db8::1", 4443),
-    ("beta", "198.51.100.2", None, None),
-    ("gamma", None, "2001:db8::3", None),
-    ("delta", "203.0.113.4", None, 8443),
-    ("eps", None, None, 9000),
+ROWS = [
+    DnsRecord("alpha", "192.0.2.1", "2001:db8::1", 4443),
+    DnsRecord("beta", "198.51.100.2", None, None),
+    DnsRecord("gamma", None, "2001:db8::3", None),
+    DnsRecord("delta", "203.0.113.4", None, 8443),
+    DnsRecord("eps", None, None, 9000),
 ]
 NS = "ns1=192.0.2.53,2001:db8::53;ns2.example.net."
 
 
-def make_zone(rows: list[RecordRow] = ROWS, **flags: object) -> Zone:
+def make_zone(rows: list[DnsRecord] = ROWS, **flags: object) -> Zone:
     settings = load_settings(flags={"ns": NS, "ttl": 300, "negative_ttl": 60, **flags}, env={})
     return Zone.build(ZoneConfig.from_settings(settings), SERIAL, 0, rows)
 
@@ -427,7 +427,7 @@ def test_additional_that_does_not_fit_is_left_out_without_tc() -> None:
     """RFC 2181 9: TC only when the answer itself does not fit."""
     long_zone = ".".join(["z" * 50] * 3) + "."
     label = "a" * 63
-    rows: list[RecordRow] = [(label, "192.0.2.1", "2001:db8::1", 443)]
+    rows = [DnsRecord(label, "192.0.2.1", "2001:db8::1", 443)]
     zone = make_zone(rows, zone=long_zone, ns="ns.example.net.")
     query = dns.message.make_query(f"_mxserver._tcp.{label}.{long_zone}", "SRV")
     response = ask(zone, query)
@@ -436,3 +436,13 @@ def test_additional_that_does_not_fit_is_left_out_without_tc() -> None:
     assert rrs(response.additional) == [f"{label}.{long_zone} 300 IN A 192.0.2.1"]
     full = ask(zone, query, tcp=True)
     assert len(full.additional) == 2
+
+
+def test_a_name_server_listed_twice_is_served_with_the_addresses_of_both() -> None:
+    """The zone file always published both; DNS kept only the last entry's (fixed: one
+    `ZoneConfig` for both)."""
+    zone = make_zone(ns="ns1=192.0.2.53;ns1=192.0.2.54,2001:db8::54")
+    response = ask(zone, dns.message.make_query(f"ns1.{Z}", "A"))
+    assert rrs(response.answer) == [f"ns1.{Z} 300 IN A 192.0.2.53", f"ns1.{Z} 300 IN A 192.0.2.54"]
+    response = ask(zone, dns.message.make_query(Z, "NS"))
+    assert rrs(response.answer) == [f"{Z} 300 IN NS ns1.{Z}"]

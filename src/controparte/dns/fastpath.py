@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import struct
 
-from controparte.dns.zone import SRV_SERVICE, Zone
+from controparte.dns.zone import SRV_LABELS, Zone
 
 _A, _AAAA, _SRV = 1, 28, 33
 _COOKIE, _PADDING = 10, 12  # EDNS option codes
 _COUNTS_QUERY = b"\x00\x01\x00\x00\x00\x00"  # QDCOUNT=1, ANCOUNT=0, NSCOUNT=0
 _IN = b"\x00\x01"
 _OPT_FIXED = b"\x00\x00\x29"  # root owner, type OPT
-_SRV_QNAME_PREFIX = 1 + len(SRV_SERVICE[0]) + 1 + len(SRV_SERVICE[1])  # label offset - 12
+_SRV_QNAME_PREFIX = sum(1 + len(label) for label in SRV_LABELS)  # label offset - 12
+_SRV_0, _SRV_1 = SRV_LABELS
 _RR_FIXED = struct.Struct("!HHHIH")  # pointer, type, class, ttl, rdlength
 _U16 = struct.Struct("!H")
 
@@ -166,7 +167,7 @@ class FastPath:
             label = relative[0]
             srv = False
             zoneoff = 13 + len(label)
-        elif len(relative) == 3 and relative[0] == SRV_SERVICE[0] and relative[1] == SRV_SERVICE[1]:
+        elif len(relative) == 3 and relative[0] == _SRV_0 and relative[1] == _SRV_1:
             label = relative[2]
             srv = True
             zoneoff = 13 + _SRV_QNAME_PREFIX + len(label)

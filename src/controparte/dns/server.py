@@ -35,7 +35,8 @@ from typing import Any
 
 from controparte.dns.engine import Engine
 from controparte.dns.updater import Updater, is_update
-from controparte.dns.zone import Zone, ZoneConfig
+from controparte.dns.zone import Zone, load_zone
+from controparte.model import ZoneConfig
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -48,12 +49,6 @@ UPDATE_THREADS = 2
 
 OnUpdate = Callable[[bytes, Any], None]
 """Takes an UPDATE datagram and its sender's address off the UDP thread."""
-
-
-def load_zone(store: Store, config: ZoneConfig) -> Zone:
-    """A snapshot of everything the store holds now."""
-    serial, seq, zone = store.dns_snapshot(lambda rows: Zone.build(config, 0, 0, rows))
-    return Zone(config, serial, seq, zone.nodes)
 
 
 def follow(store: Store, zone: Zone) -> Zone:

@@ -55,8 +55,7 @@ from dns.rcode import Rcode
 from dns.rdataclass import RdataClass
 from dns.rdatatype import RdataType
 
-from controparte.dns.lookup import rrsets_at
-from controparte.dns.zone import SRV_SERVICE, Zone
+from controparte.dns.zone import SRV_LABELS, Zone
 from controparte.errors import ValidationError
 from controparte.model import InstallationChange
 from controparte.model.installation import (
@@ -248,7 +247,7 @@ def _check_prerequisites(request: UpdateRequest, ctx: UpdateContext) -> None:
         relative = _relative(rr.name, origin)
         if relative is None:
             raise _Stop(Rcode.NOTZONE, f"prerequisite {rr.name} is outside the zone")
-        found = rrsets_at(zone, relative)
+        found = zone.rrsets_at(relative)
         if rr.rdclass == RdataClass.ANY:
             if rr.rdtype == RdataType.ANY:
                 if not found:
@@ -266,8 +265,8 @@ def _check_prerequisites(request: UpdateRequest, ctx: UpdateContext) -> None:
         else:
             raise _Stop(Rcode.FORMERR, f"prerequisite {rr.name}: bad class {rr.rdclass}")
     for (relative, rdtype), rdatas in wanted.items():
-        present = rrsets_at(zone, relative) or []
-        have = {rd for r in present if r.rdtype == rdtype for rd in r}
+        present = zone.rrsets_at(relative) or []
+        have = {rd for r in present if r.rdtype == rdtype for rd in r.rdatas}
         if have != rdatas:
             name = dns.name.Name((*relative, *origin.labels))
             raise _Stop(Rcode.NXRRSET, f"the {_type(rdtype)} RRset at {name} differs")
@@ -320,7 +319,7 @@ def _apply(request: UpdateRequest, ctx: UpdateContext) -> dict[str, Installation
         relative = _relative(rr.name, origin) or ()
         if len(relative) == 1:
             label, service = relative[0], False
-        elif len(relative) == 3 and relative[:2] == SRV_SERVICE:
+        elif len(relative) == 3 and relative[:2] == SRV_LABELS:
             label, service = relative[2], True
         else:
             raise _Stop(Rcode.REFUSED, f"{rr.name} is not an installation's name")

@@ -50,9 +50,9 @@ from controparte.dns.update import (
     parse_request,
     plan_update,
 )
-from controparte.dns.zone import Zone, ZoneConfig
+from controparte.dns.zone import Zone
 from controparte.errors import ControparteError, response_for
-from controparte.model import InstallationChange
+from controparte.model import InstallationChange, ZoneConfig
 from controparte.service.access import ResolvedKey
 from controparte.service.registry import RegistryReader
 from controparte.service.services import Services

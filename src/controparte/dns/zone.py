@@ -1,37 +1,57 @@
-"""The zone snapshot the DNS server answers from.
+"""The zone snapshot: what the DNS server answers from, zone transfer streams and the
+zone file writes.
 
 A `Zone` is immutable: every journal batch makes a new one (`Zone.apply`), and the server
 swaps its reference in one assignment, so a query is always answered from one version.
 Installations are kept in the cheapest shape that answers fast and loads a million:
-label (bytes, lower-case) -> (IPv4 packed, IPv6 packed, port).
+label (bytes, lower-case) -> (IPv4 packed, IPv6 packed, port). Its RRsets are made from
+that shape by one set of rules (`Zone.rrsets_at` for one name, `Zone.rrsets` for all),
+from the model's `ZoneConfig` and `DnsRecord`.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import dns.name
-import dns.rdataclass
-import dns.rdatatype
+import dns.rdata
+import dns.rdtypes.ANY.NS
+import dns.rdtypes.ANY.SOA
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
+import dns.rdtypes.IN.SRV
 import dns.rrset
+from dns.rdataclass import RdataClass
+from dns.rdatatype import RdataType
 
-from controparte.settings import Settings
-from controparte.store.base import JournalEntry, RecordRow
+from controparte.model import SRV_SERVICE, DnsRecord, ZoneConfig
+from controparte.store.base import JournalEntry, Store
 
 Node = tuple[bytes | None, bytes | None, int | None]
 """(IPv4 packed, IPv6 packed, public port) of one installation."""
 
-SRV_SERVICE = (b"_mxserver", b"_tcp")
-"""`_mxserver._tcp.<label>.<zone>` SRV tells a caller the installation's public port."""
+SRV_LABELS: Final[tuple[bytes, ...]] = dns.name.from_text(SRV_SERVICE, origin=None).labels
+"""`SRV_SERVICE` as wire labels (b"_mxserver", b"_tcp"), for the paths that parse names."""
+
+_IN = RdataClass.IN
+
+# dnspython's rdata constructors carry no annotations; these names give them types.
+_SOA: Callable[..., dns.rdata.Rdata] = dns.rdtypes.ANY.SOA.SOA
+_NS: Callable[[RdataClass, RdataType, dns.name.Name], dns.rdata.Rdata] = dns.rdtypes.ANY.NS.NS
+_A: Callable[[RdataClass, RdataType, str | bytes], dns.rdata.Rdata] = dns.rdtypes.IN.A.A
+_AAAA: Callable[[RdataClass, RdataType, str | bytes], dns.rdata.Rdata] = dns.rdtypes.IN.AAAA.AAAA
+_SRV: Callable[[RdataClass, RdataType, int, int, int, dns.name.Name], dns.rdata.Rdata] = (
+    dns.rdtypes.IN.SRV.SRV
+)
 
 
-def node_from_row(ipv4: str | None, ipv6: str | None, port: int | None) -> Node | None:
-    """The node served for one installation, or None when it publishes nothing."""
+def node_of(ipv4: str | None, ipv6: str | None, port: int | None) -> Node | None:
+    """The node served for an installation's record, or None when it publishes nothing.
+
+    Raises `OSError` for an address that is not one (a store holds only valid ones)."""
     if ipv4 is None and ipv6 is None and port is None:
         return None
     return (
@@ -39,6 +59,37 @@ def node_from_row(ipv4: str | None, ipv6: str | None, port: int | None) -> Node 
         None if ipv6 is None else socket.inet_pton(socket.AF_INET6, ipv6),
         port,
     )
+
+
+class ZoneRRset(NamedTuple):
+    """One RRset of the zone (class IN; its records distinct), as the snapshot makes it.
+
+    A tuple, not dnspython's `RRset`: immutable, and cheap enough to list a million
+    installations (an `RRset` hashes each record as it is added, an SRV record by
+    rendering its target, which made a zone export take 1.5 times as long).
+    `to_rrset` gives dnspython's, for a message."""
+
+    name: dns.name.Name
+    ttl: int
+    rdtype: RdataType
+    rdatas: tuple[dns.rdata.Rdata, ...]
+
+    def to_rrset(self) -> dns.rrset.RRset:
+        return dns.rrset.from_rdata_list(self.name, self.ttl, self.rdatas)
+
+
+def _addresses(
+    name: dns.name.Name, ttl: int, v4: Sequence[str | bytes], v6: Sequence[str | bytes]
+) -> list[ZoneRRset]:
+    """The A and AAAA RRsets of `name` (each when it has addresses), A first; an address
+    is text or packed."""
+    out = []
+    if v4:
+        out.append(ZoneRRset(name, ttl, RdataType.A, tuple(_A(_IN, RdataType.A, a) for a in v4)))
+    if v6:
+        rdatas = tuple(_AAAA(_IN, RdataType.AAAA, a) for a in v6)
+        out.append(ZoneRRset(name, ttl, RdataType.AAAA, rdatas))
+    return out
 
 
 _ABSENT: Final = object()
@@ -106,66 +157,6 @@ class Nodes(Mapping[bytes, Node]):
         return Nodes(base, None, length)
 
 
-@dataclass(frozen=True, slots=True)
-class ZoneConfig:
-    """What the zone publishes besides installations; derived once from `Settings`."""
-
-    origin: dns.name.Name
-    ttl: int
-    negative_ttl: int
-    soa_mname: dns.name.Name
-    soa_rname: dns.name.Name
-    soa_refresh: int
-    soa_retry: int
-    soa_expire: int
-    ns_names: tuple[dns.name.Name, ...]
-    glue: dict[tuple[bytes, ...], tuple[tuple[str, ...], tuple[str, ...]]]
-    """In-zone name server: relative labels -> (IPv4s, IPv6s)."""
-    reserved: frozenset[bytes]
-    """First relative labels of names the zone publishes itself (not installations')."""
-    edns_udp_size: int
-
-    @property
-    def origin_labels(self) -> tuple[bytes, ...]:
-        return tuple(label.lower() for label in self.origin.labels[:-1])
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ZoneConfig:
-        origin = dns.name.from_text(settings.zone)
-        glue: dict[tuple[bytes, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        ns_names = []
-        for server in settings.ns:
-            name = dns.name.from_text(server.name)
-            ns_names.append(name)
-            if name.is_subdomain(origin) and name != origin:
-                relative = tuple(lab.lower() for lab in name.relativize(origin).labels)
-                v4 = tuple(a for a in server.addresses if ":" not in a)
-                v6 = tuple(a for a in server.addresses if ":" in a)
-                glue[relative] = v4, v6
-        reserved = set()
-        for name in [
-            *ns_names,
-            dns.name.from_text(settings.soa_mname),
-            dns.name.from_text(settings.soa_rname),
-        ]:
-            if name.is_subdomain(origin) and name != origin:
-                reserved.add(name.relativize(origin).labels[-1].lower())
-        return cls(
-            origin=origin,
-            ttl=settings.ttl,
-            negative_ttl=settings.negative_ttl,
-            soa_mname=dns.name.from_text(settings.soa_mname),
-            soa_rname=dns.name.from_text(settings.soa_rname),
-            soa_refresh=settings.soa_refresh,
-            soa_retry=settings.soa_retry,
-            soa_expire=settings.soa_expire,
-            ns_names=tuple(ns_names),
-            glue=glue,
-            reserved=frozenset(reserved),
-            edns_udp_size=settings.edns_udp_size,
-        )
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class Zone:
     """One immutable version of the zone. The caches belong to this version only, so a
@@ -182,13 +173,9 @@ class Zone:
     """Fast path: negative-answer SOA RR by the offset of the apex in the question."""
 
     @classmethod
-    def build(cls, config: ZoneConfig, serial: int, seq: int, rows: Iterable[RecordRow]) -> Zone:
-        nodes: dict[bytes, Node] = {}
-        for label, ipv4, ipv6, port in rows:
-            node = node_from_row(ipv4, ipv6, port)
-            if node is not None:
-                nodes[label.encode("ascii")] = node
-        return cls(config, serial, seq, Nodes(nodes))
+    def build(cls, config: ZoneConfig, serial: int, seq: int, records: Iterable[DnsRecord]) -> Zone:
+        """The version holding `records` (see `node_of` for what an invalid one raises)."""
+        return cls(config, serial, seq, _nodes(records))
 
     def apply(self, entries: Sequence[JournalEntry]) -> Zone:
         """A new version with the journal entries applied in order (this one is
@@ -200,25 +187,114 @@ class Zone:
             if entry.old_label is not None:
                 changes[entry.old_label.encode("ascii")] = None
             if entry.record is not None:
-                node = node_from_row(entry.record.ipv4, entry.record.ipv6, entry.record.port)
-                changes[entry.record.label.encode("ascii")] = node
+                label, ipv4, ipv6, port = entry.record
+                changes[label.encode("ascii")] = node_of(ipv4, ipv6, port)
         last = entries[-1]
         return Zone(self.config, last.serial, last.seq, self.nodes.with_changes(changes))
 
-    # -- RRsets, for the general answer path and zone transfer -------------------------
+    # -- RRsets: the one description of what the zone publishes ------------------------
 
-    def soa_rrset(self, ttl: int | None = None) -> dns.rrset.RRset:
+    def rrsets(self) -> Iterator[ZoneRRset]:
+        """Every RRset of the zone, made one at a time, in canonical order: SOA, the apex
+        NS, glue (by name server, in configuration order: A, AAAA), then each
+        installation by label: A, AAAA, the SRV at `_mxserver._tcp.<label>` (each when
+        set). Installations on reserved labels are left out, as lookups hide them.
+        What the zone file writes and zone transfer streams."""
         c = self.config
-        return dns.rrset.from_text(
-            c.origin,
-            c.ttl if ttl is None else ttl,
-            "IN",
-            "SOA",
-            f"{c.soa_mname} {c.soa_rname} {self.serial} {c.soa_refresh} {c.soa_retry}"
-            f" {c.soa_expire} {c.negative_ttl}",
+        yield self.soa_rrset()
+        yield self._ns_rrset()
+        for relative, (v4, v6) in c.glue.items():
+            yield from _addresses(self._name(relative), c.ttl, v4, v6)
+        nodes = self.nodes
+        for label in sorted(nodes):
+            if label not in c.reserved:
+                node = nodes[label]
+                name = self._name((label,))
+                yield from self._node_addresses(name, node)
+                if node[2] is not None:
+                    yield self._srv_rrset(name, node[2])
+
+    def rrsets_at(self, relative: tuple[bytes, ...]) -> list[ZoneRRset] | None:
+        """Every RRset at the name `relative` (lower-case labels below the apex), in the
+        order of `rrsets`; [] for an empty non-terminal; None when the name does not
+        exist (nor does an installation's on a reserved label)."""
+        c = self.config
+        if not relative:
+            return [self.soa_rrset(), self._ns_rrset()]
+        glue = c.glue.get(relative)
+        if glue is not None:
+            return _addresses(self._name(relative), c.ttl, *glue)
+        if any(g[-len(relative) :] == relative for g in c.glue if len(g) > len(relative)):
+            return []
+        label = relative[-1]
+        if label in c.reserved:
+            return None
+        node = self.nodes.get(label)
+        if node is None:
+            return None
+        if len(relative) == 1:
+            return self._node_addresses(self._name(relative), node)
+        if node[2] is None:
+            return None
+        if relative == (SRV_LABELS[1], label):
+            return []  # _tcp.<label>: an empty non-terminal above the SRV name
+        if relative == (*SRV_LABELS, label):
+            return [self._srv_rrset(self._name((label,)), node[2])]
+        return None
+
+    def _name(self, relative: tuple[bytes, ...]) -> dns.name.Name:
+        return dns.name.Name((*relative, *self.config.origin.labels))
+
+    def _node_addresses(self, name: dns.name.Name, node: Node) -> list[ZoneRRset]:
+        v4, v6, _ = node
+        return _addresses(
+            name, self.config.ttl, () if v4 is None else (v4,), () if v6 is None else (v6,)
         )
 
-    def negative_soa_rrset(self) -> dns.rrset.RRset:
+    def _srv_rrset(self, target: dns.name.Name, port: int) -> ZoneRRset:
+        """`_mxserver._tcp.<label>` SRV `0 0 <port> <label>.<zone>.`, for `target` the
+        installation's name."""
+        owner = dns.name.Name((*SRV_LABELS, *target.labels))
+        srv = _SRV(_IN, RdataType.SRV, 0, 0, port, target)
+        return ZoneRRset(owner, self.config.ttl, RdataType.SRV, (srv,))
+
+    def _ns_rrset(self) -> ZoneRRset:
+        c = self.config
+        rdatas = tuple(_NS(_IN, RdataType.NS, name) for name in c.ns_names)
+        return ZoneRRset(c.origin, c.ttl, RdataType.NS, rdatas)
+
+    def soa_rrset(self, ttl: int | None = None) -> ZoneRRset:
+        c = self.config
+        soa = _SOA(
+            _IN,
+            RdataType.SOA,
+            c.soa_mname,
+            c.soa_rname,
+            self.serial,
+            c.soa_refresh,
+            c.soa_retry,
+            c.soa_expire,
+            c.negative_ttl,
+        )
+        return ZoneRRset(c.origin, c.ttl if ttl is None else ttl, RdataType.SOA, (soa,))
+
+    def negative_soa_rrset(self) -> ZoneRRset:
         """The SOA for the authority section of a negative answer: its TTL is the
         negative-caching TTL, min(SOA TTL, MINIMUM) (RFC 2308 section 3)."""
         return self.soa_rrset(min(self.config.ttl, self.config.negative_ttl))
+
+
+def _nodes(records: Iterable[DnsRecord]) -> Nodes:
+    nodes: dict[bytes, Node] = {}
+    for label, ipv4, ipv6, port in records:
+        node = node_of(ipv4, ipv6, port)
+        if node is not None:
+            nodes[label.encode("ascii")] = node
+    return Nodes(nodes)
+
+
+def load_zone(store: Store, config: ZoneConfig) -> Zone:
+    """A snapshot of everything `store` holds now, read in one consistent view (the
+    store's `dns_snapshot`): what the DNS server starts from and the zone file writes."""
+    serial, seq, nodes = store.dns_snapshot(_nodes)
+    return Zone(config, serial, seq, nodes)

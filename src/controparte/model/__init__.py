@@ -11,13 +11,16 @@ from controparte.model.installation import (
     validate_port,
 )
 from controparte.model.link import Link, validate_feature_id
-from controparte.model.zone import label_of
+from controparte.model.zone import SRV_SERVICE, DnsRecord, ZoneConfig, label_of
 
 __all__ = [
+    "SRV_SERVICE",
+    "DnsRecord",
     "Installation",
     "InstallationChange",
     "Kind",
     "Link",
+    "ZoneConfig",
     "label_of",
     "validate_code",
     "validate_feature_id",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from controparte.errors import ValidationError
+from controparte.model.zone import DnsRecord
 
 CODE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -188,9 +189,9 @@ class Installation:
             return self
         return replace(candidate, updated=now or utcnow())
 
-    def dns_view(self) -> tuple[str, str | None, str | None, int | None]:
-        """What DNS serves for this installation: (label, ipv4, ipv6, port)."""
-        return (self.label, self.ipv4, self.ipv6, self.port)
+    def dns_view(self) -> DnsRecord:
+        """What DNS serves for this installation."""
+        return DnsRecord(self.label, self.ipv4, self.ipv6, self.port)
 
     def to_dict(self) -> dict[str, object]:
         return {

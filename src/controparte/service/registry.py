@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from controparte.errors import ConflictError, NotFoundError, ValidationError
-from controparte.model import Installation, InstallationChange, validate_code
+from controparte.model import Installation, InstallationChange, ZoneConfig, validate_code
 from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
@@ -30,17 +30,6 @@ class RegistryReader(Protocol):
     def get(self, code: str) -> Installation | None: ...
 
     def get_by_label(self, label: str) -> Installation | None: ...
-
-
-def reserved_labels(settings: Settings) -> frozenset[str]:
-    """Labels an installation may not take: the first label of every name the zone
-    itself publishes directly below its apex (in-zone name servers, SOA names)."""
-    labels = set()
-    for name in [s.name for s in settings.ns] + [settings.soa_mname, settings.soa_rname]:
-        if name.endswith("." + settings.zone):
-            relative = name[: -len(settings.zone) - 1]
-            labels.add(relative.split(".")[-1])
-    return frozenset(labels)
 
 
 class ImportError_(Exception):  # noqa: N801, N818 - not the builtin ImportError
@@ -77,7 +66,7 @@ class Registry:
         self.store = store
         self.settings = settings
         self.live = live if live is not None else packaged_catalog().live
-        self._reserved = reserved_labels(settings)
+        self._reserved = ZoneConfig.from_settings(settings).reserved_labels
         self._on_change = on_change
         self.changes: Counter[str] = Counter()
         """Installations changed through this registry, by `Origin.via` (for metrics)."""

@@ -1,7 +1,6 @@
 """Storage: one narrow interface (`Store`), one implementation per engine."""
 
 from controparte.store.base import (
-    DnsRecord,
     JournalEntry,
     Origin,
     SeenAddresses,
@@ -12,7 +11,6 @@ from controparte.store.base import (
 from controparte.store.sqlite import SqliteStore, open_store
 
 __all__ = [
-    "DnsRecord",
     "JournalEntry",
     "Origin",
     "SeenAddresses",

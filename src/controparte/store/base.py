@@ -22,22 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from controparte.model import Installation, Link
+from controparte.model import DnsRecord, Installation, Link
 
 T = TypeVar("T")
-
-RecordRow = tuple[str, str | None, str | None, int | None]
-"""(label, ipv4, ipv6, port): the cheapest shape to load a million of."""
-
-
-@dataclass(frozen=True, slots=True)
-class DnsRecord:
-    """What DNS serves for one installation."""
-
-    label: str
-    ipv4: str | None
-    ipv6: str | None
-    port: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +128,10 @@ class Store(Protocol):
 
     def journal_since(self, seq: int, limit: int = 10_000) -> Sequence[JournalEntry]: ...
 
-    def dns_snapshot(self, consume: Callable[[Iterable[RecordRow]], T]) -> tuple[int, int, T]:
-        """Read the serial, the last journal seq and every record in one consistent view;
-        the records are handed to `consume` as (label, ipv4, ipv6, port) rows while the
-        view is held, and its result is returned."""
+    def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
+        """Read the serial, the last journal seq and every installation's record in one
+        consistent view; the records are handed to `consume` (in no particular order)
+        while the view is held, and its result is returned."""
         ...
 
     def token_hash(self, code: str) -> str | None: ...

@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from controparte.errors import ConflictError, StorageError
-from controparte.model import Installation, Kind, Link
+from controparte.model import DnsRecord, Installation, Kind, Link
 from controparte.store.base import (
-    DnsRecord,
     JournalEntry,
     Origin,
-    RecordRow,
     SeenAddresses,
     TsigKeyRow,
 )
@@ -629,7 +627,7 @@ class SqliteStore:
             for r in rows
         ]
 
-    def dns_snapshot(self, consume: Callable[[Iterable[RecordRow]], T]) -> tuple[int, int, T]:
+    def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         conn = self._reader()
         own = conn is not self._conn  # else: inside this thread's write transaction
         try:
@@ -643,7 +641,7 @@ class SqliteStore:
                 cursor = conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
                 try:
-                    result = consume(cursor)
+                    result = consume(map(DnsRecord._make, cursor))
                 finally:
                     cursor.close()
             finally:
