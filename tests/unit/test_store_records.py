@@ -1,16 +1,20 @@
-"""What the store keeps for DNS: `dns_snapshot` yields each installation's `DnsRecord`,
-and the journal carries the record served."""
+"""What the store keeps for DNS and when: `dns_snapshot` yields each installation's
+`DnsRecord`, the journal carries the record served, and every timestamp is written and
+read in UTC whatever the local time zone."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from controparte.model import DnsRecord, Installation, InstallationChange
+from controparte.model import DnsRecord, Installation, InstallationChange, Link
 from controparte.store import Origin, open_store
-from controparte.store.sqlite import SqliteStore
+from controparte.store.sqlite import DB_FILE, SqliteStore
 
 
 @pytest.fixture
@@ -58,3 +62,80 @@ def test_the_journal_carries_the_record_served(store: SqliteStore) -> None:
         ("A-1", "alpha", DnsRecord("omega", None, "2001:db8::1", 9001)),
         ("A-1", "omega", None),
     ]
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone 5 h 30 min east of UTC (no daylight saving)."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    assert datetime.now().astimezone().utcoffset() == timedelta(hours=5, minutes=30)
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_from_utc")
+def test_every_timestamp_is_written_in_utc(store: SqliteStore, tmp_path: Path) -> None:
+    add(store, A, B)
+    with store.transaction(Origin()) as tx:
+        tx.update(A, A.with_changes(InstallationChange(ipv4="192.0.2.9"), allow_non_global=True))
+        tx.set_token_hash("A-1", "hash")
+        tx.add_admin_token("admin-hash", None)
+        tx.set_tsig_key("key.", "A-1", "hmac-sha256", b"secret")
+        tx.add_link(Link.create("A-1", "B-2", "calls"))
+        tx.set_firewall_seen("A-1", {"B-2": ("192.0.2.2",)}, datetime.now(UTC))
+    columns = {
+        "journal": "at",
+        "history": "at",
+        "installations": "created, updated",
+        "tokens": "created",
+        "admin_tokens": "created",
+        "tsig_keys": "created",
+        "links": "created",
+        "firewall_seen": "at",
+    }
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        for table, names in columns.items():
+            rows = conn.execute(f"SELECT {names} FROM {table}").fetchall()
+            assert rows, table
+            for value in (v for row in rows for v in row):
+                assert datetime.fromisoformat(value).utcoffset() == timedelta(0), (table, value)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        ("2024-01-01T12:00:00+00:00", datetime(2024, 1, 1, 12, tzinfo=UTC)),
+        ("2024-01-01T12:00:00.250+02:00", datetime(2024, 1, 1, 10, 0, 0, 250_000, tzinfo=UTC)),
+        ("2024-01-01T12:00:00", datetime(2024, 1, 1, 12, tzinfo=UTC)),  # no offset: UTC
+    ],
+)
+@pytest.mark.usefixtures("far_from_utc")
+def test_every_timestamp_is_read_in_utc(
+    store: SqliteStore, tmp_path: Path, stored: str, read: datetime
+) -> None:
+    add(store, A, B)
+    with store.transaction(Origin()) as tx:
+        tx.add_link(Link.create("A-1", "B-2", "calls"))
+        tx.set_firewall_seen("A-1", {"B-2": ("192.0.2.2",)}, datetime.now(UTC))
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE installations SET created = ?, updated = ?, last_seen = ?",
+                (stored, stored, stored),
+            )
+            conn.execute("UPDATE links SET created = ?", (stored,))
+            conn.execute("UPDATE firewall_seen SET at = ?", (stored,))
+    finally:
+        conn.close()
+    inst = store.get("A-1")
+    assert inst is not None
+    seen = store.firewall_seen("A-1")["B-2"].at
+    for value in (inst.created, inst.updated, inst.last_seen, store.links()[0].created, seen):
+        assert value == read
+        assert value is not None and value.tzinfo is UTC

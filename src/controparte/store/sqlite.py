@@ -170,12 +170,25 @@ def _row_to_installation(row: sqlite3.Row | tuple[object, ...]) -> Installation:
         ipv4=None if ipv4 is None else str(ipv4),
         ipv6=None if ipv6 is None else str(ipv6),
         port=None if port is None else int(str(port)),
-        created=datetime.fromisoformat(str(created)),
-        updated=datetime.fromisoformat(str(updated)),
-        last_seen=None if last_seen is None else datetime.fromisoformat(str(last_seen)),
+        created=_utc(created),
+        updated=_utc(updated),
+        last_seen=None if last_seen is None else _utc(last_seen),
         private_port=None if private_port is None else int(str(private_port)),
         agent_version=None if agent_version is None else str(agent_version),
     )
+
+
+def _utc(stored: object) -> datetime:
+    """A stored timestamp as an aware datetime in UTC. Every timestamp is written in UTC
+    with its offset (`_now` or the model's `utcnow`); one without an offset (written by
+    hand) is taken as UTC too."""
+    when = datetime.fromisoformat(str(stored))
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _now() -> str:
+    """Now, in UTC, as stored for history and journal entries (to the millisecond)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _values(inst: Installation) -> tuple[object, ...]:
@@ -227,7 +240,7 @@ class _Transaction:
             "INSERT INTO history (at, code, action, actor, via, source, old, new)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                datetime.now(UTC).isoformat(timespec="milliseconds"),
+                _now(),
                 code,
                 action,
                 origin.actor,
@@ -286,14 +299,14 @@ class _Transaction:
             "INSERT INTO tokens (code, token_hash, created) VALUES (?, ?, ?)"
             " ON CONFLICT (code) DO UPDATE SET token_hash = excluded.token_hash,"
             " created = excluded.created",
-            (code, token_hash, datetime.now(UTC).isoformat()),
+            (code, token_hash, _now()),
         )
         self._history(code, "token", None, None)
 
     def add_admin_token(self, token_hash: str, note: str | None) -> None:
         self._conn.execute(
             "INSERT INTO admin_tokens (token_hash, note, created) VALUES (?, ?, ?)",
-            (token_hash, note, datetime.now(UTC).isoformat()),
+            (token_hash, note, _now()),
         )
 
     def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None:
@@ -304,7 +317,7 @@ class _Transaction:
         self._conn.execute(
             "INSERT OR REPLACE INTO tsig_keys (name, code, algorithm, secret, created)"
             " VALUES (?, ?, ?, ?, ?)",
-            (name, code, algorithm, secret, datetime.now(UTC).isoformat()),
+            (name, code, algorithm, secret, _now()),
         )
 
     def delete(self, installation: Installation) -> None:
@@ -316,7 +329,7 @@ class _Transaction:
         """One history entry on each end (`new` for an added link, `old` for a removed)."""
         value = json.dumps(link.to_dict())
         origin = self._origin
-        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        at = _now()
         for code in (link.a, link.b):
             self._conn.execute(
                 "INSERT INTO history (at, code, action, actor, via, source, old, new)"
@@ -376,7 +389,7 @@ class _Transaction:
 
 def _row_to_link(row: sqlite3.Row | tuple[object, ...]) -> Link:
     a, b, feature, created = tuple(row)
-    return Link(str(a), str(b), str(feature), datetime.fromisoformat(str(created)))
+    return Link(str(a), str(b), str(feature), _utc(created))
 
 
 def _audited(inst: Installation) -> tuple[object, ...]:
@@ -501,7 +514,7 @@ class SqliteStore:
             int(self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
         )
         self._conn.execute("UPDATE zone_state SET serial = ? WHERE id = 1", (serial,))
-        at = datetime.now().astimezone().isoformat()
+        at = _now()
         self._conn.executemany(
             "INSERT INTO journal (serial, at, code, old_label, new_label, ipv4, ipv6, port)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -708,7 +721,7 @@ class SqliteStore:
             str(r[0]): SeenAddresses(
                 str(r[0]),
                 tuple(str(a) for a in json.loads(str(r[1]))),
-                datetime.fromisoformat(str(r[2])),
+                _utc(r[2]),
             )
             for r in rows
         }
