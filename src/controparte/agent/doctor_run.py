@@ -47,9 +47,9 @@ from controparte.agent.doctor import (
 from controparte.agent.schedule import parse_retry_after
 from controparte.agent.wire import error_detail
 from controparte.errors import ControparteError, NotFoundError, ValidationError
+from controparte.model.probe import Reach, classify_error
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
-from controparte.probewire import Reach, classify_error
 from controparte.settings import HostPort
 
 CONNECT_TIMEOUT = 3.0

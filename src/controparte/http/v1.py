@@ -305,7 +305,7 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
     registered address the request comes from (403 from any other address: the probe
     never dials an address the caller picks), sends `CONTROPARTE-PROBE <nonce>` and
     checks a `controparte agent listen` answer against the request's own token
-    (`probewire`). Connect timeout 3 s, one line read within 2 s."""
+    (`model/probe.py`). Connect timeout 3 s, one line read within 2 s."""
     target = choose_target(inst, client.address)
     ctx.services.probes.acquire(inst.code)
     assert token is not None  # `Itself` has authenticated it

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from controparte.cli.plan_table import plan_view
 from controparte.errors import ConfigError, ControparteError, NotFoundError, response_for
 from controparte.model import Installation, InstallationChange, Link
 from controparte.model.installation import utcnow
@@ -37,7 +38,6 @@ from controparte.plan.catalog import Catalog, load_catalog
 from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role
 from controparte.plan.wire import plan_dict
-from controparte.plantable import plan_view
 from controparte.service import ImportError_, Registry
 from controparte.service.links import Links
 from controparte.service.plans import Plans
@@ -584,7 +584,7 @@ def resolve(
 ) -> None:
     """Resolve an installation: from the local registry (--data), an HTTP API (--server)
     or DNS (--dns; labels only: DNS does not know codes)."""
-    from controparte import resolver  # noqa: PLC0415 - httpx only when needed
+    from controparte.cli import resolver  # noqa: PLC0415 - httpx only when needed
 
     with _user_errors():
         if server is not None and dns_server is not None:
