@@ -30,7 +30,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from controparte.errors import ConfigError, ControparteError, NotFoundError, response_for
+from controparte.errors import (
+    ConfigError,
+    ControparteError,
+    ImportRefusedError,
+    NotFoundError,
+    response_for,
+)
 from controparte.model import Installation, InstallationChange, Link
 from controparte.model.installation import utcnow
 from controparte.plan.catalog import Catalog, load_catalog
@@ -38,7 +44,7 @@ from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role
 from controparte.plan.wire import plan_dict
 from controparte.plantable import plan_view
-from controparte.service import ImportError_, Registry
+from controparte.service import Registry
 from controparte.service.links import Links
 from controparte.service.plans import Plans
 from controparte.service.registry import IMPORT_FIELDS
@@ -788,7 +794,7 @@ def _csv_rows(text: str) -> ImportRows:
     if header is None and not problems:
         problems.append((1, "no header row naming the columns (code,label,...)"))
     if problems:
-        raise ImportError_(tuple(problems))
+        raise ImportRefusedError(tuple(problems))
     return rows
 
 
@@ -798,9 +804,9 @@ def _json_rows(text: str) -> ImportRows:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         problem = (exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
-        raise ImportError_((problem,)) from None
+        raise ImportRefusedError((problem,)) from None
     if not isinstance(items, list):
-        raise ImportError_(((1, "expected a JSON list of objects"),))
+        raise ImportRefusedError(((1, "expected a JSON list of objects"),))
     # Second pass, over text known valid: where each item starts.
     decoder = json.JSONDecoder()
     position = _match_end(text, 0) + 1  # past the "["
@@ -818,7 +824,7 @@ def _json_rows(text: str) -> ImportRows:
         else:
             problems.append((line, f"expected an object, found {type(item).__name__}"))
     if problems:
-        raise ImportError_(tuple(problems))
+        raise ImportRefusedError(tuple(problems))
     return rows
 
 
@@ -830,14 +836,14 @@ def _match_end(text: str, position: int) -> int:
 
 def read_import(path: Path) -> ImportRows:
     """The rows of an import file: JSON for `.json`, CSV for `.csv`, otherwise JSON when
-    the text starts with "[". Raises `ImportError_` with every problem of the file's form
+    the text starts with "[". Raises `ImportRefusedError` with every problem of the file's form
     (field values are the registry's to check) and `OSError` when it cannot be read."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ImportError_(((line, "not UTF-8 text"),)) from None
+        raise ImportRefusedError(((line, "not UTF-8 text"),)) from None
     suffix = path.suffix.lower()
     if suffix == ".json" or (suffix != ".csv" and text.lstrip().startswith("[")):
         return _json_rows(text)
@@ -885,10 +891,13 @@ def import_(
                 )
         except OSError as exc:
             _fail(f"cannot read {file}: {exc.strerror or exc}")
-        except ImportError_ as exc:
+        except ImportRefusedError as exc:
             for line, message in exc.problems:
                 typer.echo(f"{file}: line {line}: {message}", err=True)
-            _fail(f"{file}: nothing imported ({len(exc.problems)} problem(s))")
+            _fail(
+                f"{file}: nothing imported ({len(exc.problems)} problem(s))",
+                response_for(exc).exit_code,
+            )
     typer.echo(f"imported {count} installation(s) from {file}")
 
 

@@ -6,6 +6,7 @@ Front ends never improvise: they catch `ControparteError` and look up `response_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -20,6 +21,18 @@ class ValidationError(ControparteError):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+class ImportRefusedError(ControparteError):
+    """A bulk import that was refused whole; `problems` are (line, message) pairs, the
+    message names the line of every problem.
+
+    A plain class, not a frozen dataclass: `contextlib` sets `__traceback__` on an
+    exception leaving a `with` block, which a frozen (slotted) dataclass refuses."""
+
+    def __init__(self, problems: Iterable[tuple[int, str]]) -> None:
+        self.problems: tuple[tuple[int, str], ...] = tuple(problems)
+        super().__init__("; ".join(f"line {line}: {msg}" for line, msg in self.problems))
 
 
 class NotFoundError(ControparteError):
@@ -68,6 +81,7 @@ class ErrorResponse:
 # dns.rcode: FORMERR=1, SERVFAIL=2, NXDOMAIN=3, REFUSED=5, YXDOMAIN=6, NXRRSET=8
 _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
     ValidationError: ErrorResponse(422, 5, "notfqdn", 1),  # a policy refusal, not FORMERR
+    ImportRefusedError: ErrorResponse(422, 5, "dnserr", 1),
     NotFoundError: ErrorResponse(404, 3, "nohost", 1),
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
     ConfigError: ErrorResponse(500, 2, "911", 2),
