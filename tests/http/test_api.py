@@ -327,6 +327,7 @@ async def test_metrics_count_requests_updates_errors_and_dns(api: Api) -> None:
         'controparte_updates_total{way="dyndns2"} 0',
         'controparte_updates_total{way="rfc2136"} 0',
         'controparte_errors_total{kind="NotFoundError"} 1',
+        'controparte_errors_total{kind="UnsupportedError"} 1',  # the unknown path
         "controparte_installations 1",
         f"controparte_zone_serial {dns_server.engine.zone.serial}",
     ]

@@ -6,10 +6,12 @@ import base64
 
 import pytest
 
+from controparte import errors
+from controparte.errors import BadAddressError
 from controparte.http.dyndns2 import (
     Addresses,
-    BadAddress,
     Code,
+    badip_line,
     basic_credentials,
     body,
     hostname_label,
@@ -90,23 +92,23 @@ def test_requested_addresses(
 def test_bad_requested_addresses(
     myip: str | None, myipv4: str | None, myipv6: str | None, bad: str
 ) -> None:
-    with pytest.raises(BadAddress) as caught:
+    with pytest.raises(BadAddressError) as caught:
         requested_addresses(myip, myipv4, myipv6, allow_non_global=True)
     assert caught.value.value == bad
-    assert caught.value.line().startswith("badip ")
+    assert badip_line(caught.value).startswith("badip ")
 
 
 def test_non_global_addresses_need_the_setting() -> None:
-    with pytest.raises(BadAddress, match="global"):
+    with pytest.raises(BadAddressError, match="global"):
         requested_addresses("10.0.0.1", None, None, allow_non_global=False)
-    with pytest.raises(BadAddress):
+    with pytest.raises(BadAddressError):
         source_addresses("127.0.0.1", allow_non_global=False)
     assert source_addresses("127.0.0.1", allow_non_global=True) == Addresses("127.0.0.1")
     assert source_addresses("2001:db8::5", allow_non_global=True) == Addresses(None, "2001:db8::5")
 
 
 def test_badip_line_is_one_token_on_one_line() -> None:
-    line = BadAddress("1.2.3.4\r\ngood 5.6.7.8", "x").line()
+    line = badip_line(BadAddressError("1.2.3.4\r\ngood 5.6.7.8", "x"))
     assert "\n" not in line
     assert "\r" not in line
     assert line.split(" ") == ["badip", "1.2.3.4%0D%0Agood%205.6.7.8"]
@@ -143,3 +145,8 @@ def test_http_status_of_codes() -> None:
         Code.BADAUTH: 401,
         Code.BADIP: 400,
     }
+
+
+def test_every_dyndns2_code_of_the_error_table_is_a_protocol_code() -> None:
+    table = errors._RESPONSES
+    assert {row.dyndns2 for row in table.values()} <= {code.value for code in Code}

@@ -29,7 +29,7 @@ import ipaddress
 import urllib.parse
 from dataclasses import dataclass
 
-from controparte.errors import ValidationError
+from controparte.errors import BadAddressError, ValidationError, response_for
 from controparte.model import validate_ipv4, validate_ipv6, validate_label
 
 MAX_HOSTNAMES = 20
@@ -64,30 +64,25 @@ class Addresses:
         return ",".join(a for a in (self.ipv4, self.ipv6) if a is not None)
 
 
-class BadAddress(Exception):  # noqa: N818 - a protocol outcome, named by its code
-    """An address parameter (or the source address) that cannot be published."""
-
-    def __init__(self, value: str, reason: str) -> None:
-        super().__init__(f"{value!r}: {reason}")
-        self.value = value
-        self.reason = reason
-
-    def line(self) -> str:
-        return f"{Code.BADIP} {urllib.parse.quote(self.value[:100], safe=':.,[]')}"
+def badip_line(error: BadAddressError) -> str:
+    """The answer line for a refused address: its code from the table in `errors.py`,
+    then the value percent-encoded, so it stays one token on one line."""
+    value = urllib.parse.quote(error.value[:100], safe=":.,[]")
+    return f"{response_for(error).dyndns2} {value}"
 
 
 def _accept(value: str, *, allow_non_global: bool) -> tuple[int, str]:
-    """(family, canonical text) of one requested address, or BadAddress."""
+    """(family, canonical text) of one requested address, or BadAddressError."""
     try:
         parsed = ipaddress.ip_address(value)
     except ValueError:
-        raise BadAddress(value, "not an IPv4 or IPv6 address") from None
+        raise BadAddressError(value, "not an IPv4 or IPv6 address") from None
     try:
         if parsed.version == 4:
             return 4, validate_ipv4(value, allow_non_global=allow_non_global)
         return 6, validate_ipv6(value, allow_non_global=allow_non_global)
     except ValidationError as exc:
-        raise BadAddress(value, exc.rule) from None
+        raise BadAddressError(value, exc.rule) from None
 
 
 def requested_addresses(
@@ -100,16 +95,16 @@ def requested_addresses(
     """The addresses named by the request, or None when it names none (then the source
     address is used). `myip` takes one address or two of different families separated
     by a comma; `myipv4` / `myipv6` one of their family. Empty parameters count as
-    absent. Raises BadAddress for a malformed value, a value of the wrong family, two
+    absent. Raises BadAddressError for a malformed value, a value of the wrong family, two
     different values for one family, or an address that may not be published."""
     found: dict[int, str] = {}
 
     def add(value: str, family: int | None) -> None:
         version, text = _accept(value, allow_non_global=allow_non_global)
         if family is not None and version != family:
-            raise BadAddress(value, f"not an IPv{family} address")
+            raise BadAddressError(value, f"not an IPv{family} address")
         if version in found and found[version] != text:
-            raise BadAddress(value, f"a second, different IPv{version} address")
+            raise BadAddressError(value, f"a second, different IPv{version} address")
         found[version] = text
 
     for item in (myip or "").split(","):

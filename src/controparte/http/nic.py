@@ -29,20 +29,14 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from controparte.errors import (
-    AuthError,
-    ControparteError,
-    RateLimitedError,
-    ValidationError,
-    response_for,
-)
+from controparte.errors import BadAddressError, ControparteError, response_for
 from controparte.http.clientaddr import Client
 from controparte.http.context import Context
 from controparte.http.dyndns2 import (
     MAX_HOSTNAMES,
     Addresses,
-    BadAddress,
     Code,
+    badip_line,
     basic_credentials,
     body,
     hostname_label,
@@ -82,18 +76,13 @@ class _Updater:
         gate = self.ctx.gate
         try:
             gate.guard(client)
-        except RateLimitedError:
-            return [Code.ABUSE]
-        credentials = basic_credentials(request.headers.get("authorization"))
-        if credentials is None:
-            log.info("dyndns2 request from %s without Basic credentials", client.key)
-            return [Code.BADAUTH]
-        try:
+            credentials = basic_credentials(request.headers.get("authorization"))
+            if credentials is None:
+                log.info("dyndns2 request from %s without Basic credentials", client.key)
+                return [Code.BADAUTH]
             account = gate.account(*credentials, client)
-        except RateLimitedError:
-            return [Code.ABUSE]
-        except AuthError:
-            return [Code.BADAUTH]
+        except ControparteError as exc:  # RateLimitedError: abuse; AuthError: badauth
+            return [response_for(exc).dyndns2]
         hostnames = split_hostnames(hostname)
         if not hostnames:
             return [Code.NOTFQDN]
@@ -104,11 +93,13 @@ class _Updater:
             target = requested_addresses(myip, myipv4, myipv6, allow_non_global=allow)
             if target is None:
                 if client.address is None:
-                    raise BadAddress(client.bad_hop or client.peer, "the forwarded client address")
+                    raise BadAddressError(
+                        client.bad_hop or client.peer, "the forwarded client address"
+                    )
                 target = source_addresses(client.address, allow_non_global=allow)
-        except BadAddress as bad:
+        except BadAddressError as bad:
             log.info("dyndns2 update of %s from %s refused: %s", account.code, client.key, bad)
-            return [bad.line()]
+            return [badip_line(bad)]
         return [self._one(account.code, name, target, client) for name in hostnames]
 
     def _one(self, code: str, hostname: str, target: Addresses, client: Client) -> str:
@@ -132,11 +123,9 @@ class _Updater:
                 InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6),
                 Origin(actor=current.code, via="dyndns2", source=client.key),
             )
-        except ControparteError as exc:
+        except ControparteError as exc:  # the table's code (a registry rule: dnserr)
             self.ctx.metrics.inc(ERRORS, kind=type(exc).__name__)
             log.warning("dyndns2 update of %s failed: %s", code, exc)
-            if isinstance(exc, ValidationError):  # a registry rule refused the write: the
-                return Code.DNSERR  # hostname and addresses were checked, not to blame
             return response_for(exc).dyndns2
         except Exception:
             self.ctx.metrics.inc(ERRORS, kind="internal")
