@@ -11,14 +11,17 @@ from controparte.errors import BadAddressError
 from controparte.http.dyndns2 import (
     Addresses,
     Code,
+    Decision,
     badip_line,
     basic_credentials,
     body,
+    decide,
     hostname_label,
     requested_addresses,
     source_addresses,
     split_hostnames,
 )
+from controparte.model import Installation, InstallationChange
 
 ZONE = "bp.controparte.test."
 
@@ -42,6 +45,52 @@ ZONE = "bp.controparte.test."
 )
 def test_hostname_label(hostname: str, expected: str) -> None:
     assert hostname_label(hostname, ZONE) == expected
+
+
+DUAL = Installation("A-1", "alpha", ipv4="192.0.2.1", ipv6="2001:db8::1", port=4443)
+V4 = Installation("A-1", "alpha", ipv4="192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("current", "label", "target", "expected"),
+    [
+        (None, "alpha", Addresses("192.0.2.9"), Decision("nohost")),  # gone meanwhile
+        (DUAL, "beta", Addresses("192.0.2.9"), Decision("nohost")),  # not its label
+        (DUAL, "alpha", Addresses("192.0.2.1"), Decision("nochg 192.0.2.1")),
+        (DUAL, "alpha", Addresses(None, "2001:db8::1"), Decision("nochg 2001:db8::1")),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.1", "2001:db8::1"),
+            Decision("nochg 192.0.2.1,2001:db8::1"),
+        ),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.9"),
+            Decision("good 192.0.2.9", InstallationChange(ipv4="192.0.2.9")),
+        ),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.1", "2001:db8::9"),  # one family new: the request is written
+            Decision(
+                "good 192.0.2.1,2001:db8::9",
+                InstallationChange(ipv4="192.0.2.1", ipv6="2001:db8::9"),
+            ),
+        ),
+        (
+            V4,
+            "alpha",
+            Addresses(None, "2001:db8::9"),  # a family it had not: added, IPv4 kept
+            Decision("good 2001:db8::9", InstallationChange(ipv6="2001:db8::9")),
+        ),
+    ],
+)
+def test_decide(
+    current: Installation | None, label: str, target: Addresses, expected: Decision
+) -> None:
+    assert decide(current, label, target) == expected
 
 
 def test_split_hostnames_keeps_order_and_empty_items() -> None:

@@ -18,6 +18,10 @@ The answer is text/plain, one line per line of `lines`:
 
 `good <ip>` / `nochg <ip>` name the address(es) the request set: `198.51.100.23`,
 `2001:db8::23`, or both joined by a comma (dual stack in one call).
+
+`decide` is what one hostname's update does to the account's installation (nohost,
+nochg, or good with the change); the handler (`nic.py`) calls it inside the write
+transaction, on the installation as that transaction reads it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ import urllib.parse
 from dataclasses import dataclass
 
 from controparte.errors import BadAddressError, ValidationError, response_for
-from controparte.model import validate_ipv4, validate_ipv6, validate_label
+from controparte.model import (
+    Installation,
+    InstallationChange,
+    validate_ipv4,
+    validate_ipv6,
+    validate_label,
+)
 
 MAX_HOSTNAMES = 20
 
@@ -62,6 +72,31 @@ class Addresses:
 
     def text(self) -> str:
         return ",".join(a for a in (self.ipv4, self.ipv6) if a is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One hostname's answer line, and the change to write (only with `good`)."""
+
+    line: str
+    change: InstallationChange | None = None
+
+
+def decide(current: Installation | None, label: str, target: Addresses) -> Decision:
+    """What the update of `label` to `target` does to the account's installation
+    `current` (None: it is gone): `nohost` when `label` is not its label, `nochg <ip>`
+    when it already has the requested addresses (nothing to write), else `good <ip>`
+    with the change (a family not requested is left as it is)."""
+    if current is None or current.label != label:
+        return Decision(Code.NOHOST)
+    wanted = (
+        current.ipv4 if target.ipv4 is None else target.ipv4,
+        current.ipv6 if target.ipv6 is None else target.ipv6,
+    )
+    if wanted == (current.ipv4, current.ipv6):
+        return Decision(f"{Code.NOCHG} {target.text()}")
+    change = InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6)
+    return Decision(f"{Code.GOOD} {target.text()}", change)
 
 
 def badip_line(error: BadAddressError) -> str:

@@ -16,15 +16,19 @@ shape of the answer):
    Without `myip`, `myipv4` and `myipv6` the update uses the request's source address
    (after the trusted-proxy rule).
 6. Then per hostname, in order: `notfqdn` (not a fully qualified name), `nohost` (not
-   `<label>.<zone>`, or not the account's own label), `nochg <ip>` (nothing to change:
-   not counted as abuse, nothing written), `good <ip>` (written through the registry as
+   `<label>.<zone>`), and then, decided by `dyndns2.decide` inside one registry write
+   transaction (`Registry.update_many`) on the installation as it reads it: `nohost`
+   (not the account's own label), `nochg <ip>` (nothing to change: not counted as
+   abuse, nothing written), `good <ip>` (written in that same transaction as
    `Origin(actor=<code>, via="dyndns2", source=<client>)`, so it is in the history and
-   DNS serves it at once), `dnserr` / `911` when the write fails.
+   DNS serves it at once); the code of the error table when the write is refused
+   (`dnserr` for a registry rule or a conflict, `911` when the store fails).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
@@ -36,9 +40,11 @@ from controparte.http.dyndns2 import (
     MAX_HOSTNAMES,
     Addresses,
     Code,
+    Decision,
     badip_line,
     basic_credentials,
     body,
+    decide,
     hostname_label,
     requested_addresses,
     source_addresses,
@@ -46,6 +52,7 @@ from controparte.http.dyndns2 import (
 )
 from controparte.http.metrics import DYNDNS2_RESULTS, ERRORS
 from controparte.model import InstallationChange
+from controparte.service.registry import RegistryReader
 from controparte.store import Origin
 
 log = logging.getLogger("controparte.http.dyndns2")
@@ -107,21 +114,14 @@ class _Updater:
         label = hostname_label(hostname, self.services.settings.zone)
         if isinstance(label, Code):
             return label
-        registry = self.services.registry
+
+        def within(reader: RegistryReader) -> tuple[Decision, Mapping[str, InstallationChange]]:
+            decision = decide(reader.get(code), label, target)
+            return decision, {} if decision.change is None else {code: decision.change}
+
         try:
-            current = registry.get(code)
-            if current.label != label:
-                return Code.NOHOST
-            wanted = (
-                current.ipv4 if target.ipv4 is None else target.ipv4,
-                current.ipv6 if target.ipv6 is None else target.ipv6,
-            )
-            if wanted == (current.ipv4, current.ipv6):
-                return f"{Code.NOCHG} {target.text()}"
-            registry.update(
-                code,
-                InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6),
-                Origin(actor=current.code, via="dyndns2", source=client.key),
+            decision = self.services.registry.update_many(
+                within, Origin(actor=code, via="dyndns2", source=client.key)
             )
         except ControparteError as exc:  # the table's code (a registry rule: dnserr)
             self.ctx.metrics.inc(ERRORS, kind=type(exc).__name__)
@@ -131,8 +131,9 @@ class _Updater:
             self.ctx.metrics.inc(ERRORS, kind="internal")
             log.exception("dyndns2 update of %s failed", code)
             return Code.SERVER_ERROR
-        log.info("dyndns2: %s (%s) now at %s, from %s", code, label, target.text(), client.key)
-        return f"{Code.GOOD} {target.text()}"
+        if decision.change is not None:
+            log.info("dyndns2: %s (%s) now at %s, from %s", code, label, target.text(), client.key)
+        return decision.line
 
 
 router = APIRouter(tags=["dyndns2"])
