@@ -287,6 +287,8 @@ async def test_resolve_needs_no_credentials_and_tells_no_secret(api: Api) -> Non
             assert response.json() == expected
             assert token not in response.text
         missing = await http.get("/v1/resolve/nope")
+        for name in ("x.alpha." + ZONE, ZONE, "alpha.example.test"):  # not <label>.<zone>
+            assert (await http.get(f"/v1/resolve/{name}")).status_code == 404, name
     assert missing.status_code == 404
     assert missing.json()["error"] == "NotFoundError"
 

@@ -37,9 +37,9 @@ from controparte.errors import BadAddressError, ValidationError, response_for
 from controparte.model import (
     Installation,
     InstallationChange,
+    label_of,
     validate_ipv4,
     validate_ipv6,
-    validate_label,
 )
 
 MAX_HOSTNAMES = 20
@@ -170,21 +170,14 @@ def split_hostnames(param: str | None) -> list[str]:
 
 def hostname_label(hostname: str, zone: str) -> str | Code:
     """The installation label that `hostname` names in `zone` (absolute, with the dot),
-    or the code to answer: `notfqdn` for something that is not a fully qualified name,
-    `nohost` for a name outside the zone or not of the form `<label>.<zone>`."""
-    name = hostname.strip().lower()
-    name = name.removesuffix(".")
-    labels = name.split(".")
+    or the code to answer: `notfqdn` for something that is not a fully qualified name
+    (DynDNS2's own check), `nohost` for a name that is not `<label>.<zone>`
+    (`model.label_of`)."""
+    labels = hostname.strip().removesuffix(".").split(".")
     if len(labels) < 2 or any(not label or len(label) > 63 for label in labels):
         return Code.NOTFQDN
-    suffix = "." + zone.lower().removesuffix(".")
-    if not name.endswith(suffix):
-        return Code.NOHOST
-    relative = name[: -len(suffix)]
-    try:
-        return validate_label(relative)
-    except ValidationError:
-        return Code.NOHOST
+    label = label_of(hostname, zone)
+    return Code.NOHOST if label is None else label
 
 
 def basic_credentials(authorization: str | None) -> tuple[str, str] | None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from controparte.errors import ConflictError, ImportRefusedError, NotFoundError, ValidationError
-from controparte.model import Installation, InstallationChange, validate_code
+from controparte.model import Installation, InstallationChange, label_of, validate_code
 from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
@@ -171,13 +171,12 @@ class Registry:
         return inst
 
     def find(self, name: str) -> Installation:
-        """By code, else by label, else by `<label>.<zone>` (trailing dot optional)."""
-        candidate = name.strip().rstrip(".").lower()
-        zone = self.settings.zone.rstrip(".")
-        if candidate.endswith("." + zone):
-            candidate = candidate[: -len(zone) - 1]
-            inst = self.store.get_by_label(candidate)
+        """By `<label>.<zone>` (`label_of`), else by code, else by label."""
+        label = label_of(name, self.settings.zone)
+        if label is not None:
+            inst = self.store.get_by_label(label)
         else:
+            candidate = name.strip().rstrip(".").lower()
             inst = self.store.get(name) or self.store.get_by_label(candidate)
         if inst is None:
             raise NotFoundError(f"no installation with code or label {name!r}")
