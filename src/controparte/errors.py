@@ -35,7 +35,6 @@ class BadAddressError(ControparteError):
     def __init__(self, value: str, reason: str) -> None:
         super().__init__(f"{value!r}: {reason}")
         self.value = value
-        self.reason = reason
 
 
 class ImportRefusedError(ControparteError):
@@ -54,11 +53,10 @@ class InvalidRequestError(ControparteError):
     """A request without the shape its protocol documents (an HTTP parameter or body
     field missing, of the wrong type or out of range: the schema's checks, before the
     service sees a value). `problems` are (location, message) pairs, the location
-    dotted (`body.port`, `query.limit`)."""
+    dotted (`body.port`, `query.limit`); the message names every one."""
 
     def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
-        self.problems: tuple[tuple[str, str], ...] = tuple(problems)
-        super().__init__("; ".join(f"{where}: {msg}" for where, msg in self.problems))
+        super().__init__("; ".join(f"{where}: {msg}" for where, msg in problems))
 
 
 class MalformedError(ControparteError):

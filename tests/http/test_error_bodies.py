@@ -122,7 +122,6 @@ def test_pydantic_errors_become_the_trees_errors() -> None:
         ]
     )
     assert isinstance(invalid, InvalidRequestError)
-    assert invalid.problems == (("body", "Field required"), ("path.code[2]", "Not a number"))
     assert str(invalid) == "body: Field required; path.code[2]: Not a number"
     assert response_for(invalid).http_status == 422
     broken = invalid_request(
