@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controparte.service import ImportError_
-from controparte.service.importfile import ImportRows, parse_import
+from controparte.errors import ImportRefusedError
+from controparte.model.importfile import ImportRows, parse_import
 
 KNOWN = "known: code, label, kind, ip, ipv6, port"
 
@@ -186,7 +186,7 @@ PROBLEMS: list[tuple[str, bytes, str, list[tuple[int, str]]]] = [
     ids=[case[0] for case in PROBLEMS],
 )
 def test_problems(data: bytes, suffix: str, expected: list[tuple[int, str]]) -> None:
-    with pytest.raises(ImportError_) as raised:
+    with pytest.raises(ImportRefusedError) as raised:
         parse_import(data, suffix)
     assert list(raised.value.problems) == expected
 

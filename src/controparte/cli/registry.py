@@ -30,11 +30,10 @@ from controparte.cli.common import (
     services_in,
     with_settings,
 )
-from controparte.errors import NotFoundError
+from controparte.errors import ImportRefusedError, NotFoundError, response_for
 from controparte.model import Installation, InstallationChange
+from controparte.model.importfile import parse_import
 from controparte.model.installation import utcnow
-from controparte.service import ImportError_
-from controparte.service.importfile import parse_import
 from controparte.service.status import is_stale
 from controparte.settings import Settings
 from controparte.zonefile import zone_text
@@ -280,10 +279,13 @@ def import_(
             )
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
-    except ImportError_ as exc:
+    except ImportRefusedError as exc:
         for line, message in exc.problems:
             typer.echo(f"{file}: line {line}: {message}", err=True)
-        fail(f"{file}: nothing imported ({len(exc.problems)} problem(s))")
+        fail(
+            f"{file}: nothing imported ({len(exc.problems)} problem(s))",
+            response_for(exc).exit_code,
+        )
     typer.echo(f"imported {count} installation(s) from {file}")
 
 

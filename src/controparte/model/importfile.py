@@ -9,7 +9,7 @@ Contract:
   the names ignored), which must be among `IMPORT_FIELDS` and include `code` and
   `label`; each later non-blank row is numbered by the physical line it starts on.
 - JSON: a list of objects, each numbered by the line its value starts on.
-- Every problem of the form is reported at once, with its line, in one `ImportError_`;
+- Every problem of the form is reported at once, with its line, in one `ImportRefusedError`;
   the field values are the registry's to check.
 """
 
@@ -20,7 +20,10 @@ import io
 import json
 import re
 
-from controparte.service.registry import IMPORT_FIELDS, ImportError_
+from controparte.errors import ImportRefusedError
+
+IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
+"""The fields of an installation in an import file (CSV columns, JSON keys)."""
 
 ImportRows = list[tuple[int, dict[str, object]]]
 """(line, fields) pairs, as `Registry.import_many` takes them."""
@@ -30,12 +33,12 @@ _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 def parse_import(data: bytes, suffix: str) -> ImportRows:
     """The rows of an import file whose content is `data` and whose name ends in
-    `suffix` (e.g. ".csv"; "" for none). Raises `ImportError_` with every problem."""
+    `suffix` (e.g. ".csv"; "" for none). Raises `ImportRefusedError` with every problem."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ImportError_(((line, "not UTF-8 text"),)) from None
+        raise ImportRefusedError(((line, "not UTF-8 text"),)) from None
     suffix = suffix.lower()
     if suffix == ".json" or (suffix != ".csv" and text.lstrip().startswith("[")):
         return _json_rows(text)
@@ -73,7 +76,7 @@ def _csv_rows(text: str) -> ImportRows:
     if header is None and not problems:
         problems.append((1, "no header row naming the columns (code,label,...)"))
     if problems:
-        raise ImportError_(tuple(problems))
+        raise ImportRefusedError(tuple(problems))
     return rows
 
 
@@ -101,9 +104,9 @@ def _json_rows(text: str) -> ImportRows:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         problem = (exc.lineno, f"not valid JSON: {exc.msg} (column {exc.colno})")
-        raise ImportError_((problem,)) from None
+        raise ImportRefusedError((problem,)) from None
     if not isinstance(items, list):
-        raise ImportError_(((1, "expected a JSON list of objects"),))
+        raise ImportRefusedError(((1, "expected a JSON list of objects"),))
     # Second pass, over text known valid: where each item starts.
     decoder = json.JSONDecoder()
     position = _match_end(text, 0) + 1  # past the "["
@@ -121,7 +124,7 @@ def _json_rows(text: str) -> ImportRows:
         else:
             problems.append((line, f"expected an object, found {type(item).__name__}"))
     if problems:
-        raise ImportError_(tuple(problems))
+        raise ImportRefusedError(tuple(problems))
     return rows
 
 
