@@ -147,9 +147,11 @@ class Follower:
             try:
                 zone = self._look()
             except Exception as exc:  # the store may be busy or gone for a moment: retry
-                log.exception(
-                    "cannot read the journal; serving serial %d meanwhile", self.engine.zone.serial
-                )
+                if not self._stopping:  # else the store may be closing under a late look
+                    log.exception(
+                        "cannot read the journal; serving serial %d meanwhile",
+                        self.engine.zone.serial,
+                    )
                 for done in waiting:
                     done.set_exception(exc)
             else:
