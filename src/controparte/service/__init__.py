@@ -1,5 +1,5 @@
 """Use-cases shared by every front end (CLI, DNS, HTTP)."""
 
-from controparte.service.registry import ImportError_, Registry
+from controparte.service.registry import Registry
 
-__all__ = ["ImportError_", "Registry"]
+__all__ = ["Registry"]
