@@ -85,9 +85,9 @@ def _addresses(
     is text or packed."""
     out = []
     if v4:
-        out.append(ZoneRRset(name, ttl, RdataType.A, tuple(_A(_IN, RdataType.A, a) for a in v4)))
+        out.append(ZoneRRset(name, ttl, RdataType.A, tuple([_A(_IN, RdataType.A, a) for a in v4])))
     if v6:
-        rdatas = tuple(_AAAA(_IN, RdataType.AAAA, a) for a in v6)
+        rdatas = tuple([_AAAA(_IN, RdataType.AAAA, a) for a in v6])
         out.append(ZoneRRset(name, ttl, RdataType.AAAA, rdatas))
     return out
 
@@ -205,11 +205,11 @@ class Zone:
         yield self._ns_rrset()
         for relative, (v4, v6) in c.glue.items():
             yield from _addresses(self._name(relative), c.ttl, v4, v6)
-        nodes = self.nodes
+        nodes, reserved, origin = self.nodes, c.reserved, c.origin.labels
         for label in sorted(nodes):
-            if label not in c.reserved:
+            if label not in reserved:
                 node = nodes[label]
-                name = self._name((label,))
+                name = dns.name.Name((label, *origin))
                 yield from self._node_addresses(name, node)
                 if node[2] is not None:
                     yield self._srv_rrset(name, node[2])

@@ -41,8 +41,11 @@ def zone_lines(zone: Zone) -> Iterator[str]:
     yield f"; zone {origin}, serial {zone.serial}, written by controparte\n"
     yield f"$ORIGIN {origin}\n"
     yield f"$TTL {zone.config.ttl}\n"
+    name, owner = None, ""
     for rrset in zone.rrsets():
-        head = f"{_owner(rrset.name, depth)}\t{rrset.ttl}\tIN\t{_type_text(rrset.rdtype)}\t"
+        if rrset.name is not name:  # an installation's A and AAAA share their name
+            name, owner = rrset.name, _owner(rrset.name, depth)
+        head = f"{owner}\t{rrset.ttl}\tIN\t{_type_text(rrset.rdtype)}\t"
         for rdata in rrset.rdatas:
             yield f"{head}{rdata.to_text()}\n"
 

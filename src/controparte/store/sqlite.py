@@ -19,6 +19,7 @@ against any writer that does not take the lock file; the busy timeout applies to
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -80,6 +81,12 @@ def _row_to_installation(row: sqlite3.Row | tuple[object, ...]) -> Installation:
         private_port=None if private_port is None else int(str(private_port)),
         agent_version=None if agent_version is None else str(agent_version),
     )
+
+
+_record: Callable[[Iterable[object]], DnsRecord] = functools.partial(tuple.__new__, DnsRecord)
+"""A (label, ipv4, ipv6, port) row as a `DnsRecord`: `DnsRecord._make` without its length
+check (the query names the four columns), all in C: a million rows at start-up, where
+`_make`, a Python call per row, costs twice as much."""
 
 
 def _utc(stored: object) -> datetime:
@@ -530,7 +537,7 @@ class SqliteStore:
                 cursor = conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
                 try:
-                    result = consume(map(DnsRecord._make, cursor))
+                    result = consume(map(_record, cursor))
                 finally:
                     cursor.close()
             finally:
