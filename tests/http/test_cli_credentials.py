@@ -177,7 +177,7 @@ def test_resolve_from_the_local_registry(run: Run) -> None:
 
 
 def test_resolve_from_a_server_that_is_down_is_one_error_line(run: Run) -> None:
-    from tests.realserver import free_tcp_port  # noqa: PLC0415
+    from tests.processes import free_tcp_port  # noqa: PLC0415
 
     result = run("resolve", "alpha", "--server", f"http://127.0.0.1:{free_tcp_port()}")
     assert result.exit_code == 1
