@@ -105,8 +105,10 @@ def test_dns_follows_when_the_agent_address_changes(setup: Setup, agent: AgentRu
     # the next beats only move last-seen: no new serial, no new "world sees you" line
     changed = setup.server.serial()
     seen = last_seen(setup.server)
-    time.sleep(2.5)
-    assert last_seen(setup.server) > seen
+    for _ in range(2):  # a positive barrier: two later beats committed (the first logged)
+        seen = later_beat(setup.server, seen)
+    with setup.server.registry() as registry:
+        assert registry.store.serial() == changed  # committed: nothing for DNS to follow
     assert setup.server.serial() == changed
     assert moved.log().count("world sees you") == 1
 
@@ -116,6 +118,15 @@ def last_seen(server: ServerProcess) -> datetime:
         seen = registry.get(CODE).last_seen
     assert seen is not None
     return seen
+
+
+def later_beat(server: ServerProcess, seen: datetime, timeout: float = 5.0) -> datetime:
+    """Until a heartbeat after `seen` is committed; its last-seen."""
+    deadline = time.monotonic() + timeout
+    while (now := last_seen(server)) <= seen:
+        assert time.monotonic() < deadline, f"no heartbeat after {seen} in {timeout} s"
+        time.sleep(0.05)
+    return now
 
 
 @pytest.mark.parametrize(
