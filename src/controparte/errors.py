@@ -2,10 +2,15 @@
 to what every front end answers (HTTP status, DNS rcode, DynDNS2 code, CLI exit code).
 
 Front ends never improvise: they catch `ControparteError` and look up `response_for`.
+The table also covers requests refused before the service sees a value (`MalformedError`:
+cannot be read; `InvalidRequestError`: not the documented shape; `UnsupportedError`:
+not something the service offers), so the HTTP layer's own refusals (an unknown
+route, a wrong method, a body that is not JSON) come from rows of the table as well.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -20,6 +25,58 @@ class ValidationError(ControparteError):
         super().__init__(f"{field}: {rule}")
         self.field = field
         self.rule = rule
+
+
+class BadAddressError(ControparteError):
+    """An address given to be published (a DynDNS2 `myip`, or the client address
+    itself) is malformed, of the wrong family, or may not be published. `value` is the
+    address as given, `reason` what is wrong with it."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        super().__init__(f"{value!r}: {reason}")
+        self.value = value
+
+
+class ImportRefusedError(ControparteError):
+    """A bulk import that was refused whole; `problems` are (line, message) pairs, the
+    message names the line of every problem.
+
+    A plain class, not a frozen dataclass: `contextlib` sets `__traceback__` on an
+    exception leaving a `with` block, which a frozen (slotted) dataclass refuses."""
+
+    def __init__(self, problems: Iterable[tuple[int, str]]) -> None:
+        self.problems: tuple[tuple[int, str], ...] = tuple(problems)
+        super().__init__("; ".join(f"line {line}: {msg}" for line, msg in self.problems))
+
+
+class InvalidRequestError(ControparteError):
+    """A request without the shape its protocol documents (an HTTP parameter or body
+    field missing, of the wrong type or out of range: the schema's checks, before the
+    service sees a value). `problems` are (location, message) pairs, the location
+    dotted (`body.port`, `query.limit`); the message names every one."""
+
+    def __init__(self, problems: Iterable[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where}: {msg}" for where, msg in problems))
+
+
+class MalformedError(ControparteError):
+    """A request that cannot be read at all (a DNS message that does not follow the
+    wire format, an HTTP body that is not JSON or not text), as opposed to one that
+    reads but breaks a rule (`ValidationError`, `InvalidRequestError`)."""
+
+
+class UnsupportedError(ControparteError):
+    """The request asks for something the service does not offer: a path it does not
+    serve (told apart from a NotFoundError, which is about an object, so that a client
+    can tell an older server without a route from a missing installation)."""
+
+
+class MethodNotAllowedError(UnsupportedError):
+    """A method the path does not take; `allow`: the methods it does take."""
+
+    def __init__(self, message: str, allow: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.allow = tuple(allow)
 
 
 class NotFoundError(ControparteError):
@@ -65,9 +122,18 @@ class ErrorResponse:
     exit_code: int
 
 
-# dns.rcode: FORMERR=1, SERVFAIL=2, NXDOMAIN=3, REFUSED=5, YXDOMAIN=6, NXRRSET=8
+# dns.rcode: FORMERR=1, SERVFAIL=2, NXDOMAIN=3, NOTIMP=4, REFUSED=5, YXDOMAIN=6,
+# NOTAUTH=9. DynDNS2 codes: `http/dyndns2.py`. A ValidationError at the DynDNS2 front
+# end comes from a registry rule refusing the write of a request whose hostname and
+# addresses were already checked: `dnserr`, not `notfqdn` (which would blame the name).
 _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
-    ValidationError: ErrorResponse(422, 5, "notfqdn", 1),  # a policy refusal, not FORMERR
+    ValidationError: ErrorResponse(422, 5, "dnserr", 1),  # a policy refusal, not FORMERR
+    BadAddressError: ErrorResponse(400, 5, "badip", 1),
+    ImportRefusedError: ErrorResponse(422, 5, "dnserr", 1),
+    InvalidRequestError: ErrorResponse(422, 1, "badagent", 1),
+    MalformedError: ErrorResponse(400, 1, "badagent", 1),
+    UnsupportedError: ErrorResponse(404, 4, "badagent", 1),  # NOTIMP
+    MethodNotAllowedError: ErrorResponse(405, 4, "badagent", 1),
     NotFoundError: ErrorResponse(404, 3, "nohost", 1),
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
     ConfigError: ErrorResponse(500, 2, "911", 2),

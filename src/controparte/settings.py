@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,7 +95,6 @@ class Settings:
     features: Path | None = None
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _absolute(key: str, name: str, zone: str) -> str:
@@ -257,7 +256,7 @@ def load_settings(
         raise ConfigError("zone: the root zone cannot be served")
     values: dict[str, object] = {"zone": zone}
     for f in fields(Settings):
-        if f.name in ("zone", "extra"):
+        if f.name == "zone":
             continue
         found = raw(f.name)
         if found is not None:

@@ -25,7 +25,6 @@ from dns.rdataclass import RdataClass
 from dns.rdatatype import RdataType
 
 from controparte.dns.update import (
-    MalformedUpdate,
     Record,
     UpdateContext,
     UpdateRequest,
@@ -34,6 +33,7 @@ from controparte.dns.update import (
     plan_update,
 )
 from controparte.dns.zone import Zone, ZoneConfig
+from controparte.errors import MalformedError, response_for
 from controparte.model import InstallationChange
 from controparte.settings import load_settings
 
@@ -519,8 +519,10 @@ ALPHA = _name_wire("alpha")
     ],
 )
 def test_parse_malformed(wire: bytes) -> None:
-    with pytest.raises(MalformedUpdate):
+    with pytest.raises(MalformedError) as caught:
         parse_request(wire)
+    assert response_for(caught.value).dns_rcode == Rcode.FORMERR
+    assert str(caught.value)  # the message stands alone
 
 
 def test_labels_referenced() -> None:

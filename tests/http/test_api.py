@@ -287,6 +287,8 @@ async def test_resolve_needs_no_credentials_and_tells_no_secret(api: Api) -> Non
             assert response.json() == expected
             assert token not in response.text
         missing = await http.get("/v1/resolve/nope")
+        for name in ("x.alpha." + ZONE, ZONE, "alpha.example.test"):  # not <label>.<zone>
+            assert (await http.get(f"/v1/resolve/{name}")).status_code == 404, name
     assert missing.status_code == 404
     assert missing.json()["error"] == "NotFoundError"
 
@@ -327,6 +329,7 @@ async def test_metrics_count_requests_updates_errors_and_dns(api: Api) -> None:
         'controparte_updates_total{way="dyndns2"} 0',
         'controparte_updates_total{way="rfc2136"} 0',
         'controparte_errors_total{kind="NotFoundError"} 1',
+        'controparte_errors_total{kind="UnsupportedError"} 1',  # the unknown path
         "controparte_installations 1",
         f"controparte_zone_serial {dns_server.engine.zone.serial}",
     ]

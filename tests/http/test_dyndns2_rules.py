@@ -6,17 +6,22 @@ import base64
 
 import pytest
 
+from controparte import errors
+from controparte.errors import BadAddressError
 from controparte.http.dyndns2 import (
     Addresses,
-    BadAddress,
     Code,
+    Decision,
+    badip_line,
     basic_credentials,
     body,
+    decide,
     hostname_label,
     requested_addresses,
     source_addresses,
     split_hostnames,
 )
+from controparte.model import Installation, InstallationChange
 
 ZONE = "bp.controparte.test."
 
@@ -40,6 +45,52 @@ ZONE = "bp.controparte.test."
 )
 def test_hostname_label(hostname: str, expected: str) -> None:
     assert hostname_label(hostname, ZONE) == expected
+
+
+DUAL = Installation("A-1", "alpha", ipv4="192.0.2.1", ipv6="2001:db8::1", port=4443)
+V4 = Installation("A-1", "alpha", ipv4="192.0.2.1")
+
+
+@pytest.mark.parametrize(
+    ("current", "label", "target", "expected"),
+    [
+        (None, "alpha", Addresses("192.0.2.9"), Decision("nohost")),  # gone meanwhile
+        (DUAL, "beta", Addresses("192.0.2.9"), Decision("nohost")),  # not its label
+        (DUAL, "alpha", Addresses("192.0.2.1"), Decision("nochg 192.0.2.1")),
+        (DUAL, "alpha", Addresses(None, "2001:db8::1"), Decision("nochg 2001:db8::1")),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.1", "2001:db8::1"),
+            Decision("nochg 192.0.2.1,2001:db8::1"),
+        ),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.9"),
+            Decision("good 192.0.2.9", InstallationChange(ipv4="192.0.2.9")),
+        ),
+        (
+            DUAL,
+            "alpha",
+            Addresses("192.0.2.1", "2001:db8::9"),  # one family new: the request is written
+            Decision(
+                "good 192.0.2.1,2001:db8::9",
+                InstallationChange(ipv4="192.0.2.1", ipv6="2001:db8::9"),
+            ),
+        ),
+        (
+            V4,
+            "alpha",
+            Addresses(None, "2001:db8::9"),  # a family it had not: added, IPv4 kept
+            Decision("good 2001:db8::9", InstallationChange(ipv6="2001:db8::9")),
+        ),
+    ],
+)
+def test_decide(
+    current: Installation | None, label: str, target: Addresses, expected: Decision
+) -> None:
+    assert decide(current, label, target) == expected
 
 
 def test_split_hostnames_keeps_order_and_empty_items() -> None:
@@ -90,23 +141,23 @@ def test_requested_addresses(
 def test_bad_requested_addresses(
     myip: str | None, myipv4: str | None, myipv6: str | None, bad: str
 ) -> None:
-    with pytest.raises(BadAddress) as caught:
+    with pytest.raises(BadAddressError) as caught:
         requested_addresses(myip, myipv4, myipv6, allow_non_global=True)
     assert caught.value.value == bad
-    assert caught.value.line().startswith("badip ")
+    assert badip_line(caught.value).startswith("badip ")
 
 
 def test_non_global_addresses_need_the_setting() -> None:
-    with pytest.raises(BadAddress, match="global"):
+    with pytest.raises(BadAddressError, match="global"):
         requested_addresses("10.0.0.1", None, None, allow_non_global=False)
-    with pytest.raises(BadAddress):
+    with pytest.raises(BadAddressError):
         source_addresses("127.0.0.1", allow_non_global=False)
     assert source_addresses("127.0.0.1", allow_non_global=True) == Addresses("127.0.0.1")
     assert source_addresses("2001:db8::5", allow_non_global=True) == Addresses(None, "2001:db8::5")
 
 
 def test_badip_line_is_one_token_on_one_line() -> None:
-    line = BadAddress("1.2.3.4\r\ngood 5.6.7.8", "x").line()
+    line = badip_line(BadAddressError("1.2.3.4\r\ngood 5.6.7.8", "x"))
     assert "\n" not in line
     assert "\r" not in line
     assert line.split(" ") == ["badip", "1.2.3.4%0D%0Agood%205.6.7.8"]
@@ -143,3 +194,8 @@ def test_http_status_of_codes() -> None:
         Code.BADAUTH: 401,
         Code.BADIP: 400,
     }
+
+
+def test_every_dyndns2_code_of_the_error_table_is_a_protocol_code() -> None:
+    table = errors._RESPONSES
+    assert {row.dyndns2 for row in table.values()} <= {code.value for code in Code}

@@ -1,10 +1,11 @@
 """The two shells of the heartbeat (the pure-ASGI one the service runs, the FastAPI
 route the OpenAPI document describes) answer every case alike: status, headers and
 body, byte for byte (the zone serial aside: each app has its own store), and count
-alike in /metrics."""
+alike in /metrics. Every error body is `{"error": <kind>, "detail": <text>}`."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class Case:
     code: str = "A-1"
     peer: str = "198.51.100.7"
     headers: tuple[tuple[str, str], ...] = tuple(JSON.items())
+    method: str = "POST"
 
 
 CASES = [
@@ -59,7 +61,7 @@ CASES = [
     Case("bad body: port 0", 422, b'{"port":0}'),
     Case("bad body: several errors", 422, b'{"port":0,"private_port":70000,"version":"a b"}'),
     Case("bad body: missing", 422, b""),
-    Case("bad body: not JSON", 422, b'{"port":'),
+    Case("bad body: not JSON", 400, b'{"port":'),
     Case("bad body: not UTF-8", 400, b'{"port":1,"version":"\xff"}'),
     Case("bad body: a list", 422, b"[1]"),
     Case("bad body: infinite", 422, b'{"port":1e400}'),
@@ -72,6 +74,8 @@ CASES = [
         headers=(*JSON.items(), ("forwarded", "for=unknown")),
     ),
     Case("Live port outside the range", 422, token="own-live", code="L-1"),
+    Case("a wrong method", 405, method="PUT"),
+    Case("a wrong method, no credentials", 405, token=None, method="GET"),
     *[Case(f"wrong token {n}", 401, token="cpt_wrong", peer="198.51.100.20") for n in range(5)],
     Case("throttled, even with the right token", 429, peer="198.51.100.20"),
 ]
@@ -87,7 +91,7 @@ async def answer(
     transport = httpx.ASGITransport(app=api.app, client=(case.peer, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://controparte.test") as http:
         request = http.build_request(
-            "POST", BEAT.format(case.code), content=case.body, headers=headers
+            case.method, BEAT.format(case.code), content=case.body, headers=headers
         )
         response = await http.send(request)
     body = re.sub(r'"serial":\d+', '"serial":0', response.content.decode("utf-8"))
@@ -131,6 +135,10 @@ async def test_both_shells_answer_every_case_alike(make_api: MakeApi) -> None:
         by_route = await answer(route, case, route_tokens)
         assert by_fast == by_route, case.name
         assert by_fast[0] == case.status, (case.name, by_fast)
+        if case.status != 200:
+            shape = json.loads(by_fast[2])
+            assert list(shape) == ["error", "detail"], case.name
+            assert isinstance(shape["detail"], str), case.name
     assert await metrics(fast) == await metrics(route)
     counted = 'method="POST",route="/v1/installations/{code}/heartbeat",status="200"} 8'
     assert "controparte_http_requests_total{" + counted in await metrics(fast)

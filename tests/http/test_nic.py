@@ -321,7 +321,7 @@ async def test_write_failures_answer_dnserr_or_911(
     def fail(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(api.services.registry, "update", fail)
+    monkeypatch.setattr(api.services.registry, "write", fail)  # the one write step
     response = await nic(api, {"hostname": f"{ALPHA},{BETA}", "myip": "198.51.100.3"}, auth=alpha)
     assert (response.status_code, lines(response)) == (200, [line, "nohost"])
     assert api.services.registry.get("ALPHA-1").ipv4 == "192.0.2.1"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from controparte.agent.listen import ListenConfig, ProbeListener
-from controparte.probewire import Reach
+from controparte.model.probe import Reach
 from controparte.service import Registry
 from controparte.service.probe import ProbeTarget, run_probe
 from tests.agentproc import AgentRunner, issue_token, write_token

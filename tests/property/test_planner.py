@@ -16,7 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controparte.plan.catalog import Catalog, LiveSettings, Topology, load_catalog
-from controparte.plan.planner import Action, Direction, Flow, Origin, Party, Plan, Role, Rule, plan
+from controparte.plan.planner import (
+    Action,
+    Direction,
+    Flow,
+    Initiator,
+    Party,
+    Plan,
+    Role,
+    Rule,
+    plan,
+)
 
 CATALOG = load_catalog()
 LIVE = CATALOG.live
@@ -77,7 +87,7 @@ def test_the_seed_rules_hold_for_any_pair(a: Party, b: Party, feature: str) -> N
     returns = [f for f in flows if f.direction is Direction.RETURN]
     if chosen.topology is Topology.CLIENTS:
         assert len(outbound) == 1 and returns == []
-        assert outbound[0].origin is Origin.CLIENTS
+        assert outbound[0].origin is Initiator.CLIENTS
         assert (outbound[0].source, outbound[0].destination) == (Role.CALLER, Role.CALLEE)
     elif chosen.topology is Topology.SERVER_ASYNC:
         assert [(f.source, f.destination) for f in outbound] == [(Role.CALLER, Role.CALLEE)]
@@ -87,11 +97,11 @@ def test_the_seed_rules_hold_for_any_pair(a: Party, b: Party, feature: str) -> N
         assert len(outbound) == 2 and {(f.source, f.destination) for f in outbound} == both
         assert len(returns) == 2 and {(f.source, f.destination) for f in returns} == both
     if server:
-        assert all(f.origin is Origin.SERVER for f in p.flows)
+        assert all(f.origin is Initiator.SERVER for f in p.flows)
 
     for flow in flows:
         src, dst = p.party(flow.source), p.party(flow.destination)
-        source_addresses = src.addresses if flow.origin is Origin.SERVER else ()
+        source_addresses = src.addresses if flow.origin is Initiator.SERVER else ()
         # Rules sit where the seed puts them: egress at the source, the rest at the
         # destination, and never on a Live side (the cloud's network is not ours).
         for rule in flow.rules:
@@ -199,17 +209,17 @@ def test_the_live_range_comes_from_the_catalog(
 # "feature": (who opens the flows, the outbound flows, the return flows), as the seed's
 # table states them; (source, destination) by role.
 CALLER, CALLEE = Role.CALLER, Role.CALLEE
-SEED_TABLE: dict[str, tuple[Origin, list[tuple[Role, Role]], list[tuple[Role, Role]]]] = {
-    "einvoice": (Origin.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
-    "primanota": (Origin.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
-    "sprix": (Origin.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
-    "easypass": (Origin.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
+SEED_TABLE: dict[str, tuple[Initiator, list[tuple[Role, Role]], list[tuple[Role, Role]]]] = {
+    "einvoice": (Initiator.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
+    "primanota": (Initiator.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
+    "sprix": (Initiator.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
+    "easypass": (Initiator.SERVER, [(CALLER, CALLEE)], [(CALLEE, CALLER)]),
     "realtime": (
-        Origin.SERVER,
+        Initiator.SERVER,
         [(CALLER, CALLEE), (CALLEE, CALLER)],
         [(CALLEE, CALLER), (CALLER, CALLEE)],
     ),
-    "remote-access": (Origin.CLIENTS, [(CALLER, CALLEE)], []),
+    "remote-access": (Initiator.CLIENTS, [(CALLER, CALLEE)], []),
 }
 
 # The installations of the table: on-premises ends listen on 4443 behind NAT and are
@@ -239,7 +249,7 @@ class Expected:
 
 
 def seed_flow(
-    direction: Direction, src: Role, dst: Role, origin: Origin, ends: dict[Role, Party]
+    direction: Direction, src: Role, dst: Role, origin: Initiator, ends: dict[Role, Party]
 ) -> Expected:
     """The seed's words, for one flow: a non-Live destination accepts the flow inbound
     on its public port (NAT to MxServer, then the firewall); a Live destination is
@@ -253,7 +263,7 @@ def seed_flow(
     if destination.live:
         if not source.live:
             source_allows.append("out 9000-9999")
-            if origin is Origin.SERVER:
+            if origin is Initiator.SERVER:
                 source_allows += START_LIVE
     else:
         if not source.live:

@@ -15,7 +15,8 @@ from controparte.model import Installation, Link
 from controparte.plan.catalog import load_catalog, packaged_catalog, parse_catalog
 from controparte.settings import load_settings
 from controparte.store import Origin, open_store
-from controparte.store.sqlite import DB_FILE, MIGRATIONS
+from controparte.store.schema import MIGRATIONS
+from controparte.store.sqlite import DB_FILE
 
 GOOD = """\
 [live]

@@ -18,9 +18,9 @@ from controparte.agent.doctor import (
     render_text,
     report_dict,
 )
+from controparte.model.probe import Reach
 from controparte.plan.catalog import load_catalog
 from controparte.plan.planner import Party, Plan, Role, plan
-from controparte.probewire import Reach
 
 CATALOG = load_catalog()
 HOSTS = CATALOG.live.start_live_hosts

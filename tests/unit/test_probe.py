@@ -9,7 +9,7 @@ import pytest
 
 from controparte.errors import ForbiddenError, RateLimitedError, ValidationError
 from controparte.model import Installation
-from controparte.probewire import (
+from controparte.model.probe import (
     Answer,
     Reach,
     answer_line,

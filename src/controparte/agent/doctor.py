@@ -33,9 +33,9 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from controparte.model.probe import Reach
 from controparte.plan.planner import Action, Flow, Party, Plan, Role, Rule
 from controparte.plan.wire import party_dict
-from controparte.probewire import Reach
 
 SCHEMA = "controparte.doctor/1"
 

@@ -46,10 +46,16 @@ from controparte.agent.doctor import (
 )
 from controparte.agent.schedule import parse_retry_after
 from controparte.agent.wire import error_detail
-from controparte.errors import ControparteError, NotFoundError, ValidationError
+from controparte.errors import (
+    ControparteError,
+    MethodNotAllowedError,
+    NotFoundError,
+    UnsupportedError,
+    ValidationError,
+)
+from controparte.model.probe import Reach, classify_error
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
-from controparte.probewire import Reach, classify_error
 from controparte.settings import HostPort
 
 CONNECT_TIMEOUT = 3.0
@@ -190,13 +196,16 @@ class ServiceApi:
 
 
 def _no_route(response: httpx.Response) -> bool:
-    """True for the answer of a server without the route (not an error of the API's,
-    which always names its `error` kind)."""
+    """True for the answer of a server without the route: not an error of the API's
+    (which always names its `error` kind), or the API's own word that it serves no such
+    path or method (`UnsupportedError` and its kin)."""
     try:
         body = response.json()
     except ValueError:
         return True
-    return not (isinstance(body, dict) and "error" in body)
+    if not (isinstance(body, dict) and "error" in body):
+        return True
+    return body["error"] in (UnsupportedError.__name__, MethodNotAllowedError.__name__)
 
 
 # -- DNS, as MxServer finds the counterpart --------------------------------------------------

@@ -3,15 +3,16 @@ MxServer is installed (or while it is stopped), so that `POST .../probe` and
 `controparte doctor` can prove that the router's port forward reaches this machine.
 
 Contract:
-- It speaks only `probewire`: a connection may send one probe line within
-  `READ_TIMEOUT` seconds; a probe is answered with this installation's proof (the MAC
-  keyed by its token) and the connection closed; anything else is closed unanswered.
+- It speaks only the probe protocol (`model/probe.py`): a connection may send one probe
+  line within `READ_TIMEOUT` seconds; a probe is answered with this installation's
+  proof (the MAC keyed by its token) and the connection closed; anything else is
+  closed unanswered.
 - The token file is read for every probe, so a rotated token is used at once; at start
   it is read once, so a missing or unsafe file ends the command before it listens.
 - At most `MAX_CONNECTIONS` connections are served at a time; more are closed at once.
 - SIGINT or SIGTERM stops it (exit code 0).
 
-Depends on the model's rules and `probewire` only, like the rest of the agent.
+Depends on the model (its rules and `model/probe.py`) only, like the rest of the agent.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from controparte.agent.token import read_token
 from controparte.errors import ControparteError, ValidationError
 from controparte.model import validate_code, validate_port
-from controparte.probewire import MAX_LINE, answer_line, parse_probe_line
+from controparte.model.probe import MAX_LINE, answer_line, parse_probe_line
 
 log = logging.getLogger("controparte.agent.listen")
 

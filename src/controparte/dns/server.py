@@ -6,17 +6,21 @@
   (SO_REUSEPORT), each with its own snapshot following the same journal.
 - TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
   an idle timeout; a cap on concurrent connections.
-- The follower polls the store's journal (`journal_poll_interval`) and swaps in a new
-  snapshot; `poke()` makes it look at once (used by writers in the same process).
+- The follower (`Follower`, a thread of its own) polls the store's journal
+  (`journal_poll_interval`), builds the next snapshot and swaps the engine's one
+  reference (CoreDNS's rule: reload off the serving path, swap one pointer); the event
+  loop never reads the store or builds a snapshot after start-up. `poke()` makes it look
+  at once (used by writers in the same process).
 - UPDATE (RFC 2136, opcode 5) when the server has `services`: the UDP thread hands the
   datagram to the event loop (`call_soon_threadsafe`), which runs `Updater.handle` in a
-  small executor (a store write must not stall queries), catches the snapshot up with
-  the journal when something changed, and then sends the response from the loop thread
-  (sending on the UDP socket from two threads is safe); TCP awaits the same path, so
-  pipelined requests still get answers in order. At most `MAX_PENDING_UPDATES` wait at
-  once; more are dropped (the client retries). Without services, UPDATE gets NOTIMP
-  from the answer path. A worker process (`dns_workers` > 1) handles the UPDATEs that
-  reach its socket in a thread of its own, over its own services.
+  small executor (a store write must not stall queries); when something changed, it
+  awaits the follower's catch-up (`Follower.catch_up`) and then sends the response from
+  the loop thread (sending on the UDP socket from two threads is safe), so the client's
+  next query sees the change. TCP awaits the same path, so pipelined requests still get
+  answers in order. At most `MAX_PENDING_UPDATES` wait at once; more are dropped (the
+  client retries). Without services, UPDATE gets NOTIMP from the answer path. A worker
+  process (`dns_workers` > 1) has its own follower, and handles the UPDATEs that reach
+  its socket in a thread of its own, over its own services.
 """
 
 from __future__ import annotations
@@ -26,11 +30,10 @@ import contextlib
 import logging
 import multiprocessing
 import queue
-import signal
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from controparte.dns.engine import Engine
@@ -45,6 +48,8 @@ log = logging.getLogger("controparte.dns")
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PENDING_UPDATES = 256
 UPDATE_THREADS = 2
+FOLLOWER_STOP_TIMEOUT = 2.0
+"""Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
 
 OnUpdate = Callable[[bytes, Any], None]
 """Takes an UPDATE datagram and its sender's address off the UDP thread."""
@@ -72,6 +77,94 @@ def follow(store: Store, zone: Zone) -> Zone:
         zone = zone.apply(entries)
         if zone.seq >= last:
             return zone
+
+
+class Follower:
+    """Keeps `engine` serving the store's latest snapshot, from a thread of its own.
+
+    The thread looks at the journal every `interval` seconds, and at once after
+    `poke()` or `catch_up()`: it applies the new entries to the served snapshot (or loads
+    the whole zone again after a gap or a replaced store, see `follow`) and swaps the
+    engine's reference. It is the only thread that swaps, and each snapshot is built from
+    the one served, so a snapshot never replaces a newer one. A failure is logged and
+    retried at the next look; the engine keeps serving its snapshot meanwhile."""
+
+    def __init__(self, store: Store, engine: Engine, interval: float) -> None:
+        self.store = store
+        self.engine = engine
+        self.interval = interval
+        self._wake = threading.Condition()
+        self._poked = False
+        self._stopping = False
+        self._waiting: list[Future[Zone]] = []
+        self._thread = threading.Thread(target=self._run, name="dns-follow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Look at the journal now (thread-safe; never waits for a look)."""
+        with self._wake:
+            self._poked = True
+            self._wake.notify()
+
+    def catch_up(self) -> Future[Zone]:
+        """Look at the journal now (thread-safe). The future holds the snapshot served
+        after a look that began after this call, so it has every change committed
+        before the call; or that look's error; it is cancelled if the follower stops
+        first."""
+        done: Future[Zone] = Future()
+        with self._wake:
+            if self._stopping:
+                done.cancel()
+                return done
+            self._waiting.append(done)
+            self._poked = True
+            self._wake.notify()
+        return done
+
+    def stop(self, timeout: float) -> None:
+        """End the thread, waiting at most `timeout` seconds for a look in progress."""
+        with self._wake:
+            self._stopping = True
+            waiting, self._waiting = self._waiting, []
+            self._wake.notify()
+        for done in waiting:
+            done.cancel()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._poked and not self._stopping:
+                    self._wake.wait(self.interval)
+                if self._stopping:
+                    return
+                self._poked = False
+                waiting, self._waiting = self._waiting, []
+            waiting = [done for done in waiting if done.set_running_or_notify_cancel()]
+            try:
+                zone = self._look()
+            except Exception as exc:  # the store may be busy or gone for a moment: retry
+                if not self._stopping:  # else the store may be closing under a late look
+                    log.exception(
+                        "cannot read the journal; serving serial %d meanwhile",
+                        self.engine.zone.serial,
+                    )
+                for done in waiting:
+                    done.set_exception(exc)
+            else:
+                for done in waiting:
+                    done.set_result(zone)
+
+    def _look(self) -> Zone:
+        zone = self.engine.zone
+        newer = follow(self.store, zone)
+        if newer is not zone:
+            self.engine.swap(newer)
+            log.debug("zone %s now at serial %d", zone.config.origin, newer.serial)
+        return newer
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -147,8 +240,7 @@ class DnsServer:
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
         self._tcp: asyncio.Server | None = None
-        self._follower: asyncio.Task[None] | None = None
-        self._poke: asyncio.Event | None = None
+        self._follower = Follower(self.store, self.engine, settings.journal_poll_interval)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._tcp_connections = 0
@@ -166,7 +258,6 @@ class DnsServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._poke = asyncio.Event()
         host = self.settings.dns.host
         self._udp = bind_udp(host, self.settings.dns.port)
         port = self.port
@@ -191,7 +282,7 @@ class DnsServer:
             daemon=True,
         )
         self._udp_thread.start()
-        self._follower = asyncio.create_task(self._follow())
+        self._follower.start()
         context = multiprocessing.get_context("spawn")
         for number in range(1, self.settings.dns_workers):
             worker = context.Process(
@@ -216,10 +307,7 @@ class DnsServer:
         self._running = False
         for worker in self._workers:
             worker.terminate()
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+        await asyncio.to_thread(self._follower.stop, FOLLOWER_STOP_TIMEOUT)
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -248,31 +336,7 @@ class DnsServer:
 
     def poke(self) -> None:
         """Look at the journal now (thread-safe); writers in this process call it."""
-        if self._loop is not None and self._poke is not None:
-            self._loop.call_soon_threadsafe(self._poke.set)
-
-    def _catch_up(self) -> None:
-        """Swap in the snapshot brought up to date with the journal. Only on the event
-        loop thread, so two swaps never race."""
-        zone = self.engine.zone
-        newer = follow(self.store, zone)
-        if newer is not zone:
-            self.engine.swap(newer)
-            log.debug("zone %s now at serial %d", self.config.origin, newer.serial)
-
-    async def _follow(self) -> None:
-        assert self._poke is not None
-        interval = self.settings.journal_poll_interval
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), interval)
-            self._poke.clear()
-            try:
-                self._catch_up()
-            except Exception:  # the store may be busy or gone for a moment: retry
-                log.exception(
-                    "cannot read the journal; serving serial %d meanwhile", self.engine.zone.serial
-                )
+        self._follower.poke()
 
     # -- UPDATE ------------------------------------------------------------------------
 
@@ -308,8 +372,8 @@ class DnsServer:
 
     async def _update(self, wire: bytes, peer: str) -> bytes | None:
         """The response to one UPDATE: the write runs in the executor; when it changed
-        the registry, the snapshot catches up before the response leaves, so the
-        client's next query sees the change."""
+        the registry, the response leaves once the follower has swapped in a snapshot
+        with the change (awaited, the loop goes on), so the client's next query sees it."""
         assert self.updater is not None and self._update_executor is not None
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
@@ -317,10 +381,9 @@ class DnsServer:
         )
         if result.changed:
             try:
-                self._catch_up()
-            except Exception:
-                log.exception("cannot read the journal after an UPDATE; the follower retries")
-                self.poke()
+                await asyncio.wrap_future(self._follower.catch_up())
+            except Exception:  # logged by the follower, which retries
+                log.warning("the snapshot may not have the UPDATE yet: answering anyway")
         return result.response
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -354,31 +417,15 @@ class DnsServer:
 
 
 def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
-    """An extra UDP process: own store handle, snapshot and follower thread; with
-    `updates`, its own services and a thread that answers the UPDATEs it receives."""
+    """An extra UDP process: own store handle, snapshot and follower; with `updates`,
+    its own services and a thread that answers the UPDATEs it receives."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = open_store(settings.data)
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
     sock = bind_udp(settings.dns.host, port)
-    swapping = threading.Lock()
-
-    def catch_up() -> None:
-        with swapping:
-            zone = engine.zone
-            newer = follow(store, zone)
-            if newer is not zone:
-                engine.swap(newer)
-
-    def follower() -> None:
-        stop = threading.Event()
-        while not stop.wait(settings.journal_poll_interval):
-            try:
-                catch_up()
-            except Exception:
-                log.exception("worker cannot read the journal")
-
-    threading.Thread(target=follower, name="dns-follow", daemon=True).start()
+    follower = Follower(store, engine, settings.journal_poll_interval)
+    follower.start()
     on_update: OnUpdate | None = None
     if updates:
         updater = Updater(open_services(settings, store=store), config)
@@ -390,9 +437,9 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
                 result = updater.handle(wire, str(peer[0]), engine.zone)
                 if result.changed:
                     try:
-                        catch_up()
-                    except Exception:
-                        log.exception("worker cannot read the journal after an UPDATE")
+                        follower.catch_up().result()
+                    except Exception:  # logged by the follower, which retries
+                        log.warning("the snapshot may not have the UPDATE yet: answering anyway")
                 if result.response is not None:
                     with contextlib.suppress(OSError):
                         sock.sendto(result.response, peer)
@@ -404,20 +451,3 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
         threading.Thread(target=update_thread, name="dns-update", daemon=True).start()
         on_update = on_update_queue
     udp_loop(sock, engine, lambda: True, on_update)
-
-
-def run_server(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-
-    async def main() -> None:
-        server = DnsServer(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with server:
-            await stop.wait()
-            log.info("stopping")
-
-    asyncio.run(main())

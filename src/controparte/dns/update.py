@@ -5,7 +5,8 @@ The request is read in wire order (`parse_request`), because the Update Section 
 processed RR by RR (RFC 2136 3.4.2) and the TTL of the metavalue RRs must be checked.
 `plan_update` then follows RFC 2136 section 3:
 
-1. Zone Section (3.1): exactly one RR of type SOA, else FORMERR (found while parsing);
+1. Zone Section (3.1): exactly one RR of type SOA, else FORMERR (found while parsing:
+   `MalformedError`);
    the zone must be ours, class IN, else NOTAUTH. (RFC 8945 also answers NOTAUTH, for
    TSIG failures; those responses carry a TSIG error, this one a TSIG error of 0.)
 2. Prerequisite Section (3.2): FORMERR, NOTZONE, NXDOMAIN, YXDOMAIN, NXRRSET, YXRRSET
@@ -57,7 +58,7 @@ from dns.rdatatype import RdataType
 
 from controparte.dns.lookup import rrsets_at
 from controparte.dns.zone import SRV_SERVICE, Zone
-from controparte.errors import ValidationError
+from controparte.errors import MalformedError, ValidationError
 from controparte.model import InstallationChange
 from controparte.model.installation import (
     LABEL_RE,
@@ -119,17 +120,6 @@ class Plan:
     reason: str = ""
 
 
-class MalformedUpdate(dns.exception.FormError):
-    """The UPDATE cannot be read: answered FORMERR. The message stands alone."""
-
-    def __init__(self, message: str) -> None:
-        Exception.__init__(self, message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
 class _Stop(Exception):  # noqa: N818 - control flow inside plan_update, never escapes
     def __init__(self, rcode: Rcode, reason: str) -> None:
         super().__init__(reason)
@@ -143,28 +133,26 @@ class _Stop(Exception):  # noqa: N818 - control flow inside plan_update, never e
 def parse_request(wire: bytes) -> UpdateRequest:
     """The Zone, Prerequisite and Update Sections of an UPDATE message, in wire order.
 
-    Raises `MalformedUpdate` (a `dns.exception.FormError`: FORMERR) when the message is
+    Raises `MalformedError` (FORMERR, by the table in `errors.py`) when the message is
     malformed, when the Zone Section does not hold exactly one RR of type SOA (RFC 2136
     3.1.1), or when a metavalue RR of class ANY in the Prerequisite or Update Section,
     or of class NONE in the Prerequisite Section, has data (RFC 2136 3.2.1, 3.2.2,
     3.4.1.2)."""
     try:
         return _parse(wire)
-    except MalformedUpdate:
-        raise
     except (dns.exception.DNSException, ValueError, IndexError, UnicodeError) as exc:
-        raise MalformedUpdate(f"malformed UPDATE: {exc}") from None
+        raise MalformedError(f"malformed UPDATE: {exc}") from None
 
 
 def _parse(wire: bytes) -> UpdateRequest:
     parser = dns.wire.Parser(wire)
     _id, _flags, zocount, prcount, upcount, _adcount = parser.get_struct(_HEADER)
     if zocount != 1:
-        raise MalformedUpdate("the Zone Section must hold exactly one RR")
+        raise MalformedError("the Zone Section must hold exactly one RR")
     zone_name = parser.get_name(decompress=True)
     ztype, zclass = parser.get_struct("!HH")
     if ztype != RdataType.SOA:
-        raise MalformedUpdate("the Zone Section RR must be of type SOA")
+        raise MalformedError("the Zone Section RR must be of type SOA")
 
     def records(count: int, prerequisite: bool) -> tuple[Record, ...]:
         out = []
@@ -174,7 +162,7 @@ def _parse(wire: bytes) -> UpdateRequest:
             meta = rdclass in (RdataClass.ANY, RdataClass.NONE)
             empty_only = rdclass == RdataClass.ANY or (prerequisite and meta)
             if empty_only and rdlen:
-                raise MalformedUpdate(
+                raise MalformedError(
                     f"{name}: an RR of class {RdataClass.to_text(rdclass)} here has no data"
                 )
             rdata = None

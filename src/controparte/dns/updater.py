@@ -41,7 +41,6 @@ from dns.rcode import Rcode
 
 from controparte.dns.answer import header_only
 from controparte.dns.update import (
-    MalformedUpdate,
     Plan,
     UpdateContext,
     UpdateRequest,
@@ -51,7 +50,7 @@ from controparte.dns.update import (
     plan_update,
 )
 from controparte.dns.zone import Zone, ZoneConfig
-from controparte.errors import ControparteError, response_for
+from controparte.errors import ControparteError, MalformedError, response_for
 from controparte.model import InstallationChange
 from controparte.service.access import ResolvedKey
 from controparte.service.registry import RegistryReader
@@ -135,8 +134,8 @@ class Updater:
             return self._bad_time(request, resolved, peer, "signed before an accepted update")
         try:
             parsed = parse_request(wire)
-        except MalformedUpdate as exc:
-            plan = Plan(Rcode.FORMERR, reason=str(exc))
+        except MalformedError as exc:
+            plan = _refused(exc)
         else:
             plan = check_zone(parsed, self.config.origin) or self._write(
                 parsed, resolved, key_name, peer, zone
@@ -183,7 +182,7 @@ class Updater:
                 Origin(actor=actor, via="rfc2136", source=peer),
             )
         except ControparteError as exc:
-            return Plan(Rcode.make(response_for(exc).dns_rcode), reason=str(exc))
+            return _refused(exc)
 
     # -- TSIG --------------------------------------------------------------------------
 
@@ -260,6 +259,11 @@ class Updater:
             outcome,
             reason,
         )
+
+
+def _refused(error: ControparteError) -> Plan:
+    """The plan for an error the service raised: its rcode from the table."""
+    return Plan(Rcode.make(response_for(error).dns_rcode), reason=str(error))
 
 
 def _tsig_rdata(message: dns.message.Message) -> dns.rdtypes.ANY.TSIG.TSIG:

@@ -5,11 +5,15 @@
 - `/healthz`: 200 and a small JSON body while the store answers (503 when it does not);
 - `/metrics`: Prometheus text format (`metrics.py`).
 
-Every error the service raises on purpose becomes `{"error": <kind>, "detail": <message>}`
-with the HTTP status of `errors.response_for`; nothing else is improvised. 401 answers
-carry a Bearer challenge, 429 answers a Retry-After (the error's own `retry_after`,
-else the failed-authentication block); `replies.py` writes them for every route. An
-unexpected exception is logged, counted and answered 500 without details.
+Every error answer is `{"error": <kind>, "detail": <message>}` with the HTTP status of
+`errors.response_for`; nothing is improvised. Errors the service raises on purpose are
+answered as they are; the framework's own refusals (request validation, a body that is
+not JSON, an unknown path, a wrong method) become errors of the tree first
+(`replies.invalid_request`, `replies.http_refusal`). 401 answers carry a Bearer
+challenge, 429 answers a Retry-After, 405 answers an Allow header; `replies.py` writes
+them for every route. An unexpected exception is logged, counted and answered 500
+without details. The OpenAPI document describes these bodies (`ErrorOut`) for every
+error status, request validation included.
 
 `create_app` composes, outermost first: `RequestMetrics` (counts every request by route
 template), `HeartbeatShell` (`heartbeat.py`: answers `POST
@@ -28,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import controparte
@@ -49,8 +54,8 @@ from controparte.http.metrics import (
     gauge,
     labelled,
 )
-from controparte.http.replies import error_reply, internal_reply, validation_reply
-from controparte.http.schemas import Health, HeartbeatIn
+from controparte.http.replies import error_reply, http_refusal, internal_reply, invalid_request
+from controparte.http.schemas import ErrorOut, Health, HeartbeatIn
 from controparte.service.services import Services
 
 log = logging.getLogger("controparte.http")
@@ -121,7 +126,7 @@ def create_api(ctx: Context) -> FastAPI:
     app.state.controparte = ctx
     app.include_router(v1.router)
     app.include_router(nic.router)
-    _document_heartbeat_body(app)
+    _complete_openapi(app)
 
     @app.get("/healthz", response_model=Health, tags=["service"], summary="Liveness")
     def healthz() -> Health:
@@ -144,9 +149,17 @@ def create_api(ctx: Context) -> FastAPI:
         return error_reply(exc, metrics, services.throttle.block).response()
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: Exception) -> Response:
+    async def request_invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return validation_reply(exc.errors(), metrics).response()
+        error = invalid_request(exc.errors())
+        return error_reply(error, metrics, services.throttle.block).response()
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        allow = (exc.headers or {}).get("Allow")
+        error = http_refusal(exc.status_code, request.method, request.url.path, allow)
+        return error_reply(error, metrics, services.throttle.block).response()
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
@@ -156,10 +169,17 @@ def create_api(ctx: Context) -> FastAPI:
     return app
 
 
-def _document_heartbeat_body(app: FastAPI) -> None:
-    """Put `HeartbeatIn` in the OpenAPI components: the heartbeat route reads its body
-    itself, so FastAPI does not see the model (`v1.HEARTBEAT_BODY` refers to it). The
-    schema is what FastAPI writes for a route that takes the model as its body."""
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def _complete_openapi(app: FastAPI) -> None:
+    """Two things FastAPI cannot know, put in the OpenAPI document:
+    - `HeartbeatIn` in the components: the heartbeat route reads its body itself, so
+      FastAPI does not see the model (`v1.HEARTBEAT_BODY` refers to it). The schema is
+      what FastAPI writes for a route that takes the model as its body.
+    - request validation answers `ErrorOut` (`replies.invalid_request`), not FastAPI's
+      own list of errors: a 422 FastAPI documents by itself refers to `ErrorOut`, and
+      its `HTTPValidationError` and `ValidationError` schemas go."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -167,6 +187,14 @@ def _document_heartbeat_body(app: FastAPI) -> None:
             document = generate()
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas["HeartbeatIn"] = _body_schema(HeartbeatIn)
+            schemas.setdefault("ErrorOut", ErrorOut.model_json_schema())
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for operation in (op for ops in document["paths"].values() for op in ops.values()):
+                for response in operation.get("responses", {}).values():
+                    schema = response.get("content", {}).get("application/json", {})
+                    if schema.get("schema", {}).get("$ref") == _FASTAPI_422:
+                        schema["schema"] = {"$ref": "#/components/schemas/ErrorOut"}
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from controparte.errors import AuthError, ForbiddenError
 from controparte.http.clientaddr import Client
 from controparte.http.metrics import AUTH_BLOCKS, AUTH_FAILURES, Metrics
-from controparte.model import Installation
+from controparte.model import Installation, label_of
 from controparte.service.services import Services
 
 log = logging.getLogger("controparte.http.auth")
@@ -163,10 +163,7 @@ class Gate:
         """The DynDNS2 account: username = code, label or `<label>.<zone>`, password =
         the installation's token. Raises AuthError (counted) when they do not match."""
         self.guard(client)
-        zone = "." + self.services.settings.zone.rstrip(".")
-        name = username.strip().rstrip(".")
-        if name.lower().endswith(zone):
-            name = name[: -len(zone)]
+        name = label_of(username, self.services.settings.zone) or username.strip().rstrip(".")
         try:
             inst = self.services.access.authenticate(name, password) if name else None
         except AuthError:

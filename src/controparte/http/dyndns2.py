@@ -18,6 +18,10 @@ The answer is text/plain, one line per line of `lines`:
 
 `good <ip>` / `nochg <ip>` name the address(es) the request set: `198.51.100.23`,
 `2001:db8::23`, or both joined by a comma (dual stack in one call).
+
+`decide` is what one hostname's update does to the account's installation (nohost,
+nochg, or good with the change); the handler (`nic.py`) calls it inside the write
+transaction, on the installation as that transaction reads it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,14 @@ import ipaddress
 import urllib.parse
 from dataclasses import dataclass
 
-from controparte.errors import ValidationError
-from controparte.model import validate_ipv4, validate_ipv6, validate_label
+from controparte.errors import BadAddressError, ValidationError, response_for
+from controparte.model import (
+    Installation,
+    InstallationChange,
+    label_of,
+    validate_ipv4,
+    validate_ipv6,
+)
 
 MAX_HOSTNAMES = 20
 
@@ -64,30 +74,50 @@ class Addresses:
         return ",".join(a for a in (self.ipv4, self.ipv6) if a is not None)
 
 
-class BadAddress(Exception):  # noqa: N818 - a protocol outcome, named by its code
-    """An address parameter (or the source address) that cannot be published."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One hostname's answer line, and the change to write (only with `good`)."""
 
-    def __init__(self, value: str, reason: str) -> None:
-        super().__init__(f"{value!r}: {reason}")
-        self.value = value
-        self.reason = reason
+    line: str
+    change: InstallationChange | None = None
 
-    def line(self) -> str:
-        return f"{Code.BADIP} {urllib.parse.quote(self.value[:100], safe=':.,[]')}"
+
+def decide(current: Installation | None, label: str, target: Addresses) -> Decision:
+    """What the update of `label` to `target` does to the account's installation
+    `current` (None: it is gone): `nohost` when `label` is not its label, `nochg <ip>`
+    when it already has the requested addresses (nothing to write), else `good <ip>`
+    with the change (a family not requested is left as it is)."""
+    if current is None or current.label != label:
+        return Decision(Code.NOHOST)
+    wanted = (
+        current.ipv4 if target.ipv4 is None else target.ipv4,
+        current.ipv6 if target.ipv6 is None else target.ipv6,
+    )
+    if wanted == (current.ipv4, current.ipv6):
+        return Decision(f"{Code.NOCHG} {target.text()}")
+    change = InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6)
+    return Decision(f"{Code.GOOD} {target.text()}", change)
+
+
+def badip_line(error: BadAddressError) -> str:
+    """The answer line for a refused address: its code from the table in `errors.py`,
+    then the value percent-encoded, so it stays one token on one line."""
+    value = urllib.parse.quote(error.value[:100], safe=":.,[]")
+    return f"{response_for(error).dyndns2} {value}"
 
 
 def _accept(value: str, *, allow_non_global: bool) -> tuple[int, str]:
-    """(family, canonical text) of one requested address, or BadAddress."""
+    """(family, canonical text) of one requested address, or BadAddressError."""
     try:
         parsed = ipaddress.ip_address(value)
     except ValueError:
-        raise BadAddress(value, "not an IPv4 or IPv6 address") from None
+        raise BadAddressError(value, "not an IPv4 or IPv6 address") from None
     try:
         if parsed.version == 4:
             return 4, validate_ipv4(value, allow_non_global=allow_non_global)
         return 6, validate_ipv6(value, allow_non_global=allow_non_global)
     except ValidationError as exc:
-        raise BadAddress(value, exc.rule) from None
+        raise BadAddressError(value, exc.rule) from None
 
 
 def requested_addresses(
@@ -100,16 +130,16 @@ def requested_addresses(
     """The addresses named by the request, or None when it names none (then the source
     address is used). `myip` takes one address or two of different families separated
     by a comma; `myipv4` / `myipv6` one of their family. Empty parameters count as
-    absent. Raises BadAddress for a malformed value, a value of the wrong family, two
+    absent. Raises BadAddressError for a malformed value, a value of the wrong family, two
     different values for one family, or an address that may not be published."""
     found: dict[int, str] = {}
 
     def add(value: str, family: int | None) -> None:
         version, text = _accept(value, allow_non_global=allow_non_global)
         if family is not None and version != family:
-            raise BadAddress(value, f"not an IPv{family} address")
+            raise BadAddressError(value, f"not an IPv{family} address")
         if version in found and found[version] != text:
-            raise BadAddress(value, f"a second, different IPv{version} address")
+            raise BadAddressError(value, f"a second, different IPv{version} address")
         found[version] = text
 
     for item in (myip or "").split(","):
@@ -140,21 +170,14 @@ def split_hostnames(param: str | None) -> list[str]:
 
 def hostname_label(hostname: str, zone: str) -> str | Code:
     """The installation label that `hostname` names in `zone` (absolute, with the dot),
-    or the code to answer: `notfqdn` for something that is not a fully qualified name,
-    `nohost` for a name outside the zone or not of the form `<label>.<zone>`."""
-    name = hostname.strip().lower()
-    name = name.removesuffix(".")
-    labels = name.split(".")
+    or the code to answer: `notfqdn` for something that is not a fully qualified name
+    (DynDNS2's own check), `nohost` for a name that is not `<label>.<zone>`
+    (`model.label_of`)."""
+    labels = hostname.strip().removesuffix(".").split(".")
     if len(labels) < 2 or any(not label or len(label) > 63 for label in labels):
         return Code.NOTFQDN
-    suffix = "." + zone.lower().removesuffix(".")
-    if not name.endswith(suffix):
-        return Code.NOHOST
-    relative = name[: -len(suffix)]
-    try:
-        return validate_label(relative)
-    except ValidationError:
-        return Code.NOHOST
+    label = label_of(hostname, zone)
+    return Code.NOHOST if label is None else label
 
 
 def basic_credentials(authorization: str | None) -> tuple[str, str] | None:

@@ -7,8 +7,8 @@ headers, the body bytes, the client) to a `Reply`. In order:
    then the token's HMAC check (401, counted and logged without the token; 404 when
    the path names the installation by its label);
 2. the body, by FastAPI's rules for a JSON body of model `HeartbeatIn` (JSON only when
-   the content type says so; the same 422 bodies, the same 400 for bytes that are not
-   text);
+   the content type says so), refused as every other route's is (`replies.py`: 422 for
+   the wrong shape, 400 for bytes that are not JSON text);
 3. the client's address (a trusted proxy that forwarded garbage: 422 `Forwarded`);
 4. the beat, handed to the group-committing writer and awaited on the event loop (no
    thread-pool hop; the writer settles a whole batch with one call into the loop, and
@@ -39,17 +39,24 @@ import pydantic
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from controparte.errors import AuthError, ControparteError, NotFoundError, ValidationError
+from controparte.errors import (
+    AuthError,
+    ControparteError,
+    MalformedError,
+    NotFoundError,
+    ValidationError,
+)
 from controparte.http.clientaddr import Client, resolve_client
 from controparte.http.context import Context
 from controparte.http.metrics import HEARTBEATS
 from controparte.http.replies import (
+    UNREADABLE_BODY,
     Reply,
-    bad_body_reply,
     error_reply,
     internal_reply,
+    invalid_request,
+    not_json,
     render,
-    validation_reply,
 )
 from controparte.http.schemas import HeartbeatIn
 from controparte.service.heartbeat import Beat
@@ -71,21 +78,6 @@ def bearer_token(authorization: str | None) -> str | None:
     return credentials
 
 
-class _BodyRefusedError(Exception):
-    """The body is refused: `errors` for a 422 as FastAPI writes it, or None for a 400
-    (bytes that are not text). The answer (and its count) is made only if it is given:
-    a wrong token is answered first."""
-
-    def __init__(self, errors: list[Any] | None) -> None:
-        super().__init__("the heartbeat's body is refused")
-        self.errors = errors
-
-    def reply(self, ctx: Context) -> Reply:
-        if self.errors is None:
-            return bad_body_reply()
-        return validation_reply(self.errors, ctx.metrics)
-
-
 def _is_json(content_type: str | None) -> bool:
     """FastAPI's rule: application/json or application/*+json, parameters allowed; no
     content type at all is not JSON."""
@@ -102,36 +94,25 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def read_body(body: bytes, content_type: str | None) -> HeartbeatIn:
-    """The heartbeat in `body`, by FastAPI's rules; else `_BodyRefusedError`."""
+    """The heartbeat in `body`, by FastAPI's rules; else the error FastAPI's would be
+    answered with (`replies.invalid_request`: InvalidRequestError, MalformedError)."""
     value: Any
     if not body:
-        errors: list[Any] = [
-            {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-        ]
-        raise _BodyRefusedError(errors)
+        raise invalid_request([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
     if _is_json(content_type):
         try:
             value = json.loads(body)
         except json.JSONDecodeError as exc:
-            errors = [
-                {
-                    "type": "json_invalid",
-                    "loc": ("body", exc.pos),
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": {"error": exc.msg},
-                }
-            ]
-            raise _BodyRefusedError(errors) from None
+            raise not_json(exc.msg, exc.pos) from None
         except ValueError:  # not UTF-8 (or UTF-16/32) text
-            raise _BodyRefusedError(None) from None
+            raise MalformedError(UNREADABLE_BODY) from None
     else:
         value = body
     try:
         return _HEARTBEAT_IN.validate_python(value, from_attributes=True)
     except pydantic.ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise _BodyRefusedError(errors) from None
+        errors = exc.errors(include_url=False)
+        raise invalid_request({**e, "loc": ("body", *e["loc"])} for e in errors) from None
 
 
 async def beat(
@@ -151,7 +132,7 @@ async def beat(
         token = gate.present(bearer_token(authorization), client)
         try:
             sent = read_body(body, content_type)
-        except _BodyRefusedError:
+        except ControparteError:
             gate.authenticated(token, client, code)  # a wrong token is told first
             raise
         address = client.address
@@ -180,8 +161,6 @@ async def beat(
         gate.succeeded(client)
     except ControparteError as exc:
         return error_reply(exc, ctx.metrics, services.throttle.block)
-    except _BodyRefusedError as refused:
-        return refused.reply(ctx)
     ctx.metrics.inc(HEARTBEATS, result="changed" if result.changed else "unchanged")
     now = result.installation
     settings = services.settings

@@ -16,35 +16,35 @@ shape of the answer):
    Without `myip`, `myipv4` and `myipv6` the update uses the request's source address
    (after the trusted-proxy rule).
 6. Then per hostname, in order: `notfqdn` (not a fully qualified name), `nohost` (not
-   `<label>.<zone>`, or not the account's own label), `nochg <ip>` (nothing to change:
-   not counted as abuse, nothing written), `good <ip>` (written through the registry as
+   `<label>.<zone>`), and then, decided by `dyndns2.decide` inside one registry write
+   transaction (`Registry.update_many`) on the installation as it reads it: `nohost`
+   (not the account's own label), `nochg <ip>` (nothing to change: not counted as
+   abuse, nothing written), `good <ip>` (written in that same transaction as
    `Origin(actor=<code>, via="dyndns2", source=<client>)`, so it is in the history and
-   DNS serves it at once), `dnserr` / `911` when the write fails.
+   DNS serves it at once); the code of the error table when the write is refused
+   (`dnserr` for a registry rule or a conflict, `911` when the store fails).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from controparte.errors import (
-    AuthError,
-    ControparteError,
-    RateLimitedError,
-    ValidationError,
-    response_for,
-)
+from controparte.errors import BadAddressError, ControparteError, response_for
 from controparte.http.clientaddr import Client
 from controparte.http.context import Context
 from controparte.http.dyndns2 import (
     MAX_HOSTNAMES,
     Addresses,
-    BadAddress,
     Code,
+    Decision,
+    badip_line,
     basic_credentials,
     body,
+    decide,
     hostname_label,
     requested_addresses,
     source_addresses,
@@ -52,6 +52,7 @@ from controparte.http.dyndns2 import (
 )
 from controparte.http.metrics import DYNDNS2_RESULTS, ERRORS
 from controparte.model import InstallationChange
+from controparte.service.registry import RegistryReader
 from controparte.store import Origin
 
 log = logging.getLogger("controparte.http.dyndns2")
@@ -82,18 +83,13 @@ class _Updater:
         gate = self.ctx.gate
         try:
             gate.guard(client)
-        except RateLimitedError:
-            return [Code.ABUSE]
-        credentials = basic_credentials(request.headers.get("authorization"))
-        if credentials is None:
-            log.info("dyndns2 request from %s without Basic credentials", client.key)
-            return [Code.BADAUTH]
-        try:
+            credentials = basic_credentials(request.headers.get("authorization"))
+            if credentials is None:
+                log.info("dyndns2 request from %s without Basic credentials", client.key)
+                return [Code.BADAUTH]
             account = gate.account(*credentials, client)
-        except RateLimitedError:
-            return [Code.ABUSE]
-        except AuthError:
-            return [Code.BADAUTH]
+        except ControparteError as exc:  # RateLimitedError: abuse; AuthError: badauth
+            return [response_for(exc).dyndns2]
         hostnames = split_hostnames(hostname)
         if not hostnames:
             return [Code.NOTFQDN]
@@ -104,11 +100,13 @@ class _Updater:
             target = requested_addresses(myip, myipv4, myipv6, allow_non_global=allow)
             if target is None:
                 if client.address is None:
-                    raise BadAddress(client.bad_hop or client.peer, "the forwarded client address")
+                    raise BadAddressError(
+                        client.bad_hop or client.peer, "the forwarded client address"
+                    )
                 target = source_addresses(client.address, allow_non_global=allow)
-        except BadAddress as bad:
+        except BadAddressError as bad:
             log.info("dyndns2 update of %s from %s refused: %s", account.code, client.key, bad)
-            return [bad.line()]
+            return [badip_line(bad)]
         return [self._one(account.code, name, target, client) for name in hostnames]
 
     def _one(self, code: str, hostname: str, target: Addresses, client: Client) -> str:
@@ -116,34 +114,26 @@ class _Updater:
         label = hostname_label(hostname, self.services.settings.zone)
         if isinstance(label, Code):
             return label
-        registry = self.services.registry
+
+        def within(reader: RegistryReader) -> tuple[Decision, Mapping[str, InstallationChange]]:
+            decision = decide(reader.get(code), label, target)
+            return decision, {} if decision.change is None else {code: decision.change}
+
         try:
-            current = registry.get(code)
-            if current.label != label:
-                return Code.NOHOST
-            wanted = (
-                current.ipv4 if target.ipv4 is None else target.ipv4,
-                current.ipv6 if target.ipv6 is None else target.ipv6,
+            decision = self.services.registry.update_many(
+                within, Origin(actor=code, via="dyndns2", source=client.key)
             )
-            if wanted == (current.ipv4, current.ipv6):
-                return f"{Code.NOCHG} {target.text()}"
-            registry.update(
-                code,
-                InstallationChange(ipv4=target.ipv4, ipv6=target.ipv6),
-                Origin(actor=current.code, via="dyndns2", source=client.key),
-            )
-        except ControparteError as exc:
+        except ControparteError as exc:  # the table's code (a registry rule: dnserr)
             self.ctx.metrics.inc(ERRORS, kind=type(exc).__name__)
             log.warning("dyndns2 update of %s failed: %s", code, exc)
-            if isinstance(exc, ValidationError):  # a registry rule refused the write: the
-                return Code.DNSERR  # hostname and addresses were checked, not to blame
             return response_for(exc).dyndns2
         except Exception:
             self.ctx.metrics.inc(ERRORS, kind="internal")
             log.exception("dyndns2 update of %s failed", code)
             return Code.SERVER_ERROR
-        log.info("dyndns2: %s (%s) now at %s, from %s", code, label, target.text(), client.key)
-        return f"{Code.GOOD} {target.text()}"
+        if decision.change is not None:
+            log.info("dyndns2: %s (%s) now at %s, from %s", code, label, target.text(), client.key)
+        return decision.line
 
 
 router = APIRouter(tags=["dyndns2"])

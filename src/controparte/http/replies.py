@@ -1,14 +1,18 @@
 """JSON answers as bytes, shared by the FastAPI routes and the pure-ASGI fast path, so
 both write the same bytes and headers for the same case.
 
-- `error_reply`: a `ControparteError` as `{"error": <kind>, "detail": <message>}` with
-  the HTTP status of `errors.response_for`, a Bearer challenge on 401 and a Retry-After
-  on 429 (the error's own `retry_after`, else the failed-authentication block); counted
-  by kind.
-- `validation_reply`: request validation errors as FastAPI writes them (422,
-  `{"detail": [...]}`), counted as `RequestValidationError`; a value JSON cannot hold
-  (an infinite number, bytes that are not UTF-8) is written as null or with U+FFFD
-  instead of failing.
+Every error answer has one shape, `{"error": <kind>, "detail": <message that stands
+alone>}`, and is counted by kind:
+- `error_reply`: a `ControparteError` with the HTTP status of `errors.response_for`
+  and its kind (the class name), a Bearer challenge on 401, a Retry-After on 429 (the
+  error's own `retry_after`, else the failed-authentication block), an Allow on 405.
+  The HTTP layer's own refusals become errors of the tree first: `invalid_request`
+  (pydantic's validation errors: 422 `InvalidRequestError`, each problem named by its
+  location, e.g. `body.port: Input should be a valid integer`; 400 `MalformedError`
+  for a body that is not JSON), `not_json` and `UNREADABLE_BODY` (400
+  `MalformedError`), `http_refusal` (404 `UnsupportedError`, 405
+  `MethodNotAllowedError`).
+- `internal_reply`: 500 `{"error": "internal", ...}` without details.
 - `Reply.response()` and `Reply.raw_headers()` give the same header list as Starlette's
   `JSONResponse`: the extra headers, then content-length, then content-type.
 """
@@ -16,20 +20,27 @@ both write the same bytes and headers for the same case.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.encoders import jsonable_encoder
 from starlette.responses import Response
 
-from controparte.errors import AuthError, ControparteError, RateLimitedError, response_for
+from controparte.errors import (
+    AuthError,
+    ControparteError,
+    InvalidRequestError,
+    MalformedError,
+    MethodNotAllowedError,
+    RateLimitedError,
+    UnsupportedError,
+    response_for,
+)
 from controparte.http.metrics import ERRORS, Metrics
 
 JSON = "application/json"
 BEARER_CHALLENGE = 'Bearer realm="controparte"'
-BAD_BODY = "There was an error parsing the body"
+UNREADABLE_BODY = "body: not text (UTF-8, UTF-16 or UTF-32), so not JSON"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +82,10 @@ def error_reply(exc: ControparteError, metrics: Metrics, block: float) -> Reply:
     elif isinstance(exc, RateLimitedError):
         retry_after = int(block) if exc.retry_after is None else exc.retry_after
         headers = (("Retry-After", str(retry_after)),)
+    elif isinstance(exc, MethodNotAllowedError) and exc.allow:
+        headers = (("Allow", ", ".join(exc.allow)),)
     body = render({"error": type(exc).__name__, "detail": str(exc)})
     return Reply(response_for(exc).http_status, body, headers)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
-def validation_reply(errors: Sequence[Any], metrics: Metrics) -> Reply:
-    """422 with the validation errors (pydantic's, `loc` starting with where)."""
-    metrics.inc(ERRORS, kind="RequestValidationError")
-    encoded = jsonable_encoder(
-        list(errors), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
-    )
-    return Reply(422, render({"detail": _finite(encoded)}))
 
 
 def internal_reply(metrics: Metrics) -> Reply:
@@ -100,6 +94,43 @@ def internal_reply(metrics: Metrics) -> Reply:
     return Reply(500, render({"error": "internal", "detail": "internal server error"}))
 
 
-def bad_body_reply() -> Reply:
-    """400: a body that is not text at all (FastAPI's answer; not counted as an error)."""
-    return Reply(400, render({"detail": BAD_BODY}))
+def not_json(message: str, position: int) -> MalformedError:
+    """A body that does not parse as JSON: `message` and `position` are the decoder's."""
+    return MalformedError(f"body: not valid JSON: {message} (at character {position})")
+
+
+def _location(loc: Iterable[str | int]) -> str:
+    """pydantic's `loc` as one word: `body.port`, `body.features[0]`, `query.limit`."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def invalid_request(errors: Iterable[Mapping[str, Any]]) -> ControparteError:
+    """pydantic's validation errors of a request (each `loc` starting with where:
+    body, query, path, header) as the error to answer: a body that is not JSON at all
+    is a MalformedError (400), anything else an InvalidRequestError (422) naming every
+    problem with its location."""
+    found = list(errors)
+    for error in found:
+        if error["type"] == "json_invalid":
+            return not_json(str(error.get("ctx", {}).get("error", "")), int(error["loc"][-1]))
+    return InvalidRequestError((_location(e["loc"]), str(e["msg"])) for e in found)
+
+
+def http_refusal(status: int, method: str, path: str, allow: str | None) -> ControparteError:
+    """Starlette's and FastAPI's own refusals (`HTTPException`) as errors of the tree:
+    404 (no such path) an UnsupportedError, 405 (a method the path does not take;
+    `allow`: its Allow header) a MethodNotAllowedError; the only other one they raise
+    here, 400 (a body FastAPI cannot read), a MalformedError."""
+    shown = path[:200]
+    if status == 404:
+        return UnsupportedError(f"no such path: {shown} (the API is described at /openapi.json)")
+    if status == 405:
+        methods = [m.strip() for m in (allow or "").split(",") if m.strip()]
+        return MethodNotAllowedError(f"{method} is not allowed on {shown}", allow=methods)
+    return MalformedError(UNREADABLE_BODY)

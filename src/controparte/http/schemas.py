@@ -167,7 +167,7 @@ class ResolveOut(BaseModel):
 
 class ProbeOut(BaseModel):
     """What the service found when it dialled the installation's registered public
-    address and port from outside (see `service/probe.py` and `probewire.py`)."""
+    address and port from outside (see `service/probe.py` and `model/probe.py`)."""
 
     result: Literal["open", "refused", "timeout", "unreachable"] = Field(
         description="open: connected; refused: a TCP reset (nothing listens, no port"

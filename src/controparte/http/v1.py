@@ -72,11 +72,16 @@ from controparte.store import Origin
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
+        (400, "The body cannot be read: not JSON, or not text"),
         (401, "Missing or wrong credentials"),
         (403, "The credential does not allow this"),
         (404, "No such installation"),
         (409, "Conflicts with another installation"),
-        (422, "A value breaks a rule (the detail names the field)"),
+        (
+            422,
+            "The request does not have the documented shape, or a value breaks a rule"
+            " (the detail names each field, e.g. body.port)",
+        ),
         (429, "Too many failed authentications from this address"),
     )
 }
@@ -305,7 +310,7 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
     registered address the request comes from (403 from any other address: the probe
     never dials an address the caller picks), sends `CONTROPARTE-PROBE <nonce>` and
     checks a `controparte agent listen` answer against the request's own token
-    (`probewire`). Connect timeout 3 s, one line read within 2 s."""
+    (`model/probe.py`). Connect timeout 3 s, one line read within 2 s."""
     target = choose_target(inst, client.address)
     ctx.services.probes.acquire(inst.code)
     assert token is not None  # `Itself` has authenticated it

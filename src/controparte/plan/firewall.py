@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from controparte.plan.planner import Action, Origin, Plan, Role, Rule
+from controparte.plan.planner import Action, Initiator, Plan, Role, Rule
 
 FORMATS = ("nftables", "iptables", "windows")
 NFT_COMMENT_MAX = 128  # nft refuses longer comments
@@ -165,7 +165,8 @@ def render_rules(plan: Plan, side: Role, fmt: str) -> str:
         f" rules for the {side.value}, {party.name}",
     ]
     if any(
-        r.origin is Origin.CLIENTS and r.side is side and r.action is Action.EGRESS for r in rules
+        r.origin is Initiator.CLIENTS and r.side is side and r.action is Action.EGRESS
+        for r in rules
     ):
         header.append("the egress rules apply to every iDesk client's network")
     for flow in plan.blocked:

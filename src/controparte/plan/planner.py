@@ -39,7 +39,10 @@ class Direction(enum.StrEnum):
     RETURN = "return"
 
 
-class Origin(enum.StrEnum):
+class Initiator(enum.StrEnum):
+    """Who, at a flow's source installation, opens the connection: its server, or every
+    one of its clients (`origin` of a `Flow` or `Rule`, and of the plan's JSON)."""
+
     SERVER = "server"
     CLIENTS = "clients"  # every iDesk client of the installation
 
@@ -56,7 +59,7 @@ class Rule:
 
     side: Role
     action: Action
-    origin: Origin  # who opens the connection (server, or every client)
+    origin: Initiator  # who opens the connection (server, or every client)
     peer_addresses: tuple[str, ...]  # remote end; empty = unknown (any)
     peer_name: str
     port_low: int  # destination port(s): the public port, or a range
@@ -81,7 +84,7 @@ class Flow:
     id: str
     direction: Direction
     source: Role
-    origin: Origin
+    origin: Initiator
     destination: Role
     host: str | None  # a destination known by name (start-live host) instead of a party
     addresses: tuple[str, ...]  # destination public addresses (registered)
@@ -158,12 +161,12 @@ def _party_flow(
     src_role: Role,
     dst: Party,
     dst_role: Role,
-    origin: Origin,
+    origin: Initiator,
     feature: Feature,
     live: LiveSettings,
 ) -> Flow:
     """The flow from `src` (its server or its clients) to `dst`'s public port."""
-    who = "every client of " + src.name if origin is Origin.CLIENTS else src.name
+    who = "every client of " + src.name if origin is Initiator.CLIENTS else src.name
     text = f"{feature.id} {direction.value}: {who} -> {dst.name}"
     rules: list[Rule] = []
     blocked: str | None = None
@@ -217,14 +220,14 @@ def _party_flow(
                         why=f"out to {dst.name}'s public port",
                     )
                 )
-            source_addresses = src.addresses if origin is Origin.SERVER else ()
+            source_addresses = src.addresses if origin is Initiator.SERVER else ()
             rules.append(
                 Rule(
                     dst_role,
                     Action.PORT_FORWARD,
                     origin,
                     source_addresses,
-                    src.name if origin is Origin.SERVER else who,
+                    src.name if origin is Initiator.SERVER else who,
                     dst.port,
                     dst.port,
                     to_port=listening,
@@ -237,7 +240,7 @@ def _party_flow(
                     Action.INBOUND,
                     origin,
                     source_addresses,
-                    src.name if origin is Origin.SERVER else who,
+                    src.name if origin is Initiator.SERVER else who,
                     listening,
                     listening,
                     why=f"in from {who} on MxServer's port {listening}",
@@ -272,7 +275,7 @@ def _party_flow(
 
 
 def _start_live_flows(
-    src: Party, src_role: Role, dst: Party, origin: Origin, live: LiveSettings
+    src: Party, src_role: Role, dst: Party, origin: Initiator, live: LiveSettings
 ) -> list[Flow]:
     """A non-Live server that calls a Live one also needs 443 to each start-live host."""
     flows = []
@@ -326,13 +329,13 @@ def plan(
                 src_role=src_role,
                 dst=dst,
                 dst_role=dst_role,
-                origin=Origin.SERVER,
+                origin=Initiator.SERVER,
                 feature=feature,
                 live=live,
             )
         )
         if dst.live and not src.live:
-            flows.extend(_start_live_flows(src, src_role, dst, Origin.SERVER, live))
+            flows.extend(_start_live_flows(src, src_role, dst, Initiator.SERVER, live))
 
     if feature.topology is Topology.CLIENTS:
         flows.append(
@@ -342,7 +345,7 @@ def plan(
                 src_role=Role.CALLER,
                 dst=b,
                 dst_role=Role.CALLEE,
-                origin=Origin.CLIENTS,
+                origin=Initiator.CLIENTS,
                 feature=feature,
                 live=live,
             )

@@ -1,5 +1,5 @@
 """Use-cases shared by every front end (CLI, DNS, HTTP)."""
 
-from controparte.service.registry import ImportError_, Registry, reserved_labels
+from controparte.service.registry import Registry, reserved_labels
 
-__all__ = ["ImportError_", "Registry", "reserved_labels"]
+__all__ = ["Registry", "reserved_labels"]

@@ -1,16 +1,20 @@
 """Heartbeats: "I am alive, and this is my public port". The public IP is what the
 service sees (the request's source), never what the client claims.
 
-`apply_beat` is the pure rule. `HeartbeatWriter` applies beats in group commits: one
-writer thread takes every beat that arrived while the previous commit was syncing and
-commits them in one transaction, so a durable write costs one fsync per batch, not per
-beat. A beat that changes nothing DNS serves only moves last-seen (no journal entry, no
-new serial). Each result carries the zone serial read once per batch right after its
-commit (the batch's own serial, or a later one if another writer committed since), so
-the caller needs no store read of its own.
+`apply_beat` is the pure part: the installation after a beat. `HeartbeatWriter` applies
+beats in group commits: one writer thread takes every beat that arrived while the
+previous commit was syncing and commits them in one transaction, so a durable write
+costs one fsync per batch, not per beat. A beat that changes nothing DNS serves only
+moves last-seen (no journal entry, no new serial). Each result carries the zone serial
+read once per batch right after its commit (the batch's own serial, or a later one if
+another writer committed since), so the caller needs no store read of its own.
 
-A beat of a Live installation whose port lies outside the Live range is refused (a
-ValidationError on `port`) and nothing of it is stored, not even last-seen.
+Every beat is checked and written by the registry's one validate-and-write step
+(`Registry.write`), inside the batch's transaction: its rules are the rules of every
+other path. So a beat that moves a Live installation to a port outside the Live range
+is refused (a ValidationError on `port`) and nothing of it is stored, not even
+last-seen, while one reporting the port the installation already has passes, as
+`Registry.update` of its address would.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from datetime import datetime
 from controparte.errors import AuthError, ControparteError, NotFoundError
 from controparte.model import Installation, InstallationChange
 from controparte.model.installation import utcnow, validate_port
-from controparte.plan.catalog import LiveSettings, packaged_catalog
-from controparte.store import Origin, Store, StoreTransaction
+from controparte.service.registry import Registry
+from controparte.store import Origin, StoreTransaction
 
 log = logging.getLogger("controparte.heartbeat")
 
@@ -58,19 +62,14 @@ class BeatResult:
 
 
 def apply_beat(
-    inst: Installation,
-    beat: Beat,
-    now: datetime,
-    *,
-    allow_non_global: bool,
-    live: LiveSettings | None = None,
+    inst: Installation, beat: Beat, now: datetime, *, allow_non_global: bool
 ) -> Installation:
     """The installation after `beat`: the source address replaces the address of its
-    family, the port replaces the public port, last-seen moves to `now`.
+    family, the port replaces the public port, last-seen moves to `now`, the private
+    port and the agent version are what the beat says (a version not sent is kept).
 
-    Raises ValidationError when a field breaks a rule, and (field `port`) when the
-    installation is Live and the port lies outside the Live range of `live` (default:
-    the packaged catalog's)."""
+    Raises ValidationError when a field's value is invalid; whether the registry's
+    rules allow the result is `Registry.check`'s to say."""
     address = ipaddress.ip_address(beat.source)
     change = InstallationChange(
         ipv4=beat.source if address.version == 4 else None,
@@ -78,7 +77,6 @@ def apply_beat(
         port=beat.port,
     )
     updated = inst.with_changes(change, allow_non_global=allow_non_global, now=now)
-    (live if live is not None else packaged_catalog().live).check(updated)
     return replace(
         updated,
         last_seen=now,
@@ -104,26 +102,26 @@ def _settle_on_loop(settled: _Settled) -> None:
 
 
 class HeartbeatWriter:
-    """Group-committing writer of beats; `submit` is thread-safe, `beat` awaits one on
-    the running event loop (the writer settles all of a batch's beats of one loop with
-    one `call_soon_threadsafe`). `live`: the Live settings beats are checked against
-    (default: the packaged catalog's). `authenticate(code, token)`: how a beat's token
-    is checked (`Access.authenticate_code`: the installation, or AuthError or
-    NotFoundError); it runs in the writer's transaction, so its reads see that view and
-    the caller's event loop does no store read at all for a beat."""
+    """Group-committing writer of beats into `registry`'s store, each checked and
+    written by `registry.write`; `submit` is thread-safe, `beat` awaits one on the
+    running event loop (the writer settles all of a batch's beats of one loop with one
+    `call_soon_threadsafe`). `authenticate(code, token)`: how a beat's token is checked
+    (`Access.authenticate_code`: the installation, or AuthError or NotFoundError); it
+    runs in the writer's transaction, so its reads see that view and the caller's
+    event loop does no store read at all for a beat. `on_change` is called after a
+    batch that changed what DNS serves (the writer counts its own changes, `changed`,
+    apart from the registry's)."""
 
     def __init__(
         self,
-        store: Store,
+        registry: Registry,
         *,
-        allow_non_global: bool,
         on_change: Callable[[], None] | None = None,
-        live: LiveSettings | None = None,
         authenticate: Callable[[str, str], Installation] | None = None,
     ) -> None:
-        self.store = store
-        self.allow_non_global = allow_non_global
-        self.live = live if live is not None else packaged_catalog().live
+        self.registry = registry
+        self.store = registry.store
+        self.allow_non_global = registry.settings.allow_non_global
         self.on_change = on_change
         self.authenticate = authenticate
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -177,20 +175,14 @@ class HeartbeatWriter:
                 for beat, waiter in batch:
                     try:
                         old = self._installation(tx, beat)
-                        new = apply_beat(
+                        new = apply_beat(old, beat, now, allow_non_global=self.allow_non_global)
+                        self.registry.write(
+                            tx,
                             old,
-                            beat,
-                            now,
-                            allow_non_global=self.allow_non_global,
-                            live=self.live,
+                            new,
+                            Origin(actor=old.code, via="heartbeat", source=beat.source),
                         )
                         changed = new.dns_view() != old.dns_view()
-                        if new != old:
-                            tx.update(
-                                old,
-                                new,
-                                Origin(actor=old.code, via="heartbeat", source=beat.source),
-                            )
                         changed_any |= changed
                         changed_count += changed
                         done.append((waiter, new, changed))

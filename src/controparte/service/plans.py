@@ -29,10 +29,10 @@ from controparte.model import Installation, Link
 from controparte.model.installation import utcnow
 from controparte.plan.catalog import Catalog
 from controparte.plan.firewall import render_many
-from controparte.plan.planner import Action, Origin, Party, Plan, Role, Rule, plan
+from controparte.plan.planner import Action, Initiator, Party, Plan, Role, Rule, plan
 from controparte.plan.wire import rule_dict
 from controparte.service.registry import Registry
-from controparte.store import Origin as ChangeOrigin
+from controparte.store import Origin
 
 FIREWALL_SCHEMA = "controparte.firewall/1"
 
@@ -122,7 +122,7 @@ class FirewallReport:
             link = part.link
             lines.append(f"link {link.a} -> {link.b}: {link.feature} (this side: {part.side})")
         if any(
-            r.origin is Origin.CLIENTS and r.action is Action.EGRESS
+            r.origin is Initiator.CLIENTS and r.action is Action.EGRESS
             for part in self.parts
             for r in part.rules
         ):
@@ -172,7 +172,7 @@ def _kept(rule: Rule) -> bool:
     """Whether a rule can be limited to known peers (see the module's contract)."""
     if rule.names or rule.peer_addresses:
         return True
-    return rule.origin is Origin.CLIENTS and rule.action is not Action.EGRESS
+    return rule.origin is Initiator.CLIENTS and rule.action is not Action.EGRESS
 
 
 class Plans:
@@ -196,7 +196,7 @@ class Plans:
         """Store the counterpart addresses `report` showed as what its installation's
         last run saw (at `now`); counterparts no longer linked are forgotten."""
         seen = {c.code: addresses_of(c) for c in report.counterparts}
-        with self.registry.store.transaction(ChangeOrigin(via="firewall")) as tx:
+        with self.registry.store.transaction(Origin(via="firewall")) as tx:
             tx.set_firewall_seen(report.installation.code, seen, now or utcnow())
 
     def firewall(

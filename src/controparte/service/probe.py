@@ -12,7 +12,7 @@ Rules, all checked before any socket is opened:
 - At most one probe per installation per `ProbeLimiter.interval` seconds
   (`RateLimitedError` carrying `retry_after`: 429 with Retry-After).
 - Bounded: the connection must be made within `CONNECT_TIMEOUT`; then the probe line
-  (`probewire`) is sent and at most `MAX_LINE` bytes are read within `READ_TIMEOUT`.
+  (`model/probe.py`) is sent and at most `MAX_LINE` bytes are read within `READ_TIMEOUT`.
 
 Pure parts: `choose_target`, `ProbeLimiter` (its clock injected), `make_report`. The
 socket part, `run_probe`, is a thin asyncio shell around them.
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from controparte.errors import ForbiddenError, RateLimitedError, ValidationError
 from controparte.model import Installation
-from controparte.probewire import (
+from controparte.model.probe import (
     MAX_LINE,
     Answer,
     Reach,
@@ -57,7 +57,7 @@ class ProbeTarget:
 
 @dataclass(frozen=True, slots=True)
 class ProbeReport:
-    """What one probe found. `nonce_verified` as `probewire.Answer.verified`; it is None
+    """What one probe found. `nonce_verified` as `model.probe.Answer.verified`; it is None
     unless the connection was made. `agent_code` is the code a listener claimed."""
 
     result: Reach

@@ -1,24 +1,25 @@
 """Registry use-cases: add, change, remove, find and bulk-import installations.
 
-Every front end goes through here, so every rule is enforced once. After each committed
-change `on_change` is called (the in-process DNS server picks it up at once; other
-processes learn of it from the store's journal).
+Every front end goes through here, so every rule is enforced once: `Registry.write` is
+the one validate-and-write step of every path that stores an installation (add,
+update, update_many, import, and the heartbeat writer's group commits). After each
+committed change `on_change` is called (the in-process DNS server picks it up at once;
+other processes learn of it from the store's journal).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
-from controparte.errors import ConflictError, NotFoundError, ValidationError
-from controparte.model import Installation, InstallationChange, validate_code
+from controparte.errors import ConflictError, ImportRefusedError, NotFoundError, ValidationError
+from controparte.model import Installation, InstallationChange, label_of, validate_code
+from controparte.model.importfile import IMPORT_FIELDS
 from controparte.plan.catalog import LiveSettings, packaged_catalog
 from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
-
-IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
 
 T = TypeVar("T")
 
@@ -43,28 +44,13 @@ def reserved_labels(settings: Settings) -> frozenset[str]:
     return frozenset(labels)
 
 
-class ImportError_(Exception):  # noqa: N801, N818 - not the builtin ImportError
-    """A bulk import that was refused whole; `problems` are (line, message) pairs.
-
-    A plain class, not a frozen dataclass: `contextlib` sets `__traceback__` on an
-    exception leaving a `with` block, which a frozen (slotted) dataclass refuses."""
-
-    def __init__(self, problems: Iterable[tuple[int, str]]) -> None:
-        self.problems: tuple[tuple[int, str], ...] = tuple(problems)
-        super().__init__(self.problems)
-
-    def __str__(self) -> str:
-        return "; ".join(f"line {line}: {msg}" for line, msg in self.problems)
-
-
 class Registry:
     """The registry use-cases over `store`.
 
     `live` is the catalog's Live settings (default: the packaged catalog's): a Live
-    installation whose public port lies outside the Live range is refused on add,
-    import and update (a ValidationError on `port`). An update is checked when it
-    changes the kind or the port, so an installation stored before the rule (or before
-    the operator narrowed the range) can still have its other fields changed."""
+    installation whose public port lies outside the Live range is refused (a
+    ValidationError on `port`), as is a label the zone reserves for itself. See
+    `check` for when each rule applies."""
 
     def __init__(
         self,
@@ -89,18 +75,52 @@ class Registry:
         if self._on_change is not None:
             self._on_change()
 
-    def _check_label(self, inst: Installation) -> None:
-        if inst.label in self._reserved:
-            raise ValidationError(
-                "label", f"{inst.label!r} is reserved for the zone's own name servers"
-            )
+    def check(self, old: Installation | None, new: Installation) -> None:
+        """The registry's rules for storing `new` over `old` (None: a new installation);
+        pure, a ValidationError naming the field when one is broken.
 
-    def _check_change(self, old: Installation, new: Installation) -> None:
-        """The rules an update must keep: reserved labels, and the Live port range when
-        the kind or the port changes."""
-        self._check_label(new)
-        if (new.kind, new.port) != (old.kind, old.port):
+        A rule refuses new claims; it does not evict what is stored. A new installation
+        is checked against every rule; a change against the rules on the fields it
+        changes: the reserved labels when the label changes, the Live port range when
+        the kind or the port changes. So an installation stored before a rule (or
+        before the operator narrowed the Live range or added a name server) keeps
+        taking changes of its other fields, from every front end alike, heartbeats
+        reporting the port it has included; a new out-of-range port is refused."""
+        if (old is None or new.label != old.label) and new.label in self._reserved:
+            raise ValidationError(
+                "label", f"{new.label!r} is reserved for the zone's own name servers"
+            )
+        if old is None or (new.kind, new.port) != (old.kind, old.port):
             self.live.check(new)
+
+    def write(
+        self,
+        tx: StoreTransaction,
+        old: Installation | None,
+        new: Installation,
+        origin: Origin | None = None,
+    ) -> bool:
+        """The one validate-and-write step: store `new` over `old` (None: insert it)
+        inside `tx`, or raise and write nothing. Whether anything was written.
+
+        Checks `check`'s rules, then, as `tx` sees them, that no other installation
+        has the code (a new installation) or the label (a new installation or a new
+        label); a change that reads nothing else costs no store read. `new == old`
+        writes nothing. `origin` overrides the transaction's in the history (the
+        store records no history entry and no journal row for a change of last-seen
+        alone)."""
+        self.check(old, new)
+        if old is None and tx.get(new.code) is not None:
+            raise ConflictError(f"code: {new.code!r} is already registered")
+        if (old is None or new.label != old.label) and tx.get_by_label(new.label) is not None:
+            raise ConflictError(f"label: {new.label!r} is already used by another installation")
+        if old is None:
+            tx.insert(new)
+        elif new != old:
+            tx.update(old, new, origin)
+        else:
+            return False
+        return True
 
     def build(
         self,
@@ -112,7 +132,8 @@ class Registry:
         ipv6: str | None = None,
         port: int | str | None = None,
     ) -> Installation:
-        """A validated installation value (not stored)."""
+        """A validated installation value, checked against the rules for a new one
+        (not stored)."""
         inst = Installation.create(
             code,
             label,
@@ -122,8 +143,7 @@ class Registry:
             port=port,
             allow_non_global=self.settings.allow_non_global,
         )
-        self._check_label(inst)
-        self.live.check(inst)
+        self.check(None, inst)
         return inst
 
     def add(
@@ -139,13 +159,7 @@ class Registry:
     ) -> Installation:
         inst = self.build(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port)
         with self.store.transaction(origin or Origin()) as tx:
-            if tx.get(inst.code) is not None:
-                raise ConflictError(f"code: {inst.code!r} is already registered")
-            if tx.get_by_label(inst.label) is not None:
-                raise ConflictError(
-                    f"label: {inst.label!r} is already used by another installation"
-                )
-            tx.insert(inst)
+            self.write(tx, None, inst)
         self._changed(origin)
         return inst
 
@@ -156,13 +170,12 @@ class Registry:
         return inst
 
     def find(self, name: str) -> Installation:
-        """By code, else by label, else by `<label>.<zone>` (trailing dot optional)."""
-        candidate = name.strip().rstrip(".").lower()
-        zone = self.settings.zone.rstrip(".")
-        if candidate.endswith("." + zone):
-            candidate = candidate[: -len(zone) - 1]
-            inst = self.store.get_by_label(candidate)
+        """By `<label>.<zone>` (`label_of`), else by code, else by label."""
+        label = label_of(name, self.settings.zone)
+        if label is not None:
+            inst = self.store.get_by_label(label)
         else:
+            candidate = name.strip().rstrip(".").lower()
             inst = self.store.get(name) or self.store.get_by_label(candidate)
         if inst is None:
             raise NotFoundError(f"no installation with code or label {name!r}")
@@ -185,19 +198,13 @@ class Registry:
     def _apply_change(
         self, tx: StoreTransaction, code: str, change: InstallationChange
     ) -> tuple[Installation, Installation]:
-        """Validate `change` of `code` inside `tx` and write it if it changes anything;
+        """`change` of `code`, read, validated and written inside `tx` (`write`);
         (old, new)."""
         old = tx.get(validate_code(code))
         if old is None:
             raise NotFoundError(f"no installation with code {code!r}")
         new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-        self._check_change(old, new)
-        if new.label != old.label:
-            other = tx.get_by_label(new.label)
-            if other is not None and other.code != old.code:
-                raise ConflictError(f"label: {new.label!r} is already used by another installation")
-        if new != old:
-            tx.update(old, new)
+        self.write(tx, old, new)
         return old, new
 
     def update_many(
@@ -275,19 +282,17 @@ class Registry:
             labels[inst.label] = line
             built.append((line, inst))
         if problems:
-            raise ImportError_(tuple(problems))
+            raise ImportRefusedError(problems)
         with self.store.transaction(origin or Origin(via="import")) as tx:
             for done, (line, inst) in enumerate(built, start=1):
-                if tx.get(inst.code) is not None:
-                    problems.append((line, f"code: {inst.code!r} is already registered"))
-                elif tx.get_by_label(inst.label) is not None:
-                    problems.append((line, f"label: {inst.label!r} is already used"))
-                else:
-                    tx.insert(inst)
+                try:
+                    self.write(tx, None, inst)
+                except ConflictError as exc:
+                    problems.append((line, str(exc)))
                 if progress is not None:
                     progress(done)
             if problems:
-                raise ImportError_(tuple(problems))
+                raise ImportRefusedError(problems)
         if built:
             self._changed(origin or Origin(via="import"), len(built))
         return len(built)
@@ -297,8 +302,3 @@ def _text(value: object) -> str:
     if value is None:
         return ""
     return str(value).strip()
-
-
-def as_rows(items: Sequence[dict[str, object]]) -> list[tuple[int, dict[str, object]]]:
-    """Number JSON items from 1, as lines."""
-    return list(enumerate(items, start=1))

@@ -21,7 +21,8 @@ from controparte.store import Store, open_store
 @dataclass
 class Services:
     """`catalog` is the feature catalog of the setting `features`, loaded once, here;
-    the registry and the heartbeat writer check Live ports against its Live settings."""
+    the registry checks Live ports against its Live settings, for every path (the
+    heartbeat writer writes through the registry)."""
 
     settings: Settings
     store: Store
@@ -55,11 +56,7 @@ def open_services(
         registry=registry,
         access=access,
         heartbeats=HeartbeatWriter(
-            store,
-            allow_non_global=settings.allow_non_global,
-            on_change=on_change,
-            live=catalog.live,
-            authenticate=access.authenticate_code,
+            registry, on_change=on_change, authenticate=access.authenticate_code
         ),
         throttle=FailureThrottle(),
         probes=ProbeLimiter(),

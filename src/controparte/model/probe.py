@@ -1,6 +1,6 @@
 """The probe's line protocol, and what a TCP connection attempt's outcome means.
 Pure: text in, text out; the sockets live elsewhere (`service/probe.py` dials,
-`agent/listen.py` answers, `agent/checks.py` connects for `doctor`).
+`agent/listen.py` answers, `agent/doctor_run.py` connects for `doctor`).
 
 Why a protocol at all: "the port is open" proves only that *something* answers on the
 public port. Behind a router, the port forward may point at the wrong machine (another

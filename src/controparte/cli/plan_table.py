@@ -16,7 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from controparte.plan.planner import Action, Flow, Origin, Party, Plan, Role, Rule
+from controparte.plan.planner import Action, Flow, Initiator, Party, Plan, Role, Rule
 
 
 def _peer(rule: Rule) -> str:
@@ -29,7 +29,9 @@ def _peer(rule: Rule) -> str:
 
 def rule_text(rule: Rule) -> str:
     """One rule in a few words (see the module)."""
-    prefix = "clients: " if rule.origin is Origin.CLIENTS and rule.action is Action.EGRESS else ""
+    prefix = (
+        "clients: " if rule.origin is Initiator.CLIENTS and rule.action is Action.EGRESS else ""
+    )
     if rule.action is Action.EGRESS:
         return f"{prefix}out tcp {rule.ports_text} to {_peer(rule)}"
     if rule.action is Action.INBOUND:
@@ -52,7 +54,7 @@ def _end(plan: Plan, flow: Flow, role: Role, *, source: bool) -> str:
     if not source and flow.host is not None:
         return flow.host
     label = plan.party(role).label
-    return f"clients of {label}" if source and flow.origin is Origin.CLIENTS else label
+    return f"clients of {label}" if source and flow.origin is Initiator.CLIENTS else label
 
 
 def plan_view(plan: Plan, side: Role | None = None) -> RenderableType:

@@ -1,0 +1,82 @@
+"""The command line: one entry point, `controparte`; this module is its table of
+commands, each implemented in the module of its concern (`registry`, `keys`,
+`connectivity`, `agent`, `serve`, `resolve`; what they share is in `common`).
+
+Contracts:
+- Every command reads `Settings` once, from its flags, then the `CONTROPARTE_*`
+  environment, then the TOML file (`--config`), then defaults.
+- Every write goes through `Registry`, as the user running the command, via "cli".
+- Data goes to stdout (`--json`: one JSON document); progress and errors go to stderr.
+- A user error prints one line, `error: ...`, on stderr and exits with the code that
+  `errors.response_for` gives (1; 2 for configuration); never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from controparte.cli import agent, connectivity, keys, registry
+from controparte.cli.resolve import resolve
+from controparte.cli.serve import serve
+
+app = typer.Typer(
+    name="controparte",
+    help="Installation ID resolution: registry, authoritative DNS, zone export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+installation_app = typer.Typer(
+    help="Add, list, show, change and remove installations.", no_args_is_help=True
+)
+zone_app = typer.Typer(help="The DNS zone the registry publishes.", no_args_is_help=True)
+link_app = typer.Typer(
+    help="Counterpart links: which installation (A, the caller) calls which (B, the callee)"
+    " for which features.",
+    no_args_is_help=True,
+)
+agent_app = typer.Typer(
+    help="Heartbeat the service (`controparte agent --server ...`), or answer its probe"
+    " (`controparte agent listen`).",
+    invoke_without_command=True,
+)
+app.add_typer(installation_app, name="installation")
+app.add_typer(zone_app, name="zone")
+app.add_typer(link_app, name="link")
+app.add_typer(agent_app, name="agent")
+
+# (group, name, function), in the order `--help` lists them; the agent group's own
+# command (heartbeats) is its callback.
+_COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
+    (app, "serve", serve),
+    (app, "admin-token", keys.admin_token),
+    (app, "resolve", resolve),
+    (app, "tsig-key", keys.tsig_key),
+    (app, "import", registry.import_),
+    (app, "plan", connectivity.plan_command),
+    (app, "firewall", connectivity.firewall_command),
+    (app, "doctor", agent.doctor),
+    (installation_app, "add", registry.installation_add),
+    (installation_app, "list", registry.installation_list),
+    (installation_app, "show", registry.installation_show),
+    (installation_app, "update", registry.installation_update),
+    (installation_app, "remove", registry.installation_remove),
+    (installation_app, "rotate-token", keys.installation_rotate_token),
+    (installation_app, "history", registry.installation_history),
+    (installation_app, "tsig-key", keys.installation_tsig_key),
+    (zone_app, "export", registry.zone_export),
+    (link_app, "add", connectivity.link_add),
+    (link_app, "list", connectivity.link_list),
+    (link_app, "remove", connectivity.link_remove),
+    (agent_app, "listen", agent.agent_listen),
+)
+for group, name, command in _COMMANDS:
+    group.command(name)(command)
+agent_app.callback()(agent.agent)
+
+
+def main() -> None:
+    """Run the command line (the `controparte` console script); exits the process."""
+    app(prog_name="controparte")

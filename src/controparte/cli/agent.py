@@ -1,0 +1,230 @@
+"""The installation side: `agent` (heartbeats), `agent listen` (answers the service's
+probe) and `doctor` (tests every flow of a plan from this machine). Each imports its
+part of `controparte.agent` only when it runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controparte.cli.common import (
+    CONFIG,
+    FEATURES,
+    fail,
+    user_errors,
+    with_settings,
+)
+from controparte.plan.catalog import load_catalog
+from controparte.settings import HostPort, Settings
+
+
+def agent(
+    ctx: typer.Context,
+    *,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="The service, e.g. https://controparte.example.test. (required)",
+        ),
+    ] = None,
+    code: Annotated[
+        str | None,
+        typer.Option("--code", metavar="CODE", help="This installation's code. (required)"),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File whose first line is the installation's token (keep it mode 600). (required)",
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", metavar="N", help="Public port (after NAT) to publish. (required)"),
+    ] = None,
+    private_port: Annotated[
+        int | None,
+        typer.Option("--private-port", metavar="N", help="Port MxServer listens on behind NAT."),
+    ] = None,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help="Seconds between heartbeats (default: what the server asks, else 300).",
+        ),
+    ] = None,
+    bind: Annotated[
+        str | None,
+        typer.Option("--bind", metavar="ADDRESS", help="Local address to connect from."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One heartbeat, then exit (0 when accepted).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every heartbeat, not only changes.")
+    ] = False,
+) -> None:
+    """Heartbeat the service so that this installation's name follows its public address.
+    `controparte agent listen` answers the service's probe instead (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        given = [server, code, token_file, port, private_port, interval, bind]
+        if any(v is not None for v in given) or once or verbose:
+            fail(
+                f"the heartbeat options go without a subcommand; give"
+                f" `controparte agent {ctx.invoked_subcommand}` its own options",
+                2,
+            )
+        return
+    from controparte.agent import AgentConfig  # noqa: PLC0415 - only this command needs it
+    from controparte.agent.main import run_agent  # noqa: PLC0415
+
+    missing = [
+        flag
+        for flag, value in (
+            ("--server", server),
+            ("--code", code),
+            ("--token-file", token_file),
+            ("--port", port),
+        )
+        if value is None
+    ]
+    if missing or server is None or code is None or token_file is None or port is None:
+        fail(f"agent: missing option(s) {', '.join(missing)} (see `controparte agent --help`)", 2)
+    with user_errors():
+        config = AgentConfig(
+            server=server,
+            code=code,
+            token_file=token_file,
+            port=port,
+            private_port=private_port,
+            interval=interval,
+            bind=bind,
+            once=once,
+        )
+        exit_code = run_agent(config, verbose=verbose)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+def agent_listen(
+    *,
+    code: Annotated[str, typer.Option("--code", metavar="CODE", help="This installation's code.")],
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="File whose first line is the installation's token (keep it mode 600).",
+        ),
+    ],
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", metavar="N", help="Port to answer on: the one MxServer will listen on."
+        ),
+    ],
+    bind: Annotated[
+        str | None,
+        typer.Option("--bind", metavar="ADDRESS", help="Listen on this address only."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every connection, not only probes.")
+    ] = False,
+) -> None:
+    """Answer the service's probe on PORT until stopped, before MxServer is installed, so
+    that `controparte doctor` (or POST .../probe) proves the port forward reaches this
+    machine: each `CONTROPARTE-PROBE <nonce>` line gets this installation's proof."""
+    from controparte.agent.listen import ListenConfig, run_listener  # noqa: PLC0415
+
+    with user_errors():
+        config = ListenConfig(code=code, token_file=token_file, port=port, bind=bind)
+        exit_code = run_listener(config, verbose=verbose)
+    if exit_code:
+        raise typer.Exit(exit_code)
+
+
+@with_settings(FEATURES, CONFIG)
+def doctor(
+    *,
+    from_code: Annotated[
+        str,
+        typer.Option("--from", metavar="CODE", help="This installation (where doctor runs)."),
+    ],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="NAME",
+            help="The counterpart: label, code or <label>.<zone> (default: every linked one).",
+        ),
+    ] = None,
+    feature: Annotated[
+        str | None,
+        typer.Option("--feature", metavar="ID", help="The feature (default: those of the links)."),
+    ] = None,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            envvar="CONTROPARTE_SERVER",
+            help="The service's URL (env CONTROPARTE_SERVER).",
+        ),
+    ] = "http://127.0.0.1:8080",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="This installation's token: needed for the probe of its own port.",
+        ),
+    ] = None,
+    dns_server: Annotated[
+        str | None,
+        typer.Option(
+            "--dns",
+            metavar="HOST:PORT",
+            help="Ask this DNS server for the counterpart (default: this machine's resolver).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", metavar="SECONDS", help="Connect timeout of each test."),
+    ] = 3.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/1).")
+    ] = False,
+    settings: Settings,
+) -> None:
+    """Test, from this machine, every flow between this installation and a counterpart
+    (or every linked one): connections from here, the service's probe of this
+    installation's own port, and what only the other side can test. Prints each flow as
+    passed, failed or untested, with the fix for each failure; exits 1 when one fails."""
+    from controparte.agent.doctor import Status, render_text, report_dict  # noqa: PLC0415
+    from controparte.agent.doctor_run import DoctorConfig, run_doctor  # noqa: PLC0415
+    from controparte.agent.token import read_token  # noqa: PLC0415
+
+    run = DoctorConfig(
+        code=from_code,
+        server=server,
+        catalog=load_catalog(settings.features),
+        token=None if token_file is None else read_token(token_file),
+        to=to,
+        feature=feature,
+        dns=None if dns_server is None else HostPort.parse("--dns", dns_server),
+        timeout=timeout,
+    )
+    diagnoses = run_doctor(run)
+    if as_json:
+        typer.echo(json.dumps(report_dict(diagnoses), indent=2))
+    else:
+        typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
+    if any(c.status is Status.FAILED for d in diagnoses for c in d.checks):
+        raise typer.Exit(1)
