@@ -43,11 +43,15 @@ def listening_pids(port: int, pids: list[int]) -> set[int]:
 
 
 def started(start_server: StartServer) -> ServerProcess:
-    """A server with two HTTP processes, once both listen."""
+    """A server with two HTTP processes, once both listen and the main process has said
+    so (it logs "HTTP API on" after its worker is ready, a moment after it listens)."""
     server = start_server(env={"CONTROPARTE_HTTP_WORKERS": "2", "CONTROPARTE_ADMIN_TOKEN": ADMIN})
     server.wait_http()
     deadline = time.monotonic() + GONE_TIMEOUT
-    while len(listening_pids(server.settings.http.port, server.pids())) < 2:
+    while (
+        len(listening_pids(server.settings.http.port, server.pids())) < 2
+        or "HTTP API on" not in server.log_text()
+    ):
         assert time.monotonic() < deadline, f"the HTTP worker did not start:\n{server.log_text()}"
         time.sleep(0.05)
     return server
