@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := bind9-dnsutils bind9-utils knot-dnsutils knot dnsperf ddclient nftables iproute2 wrk
+DEB_PACKAGES := bind9-dnsutils bind9-utils knot-dnsutils knot dnsperf ddclient nftables iproute2 procps curl systemd wrk
 
 .PHONY: run test lint typecheck unit bench debs venv clean
 
@@ -19,7 +19,8 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/controparte serve
 
-# Debian tools the integration tests drive for real; installed only when missing.
+# Debian tools the tests and benchmarks drive for real (tests/debtools.py names each one's
+# package; tests/unit/test_debtools.py checks this list); installed only when missing.
 debs:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -49,10 +49,7 @@ import contextlib
 import ipaddress
 import json
 import os
-import platform
 import random
-import re
-import resource
 import shutil
 import signal
 import socket
@@ -66,7 +63,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -74,21 +71,32 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from common import (
+    HOST,
+    ROOT,
+    ZONE,
+    Load,
+    LoggedProcess,
+    PerfRun,
+    QuietGate,
+    ServerProcess,
+    clean_env,
+    free_port,
+    machine,
+    memory,
+    run_dnsperf,
+    tool,
+    write_report,
+)
 from controparte.model import Installation
 from controparte.store import open_store
 from controparte.store.sqlite import DB_FILE
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "bench" / "out"
-HOST = "127.0.0.1"
-ZONE = "bp.controparte.test."
 NS = f"ns1.{ZONE}={HOST}"
+SETTINGS = {"CONTROPARTE_ZONE": ZONE, "CONTROPARTE_NS": NS}
 STAMP = "2024-01-01T00:00:00+00:00"
 SEED = 20_240_601
 IPV6_BASE = 0x2001_0DB8 << 96
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-KIB_PER_MIB = 1024
-GIB_KIB = 1024 * 1024
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 WORDS = (
@@ -111,17 +119,6 @@ WORDS = (
 )
 
 # -- profiles ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Load:
-    """dnsperf's client shape: `-c` sockets, `-q` queries outstanding at most."""
-
-    clients: int
-    outstanding: int
-
-    def __str__(self) -> str:
-        return f"-c {self.clients} -q {self.outstanding}"
 
 
 @dataclass(frozen=True)
@@ -252,28 +249,12 @@ def write_registry(data: Path, n: int) -> float:
     return time.monotonic() - started
 
 
-def controparte_env(data: Path, **settings: str) -> dict[str, str]:
-    """This environment without any CONTROPARTE_*, plus the bench's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
-    env.update(
-        {
-            "CONTROPARTE_DATA": str(data),
-            "CONTROPARTE_ZONE": ZONE,
-            "CONTROPARTE_NS": NS,
-            "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(settings)
-    return env
-
-
 def export_zone(data: Path, out: Path) -> float:
     """`controparte zone export --out` of the store in `data`; returns the seconds taken."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "controparte", "zone", "export", "--out", str(out)],
-        env=controparte_env(data),
+        env=clean_env(CONTROPARTE_DATA=str(data), CONTROPARTE_ALLOW_NON_GLOBAL="1", **SETTINGS),
         capture_output=True,
         text=True,
         timeout=900,
@@ -329,170 +310,9 @@ def write_lines(path: Path, lines: Sequence[str]) -> Path:
     return path
 
 
-# -- processes -----------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/PID/stat after the command name: [state, ppid, ...]."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            children.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
-    tree: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime of the processes (all their threads)."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat(pid)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
-RUNNING: list[Server] = []
-"""Servers of this bench that are up: their CPU is not the machine's other load."""
-
-
-def foreign_cpu_seconds() -> float:
-    """CPU time (own and reaped children's) of every user process but this bench and its
-    servers: other load on the machine, which disturbs the figures (kernel threads,
-    which do part of the loopback network work, are not counted)."""
-    ours = {os.getpid()}
-    for server in RUNNING:
-        ours.update(server.pids())
-    ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in ours:
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat(int(entry.name))
-            if int(fields[1]) == 2 or entry.name == "2":  # kthreadd and its kernel threads
-                continue
-            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return ticks / CLK_TCK
-
-
-@dataclass
-class QuietGate:
-    """Other load on the machine, kept out of the figures as far as a bounded time allows.
-
-    Before each run, wait until other processes use under `busy` of a CPU over `sample`
-    s (at most `per_run` s); a run during which they used more than `disturbed` of a CPU
-    is made again (at most `retries` times). Each phase of the bench has `budget` s for
-    waits and repeated runs; once they are spent the bench measures anyway. Every run
-    records the other load it saw."""
-
-    per_run: float = 15.0
-    budget: float = 60.0  # of the current phase (`phase`)
-    sample: float = 0.5
-    busy: float = 0.1
-    disturbed: float = 0.1
-    retries: int = 2
-    phase_spent: float = 0.0
-    spent: float = 0.0
-    repeated_runs: int = 0
-    measured_anyway: int = 0
-
-    def phase(self, budget: float) -> None:
-        """A new phase of the bench, with its own time for waits and repeated runs (so
-        that other load early on cannot leave the later figures unprotected)."""
-        self.budget = budget
-        self.phase_spent = 0.0
-
-    def _spend(self, seconds: float) -> None:
-        self.phase_spent += seconds
-        self.spent += seconds
-
-    def wait(self) -> float:
-        started = time.monotonic()
-        while self.phase_spent + (time.monotonic() - started) < self.budget:
-            before = foreign_cpu_seconds()
-            time.sleep(self.sample)
-            if foreign_cpu_seconds() - before < self.busy * self.sample:
-                break
-            if time.monotonic() - started > self.per_run:
-                break
-        waited = time.monotonic() - started
-        self._spend(waited)
-        return waited
-
-    def again(self, run: PerfRun, attempt: int) -> bool:
-        """Make `run` again? (It was disturbed, and retries and time remain.)"""
-        if run.foreign_cpu_s <= self.disturbed * run.wall_s:
-            return False
-        if attempt > self.retries or self.phase_spent + run.wall_s > self.budget:
-            self.measured_anyway += 1
-            return False
-        self._spend(run.wall_s)
-        self.repeated_runs += 1
-        return True
-
+# -- servers -------------------------------------------------------------------------------
 
 GATE = QuietGate()
-
-
-@dataclass
-class Memory:
-    rss_mib: float
-    pss_mib: float
-    processes: int
-
-
-def memory(pids: Sequence[int]) -> Memory:
-    """Sum of Rss and Pss (smaps_rollup) over the processes."""
-    rss = pss = count = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key == "Rss":
-                    rss += int(value.split()[0])
-                elif key == "Pss":
-                    pss += int(value.split()[0])
-            count += 1
-    return Memory(round(rss / KIB_PER_MIB, 1), round(pss / KIB_PER_MIB, 1), count)
-
-
-def _bindable(kind: socket.SocketKind, port: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    """A port free on HOST for both UDP and TCP right now, below the ephemeral range.
-
-    Not from the ephemeral range (what binding port 0 hands out): a test suite running
-    beside the bench picks its ports there, and a server of its that binds a port of
-    ours with SO_REUSEPORT between our pick and our bind would take part of our queries.
-    """
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(max(1024, low - 12_000), low)
-        if _bindable(socket.SOCK_DGRAM, port) and _bindable(socket.SOCK_STREAM, port):
-            return port
-    raise RuntimeError("no port is free for both UDP and TCP on 127.0.0.1")
 
 
 def udp_sockets_on(port: int) -> int:
@@ -528,20 +348,17 @@ class Startup:
 class Server:
     """A DNS server process the bench starts, measures and stops."""
 
-    def __init__(self, name: str, workdir: Path) -> None:
+    def __init__(self, name: str, workdir: Path, port: int) -> None:
         self.name = name
         self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.port = port
+        self.process: LoggedProcess | None = None
         self.sockets = 0  # UDP sockets bound to the port once started
-        self.log_path = workdir / f"{name}-{self.port}.log"
-        self._log: IO[bytes] | None = None
+        self.log_path = workdir / f"{name}-{port}.log"
 
-    def command(self) -> list[str]:
+    def spawn(self) -> LoggedProcess:
+        """Start the server's process (in a session of its own)."""
         raise NotImplementedError
-
-    def environment(self) -> dict[str, str]:
-        return dict(os.environ)
 
     def all_bound(self) -> bool:
         return True
@@ -550,25 +367,16 @@ class Server:
         assert self.process is None
         wire = dns.message.make_query(qname(probe_label), "A", use_edns=False).to_wire()
         GATE.wait()
-        self._log = self.log_path.open("ab")
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            self.command(),
-            env=self.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = self.spawn()
         served: float | None = None
         while time.monotonic() - started < START_TIMEOUT:
-            if self.process.poll() is not None:
+            if not self.process.running():
                 raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
             if served is None and answered(self.port, wire):
                 served = time.monotonic() - started
             if served is not None and self.all_bound():
                 self.sockets = udp_sockets_on(self.port)
-                RUNNING.append(self)
                 return Startup(round(served, 3), round(time.monotonic() - started, 3))
             time.sleep(0.02)
         self.stop()
@@ -576,39 +384,25 @@ class Server:
 
     def pids(self) -> list[int]:
         assert self.process is not None
-        return process_tree(self.process.pid)
+        return self.process.pids()
 
     def stop(self) -> None:
-        if self in RUNNING:
-            RUNNING.remove(self)
         if self.process is None:
             return
-        family = self.pids()
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(5)
+        family = self.process.pids()
+        self.process.stop(timeout=STOP_TIMEOUT)
         for pid in family[1:]:  # a worker left behind by its parent: ours, by id
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        return ""
+        return "" if self.process is None else self.process.log_tail()
 
 
 class KnotServer(Server):
     def __init__(self, workdir: Path, zonefile: Path, tag: str) -> None:
-        super().__init__(f"knot-{tag}", workdir)
+        super().__init__(f"knot-{tag}", workdir, free_port(below_ephemeral=True))
         self.home = workdir / f"knot-{tag}"
         for sub in ("run", "db", "zones"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
@@ -636,27 +430,27 @@ zone:
             encoding="ascii",
         )
 
-    def command(self) -> list[str]:
-        return [tool("knotd"), "-c", str(self.config)]
+    def spawn(self) -> LoggedProcess:
+        return LoggedProcess(
+            [tool("knotd"), "-c", str(self.config)],
+            self.log_path,
+            os.environ,
+            name=self.name,
+            new_session=True,
+        )
 
 
 class ControparteServer(Server):
+    """`controparte serve` with `workers` DNS processes, as the tests start it."""
+
     def __init__(self, workdir: Path, data: Path, workers: int, tag: str) -> None:
-        super().__init__(f"controparte-w{workers}-{tag}", workdir)
-        self.data = data
+        env = {**SETTINGS, "CONTROPARTE_DNS_WORKERS": str(workers)}
+        self.serve = ServerProcess(data, env, below_ephemeral=True)
+        super().__init__(f"controparte-w{workers}-{tag}", workdir, self.serve.port)
         self.workers = workers
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "controparte", "serve"]
-
-    def environment(self) -> dict[str, str]:
-        http_port = free_port()
-        return controparte_env(
-            self.data,
-            CONTROPARTE_DNS=f"{HOST}:{self.port}",
-            CONTROPARTE_HTTP=f"{HOST}:{http_port}",
-            CONTROPARTE_DNS_WORKERS=str(self.workers),
-        )
+    def spawn(self) -> LoggedProcess:
+        return self.serve.spawn(new_session=True)
 
     def all_bound(self) -> bool:
         return udp_sockets_on(self.port) >= self.workers
@@ -670,46 +464,7 @@ def serving(server: Server, probe_label: str) -> Iterator[Startup]:
         server.stop()
 
 
-def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if found is None:
-        raise SystemExit(f"{name} is missing: `make debs` installs it (Debian package)")
-    return found
-
-
 # -- dnsperf -------------------------------------------------------------------------------
-
-
-@dataclass
-class PerfRun:
-    what: str
-    load: str
-    edns: bool
-    rate: int | None
-    sent: int
-    completed: int
-    lost: int
-    qps: float
-    latency_ms: float
-    wall_s: float
-    server_cpu_s: float
-    client_cpu_s: float
-    foreign_cpu_s: float  # other processes on the machine meanwhile
-    waited_quiet_s: float
-    attempts: int = 1
-
-    @property
-    def cpu_per_100k(self) -> float:
-        return self.server_cpu_s / max(1, self.completed) * 100_000
-
-
-_PERF_FIELDS = {
-    "sent": re.compile(r"Queries sent:\s+(\d+)"),
-    "completed": re.compile(r"Queries completed:\s+(\d+)"),
-    "lost": re.compile(r"Queries lost:\s+(\d+)"),
-    "qps": re.compile(r"Queries per second:\s+([\d.]+)"),
-    "latency": re.compile(r"Average Latency \(s\):\s+([\d.]+)"),
-}
 
 
 def dnsperf(
@@ -724,11 +479,38 @@ def dnsperf(
     edns: bool = False,
     repeatable: bool = True,
 ) -> PerfRun:
-    """One dnsperf run against `server`, with the server's CPU time over it; made again
-    when other processes disturbed it (`GATE`), unless it cannot be (a cold-cache pass)."""
+    """One dnsperf run against `server`, with the server's CPU time over it, after the
+    machine went quiet (`GATE`); made again when other processes disturbed it, unless
+    it cannot be (a cold-cache pass)."""
     attempt = 1
     while True:
-        run = _dnsperf_once(server, queries, load, what, seconds, passes, rate, edns)
+        waited = GATE.wait()
+        if udp_sockets_on(server.port) != server.sockets:
+            raise RuntimeError(
+                f"{server.name}: {udp_sockets_on(server.port)} UDP sockets on port"
+                f" {server.port}, {server.sockets} at start-up: a process died, or another"
+                " one shares the port"
+            )
+        try:
+            run = run_dnsperf(
+                server.port,
+                queries,
+                load,
+                server.pids(),
+                what=what,
+                seconds=seconds,
+                passes=passes,
+                rate=rate,
+                edns=edns,
+            )
+        except subprocess.TimeoutExpired as exc:
+            wire = dns.message.make_query(qname(label_of(1)), "A", use_edns=False).to_wire()
+            raise RuntimeError(
+                f"dnsperf against {server.name} did not finish in {exc.timeout} s; the"
+                f" server answers a probe: {answered(server.port, wire)};"
+                f" log:\n{server.log_tail()}"
+            ) from None
+        run.waited_quiet_s = round(waited, 1)
         run.attempts = attempt
         disturbed = repeatable and GATE.again(run, attempt)
         rate_text = f" -Q {rate}" if rate else ""
@@ -742,84 +524,6 @@ def dnsperf(
         if not disturbed:
             return run
         attempt += 1
-
-
-def _dnsperf_once(
-    server: Server,
-    queries: Path,
-    load: Load,
-    what: str,
-    seconds: int | None,
-    passes: int | None,
-    rate: int | None,
-    edns: bool,
-) -> PerfRun:
-    command = [tool("dnsperf"), "-s", HOST, "-p", str(server.port), "-d", str(queries)]
-    command += ["-c", str(load.clients), "-q", str(load.outstanding)]
-    if seconds is not None:
-        command += ["-l", str(seconds)]
-    if passes is not None:
-        command += ["-n", str(passes)]
-    if rate is not None:
-        command += ["-Q", str(rate)]
-    if edns:
-        command.append("-e")
-    limit = 30 + (seconds or 60)
-    if seconds is None and rate:  # one pass over the file: as long as it takes at the rate
-        with queries.open(encoding="ascii") as f:
-            limit = 30 + max(60, int(sum(1 for _ in f) / rate * 1.5) * (passes or 1))
-    waited = GATE.wait()
-    if udp_sockets_on(server.port) != server.sockets:
-        raise RuntimeError(
-            f"{server.name}: {udp_sockets_on(server.port)} UDP sockets on port {server.port},"
-            f" {server.sockets} at start-up: a process died, or another one shares the port"
-        )
-    pids = server.pids()
-    foreign_before = foreign_cpu_seconds()
-    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_before = cpu_seconds(pids)
-    started = time.monotonic()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
-    except subprocess.TimeoutExpired:
-        wire = dns.message.make_query(qname(label_of(1)), "A", use_edns=False).to_wire()
-        raise RuntimeError(
-            f"dnsperf against {server.name} did not finish in {limit} s; the server"
-            f" answers a probe: {answered(server.port, wire)};"
-            f" log:\n{server.log_tail()}"
-        ) from None
-    wall = time.monotonic() - started
-    cpu_after = cpu_seconds(pids)
-    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    foreign = foreign_cpu_seconds() - foreign_before
-    if done.returncode != 0:
-        raise RuntimeError(f"dnsperf failed ({done.returncode}): {done.stderr.strip()}")
-    found: dict[str, float] = {}
-    for key, pattern in _PERF_FIELDS.items():
-        match = pattern.search(done.stdout)
-        if match is None:
-            raise RuntimeError(f"dnsperf output without {key!r}:\n{done.stdout}")
-        found[key] = float(match.group(1))
-    client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
-        client_before.ru_utime + client_before.ru_stime
-    )
-    return PerfRun(
-        what=what,
-        load=str(load),
-        edns=edns,
-        rate=rate,
-        sent=int(found["sent"]),
-        completed=int(found["completed"]),
-        lost=int(found["lost"]),
-        qps=round(found["qps"], 1),
-        latency_ms=round(found["latency"] * 1000, 3),
-        wall_s=round(wall, 2),
-        server_cpu_s=round(cpu_after - cpu_before, 2),
-        client_cpu_s=round(client_cpu, 2),
-        foreign_cpu_s=round(foreign, 2),
-        waited_quiet_s=round(waited, 1),
-    )
-    return run
 
 
 # -- answers check -------------------------------------------------------------------------
@@ -853,37 +557,6 @@ def ratio(value: float | None, reference: float | None) -> float | None:
     if value is None or not reference:
         return None
     return round(value / reference, 3)
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-
-    def version(command: list[str]) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-            text = (done.stdout + done.stderr).strip().splitlines()
-            return " ".join(line for line in text if "ersion" in line) or text[0]
-        return "unknown"
-
-    revision = version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "memory_gib": round(mem_kib / GIB_KIB, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "knotd": version([tool("knotd"), "--version"]),
-        "dnsperf": version([tool("dnsperf"), "-h"]),
-        "controparte": revision,
-    }
 
 
 def choose_load(grid: dict[str, list[dict[str, Any]]], loads: Sequence[Load]) -> Load:
@@ -1007,7 +680,7 @@ def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
             for name, reps in tops.items():
                 mode = _mode(edns)
                 # The median of the runs other processes did not disturb, if any.
-                clean = [r for r in reps if r.foreign_cpu_s <= GATE.disturbed * r.wall_s]
+                clean = [r for r in reps if GATE.undisturbed(r)]
                 per[name][f"max_qps_{mode}"] = statistics.median(r.qps for r in clean or reps)
                 per[name][f"max_qps_{mode}_runs"] = [r.qps for r in reps]
                 per[name][f"max_qps_{mode}_clean_runs"] = len(clean)
@@ -1269,7 +942,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(["bench/dns_bench.py", *(argv or sys.argv[1:])]),
         "profile": asdict(profile),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine(
+            {"knotd": [tool("knotd"), "--version"], "dnsperf": [tool("dnsperf"), "-h"]}
+        ),
     }
     print(f"controparte DNS bench ({profile.name}) on {result['machine']}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="controparte-bench-", dir=args.workdir))
@@ -1284,10 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["quiet_gate"] = asdict(GATE)
     text, verdict = table(result)
     result["targets"] = verdict
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = OUT_DIR / f"dns-bench-{profile.name}-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out = write_report(f"dns-bench-{profile.name}", result)
     print()
     print(text)
     print()

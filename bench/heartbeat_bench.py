@@ -28,16 +28,9 @@ Results: a table on stdout and JSON in bench/out/ (or `--json FILE`).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import re
-import resource
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,15 +44,21 @@ import dns.message
 import dns.rdatatype
 import httpx
 
+from common import (
+    HOST,
+    ZONE,
+    ServerProcess,
+    Throughput,
+    load_average,
+    machine,
+    run_wrk,
+    write_report,
+)
 from controparte.service import Registry
 from controparte.service.credentials import ServerSecret
 from controparte.settings import load_settings
 from controparte.store import Origin, open_store
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT_DIR = ROOT / "bench" / "out"
-HOST = "127.0.0.1"
-ZONE = "bp.controparte.test."
 PORT = 9001  # every installation's public port, seeded and beaten alike
 START_TIMEOUT = 60.0
 
@@ -104,76 +103,24 @@ def seed(data: Path, count: int) -> float:
 # -- the server ---------------------------------------------------------------------------
 
 
-def free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    http: str
-    dns_port: int
-    log: Path
-
-
 @contextmanager
-def server(data: Path, log: Path, http_workers: int = 1) -> Iterator[Server]:
-    dns_port = free_port(socket.SOCK_DGRAM)
-    http_port = free_port(socket.SOCK_STREAM)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
-    env |= {
-        "CONTROPARTE_DATA": str(data),
-        "CONTROPARTE_DNS": f"{HOST}:{dns_port}",
-        "CONTROPARTE_HTTP": f"{HOST}:{http_port}",
-        "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
-        "CONTROPARTE_TRUSTED_PROXIES": HOST,
-        "CONTROPARTE_HTTP_WORKERS": str(http_workers),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "controparte", "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            running = Server(process, f"http://{HOST}:{http_port}", dns_port, log)
-            wait_ready(running)
-            yield running
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
-
-
-def wait_ready(srv: Server) -> None:
-    """Until one real heartbeat is accepted (no failed authentication: the server
-    would throttle this address)."""
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if srv.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{srv.log.read_text(errors='replace')}")
-            try:
-                response = client.post(
-                    f"{srv.http}/v1/installations/{code(0)}/heartbeat",
-                    json={"port": PORT},
-                    headers={"Authorization": f"Bearer {token(0)}"},
-                )
-            except httpx.TransportError:
-                time.sleep(0.1)
-                continue
-            if response.status_code != 200:
-                raise RuntimeError(f"heartbeat answered {response.status_code}: {response.text}")
-            return
-    raise RuntimeError(f"the server did not start in {START_TIMEOUT} s")
+def server(data: Path, http_workers: int = 1) -> Iterator[ServerProcess]:
+    """`controparte serve` on the seeded store (the tests' ServerProcess, on ports below
+    the ephemeral range), trusting 127.0.0.1 as a proxy so that each beat can carry its
+    own X-Forwarded-For; yielded once one real heartbeat is accepted (no failed
+    authentication: the server would throttle this address)."""
+    env = {"CONTROPARTE_TRUSTED_PROXIES": HOST, "CONTROPARTE_HTTP_WORKERS": str(http_workers)}
+    with ServerProcess(data, env, below_ephemeral=True, start_timeout=START_TIMEOUT) as srv:
+        srv.wait_http(START_TIMEOUT)
+        with httpx.Client(timeout=5.0) as client:
+            response = client.post(
+                f"{srv.http_url}/v1/installations/{code(0)}/heartbeat",
+                json={"port": PORT},
+                headers={"Authorization": f"Bearer {token(0)}"},
+            )
+        if response.status_code != 200:
+            raise RuntimeError(f"heartbeat answered {response.status_code}: {response.text}")
+        yield srv
 
 
 # -- load with wrk --------------------------------------------------------------------------
@@ -201,124 +148,6 @@ end
 """
 
 
-@dataclass
-class Throughput:
-    scenario: str
-    requests: int
-    seconds: float
-    per_second: float
-    errors: int  # non-2xx answers plus socket errors
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-    connections: int
-    threads: int
-    server_cpu_seconds: float = 0.0  # user + system, all of the server's processes
-    generator_cpu_seconds: float = 0.0
-    server_cpu_us_per_beat: float = 0.0
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process `pid` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it, now (Linux /proc)."""
-    found = [pid]
-    for parent in found:
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                found += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-    return found
-
-
-def tree_cpu(pids: list[int]) -> float:
-    """CPU seconds used so far by `pids` (the server's processes; gone ones count 0)."""
-    total = 0.0
-    for one in pids:
-        try:
-            total += process_cpu(one)
-        except OSError:
-            continue
-    return total
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _ms(text: str) -> float | None:
-    """A wrk duration (`812.00us`, `3.21ms`, `1.02s`) in milliseconds."""
-    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
-    if found is None:
-        return None
-    return float(found[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[found[2]]
-
-
-def wrk(
-    scenario: str,
-    url: str,
-    script: Path,
-    *,
-    duration: float,
-    connections: int,
-    threads: int,
-    server_pid: int | None = None,
-) -> Throughput:
-    pids = descendants(server_pid) if server_pid else []
-    server_before = tree_cpu(pids) if server_pid else 0.0
-    generator_before = children_cpu()
-    done = subprocess.run(
-        [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(duration))}s",
-            "--latency",
-            "--timeout",
-            "5s",
-            "-s",
-            str(script),
-            url,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-    )
-    server_cpu = tree_cpu(pids) - server_before if server_pid else 0.0
-    generator_cpu = children_cpu() - generator_before
-    out = done.stdout
-    total = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
-    if total is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}\n{done.stderr}")
-    requests = int(total[1])
-    seconds = float(total[2]) * (60 if total[3] == "m" else 1)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx[1]) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
-    return Throughput(
-        scenario,
-        requests,
-        seconds,
-        requests / seconds,
-        errors,
-        _ms(p50[1]) if p50 else None,
-        _ms(p99[1]) if p99 else None,
-        connections,
-        threads,
-        server_cpu,
-        generator_cpu,
-        server_cpu / max(1, requests) * 1e6,
-    )
-
-
 # -- update-to-answer delay -------------------------------------------------------------------
 
 
@@ -341,7 +170,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def update_to_answer(
     scenario: str,
-    srv: Server,
+    srv: ServerProcess,
     count: int,
     samples: int,
     *,
@@ -354,10 +183,10 @@ def update_to_answer(
     polls: list[int] = []
     timeouts = 0
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.connect((HOST, srv.dns_port))
+    udp.connect((HOST, srv.port))
     udp.settimeout(0.5)
     step = max(1, count // max(1, samples))
-    with httpx.Client(base_url=srv.http, timeout=10.0) as client:
+    with httpx.Client(base_url=srv.http_url, timeout=10.0) as client:
         for n in range(samples):
             if time.monotonic() > deadline:
                 break
@@ -426,31 +255,6 @@ class Report:
     delays: list[Delays] = field(default_factory=list)
 
 
-def machine() -> dict[str, object]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "system": platform.platform(),
-    }
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages (the machine may be shared: say so)."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def run(args: argparse.Namespace) -> Report:
     have_wrk = shutil.which("wrk") is not None
     if not have_wrk and not args.allow_missing_wrk:
@@ -462,7 +266,7 @@ def run(args: argparse.Namespace) -> Report:
         load_before = load_average()
         seconds = seed(data, args.installations)
         report = Report(
-            machine(),
+            machine({"wrk": ["wrk", "-v"]}),
             args.installations,
             args.http_workers,
             seconds,
@@ -471,8 +275,8 @@ def run(args: argparse.Namespace) -> Report:
             else "none (wrk missing)",
             load_before,
         )
-        with server(data, root / "server.log", args.http_workers) as srv:
-            url = f"{srv.http}/"
+        with server(data, args.http_workers) as srv:
+            url = f"{srv.http_url}/"
             scripts = {}
             for name, change in (("no-change", False), ("address-change", True)):
                 scripts[name] = root / f"{name}.lua"
@@ -480,21 +284,21 @@ def run(args: argparse.Namespace) -> Report:
                     LUA.format(count=args.installations, change=str(change).lower(), port=PORT)
                 )
             if have_wrk:
-                warm = wrk(
+                warm = run_wrk(
                     "warm-up", url, scripts["no-change"], duration=2, connections=8, threads=1
                 )
                 print(f"warm-up: {warm.per_second:.0f}/s", file=sys.stderr)
                 for name in ("no-change", "address-change"):
                     print(f"{name}: {args.duration:g} s of wrk ...", file=sys.stderr)
                     report.throughput.append(
-                        wrk(
+                        run_wrk(
                             name,
                             url,
                             scripts[name],
                             duration=args.duration,
                             connections=args.connections,
                             threads=args.threads,
-                            server_pid=srv.process.pid,
+                            server_pids=srv.pids(),
                         )
                     )
             print(f"update-to-answer, idle: {args.samples} samples ...", file=sys.stderr)
@@ -512,14 +316,14 @@ def run(args: argparse.Namespace) -> Report:
                 loaded: list[Throughput] = []
                 background = threading.Thread(
                     target=lambda: loaded.append(
-                        wrk(
+                        run_wrk(
                             "address-change (background)",
                             url,
                             scripts["address-change"],
                             duration=args.duration,
                             connections=args.connections,
                             threads=args.threads,
-                            server_pid=srv.process.pid,
+                            server_pids=srv.pids(),
                         )
                     )
                 )
@@ -536,8 +340,8 @@ def run(args: argparse.Namespace) -> Report:
                 )
                 background.join()
                 report.throughput.extend(loaded)
-            if srv.process.poll() is not None:
-                raise RuntimeError(f"the server died:\n{srv.log.read_text(errors='replace')}")
+            if srv.died():
+                raise RuntimeError(f"the server died:\n{srv.log_text()}")
     report.load_after = load_average()
     return report
 
@@ -596,12 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         args.installations, args.duration, args.samples = 5_000, 3.0, 300
     report = run(args)
     print(render(report))
-    out = args.json
-    if out is None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        out = OUT_DIR / f"heartbeat-bench{'-quick' if args.quick else ''}-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    stem = f"heartbeat-bench{'-quick' if args.quick else ''}"
+    out = write_report(stem, asdict(report), args.json)
     print(f"figures written to {out}", file=sys.stderr)
     return 0
 

@@ -40,13 +40,13 @@ from pathlib import Path
 import dns.message
 import dns.query
 
+from common import HOST, ZONE
 from controparte.dns.server import DnsServer
 from controparte.serve import run_loop
 from controparte.settings import load_settings
 from controparte.store.sqlite import DB_FILE, next_serial
-from dns_bench import NS, ZONE, label_of, write_registry
+from dns_bench import NS, label_of, write_registry
 
-HOST = "127.0.0.1"
 LAG_TICK = 0.010  # seconds the lag probe sleeps each time
 QUERY_PAUSE = 0.005  # seconds between two TCP queries
 QUIET = 1.0  # seconds for the client to start, then measured before the append

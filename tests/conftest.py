@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: a real server in a subprocess."""
+"""Fixtures shared by every test directory: a real server in a subprocess, and the
+command line in process (`tests/clirunner.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 
 from controparte.service import Registry
 from tests.realserver import ServerProcess
+
+pytest_plugins = ("tests.clirunner",)
 
 StartServer = Callable[..., ServerProcess]
 

@@ -8,77 +8,60 @@ process than the server, so every change the server serves has crossed processes
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
 
 import dns.exception
 import dns.message
 import dns.query
 import dns.rdatatype
+import httpx
 
 from controparte.service import Registry
 from controparte.settings import Settings, load_settings
 from controparte.store import open_store
+from tests.debtools import tool
+from tests.processes import HOST, LoggedProcess, clean_env, free_port, free_tcp_port
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
-STOP_TIMEOUT = 5.0
 QUERY_TIMEOUT = 2.0
-
-
-def _bindable(kind: socket.SocketKind, port: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    """A port that is free on HOST for both UDP and TCP right now."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = int(udp.getsockname()[1])
-            if _bindable(socket.SOCK_STREAM, port):
-                return port
-    raise RuntimeError("no port is free for both UDP and TCP on 127.0.0.1")
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind((HOST, 0))
-        return int(tcp.getsockname()[1])
+HTTP_TIMEOUT = 20.0
+DIG_TIMEOUT = 20.0
 
 
 class ServerProcess:
-    """`python -m controparte serve` over the data directory `data`.
+    """`python -m controparte serve` over the data directory `data`, on free ports (with
+    `below_ephemeral`, below the ephemeral range: see `free_port`).
 
     `settings_env` holds every setting the server gets (and nothing else of the
     environment named CONTROPARTE_*); `settings` reads the same values in this process."""
 
-    def __init__(self, data: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        below_ephemeral: bool = False,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         self.data = data
         self.host = HOST
-        self.port = free_port()
+        self.port = free_port(below_ephemeral=below_ephemeral)
+        http_port = free_port(below_ephemeral=True) if below_ephemeral else free_tcp_port()
         self.settings_env: dict[str, str] = {
             "CONTROPARTE_DATA": str(data),
             "CONTROPARTE_DNS": f"{HOST}:{self.port}",
-            "CONTROPARTE_HTTP": f"{HOST}:{free_tcp_port()}",
+            "CONTROPARTE_HTTP": f"{HOST}:{http_port}",
             "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
             **(env or {}),
         }
-        self.log_path = data.parent / f"{data.name}-server.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self.log_path = data.parent / f"{data.name}-server-{self.port}.log"
+        self.start_timeout = start_timeout
+        self._child: LoggedProcess | None = None
 
     # -- settings and data, from this process --------------------------------------------
 
@@ -89,6 +72,10 @@ class ServerProcess:
     @property
     def zone(self) -> str:
         return self.settings.zone
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.http}"
 
     def name(self, relative: str) -> str:
         """`relative` under the zone, absolute ("@" is the apex)."""
@@ -105,20 +92,32 @@ class ServerProcess:
 
     # -- the process -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
-        environment.update(self.settings_env)
-        environment["PYTHONUNBUFFERED"] = "1"
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server's process (None before `start` and after `stop`)."""
+        return None if self._child is None else self._child.popen
+
+    def pids(self) -> list[int]:
+        """The server's processes now: the main one and its workers."""
+        assert self._child is not None, "not running"
+        return self._child.pids()
+
+    def spawn(self, *, new_session: bool = False) -> LoggedProcess:
+        """Start the server, without waiting for it to answer; its process."""
+        assert self._child is None, "already running"
+        self._child = LoggedProcess(
             [sys.executable, "-m", "controparte", "serve"],
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            self.log_path,
+            clean_env(**self.settings_env),
+            name="controparte serve",
             cwd=self.data.parent,
+            new_session=new_session,
         )
+        return self._child
+
+    def start(self) -> None:
+        """Start the server and wait until it answers DNS."""
+        self.spawn()
         try:
             self._wait_ready()
         except BaseException:
@@ -126,54 +125,50 @@ class ServerProcess:
             raise
 
     def _wait_ready(self) -> None:
-        """Until the server answers a UDP query, for at most START_TIMEOUT."""
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
+        """Until the server answers a UDP query, for at most `start_timeout`."""
+        deadline = time.monotonic() + self.start_timeout
         query = dns.message.make_query(self.zone, "SOA")
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {self.process.returncode}:\n{self.log_text()}"
-                )
+            if self.died():
+                raise RuntimeError(f"the server exited:\n{self.log_text()}")
             try:
                 dns.query.udp(query, self.host, timeout=0.2, port=self.port)
             except (dns.exception.Timeout, OSError):
                 continue
             return
-        raise RuntimeError(f"the server did not answer in {START_TIMEOUT} s:\n{self.log_text()}")
+        raise RuntimeError(
+            f"the server did not answer in {self.start_timeout} s:\n{self.log_text()}"
+        )
+
+    def wait_http(self, timeout: float = HTTP_TIMEOUT) -> None:
+        """Until GET /healthz answers 200 (the HTTP side starts after DNS)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.http_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.died() or time.monotonic() > deadline:
+                raise AssertionError(f"HTTP did not come up in {timeout} s:\n{self.log_text()}")
+            time.sleep(0.05)
 
     def died(self) -> bool:
         """Whether the server exited by itself (it was started and not stopped since)."""
-        return self.process is not None and self.process.poll() is not None
+        return self._child is not None and not self._child.running()
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         """`sig`, then SIGKILL after STOP_TIMEOUT; the exit code (None if not running)."""
-        if self.process is None:
+        if self._child is None:
             return None
-        process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT)
-        self._close_log()
-        return process.returncode
+        child, self._child = self._child, None
+        return child.stop(sig)
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up (a crash)."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        process.kill()
-        process.wait(STOP_TIMEOUT)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._child is not None:
+            child, self._child = self._child, None
+            child.kill()
 
     def log_text(self) -> str:
         try:
@@ -217,3 +212,39 @@ class ServerProcess:
             if rrset.rdtype == dns.rdatatype.SOA:
                 return int(rrset[0].serial)
         raise AssertionError(f"no SOA in the answer:\n{response}")
+
+    def records(self, relative: str, rdtype: str = "A") -> list[str]:
+        """The rdata of `relative`'s `rdtype` records served now, sorted."""
+        response = self.query(self.name(relative), rdtype)
+        wanted = dns.rdatatype.from_text(rdtype)
+        return sorted(
+            rdata.to_text()
+            for rrset in response.answer
+            if rrset.rdtype == wanted
+            for rdata in rrset
+        )
+
+    def wait_for(
+        self, relative: str, expected: list[str], rdtype: str = "A", timeout: float = 5.0
+    ) -> None:
+        """Poll DNS until `relative`'s `rdtype` records are `expected` (sorted)."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.records(relative, rdtype)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{relative} {rdtype} answers {seen}, not {expected}, after {timeout} s"
+                )
+            time.sleep(0.02)
+
+    def dig(self, relative: str, rdtype: str = "A") -> list[str]:
+        """What the real `dig +short` prints for `relative`'s `rdtype`: its lines, sorted."""
+        where = [f"@{self.host}", "-p", str(self.port)]
+        done = subprocess.run(
+            [tool("dig"), "+short", "+time=2", "+tries=2", *where, self.name(relative), rdtype],
+            capture_output=True,
+            text=True,
+            timeout=DIG_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return sorted(done.stdout.splitlines())

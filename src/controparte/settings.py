@@ -1,7 +1,11 @@
 """Settings, read once: flags, then environment `CONTROPARTE_*`, then a TOML file
 (`--config` / `CONTROPARTE_CONFIG`), then defaults. Typed, validated, passed explicitly.
 
-A missing or malformed value raises `ConfigError` naming the key.
+Each setting is one field of `Settings` that carries its default and its parser
+(`setting`), so the key, the type, the default and the rule live together.
+`settings_from` merges the sources and is pure; `load_settings` is the edge that reads
+the process environment and the TOML file, once. A missing or malformed value raises
+`ConfigError` naming where it came from (`--ttl`, `CONTROPARTE_TTL` or `file:ttl`).
 """
 
 from __future__ import annotations
@@ -10,18 +14,21 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import dns.exception
 import dns.name
 
 from controparte.errors import ConfigError
 
-T = TypeVar("T")
-
 ENV_PREFIX = "CONTROPARTE_"
 DEFAULT_ZONE = "bp.controparte.test."
+
+Parser = Callable[[str, object, str], Any]
+"""(where the value came from, the raw value, the zone) -> the typed value, or a
+ConfigError naming where."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,41 +67,6 @@ class NameServer:
 
     name: str  # absolute, lower-case, with the trailing dot
     addresses: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    data: Path = Path("var")
-    zone: str = DEFAULT_ZONE
-    dns: HostPort = HostPort("127.0.0.1", 8053)
-    http: HostPort = HostPort("127.0.0.1", 8080)
-    ttl: int = 60
-    negative_ttl: int = 60
-    ns: tuple[NameServer, ...] = ()
-    soa_mname: str = ""
-    soa_rname: str = ""
-    soa_refresh: int = 3600
-    soa_retry: int = 600
-    soa_expire: int = 1_209_600
-    allow_non_global: bool = False
-    edns_udp_size: int = 1232
-    tcp_idle_timeout: float = 10.0
-    tcp_max_connections: int = 1024
-    journal_poll_interval: float = 0.02
-    """Seconds between looks at the journal for changes other processes made (HTTP
-    workers, a CLI, another server): the worst-case delay before DNS serves them. Each
-    look is one indexed `SELECT max(seq)` on a read-only connection."""
-    dns_workers: int = 1
-    http_workers: int = 1
-    """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
-    (with DNS), each other one runs the HTTP app over services of its own."""
-    admin_token: str = ""
-    trusted_proxies: tuple[str, ...] = ()
-    stale_after: float = 900.0
-    heartbeat_interval: float = 300.0
-    features: Path | None = None
-    """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
-    features, their topology and the Live settings. None: the packaged catalog."""
 
 
 def _absolute(key: str, name: str, zone: str) -> str:
@@ -190,31 +162,96 @@ def _ns_list(key: str, value: object, zone: str) -> tuple[NameServer, ...]:
     return tuple(servers)
 
 
-_PARSERS: dict[str, Callable[[str, object, str], object]] = {
-    "data": lambda k, v, z: Path(str(v)),
-    "dns": lambda k, v, z: HostPort.parse(k, v),
-    "http": lambda k, v, z: HostPort.parse(k, v),
-    "ttl": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "negative_ttl": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "ns": _ns_list,
-    "soa_mname": lambda k, v, z: _absolute(k, str(v), z),
-    "soa_rname": lambda k, v, z: _absolute(k, str(v), z),
-    "soa_refresh": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "soa_retry": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "soa_expire": lambda k, v, z: _int(k, v, 0, 2**31 - 1),
-    "allow_non_global": lambda k, v, z: _bool(k, v),
-    "edns_udp_size": lambda k, v, z: _int(k, v, 512, 65535),
-    "tcp_idle_timeout": lambda k, v, z: _float(k, v, 0.1, 3600),
-    "tcp_max_connections": lambda k, v, z: _int(k, v, 1, 1_000_000),
-    "journal_poll_interval": lambda k, v, z: _float(k, v, 0.01, 60),
-    "dns_workers": lambda k, v, z: _int(k, v, 1, 64),
-    "http_workers": lambda k, v, z: _int(k, v, 1, 64),
-    "admin_token": lambda k, v, z: _admin_token(k, v),
-    "trusted_proxies": lambda k, v, z: _networks(k, v),
-    "stale_after": lambda k, v, z: _float(k, v, 1, 365 * 86400),
-    "heartbeat_interval": lambda k, v, z: _float(k, v, 1, 86400),
-    "features": lambda k, v, z: Path(str(v)) if str(v).strip() else None,
-}
+def setting(default: Any, parse: Parser) -> Any:
+    """A field of `Settings`: its default and how a raw value becomes its type."""
+    return field(default=default, metadata={"parse": parse})
+
+
+def _whole(low: int, high: int) -> Parser:
+    return lambda key, value, zone: _int(key, value, low, high)
+
+
+def _number(low: float, high: float) -> Parser:
+    return lambda key, value, zone: _float(key, value, low, high)
+
+
+_SECONDS_32 = _whole(0, 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data: Path = setting(Path("var"), lambda k, v, z: Path(str(v)))
+    zone: str = setting(DEFAULT_ZONE, lambda k, v, z: _absolute(k, str(v), "."))
+    """Parsed first: relative names of the other settings are taken under it."""
+    dns: HostPort = setting(HostPort("127.0.0.1", 8053), lambda k, v, z: HostPort.parse(k, v))
+    http: HostPort = setting(HostPort("127.0.0.1", 8080), lambda k, v, z: HostPort.parse(k, v))
+    ttl: int = setting(60, _SECONDS_32)
+    negative_ttl: int = setting(60, _SECONDS_32)
+    ns: tuple[NameServer, ...] = setting((), _ns_list)
+    soa_mname: str = setting("", lambda k, v, z: _absolute(k, str(v), z))
+    soa_rname: str = setting("", lambda k, v, z: _absolute(k, str(v), z))
+    soa_refresh: int = setting(3600, _SECONDS_32)
+    soa_retry: int = setting(600, _SECONDS_32)
+    soa_expire: int = setting(1_209_600, _SECONDS_32)
+    allow_non_global: bool = setting(False, lambda k, v, z: _bool(k, v))
+    edns_udp_size: int = setting(1232, _whole(512, 65535))
+    tcp_idle_timeout: float = setting(10.0, _number(0.1, 3600))
+    tcp_max_connections: int = setting(1024, _whole(1, 1_000_000))
+    journal_poll_interval: float = setting(0.02, _number(0.01, 60))
+    """Seconds between looks at the journal for changes other processes made (HTTP
+    workers, a CLI, another server): the worst-case delay before DNS serves them. Each
+    look is one indexed `SELECT max(seq)` on a read-only connection."""
+    dns_workers: int = setting(1, _whole(1, 64))
+    http_workers: int = setting(1, _whole(1, 64))
+    """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
+    (with DNS), each other one runs the HTTP app over services of its own."""
+    admin_token: str = setting("", lambda k, v, z: _admin_token(k, v))
+    trusted_proxies: tuple[str, ...] = setting((), lambda k, v, z: _networks(k, v))
+    stale_after: float = setting(900.0, _number(1, 365 * 86400))
+    heartbeat_interval: float = setting(300.0, _number(1, 86400))
+    features: Path | None = setting(None, lambda k, v, z: Path(str(v)) if str(v).strip() else None)
+    """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
+    features, their topology and the Live settings. None: the packaged catalog."""
+
+
+KEYS = tuple(f.name for f in fields(Settings))
+"""Every setting's name (the TOML key; `CONTROPARTE_<NAME>` in the environment)."""
+
+
+def settings_from(
+    flags: Mapping[str, object | None],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any] | None = None,
+    file_name: str = "config",
+) -> Settings:
+    """Merge the sources (flags > environment > the TOML file's values > defaults)
+    into `Settings`. Pure. `file_name` names the file in error messages."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    from_file = dict(file_values or {})
+    unknown = set(from_file) - set(KEYS)
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) in {file_name}: {', '.join(sorted(unknown))}")
+
+    def raw(key: str) -> tuple[str, object] | None:
+        if key in given:
+            return f"--{key.replace('_', '-')}", given[key]
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in env:
+            return env_key, env[env_key]
+        if key in from_file:
+            return f"{file_name}:{key}", from_file[key]
+        return None
+
+    by_name = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for name in ("zone", *(k for k in KEYS if k != "zone")):
+        found = raw(name)
+        if found is not None:
+            zone = str(values.get("zone", DEFAULT_ZONE))
+            values[name] = by_name[name].metadata["parse"](found[0], found[1], zone)
+    if values.get("zone") == ".":
+        raise ConfigError("zone: the root zone cannot be served")
+    return _with_defaults(Settings(**values))
 
 
 def load_settings(
@@ -222,9 +259,10 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> Settings:
-    """Merge the sources (flags > environment > TOML file > defaults) into `Settings`."""
+    """The settings of this process: `settings_from` over `flags`, the environment
+    (`env`, default the process's own) and the TOML file (`config_file`, else
+    `CONTROPARTE_CONFIG`), which is read here."""
     env = os.environ if env is None else env
-    flags = {k: v for k, v in (flags or {}).items() if v is not None}
     path = config_file or (
         Path(env[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in env else None
     )
@@ -236,33 +274,7 @@ def load_settings(
             raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-        unknown = set(from_file) - set(_PARSERS) - {"zone"}
-        if unknown:
-            raise ConfigError(f"config: unknown key(s) in {path}: {', '.join(sorted(unknown))}")
-
-    def raw(key: str) -> tuple[str, object] | None:
-        if key in flags:
-            return f"--{key.replace('_', '-')}", flags[key]
-        env_key = ENV_PREFIX + key.upper()
-        if env_key in env:
-            return env_key, env[env_key]
-        if key in from_file:
-            return f"{path}:{key}", from_file[key]
-        return None
-
-    zone_raw = raw("zone")
-    zone = DEFAULT_ZONE if zone_raw is None else _absolute(zone_raw[0], str(zone_raw[1]), ".")
-    if zone == ".":
-        raise ConfigError("zone: the root zone cannot be served")
-    values: dict[str, object] = {"zone": zone}
-    for f in fields(Settings):
-        if f.name == "zone":
-            continue
-        found = raw(f.name)
-        if found is not None:
-            values[f.name] = _PARSERS[f.name](found[0], found[1], zone)
-    settings = Settings(**values)  # type: ignore[arg-type]
-    return _with_defaults(settings)
+    return settings_from(flags or {}, env, from_file, str(path))
 
 
 def _with_defaults(s: Settings) -> Settings:

@@ -5,43 +5,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 import controparte.serve
-from controparte.cli import app
 from controparte.errors import AuthError
 from controparte.model.installation import utcnow
 from controparte.service.services import open_services
 from controparte.settings import HostPort, Settings, load_settings
 from controparte.store import Origin, open_store
-
-Run = Callable[..., Result]
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def run(data: Path) -> Run:
-    runner = CliRunner()
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        environment = {"CONTROPARTE_ALLOW_NON_GLOBAL": "1", **(env or {})}
-        return runner.invoke(app, [*args, "--data", str(data)], env=environment)
-
-    return invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
-    return result
+from tests.clirunner import Run, ok
 
 
 def settings_of(data: Path) -> Settings:
@@ -177,7 +152,7 @@ def test_resolve_from_the_local_registry(run: Run) -> None:
 
 
 def test_resolve_from_a_server_that_is_down_is_one_error_line(run: Run) -> None:
-    from tests.realserver import free_tcp_port  # noqa: PLC0415
+    from tests.processes import free_tcp_port  # noqa: PLC0415
 
     result = run("resolve", "alpha", "--server", f"http://127.0.0.1:{free_tcp_port()}")
     assert result.exit_code == 1

@@ -14,37 +14,13 @@ import httpx
 import pytest
 
 from tests.conftest import StartServer
-from tests.http.test_real_server import ADMIN, create, heartbeat, http_url, records, wait_http
+from tests.http.test_real_server import ADMIN, create, heartbeat
+from tests.processes import alive, descendants, stat_fields
 from tests.realserver import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 GONE_TIMEOUT = 10.0
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes below `pid`, now (Linux /proc)."""
-    found: list[int] = []
-    parents = [pid]
-    while parents:
-        parent = parents.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            parents += children
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting for its reaper has ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def listening_pids(port: int, pids: list[int]) -> set[int]:
@@ -67,13 +43,15 @@ def listening_pids(port: int, pids: list[int]) -> set[int]:
 
 
 def started(start_server: StartServer) -> ServerProcess:
-    """A server with two HTTP processes, once both listen."""
+    """A server with two HTTP processes, once both listen and the main process has said
+    so (it logs "HTTP API on" after its worker is ready, a moment after it listens)."""
     server = start_server(env={"CONTROPARTE_HTTP_WORKERS": "2", "CONTROPARTE_ADMIN_TOKEN": ADMIN})
-    wait_http(server)
-    assert server.process is not None
-    main = server.process.pid
+    server.wait_http()
     deadline = time.monotonic() + GONE_TIMEOUT
-    while len(listening_pids(server.settings.http.port, [main, *descendants(main)])) < 2:
+    while (
+        len(listening_pids(server.settings.http.port, server.pids())) < 2
+        or "HTTP API on" not in server.log_text()
+    ):
         assert time.monotonic() < deadline, f"the HTTP worker did not start:\n{server.log_text()}"
         time.sleep(0.05)
     return server
@@ -85,8 +63,8 @@ def describe(pids: list[int]) -> str:
     for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
+            state = stat_fields(pid)[0]
+        except (OSError, ValueError):
             continue
         out.append(f"{pid} [{state}] {cmdline[:200]}")
     return "; ".join(out)
@@ -104,11 +82,9 @@ def wait_gone(pids: list[int]) -> list[int]:
 
 def test_two_processes_serve_http_and_dns_follows_both(start_server: StartServer) -> None:
     server = started(start_server)
-    assert server.process is not None
-    main = server.process.pid
     assert "HTTP API on" in server.log_text()
-    assert len(listening_pids(server.settings.http.port, [main, *descendants(main)])) == 2
-    with httpx.Client(base_url=http_url(server), timeout=10) as http:
+    assert len(listening_pids(server.settings.http.port, server.pids())) == 2
+    with httpx.Client(base_url=server.http_url, timeout=10) as http:
         token = create(http, "HB-1", "hb")
     # New connections from new source addresses: the kernel spreads them over both
     # processes; each beat moves the address, and DNS must serve every one of them.
@@ -116,10 +92,7 @@ def test_two_processes_serve_http_and_dns_follows_both(start_server: StartServer
         source = f"127.0.0.{n}"
         answer = heartbeat(server, "HB-1", token, source, 4443)
         assert (answer["ip"], answer["changed"]) == (source, True)
-        deadline = time.monotonic() + 2.0
-        while records(server, "hb", "A") != [source]:
-            assert time.monotonic() < deadline, f"DNS did not serve {source}"
-            time.sleep(0.01)
+        server.wait_for("hb", [source], timeout=2.0)
         assert server.serial() == answer["serial"]
 
 
@@ -130,7 +103,7 @@ def test_serve_stops_its_workers(start_server: StartServer, sig: signal.Signals)
     children = descendants(server.process.pid)
     assert len(children) >= 2  # the HTTP worker and multiprocessing's resource tracker
     with httpx.Client(timeout=5) as client:
-        assert client.get(http_url(server) + "/healthz").status_code == 200
+        assert client.get(server.http_url + "/healthz").status_code == 200
     assert server.stop(sig) == 0  # in time, without SIGKILL
     assert wait_gone(children) == []
     assert "did not stop" not in server.log_text()

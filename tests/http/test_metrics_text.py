@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import re
 
-from controparte.http.metrics import (
-    AUTH_FAILURES,
-    HTTP_REQUESTS,
-    Family,
-    Metrics,
-    Sample,
-    counter,
-    exposition,
-    gauge,
-)
+from controparte.http.metrics import AUTH_FAILURES, HTTP_REQUESTS, Metrics
+from controparte.service.metrics import Family, Sample, counter, exposition, gauge
 
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
 SAMPLE = re.compile(

@@ -8,54 +8,33 @@ it; `controparte resolve --server/--dns` read the running server; /metrics count
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.rdatatype
 import httpx
 import pytest
 
 from tests.conftest import StartServer
+from tests.debtools import tool
 from tests.realserver import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-token-for-tests-0123456789"
-TIMEOUT = 20.0
-
-
-def http_url(server: ServerProcess) -> str:
-    return f"http://{server.settings.http}"
-
-
-def wait_http(server: ServerProcess) -> None:
-    """Until GET /healthz answers 200 (the HTTP side starts after DNS)."""
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            if httpx.get(http_url(server) + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"HTTP did not come up:\n{server.log_text()}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
 def server(start_server: StartServer) -> ServerProcess:
     started = start_server(env={"CONTROPARTE_ADMIN_TOKEN": ADMIN, "CONTROPARTE_TTL": "30"})
-    wait_http(started)
+    started.wait_http()
     return started
 
 
 @pytest.fixture
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=http_url(server), timeout=10) as client:
+    with httpx.Client(base_url=server.http_url, timeout=10) as client:
         yield client
 
 
@@ -72,44 +51,15 @@ def create(http: httpx.Client, code: str, label: str, **fields: object) -> str:
     return token
 
 
-def records(server: ServerProcess, relative: str, rdtype: str) -> list[str]:
-    response = server.query(server.name(relative), rdtype)
-    wanted = dns.rdatatype.from_text(rdtype)
-    return sorted(
-        rd.to_text() for rrset in response.answer if rrset.rdtype == wanted for rd in rrset
-    )
-
-
-def wait_for(server: ServerProcess, relative: str, rdtype: str, expected: list[str]) -> None:
-    """Poll DNS until `relative` answers `expected` (at most 5 s)."""
-    deadline = time.monotonic() + 5
-    while (seen := records(server, relative, rdtype)) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{relative} {rdtype} answers {seen}, not {expected}")
-        time.sleep(0.02)
-
-
-def dig(server: ServerProcess, relative: str, rdtype: str) -> list[str]:
-    if shutil.which("dig") is None:
-        pytest.skip("dig is not installed")
-    done = subprocess.run(
-        [
-            "dig",
-            "+short",
-            "+tries=1",
-            "+time=2",
-            f"@{server.host}",
-            "-p",
-            str(server.port),
-            server.name(relative),
-            rdtype,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=True,
-    )
-    return sorted(done.stdout.split())
+def assert_nothing_else_changed(server: ServerProcess, http: httpx.Client, serial: int) -> None:
+    """A positive barrier for "nothing changed since DNS served `serial`": one later
+    change (a new installation), waited for until DNS serves it; then DNS must serve
+    the serial right after `serial`. Every committed change moves the serial by one and
+    DNS applies changes in order, so no other change was committed since, nor served."""
+    label = f"later-{serial}"
+    create(http, f"LATER-{serial}", label, ip="192.0.2.250")
+    server.wait_for(label, ["192.0.2.250"])
+    assert server.serial() == serial + 1, "a change besides the later one reached DNS"
 
 
 def heartbeat(
@@ -119,7 +69,7 @@ def heartbeat(
     transport = httpx.HTTPTransport(local_address=source)
     with httpx.Client(transport=transport, timeout=10) as client:
         response = client.post(
-            f"{http_url(server)}/v1/installations/{code}/heartbeat",
+            f"{server.http_url}/v1/installations/{code}/heartbeat",
             json={"port": port, "version": "test"},
             headers={"authorization": f"Bearer {token}"},
         )
@@ -131,27 +81,26 @@ def heartbeat(
 
 def test_a_heartbeat_over_http_is_served_by_dns(server: ServerProcess, http: httpx.Client) -> None:
     token = create(http, "HB-1", "hb")
-    assert records(server, "hb", "A") == []
+    assert server.records("hb") == []
     first = heartbeat(server, "HB-1", token, "127.0.0.2", 4443)
     assert (first["ip"], first["port"], first["changed"]) == ("127.0.0.2", 4443, True)
-    wait_for(server, "hb", "A", ["127.0.0.2"])
-    assert dig(server, "hb", "A") == ["127.0.0.2"]
-    assert records(server, "_mxserver._tcp.hb", "SRV") == [f"0 0 4443 {server.name('hb')}"]
+    server.wait_for("hb", ["127.0.0.2"])
+    assert server.dig("hb") == ["127.0.0.2"]
+    assert server.records("_mxserver._tcp.hb", "SRV") == [f"0 0 4443 {server.name('hb')}"]
     assert server.serial() == first["serial"]
 
     moved = heartbeat(server, "HB-1", token, "127.0.0.3", 4443)  # the address changed
     assert moved["changed"] is True
-    wait_for(server, "hb", "A", ["127.0.0.3"])
-    assert dig(server, "hb", "A") == ["127.0.0.3"]
+    server.wait_for("hb", ["127.0.0.3"])
+    assert server.dig("hb") == ["127.0.0.3"]
     serial = server.serial()
     assert serial == moved["serial"] != first["serial"]
 
     same = heartbeat(server, "HB-1", token, "127.0.0.3", 4443)  # nothing changed
     assert same["changed"] is False
     assert same["serial"] == serial
-    time.sleep(3 * server.settings.journal_poll_interval)
-    assert server.serial() == serial  # the SOA serial did not move
-    assert records(server, "hb", "A") == ["127.0.0.3"]
+    assert_nothing_else_changed(server, http, serial)  # the SOA serial did not move
+    assert server.records("hb") == ["127.0.0.3"]
     shown = http.get("/v1/resolve/HB-1").json()
     assert (shown["ip"], shown["port"], shown["stale"]) == ("127.0.0.3", 4443, False)
     assert shown["last_seen"] is not None
@@ -160,25 +109,27 @@ def test_a_heartbeat_over_http_is_served_by_dns(server: ServerProcess, http: htt
 def test_another_installations_token_changes_nothing(
     server: ServerProcess, http: httpx.Client
 ) -> None:
-    create(http, "A-1", "victim", ip="192.0.2.1")
     intruder = create(http, "B-2", "intruder")
+    create(http, "A-1", "victim", ip="192.0.2.1")
+    server.wait_for("victim", ["192.0.2.1"])  # and so the intruder's registration
+    serial = server.serial()
     response = httpx.post(
-        f"{http_url(server)}/v1/installations/A-1/heartbeat",
+        f"{server.http_url}/v1/installations/A-1/heartbeat",
         json={"port": 1},
         headers={"authorization": f"Bearer {intruder}"},
         timeout=10,
     )
     assert response.status_code == 401
     dyndns = httpx.get(
-        f"{http_url(server)}/nic/update",
+        f"{server.http_url}/nic/update",
         params={"hostname": server.name("victim"), "myip": "203.0.113.66"},
         auth=("B-2", intruder),
         headers={"user-agent": "test"},
         timeout=10,
     )
     assert dyndns.text == "nohost\n"
-    time.sleep(3 * server.settings.journal_poll_interval)
-    assert records(server, "victim", "A") == ["192.0.2.1"]
+    assert_nothing_else_changed(server, http, serial)
+    assert server.records("victim") == ["192.0.2.1"]
 
 
 def ddclient_config(
@@ -204,14 +155,12 @@ def ddclient_config(
 
 def run_ddclient(tmp_path: Path, config: str, *extra: str) -> str:
     """ddclient once in the foreground; its output (it is gone when this returns)."""
-    if shutil.which("ddclient") is None:
-        pytest.skip("ddclient is not installed (apt-get install ddclient)")
     conf = tmp_path / "ddclient.conf"
     conf.write_text(config)
     conf.chmod(0o600)
     done = subprocess.run(
         [
-            "ddclient",
+            tool("ddclient"),
             "-foreground",
             "-daemon=0",
             "-noquiet",
@@ -241,9 +190,9 @@ def test_ddclient_updates_a_record_that_dns_serves(
     )
     assert "good 198.51.100.23" in output, output
     assert "SUCCESS" in output, output
-    wait_for(server, "dyn", "A", ["198.51.100.23"])
-    assert dig(server, "dyn", "A") == ["198.51.100.23"]
-    assert records(server, "_mxserver._tcp.dyn", "SRV") == [f"0 0 4443 {server.name('dyn')}"]
+    server.wait_for("dyn", ["198.51.100.23"])
+    assert server.dig("dyn") == ["198.51.100.23"]
+    assert server.records("_mxserver._tcp.dyn", "SRV") == [f"0 0 4443 {server.name('dyn')}"]
     assert server.serial() != serial
     history = http.get(
         "/v1/installations/DD-1/history", headers={"authorization": f"Bearer {token}"}
@@ -258,15 +207,14 @@ def test_ddclient_updates_a_record_that_dns_serves(
         tmp_path, ddclient_config(server, "DD-1", token, hostname, "198.51.100.23"), "-force"
     )
     assert "nochg" in again, again
-    assert server.serial() == serial
 
     # a wrong password: badauth, and the record stays
     wrong = run_ddclient(
         tmp_path, ddclient_config(server, "DD-1", "cpt_wrong", hostname, "203.0.113.9"), "-force"
     )
     assert "badauth" in wrong or "authorization failed" in wrong, wrong
-    time.sleep(3 * server.settings.journal_poll_interval)
-    assert records(server, "dyn", "A") == ["198.51.100.23"]
+    assert_nothing_else_changed(server, http, serial)  # neither nochg nor badauth moved it
+    assert server.records("dyn") == ["198.51.100.23"]
     assert "cpt_wrong" not in server.log_text()
     assert "authentication failed via dyndns2 from 127.0.0.1" in server.log_text()
 
@@ -285,7 +233,7 @@ def controparte(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 def test_cli_resolve_asks_the_server_and_dns(server: ServerProcess, http: httpx.Client) -> None:
     create(http, "R-1", "res", ip="192.0.2.7", ipv6="2001:db8::7", port=4443)
     env = {"PATH": "/usr/bin:/bin", "CONTROPARTE_DATA": str(server.data)}
-    over_http = controparte("resolve", "R-1", "--server", http_url(server), "--json", env=env)
+    over_http = controparte("resolve", "R-1", "--server", server.http_url, "--json", env=env)
     assert over_http.returncode == 0, over_http.stderr
     assert json.loads(over_http.stdout) == {
         "code": "R-1",
@@ -314,7 +262,7 @@ def test_cli_resolve_asks_the_server_and_dns(server: ServerProcess, http: httpx.
     missing = controparte("resolve", "nope", "--dns", f"{server.host}:{server.port}", env=env)
     assert missing.returncode == 1
     assert "NXDOMAIN" in missing.stderr
-    missing_http = controparte("resolve", "nope", "--server", http_url(server), env=env)
+    missing_http = controparte("resolve", "nope", "--server", server.http_url, env=env)
     assert missing_http.returncode == 1
     assert missing_http.stderr.startswith("error: no installation")
 

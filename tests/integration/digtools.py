@@ -8,11 +8,10 @@ before it (`notes`) say what the tool retried.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-import pytest
+from tests import debtools
 
 TOOL_TIMEOUT = 20.0
 TOOLS = ("dig", "kdig")
@@ -97,9 +96,7 @@ def parse(tool: str, text: str) -> ToolOutput:
 
 def run(tool: str, host: str, port: int, *args: str) -> ToolOutput:
     """`tool @host -p port ARGS`, one try per transport, bounded in time."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
+    path = debtools.tool(tool)
     limits = ("+time=3", "+tries=2") if tool == "dig" else ("+time=3", "+retry=1")
     argv = [path, f"@{host}", "-p", str(port), *limits, *args]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT, check=False)

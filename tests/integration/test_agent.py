@@ -16,15 +16,7 @@ import dns.rdatatype
 import pytest
 
 from controparte.service import Registry
-from tests.agentproc import (
-    AgentRunner,
-    answer_a,
-    http_url,
-    issue_token,
-    wait_for_a,
-    wait_http,
-    write_token,
-)
+from tests.agentproc import AgentRunner, issue_token, write_token
 from tests.conftest import StartServer
 from tests.realserver import ServerProcess
 
@@ -42,7 +34,7 @@ class Setup:
     def args(self, *extra: str, port: int = 9001) -> tuple[str, ...]:
         return (
             "--server",
-            http_url(self.server),
+            self.server.http_url,
             "--code",
             CODE,
             "--token-file",
@@ -59,7 +51,7 @@ def setup(start_server: StartServer, tmp_path: Path) -> Setup:
         registry.add(CODE, LABEL)
 
     server = start_server(seed=seed)
-    wait_http(server)
+    server.wait_http()
     token = issue_token(server, CODE)
     return Setup(server, write_token(tmp_path / "agent.token", token))
 
@@ -87,7 +79,7 @@ def test_once_publishes_the_public_port_and_the_address_seen(
     run = agent(*setup.args("--private-port", "8000", "--bind", "127.0.0.2", "--once"))
     assert run.wait() == 0, run.log()
     assert f"this is how the world sees you: 127.0.0.2:9001 ({LABEL}." in run.log()
-    assert answer_a(setup.server, LABEL) == ["127.0.0.2"]
+    assert setup.server.records(LABEL) == ["127.0.0.2"]
     assert srv_port(setup.server) == [9001]
     with setup.server.registry() as registry:
         inst = registry.get(CODE)
@@ -99,7 +91,7 @@ def test_once_publishes_the_public_port_and_the_address_seen(
 def test_dns_follows_when_the_agent_address_changes(setup: Setup, agent: AgentRunner) -> None:
     first = agent(*setup.args("--bind", "127.0.0.2", "--interval", "1"))
     first.wait_log(r"this is how the world sees you: 127\.0\.0\.2:9001")
-    wait_for_a(setup.server, LABEL, "127.0.0.2")
+    setup.server.wait_for(LABEL, ["127.0.0.2"])
     serial = setup.server.serial()
     first.wait_log(r"heartbeat every 1 s")
     assert first.stop() == 0  # SIGTERM mid-sleep: a clean, prompt stop
@@ -107,14 +99,16 @@ def test_dns_follows_when_the_agent_address_changes(setup: Setup, agent: AgentRu
 
     moved = agent(*setup.args("--bind", "127.0.0.3", "--interval", "1", port=9002))
     moved.wait_log(r"this is how the world sees you: 127\.0\.0\.3:9002")
-    wait_for_a(setup.server, LABEL, "127.0.0.3", timeout=2.0)
+    setup.server.wait_for(LABEL, ["127.0.0.3"], timeout=2.0)
     assert srv_port(setup.server) == [9002]
     assert setup.server.serial() > serial
     # the next beats only move last-seen: no new serial, no new "world sees you" line
     changed = setup.server.serial()
     seen = last_seen(setup.server)
-    time.sleep(2.5)
-    assert last_seen(setup.server) > seen
+    for _ in range(2):  # a positive barrier: two later beats committed (the first logged)
+        seen = later_beat(setup.server, seen)
+    with setup.server.registry() as registry:
+        assert registry.store.serial() == changed  # committed: nothing for DNS to follow
     assert setup.server.serial() == changed
     assert moved.log().count("world sees you") == 1
 
@@ -124,6 +118,15 @@ def last_seen(server: ServerProcess) -> datetime:
         seen = registry.get(CODE).last_seen
     assert seen is not None
     return seen
+
+
+def later_beat(server: ServerProcess, seen: datetime, timeout: float = 5.0) -> datetime:
+    """Until a heartbeat after `seen` is committed; its last-seen."""
+    deadline = time.monotonic() + timeout
+    while (now := last_seen(server)) <= seen:
+        assert time.monotonic() < deadline, f"no heartbeat after {seen} in {timeout} s"
+        time.sleep(0.05)
+    return now
 
 
 @pytest.mark.parametrize(
@@ -156,7 +159,7 @@ def test_credentials_problems_end_the_agent_with_one_clear_line(
     assert len(errors) == 1, log
     assert re.match(message, errors[0]), errors[0]
     assert "cpt_" not in log  # no token in the output, right or wrong
-    assert answer_a(setup.server, LABEL) == []
+    assert setup.server.records(LABEL) == []
 
 
 def test_server_down_backs_off_then_recovers(setup: Setup, agent: AgentRunner) -> None:
@@ -172,10 +175,10 @@ def test_server_down_backs_off_then_recovers(setup: Setup, agent: AgentRunner) -
         ceiling = min(4.0, 2.0 ** (failure - 1))  # doubling from 1 s, capped at the interval
         assert ceiling / 2 <= delay <= ceiling, match[0]
     assert [int(m[2]) for m in retries] == [1, 2, 3, 4]
-    assert run.process.poll() is None  # still trying: the server may come back
+    assert run.running()  # still trying: the server may come back
 
     setup.server.start()
     run.wait_log(r"heartbeat ok again after \d+ failure\(s\)", timeout=20)
     run.wait_log(r"this is how the world sees you: 127\.0\.0\.2:9001")
-    wait_for_a(setup.server, LABEL, "127.0.0.2")
+    setup.server.wait_for(LABEL, ["127.0.0.2"])
     assert run.stop() == 0

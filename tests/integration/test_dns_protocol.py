@@ -65,6 +65,18 @@ def tcp_receive(sock: socket.socket) -> bytes:
     return _read_exactly(sock, size)
 
 
+def exchange(server: ServerProcess, wire: bytes, *, tcp: bool) -> bytes:
+    """One message over TCP (on a connection of its own) or UDP; the reply, which must
+    come."""
+    if tcp:
+        with tcp_connect(server) as sock:
+            tcp_send(sock, wire)
+            return tcp_receive(sock)
+    reply = udp_exchange(server, wire)
+    assert reply is not None, "no reply over UDP"
+    return reply
+
+
 def query_wire(qname: str, qtype: str = "A", qid: int = 0x1234, **make: object) -> bytes:
     message = dns.message.make_query(qname, qtype, **make)  # type: ignore[arg-type]
     message.id = qid
@@ -169,14 +181,7 @@ FORMERR_QUERIES = {
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 @pytest.mark.parametrize("wire", FORMERR_QUERIES.values(), ids=FORMERR_QUERIES.keys())
 def test_formerr(dns_server: ServerProcess, wire: bytes, tcp: bool) -> None:
-    if tcp:
-        with tcp_connect(dns_server) as sock:
-            tcp_send(sock, wire)
-            reply = tcp_receive(sock)
-    else:
-        got = udp_exchange(dns_server, wire)
-        assert got is not None, "no FORMERR"
-        reply = got
+    reply = exchange(dns_server, wire, tcp=tcp)
     qid, flags = struct.unpack("!HH", reply[:4])
     assert qid == 0x1234
     assert flags & dns.flags.QR
@@ -211,14 +216,7 @@ NOTIMP_QUERIES = {
 def test_unsupported_opcodes_get_notimp(
     dns_server: ServerProcess, wire: bytes, opcode: int, tcp: bool
 ) -> None:
-    if tcp:
-        with tcp_connect(dns_server) as sock:
-            tcp_send(sock, wire)
-            reply = tcp_receive(sock)
-    else:
-        got = udp_exchange(dns_server, wire)
-        assert got is not None
-        reply = got
+    reply = exchange(dns_server, wire, tcp=tcp)
     qid, flags = struct.unpack("!HH", reply[:4])
     assert qid == 0x1234
     assert flags & dns.flags.QR
@@ -233,14 +231,7 @@ def test_unsigned_update_is_refused_and_changes_nothing(
 ) -> None:
     """UPDATE (RFC 2136) is served only when signed with a known TSIG key (RFC 8945)."""
     serial = dns_server.serial()
-    if tcp:
-        with tcp_connect(dns_server) as sock:
-            tcp_send(sock, _update())
-            reply = dns.message.from_wire(tcp_receive(sock))
-    else:
-        got = udp_exchange(dns_server, _update())
-        assert got is not None
-        reply = dns.message.from_wire(got)
+    reply = dns.message.from_wire(exchange(dns_server, _update(), tcp=tcp))
     assert reply.id == 0x1234
     assert reply.opcode() == dns.opcode.UPDATE
     assert reply.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTIMP)

@@ -17,9 +17,9 @@ from controparte.agent.listen import ListenConfig, ProbeListener
 from controparte.model.probe import Reach
 from controparte.service import Registry
 from controparte.service.probe import ProbeTarget, run_probe
-from tests.agentproc import AgentRunner, http_url, issue_token, wait_http, write_token
+from tests.agentproc import AgentRunner, issue_token, write_token
 from tests.conftest import StartServer
-from tests.realserver import free_tcp_port
+from tests.processes import free_tcp_port
 
 pytestmark = pytest.mark.integration
 
@@ -132,14 +132,14 @@ def test_probe_endpoint(start_server: StartServer, agents: AgentRunner, tmp_path
         registry.add("FAR-1", "far", ipv4="198.51.100.7", port=port)
 
     server = start_server(seed=seed)
-    wait_http(server)
+    server.wait_http()
     token = issue_token(server, CODE)
     token_file = write_token(tmp_path / "agent.token", token)
     listener = agents(
         "listen", "--code", CODE, "--token-file", str(token_file), "--port", str(port)
     )
     listener.wait_log("answering controparte probes")
-    url = f"{http_url(server)}/v1/installations/{CODE}/probe"
+    url = f"{server.http_url}/v1/installations/{CODE}/probe"
     auth = {"Authorization": f"Bearer {token}"}
 
     assert httpx.post(url).status_code == 401
@@ -157,7 +157,7 @@ def test_probe_endpoint(start_server: StartServer, agents: AgentRunner, tmp_path
     assert 1 <= int(again.headers["Retry-After"]) <= 5
 
     far = httpx.post(
-        f"{http_url(server)}/v1/installations/FAR-1/probe",
+        f"{server.http_url}/v1/installations/FAR-1/probe",
         headers={"Authorization": f"Bearer {issue_token(server, 'FAR-1')}"},
         timeout=10,
     )

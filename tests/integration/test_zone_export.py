@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import pytest
 
 from controparte.service import Registry
 from tests.conftest import StartServer
+from tests.debtools import tool
+from tests.processes import controparte_command
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +25,9 @@ ZONE = "reg.example.test."
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _command() -> list[str]:
-    script = Path(sys.executable).with_name("controparte")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "controparte"]
-
-
 @pytest.fixture
 def checkzone() -> str:
-    found = shutil.which("named-checkzone")
-    if found is None:
-        pytest.skip("named-checkzone is not installed (Debian package bind9-utils)")
-    return found
+    return tool("named-checkzone")
 
 
 @pytest.fixture
@@ -51,7 +43,12 @@ def cli(tmp_path: Path) -> Cli:
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [*_command(), *args], env=env, check=False, capture_output=True, text=True, timeout=60
+            [*controparte_command(), *args],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done
@@ -234,7 +231,7 @@ def test_the_export_is_what_the_server_serves(start_server: StartServer, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
     out = tmp_path / "served.zone"
     done = subprocess.run(
-        [*_command(), "zone", "export", "--out", str(out)],
+        [*controparte_command(), "zone", "export", "--out", str(out)],
         env=env | server.settings_env,
         check=False,
         capture_output=True,

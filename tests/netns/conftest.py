@@ -33,8 +33,9 @@ from controparte.service.access import Access
 from controparte.service.credentials import ServerSecret
 from controparte.settings import Settings, load_settings
 from controparte.store import open_store
-from tests.agentproc import clean_env, controparte_command, write_token
-from tests.netns.netlab import Lab, Process, unavailable
+from tests.agentproc import write_token
+from tests.netns.netlab import Lab, unavailable
+from tests.processes import LoggedProcess, clean_env, controparte_command
 
 SERVICE = "198.51.100.2"
 SERVER_URL = f"http://{SERVICE}:8080"
@@ -163,7 +164,9 @@ class World:
             *extra,
         )
 
-    def listen_agent(self, role: str, code: str, port: int, token_of: str | None = None) -> Process:
+    def listen_agent(
+        self, role: str, code: str, port: int, token_of: str | None = None
+    ) -> LoggedProcess:
         """`controparte agent listen` for `code` (with the token of `token_of`)."""
         process = self.lab.spawn(
             role,
@@ -211,7 +214,7 @@ class Site:
     """One test's caller side: installations, rules and processes, undone afterwards."""
 
     world: World
-    processes: list[Process] = field(default_factory=list)
+    processes: list[LoggedProcess] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
 
     def caller(
@@ -251,13 +254,14 @@ class Site:
         self.touched.add(role)
         self.world.lab.flush_nft(role)
 
-    def doctor(self, code: str, to: str | None, feature: str | None, *extra: str) -> DoctorRun:
-        """`controparte doctor --json` in namespace a, for `code` towards `to` (None:
-        its links) for `feature` (None: the links')."""
+    def doctor_command(
+        self, code: str, to: str | None, feature: str | None, *extra: str, timeout: int = 2
+    ) -> list[str]:
+        """`controparte doctor` for `code` towards `to` (None: its links) for `feature`
+        (None: the links'), against the lab's service, with `timeout` s per test."""
         chosen = [] if to is None else ["--to", to]
         chosen += [] if feature is None else ["--feature", feature]
-        done = self.world.lab.run(
-            "a",
+        return [
             *controparte_command(),
             "doctor",
             "--from",
@@ -272,11 +276,14 @@ class Site:
             "--features",
             str(self.world.catalog),
             "--timeout",
-            "2",
-            "--json",
+            str(timeout),
             *extra,
-            check=False,
-        )
+        ]
+
+    def doctor(self, code: str, to: str | None, feature: str | None, *extra: str) -> DoctorRun:
+        """`controparte doctor --json` (`doctor_command`) in namespace a; its report."""
+        argv = self.doctor_command(code, to, feature, "--json", *extra)
+        done = self.world.lab.run("a", *argv, check=False)
         assert done.returncode in (0, 1), f"doctor failed:\n{done.stdout}\n{done.stderr}"
         return DoctorRun(done.returncode, json.loads(done.stdout), done.stderr)
 
@@ -310,7 +317,7 @@ def _build(lab: Lab, world: World) -> None:
     ]
     server = lab.spawn("svc", "env", *env, *controparte_command(), "serve", name="serve")
     lab.wait_port("svc", f"{SERVICE}:8080")
-    assert server.popen.poll() is None, server.log()
+    assert server.running(), server.log()
     lab.listen("sl", *(f"{a}:443" for a in START_LIVE.values()))
     lab.listen("live", f"{LIVE_ADDRESS}:9100")
     # studio-b: MxServer on 8000 behind its own port forward 8443 -> 8000.

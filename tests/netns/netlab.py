@@ -13,70 +13,61 @@ namespace ("the internet"), addressed only from 198.51.100.0/24 and 203.0.113.0/
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+
+from tests.debtools import tool
+from tests.processes import LoggedProcess
 
 NETTOOL = Path(__file__).with_name("nettool.py")
-STOP_TIMEOUT = 5.0
+TOOLS = ("ip", "nft", "sysctl")  # `make test` installs them: a missing one fails
 
 
+@functools.cache
 def unavailable() -> str | None:
-    """Why this machine cannot run the lab, or None when it can."""
+    """Why this machine cannot run the lab, or None when it can; found once per run.
+
+    The reasons are what `make test` cannot provide: root, network namespaces, veth
+    pairs (CAP_NET_ADMIN), a writable /proc/sys and nftables in a namespace, /etc/netns.
+    A missing tool is no such reason: it fails (`tests/debtools.py`)."""
+    for name in TOOLS:
+        tool(name)
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "network-namespace tests need root (ip netns, veth, nftables)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (apt-get install {package})"
+    etc = Path("/etc/netns")
+    if not os.access(etc if etc.exists() else etc.parent, os.W_OK):
+        return f"{etc} cannot be written here (the lab's resolver files)"
     probe = f"cp{secrets.token_hex(3)}-probe"
-    added = subprocess.run(
-        ["ip", "netns", "add", probe], check=False, capture_output=True, text=True
-    )
-    if added.returncode != 0:
-        return f"`ip netns add` does not work here: {added.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], check=False, capture_output=True)
+    reason = _fails(["ip", "netns", "add", probe])
+    if reason is not None:
+        return reason
+    try:
+        for argv in (
+            ["ip", "-n", probe, "link", "add", "cpv0", "type", "veth", "peer", "name", "cpv1"],
+            ["ip", "netns", "exec", probe, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+            ["ip", "netns", "exec", probe, "nft", "add", "table", "inet", "probe"],
+        ):
+            reason = _fails(argv)
+            if reason is not None:
+                return reason
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], check=False, capture_output=True)
     return None
 
 
-@dataclass
-class Process:
-    """A process started in a namespace, with its output in a log file."""
-
-    role: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 20.0) -> None:
-        """Until `text` appears in the log; fails (with the log) if the process ends."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.role} exited ({self.popen.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} from {self.role} in {timeout} s:\n{self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(STOP_TIMEOUT)
-        self.log_file.close()
+def _fails(argv: list[str]) -> str | None:
+    """Why `argv` failed, or None when it exits 0."""
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30)
+    if done.returncode == 0:
+        return None
+    return f"`{' '.join(argv)}` does not work here: {done.stderr.strip()}"
 
 
 @dataclass
@@ -87,7 +78,7 @@ class Lab:
     env: Mapping[str, str]
     prefix: str = field(default_factory=lambda: f"cp{secrets.token_hex(3)}")
     namespaces: list[str] = field(default_factory=list)
-    processes: list[Process] = field(default_factory=list)
+    processes: list[LoggedProcess] = field(default_factory=list)
     etc_dirs: list[Path] = field(default_factory=list)
     router: str | None = None
 
@@ -178,24 +169,17 @@ class Lab:
             )
         return done
 
-    def spawn(self, role: str, *argv: str, name: str | None = None) -> Process:
+    def spawn(self, role: str, *argv: str, name: str | None = None) -> LoggedProcess:
         """Start `argv` in `role`'s namespace, output to a log file; stopped by `close`
-        (or earlier, by `Process.stop`)."""
+        (or earlier, by `LoggedProcess.stop`)."""
         label = name or f"{role}-{len(self.processes)}"
-        log_path = self.directory / f"{label}.log"
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            self.command(role, *argv),
-            env=dict(self.env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+        process = LoggedProcess(
+            self.command(role, *argv), self.directory / f"{label}.log", self.env, name=label
         )
-        process = Process(label, popen, log_path, log_file)
         self.processes.append(process)
         return process
 
-    def listen(self, role: str, *addresses: str) -> Process:
+    def listen(self, role: str, *addresses: str) -> LoggedProcess:
         """Plain TCP listeners (accept, close) on `addresses` in `role`."""
         process = self.spawn(role, sys.executable, str(NETTOOL), "listen", *addresses)
         process.wait_log("listening")

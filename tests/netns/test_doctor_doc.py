@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentproc import controparte_command
 from tests.netns.conftest import Site, World
 from tests.netns.test_doctor_netns import EGRESS_LIVE_RANGE_DROPPED
+from tests.processes import controparte_command
 
 pytestmark = pytest.mark.integration
 

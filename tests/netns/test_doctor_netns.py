@@ -25,6 +25,7 @@ from tests.netns.conftest import (
     LIVE,
     SERVER_URL,
     START_LIVE,
+    DoctorRun,
     Site,
     World,
     curl,
@@ -56,6 +57,22 @@ def _start_live_ids(code: str) -> list[str]:
     return [f"start-live:{code}->{host}" for host in START_LIVE]
 
 
+def towards_live(site: Site, slug: str, rules: str | None = None) -> tuple[str, DoctorRun]:
+    """A caller `A-<slug>` on public port 9443, forwarded to its MxServer port 8000 where
+    the agent listens, behind the nftables `rules`; its code and doctor's run towards
+    live-l for einvoice."""
+    code = site.caller(slug, port=9443, private_port=8000, forward=True, listen_on=8000)
+    if rules is not None:
+        site.nft("a", rules)
+    return code, site.doctor(code, "live-l", "einvoice")
+
+
+def live_statuses(code: str, outbound: str, start_live: str) -> dict[str, str]:
+    """Every flow's status towards live-l: outbound, return (passed), each start-live."""
+    expected = {f"outbound:{code}->{L}": outbound, f"return:{L}->{code}": "passed"}
+    return expected | dict.fromkeys(_start_live_ids(code), start_live)
+
+
 # -- nothing blocked -----------------------------------------------------------------------------
 
 
@@ -85,12 +102,9 @@ def test_everything_open_between_on_premises_servers_passes(site: Site) -> None:
 
 
 def test_everything_open_towards_a_live_counterpart_passes(site: Site) -> None:
-    code = site.caller("live", port=9443, private_port=8000, forward=True, listen_on=8000)
-    run = site.doctor(code, "live-l", "einvoice")
+    code, run = towards_live(site, "live")
     assert run.exit_code == 0, run.report
-    expected = {f"outbound:{code}->{L}": "passed", f"return:{L}->{code}": "passed"}
-    expected |= dict.fromkeys(_start_live_ids(code), "passed")
-    assert run.status() == expected
+    assert run.status() == live_statuses(code, outbound="passed", start_live="passed")
 
 
 # -- (a) no port forward ------------------------------------------------------------------------
@@ -129,13 +143,9 @@ def test_a_missing_port_forward_at_the_counterpart_names_its_side(site: Site) ->
 
 
 def test_b_egress_to_the_live_range_blocked_names_the_callers_firewall(site: Site) -> None:
-    code = site.caller("egress", port=9443, private_port=8000, forward=True, listen_on=8000)
-    site.nft("a", EGRESS_LIVE_RANGE_DROPPED)
-    run = site.doctor(code, "live-l", "einvoice")
+    code, run = towards_live(site, "egress", EGRESS_LIVE_RANGE_DROPPED)
     assert run.exit_code == 1
-    expected = {f"outbound:{code}->{L}": "failed", f"return:{L}->{code}": "passed"}
-    expected |= dict.fromkeys(_start_live_ids(code), "passed")
-    assert run.status() == expected
+    assert run.status() == live_statuses(code, outbound="failed", start_live="passed")
     failed = run.flows[f"outbound:{code}->{L}"]
     assert "no answer in 2.0 s" in str(failed["reason"])
     assert str(failed["fix"]).startswith(
@@ -148,13 +158,9 @@ def test_b_egress_to_the_live_range_blocked_names_the_callers_firewall(site: Sit
 
 
 def test_c_https_to_the_start_live_hosts_blocked_names_each_host(site: Site) -> None:
-    code = site.caller("https", port=9443, private_port=8000, forward=True, listen_on=8000)
-    site.nft("a", EGRESS_HTTPS_REJECTED)
-    run = site.doctor(code, "live-l", "einvoice")
+    code, run = towards_live(site, "https", EGRESS_HTTPS_REJECTED)
     assert run.exit_code == 1
-    expected = {f"outbound:{code}->{L}": "passed", f"return:{L}->{code}": "passed"}
-    expected |= dict.fromkeys(_start_live_ids(code), "failed")
-    assert run.status() == expected
+    assert run.status() == live_statuses(code, outbound="passed", start_live="failed")
     for host, address in START_LIVE.items():
         failed = run.flows[f"start-live:{code}->{host}"]
         assert f"connecting to {host}:443 ({address}): rejected on the way" in str(failed["reason"])
@@ -259,11 +265,8 @@ def test_probe_dials_only_the_registered_address_and_only_when_asked_from_it(
 def test_text_output_of_remote_access_from_a_client(site: Site, world: World) -> None:
     code = site.caller("client", port=9443)
     site.nft("a", EGRESS_LIVE_RANGE_DROPPED)
-    done = world.lab.run(
-        "a",
-        *world_doctor_args(world, code, "live-l", "remote-access"),
-        check=False,
-    )
+    argv = site.doctor_command(code, "live-l", "remote-access", timeout=1)
+    done = world.lab.run("a", *argv, check=False)
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == (
@@ -275,29 +278,3 @@ def test_text_output_of_remote_access_from_a_client(site: Site, world: World) ->
     )
     assert lines[6].startswith("          fix: open egress tcp 9000-9999 on shop-client's")
     assert lines[-1] == "1 failed, 0 passed, 0 untested"
-
-
-def world_doctor_args(world: World, code: str, to: str, feature: str) -> list[str]:
-    from tests.agentproc import controparte_command  # noqa: PLC0415
-    from tests.netns.conftest import DNS_AT  # noqa: PLC0415
-
-    return [
-        *controparte_command(),
-        "doctor",
-        "--from",
-        code,
-        "--to",
-        to,
-        "--feature",
-        feature,
-        "--server",
-        SERVER_URL,
-        "--token-file",
-        str(world.tokens[code]),
-        "--dns",
-        DNS_AT,
-        "--features",
-        str(world.catalog),
-        "--timeout",
-        "1",
-    ]

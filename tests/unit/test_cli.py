@@ -5,67 +5,15 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 import controparte.serve
-from controparte.cli import app
 from controparte.settings import HostPort, NameServer, Settings
 from controparte.store import open_store
-
-Run = Callable[..., Result]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CONTROPARTE_* setting of the machine running the tests leaks in."""
-    for key in list(os.environ):
-        if key.startswith("CONTROPARTE_"):
-            monkeypatch.delenv(key)
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def run(data: Path) -> Run:
-    """Invoke the CLI with `--data` appended; documentation addresses are allowed unless
-    `env` says otherwise."""
-    runner = CliRunner()
-
-    def invoke(*args: str, env: dict[str, str] | None = None, with_data: bool = True) -> Result:
-        argv = [*args, "--data", str(data)] if with_data else list(args)
-        environment = {"CONTROPARTE_ALLOW_NON_GLOBAL": "1"} if env is None else env
-        return runner.invoke(app, argv, env=environment)
-
-    return invoke
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def user_error(result: Result, exit_code: int = 1) -> str:
-    """The result is a failure with one `error: ...` line on stderr and nothing on stdout;
-    returns that line."""
-    assert result.exit_code == exit_code, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    assert result.stdout == ""
-    return lines[0]
-
-
-def as_json(result: Result) -> object:
-    return json.loads(ok(result).stdout)
+from tests.clirunner import Run, as_json, ok, user_error
 
 
 def add(run: Run, code: str, label: str, *extra: str) -> dict[str, object]:
@@ -291,7 +239,7 @@ def test_update_with_a_bad_value_changes_nothing(run: Run) -> None:
 
 
 def test_non_global_addresses_need_the_setting(run: Run) -> None:
-    strict: dict[str, str] = {}
+    strict = {"CONTROPARTE_ALLOW_NON_GLOBAL": None}
     line = user_error(
         run("installation", "add", "A1", "--label", "a", "--ip", "10.0.0.1", env=strict)
     )
@@ -397,7 +345,12 @@ def test_serve_passes_its_flags_to_the_server(run: Run, served: list[Settings], 
 
 
 def test_serve_flags_beat_the_environment(run: Run, served: list[Settings]) -> None:
-    ok(run("serve", "--ttl", "30", env={"CONTROPARTE_TTL": "99", "CONTROPARTE_DNS_WORKERS": "3"}))
+    env = {
+        "CONTROPARTE_TTL": "99",
+        "CONTROPARTE_DNS_WORKERS": "3",
+        "CONTROPARTE_ALLOW_NON_GLOBAL": None,
+    }
+    ok(run("serve", "--ttl", "30", env=env))
     assert (served[0].ttl, served[0].dns_workers) == (30, 3)
     assert served[0].allow_non_global is False
 

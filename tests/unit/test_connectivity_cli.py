@@ -5,18 +5,13 @@ with its change detection, and the Live port rule on every way into the registry
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from controparte.cli import app
 from controparte.store import open_store
-
-Run = Callable[..., Result]
+from tests.clirunner import Run, as_json, ok, user_error
 
 ROWS = """\
 code,label,kind,ip,ipv6,port
@@ -26,54 +21,12 @@ PA-3,paghe,onprem,192.0.2.30,,9443
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith("CONTROPARTE_"):
-            monkeypatch.delenv(key)
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def run(data: Path) -> Run:
-    runner = CliRunner()
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-        environment = {"CONTROPARTE_ALLOW_NON_GLOBAL": "1", "COLUMNS": "100", **(env or {})}
-        return runner.invoke(app, [*args, "--data", str(data)], env=environment)
-
-    return invoke
-
-
 @pytest.fixture
 def seeded(run: Run, tmp_path: Path) -> Run:
     rows = tmp_path / "rows.csv"
     rows.write_text(ROWS)
     ok(run("import", str(rows)))
     return run
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def user_error(result: Result, exit_code: int = 1) -> str:
-    assert result.exit_code == exit_code, (result.exit_code, result.stdout, result.stderr)
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ")
-    assert result.stdout == ""
-    return lines[0]
-
-
-def as_json(result: Result) -> object:
-    return json.loads(ok(result).stdout)
 
 
 # -- links -----------------------------------------------------------------------------------
@@ -238,6 +191,8 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
     }
     assert found["side"] is None and found["blocked"] is False
     outbound = found["flows"][0]
+    port = {"low": 9443, "high": 9443}
+    azienda = {"name": "azienda (AZ-1)", "addresses": ["203.0.113.10", "2001:db8::10"], "hosts": []}
     assert outbound == {
         "id": "outbound:AZ-1->PA-3",
         "direction": "outbound",
@@ -249,7 +204,7 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
             "label": "paghe",
             "host": None,
             "addresses": ["192.0.2.30"],
-            "ports": {"low": 9443, "high": 9443},
+            "ports": port,
         },
         "rules": [
             {
@@ -257,7 +212,7 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
                 "action": "egress",
                 "origin": "server",
                 "peer": {"name": "paghe (PA-3)", "addresses": ["192.0.2.30"], "hosts": []},
-                "ports": {"low": 9443, "high": 9443},
+                "ports": port,
                 "to_port": None,
                 "why": "out to paghe (PA-3)'s public port",
             },
@@ -265,12 +220,8 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
                 "side": "callee",
                 "action": "port-forward",
                 "origin": "server",
-                "peer": {
-                    "name": "azienda (AZ-1)",
-                    "addresses": ["203.0.113.10", "2001:db8::10"],
-                    "hosts": [],
-                },
-                "ports": {"low": 9443, "high": 9443},
+                "peer": azienda,
+                "ports": port,
                 "to_port": 9443,
                 "why": "NAT: public 9443 -> MxServer's port 9443",
             },
@@ -278,12 +229,8 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
                 "side": "callee",
                 "action": "inbound",
                 "origin": "server",
-                "peer": {
-                    "name": "azienda (AZ-1)",
-                    "addresses": ["203.0.113.10", "2001:db8::10"],
-                    "hosts": [],
-                },
-                "ports": {"low": 9443, "high": 9443},
+                "peer": azienda,
+                "ports": port,
                 "to_port": None,
                 "why": "in from azienda (AZ-1) on MxServer's port 9443",
             },

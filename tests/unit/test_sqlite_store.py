@@ -1,10 +1,12 @@
 """The SQLite store's connections: reads go through a read-only connection per thread
 and never wait for a write in progress (WAL), a thread inside its own write
 transaction reads what it wrote, writers of two stores on one file take turns through
-the lock file, and a closed store refuses reads."""
+the lock file (the second one seen waiting in flock, Linux /proc/locks), and a closed
+store refuses reads."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,18 @@ WAIT = 5.0
 def alpha(ipv4: str = "192.0.2.1") -> Installation:
     now = utcnow()
     return Installation(code="A-1", label="alpha", ipv4=ipv4, created=now, updated=now)
+
+
+def waiting_in_flock() -> bool:
+    """Whether a thread of this process waits in flock(2) now: /proc/locks shows the
+    request, marked `->`, under this process's id (SQLite's own locks are fcntl ones,
+    which it polls rather than waits in)."""
+    pid = str(os.getpid())
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1:4] == ["->", "FLOCK", "ADVISORY"] and fields[5] == pid:
+            return True
+    return False
 
 
 @pytest.fixture
@@ -118,7 +132,10 @@ def test_writers_of_two_stores_on_one_file_take_turns(tmp_path: Path, store: Sql
     assert inside.wait(WAIT)
     two = threading.Thread(target=second)
     two.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + WAIT
+    while not waiting_in_flock():  # a positive barrier: the second writer is at the lock
+        assert time.monotonic() < deadline, "the second writer never waited for the lock"
+        time.sleep(0.01)
     assert order == []  # waiting for its turn
     release.set()
     one.join(WAIT)

@@ -56,7 +56,6 @@ from controparte.errors import (
 from controparte.model.probe import Reach, classify_error
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
-from controparte.settings import HostPort
 
 CONNECT_TIMEOUT = 3.0
 HTTP_TIMEOUT = 20.0
@@ -77,7 +76,8 @@ class DoctorConfig:
     token: str | None = None
     to: str | None = None
     feature: str | None = None
-    dns: HostPort | None = None
+    dns: tuple[str, int] | None = None
+    """(address, port) of the DNS server to ask; None: this machine's resolver."""
     timeout: float = CONNECT_TIMEOUT
 
     def __post_init__(self) -> None:
@@ -219,14 +219,14 @@ class DnsView:
     problem: str | None = None
 
 
-def dns_view(fqdn: str, server: HostPort | None, timeout: float = 5.0) -> DnsView:
+def dns_view(fqdn: str, server: tuple[str, int] | None, timeout: float = 5.0) -> DnsView:
     """The A, AAAA and `_mxserver._tcp` SRV records of `fqdn`, from `server` or this
     machine's resolver; `problem` says what went wrong instead of raising."""
     try:
         resolver = dns.resolver.Resolver(configure=server is None)
         if server is not None:
-            resolver.nameservers = [server.host]
-            resolver.port = server.port
+            resolver.nameservers = [server[0]]
+            resolver.port = server[1]
         resolver.lifetime = timeout
         name = dns.name.from_text(fqdn)
         found: dict[str, list[str]] = {}
@@ -239,7 +239,7 @@ def dns_view(fqdn: str, server: HostPort | None, timeout: float = 5.0) -> DnsVie
     except dns.resolver.NXDOMAIN:
         return DnsView(problem=f"{fqdn} does not exist in DNS (NXDOMAIN)")
     except dns.exception.DNSException as exc:
-        via = f" from {server}" if server is not None else ""
+        via = "" if server is None else f" from {_endpoint(*server)}"
         return DnsView(problem=f"no DNS answer for {fqdn}{via}: {exc}")
     port: int | None = None
     if srv.rrset is not None and srv.rrset.rdtype == dns.rdatatype.SRV:
@@ -458,3 +458,8 @@ def run_doctor(config: DoctorConfig) -> list[Diagnosis]:
         return diagnoses
     finally:
         api.close()
+
+
+def _endpoint(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

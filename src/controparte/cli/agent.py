@@ -218,7 +218,7 @@ def doctor(
         token=None if token_file is None else read_token(token_file),
         to=to,
         feature=feature,
-        dns=None if dns_server is None else HostPort.parse("--dns", dns_server),
+        dns=None if dns_server is None else _host_port("--dns", dns_server),
         timeout=timeout,
     )
     diagnoses = run_doctor(run)
@@ -228,3 +228,9 @@ def doctor(
         typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
     if any(c.status is Status.FAILED for d in diagnoses for c in d.checks):
         raise typer.Exit(1)
+
+
+def _host_port(flag: str, value: str) -> tuple[str, int]:
+    """(address, port) of a `HOST:PORT` flag (a ConfigError naming the flag)."""
+    parsed = HostPort.parse(flag, value)
+    return parsed.host, parsed.port

@@ -40,6 +40,13 @@ from controparte.dns.engine import Engine
 from controparte.dns.updater import Updater, is_update
 from controparte.dns.zone import Zone, load_zone
 from controparte.model import ZoneConfig
+from controparte.service.metrics import (
+    ZONE_SERIAL,
+    ZONE_SERIAL_HELP,
+    Family,
+    counter,
+    gauge,
+)
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -332,6 +339,29 @@ class DnsServer:
     def poke(self) -> None:
         """Look at the journal now (thread-safe); writers in this process call it."""
         self._follower.poke()
+
+    def metric_families(self) -> list[Family]:
+        """The DNS counters of this process and the serial it serves (`MetricsSource`)."""
+        c = self.engine.counters
+        return [
+            counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
+            counter(
+                "controparte_dns_cache_hits_total",
+                "DNS answers from the answer cache.",
+                c.cache_hits,
+            ),
+            counter("controparte_dns_fast_path_total", "DNS answers by the fast path.", c.fast),
+            counter(
+                "controparte_dns_general_path_total", "DNS answers by the general path.", c.general
+            ),
+            counter("controparte_dns_dropped_total", "DNS queries dropped unanswered.", c.dropped),
+            counter(
+                "controparte_dns_internal_errors_total",
+                "DNS queries answered SERVFAIL after an internal error.",
+                c.internal_errors,
+            ),
+            gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
+        ]
 
     # -- UPDATE ------------------------------------------------------------------------
 

@@ -36,26 +36,25 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import controparte
-from controparte.dns.server import DnsServer
 from controparte.errors import ControparteError
 from controparte.http import nic, v1
 from controparte.http.auth import Gate
 from controparte.http.clientaddr import parse_networks
 from controparte.http.context import Context
 from controparte.http.heartbeat import HeartbeatShell
-from controparte.http.metrics import (
+from controparte.http.metrics import HTTP_REQUESTS, UPDATE_WAYS, Metrics
+from controparte.http.replies import error_reply, http_refusal, internal_reply, invalid_request
+from controparte.http.schemas import ErrorOut, Health, HeartbeatIn
+from controparte.service.metrics import (
     CONTENT_TYPE,
-    HTTP_REQUESTS,
-    UPDATE_WAYS,
+    ZONE_SERIAL,
+    ZONE_SERIAL_HELP,
     Family,
-    Metrics,
-    counter,
+    MetricsSource,
     exposition,
     gauge,
     labelled,
 )
-from controparte.http.replies import error_reply, http_refusal, internal_reply, invalid_request
-from controparte.http.schemas import ErrorOut, Health, HeartbeatIn
 from controparte.service.services import Services
 
 log = logging.getLogger("controparte.http")
@@ -92,10 +91,10 @@ class RequestMetrics:
 
 
 def create_app(
-    services: Services, dns: DnsServer | None = None, *, fast_heartbeat: bool = True
+    services: Services, dns: MetricsSource | None = None, *, fast_heartbeat: bool = True
 ) -> ASGIApp:
-    """The HTTP app over `services` (see the module); `dns` (when the DNS server runs
-    in this process) supplies the DNS counters and the zone serial being served to
+    """The HTTP app over `services` (see the module); `dns` (the DNS server, when it
+    runs in this process) supplies its counters and the zone serial it serves to
     `/metrics`. With `fast_heartbeat` false, heartbeats go through the FastAPI route
     instead of the pure-ASGI shell (the same function, the same answers: for tests)."""
     metrics = Metrics()
@@ -214,32 +213,13 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def collect(ctx: Context) -> list[Family]:
-    """Every metric family, read now: DNS counters (when DNS runs in this process),
-    the HTTP layer's counters, updates by way, and the gauges."""
+    """Every metric family, read now: the DNS server's (when DNS runs in this process,
+    its counters and the serial it serves), the HTTP layer's counters, updates by way,
+    and the gauges (the zone serial in the store when no DNS server runs here)."""
     families: list[Family] = []
     services = ctx.services
     if ctx.dns is not None:
-        c = ctx.dns.engine.counters
-        families += [
-            counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
-            counter(
-                "controparte_dns_cache_hits_total",
-                "DNS answers from the answer cache.",
-                c.cache_hits,
-            ),
-            counter("controparte_dns_fast_path_total", "DNS answers by the fast path.", c.fast),
-            counter(
-                "controparte_dns_general_path_total",
-                "DNS answers by the general path.",
-                c.general,
-            ),
-            counter("controparte_dns_dropped_total", "DNS queries dropped unanswered.", c.dropped),
-            counter(
-                "controparte_dns_internal_errors_total",
-                "DNS queries answered SERVFAIL after an internal error.",
-                c.internal_errors,
-            ),
-        ]
+        families += ctx.dns.metric_families()
     families += ctx.metrics.families()
     updates: dict[str, float] = dict.fromkeys(UPDATE_WAYS, 0.0)
     for way, count in list(services.registry.changes.items()):
@@ -254,11 +234,9 @@ def collect(ctx: Context) -> list[Family]:
             updates,
         )
     )
-    serial = ctx.dns.engine.zone.serial if ctx.dns is not None else services.store.serial()
-    families += [
-        gauge(
-            "controparte_installations", "Installations in the registry.", services.store.count()
-        ),
-        gauge("controparte_zone_serial", "The SOA serial of the zone being served.", serial),
-    ]
+    families.append(
+        gauge("controparte_installations", "Installations in the registry.", services.store.count())
+    )
+    if ctx.dns is None:
+        families.append(gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, services.store.serial()))
     return families

@@ -7,19 +7,20 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
-from controparte.dns.server import DnsServer
 from controparte.http.auth import Gate
 from controparte.http.clientaddr import Client, IPNetwork, resolve_client
 from controparte.http.metrics import Metrics
 from controparte.http.schemas import InstallationOut
 from controparte.model import Installation
+from controparte.service.metrics import MetricsSource
 from controparte.service.services import Services
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     services: Services
-    dns: DnsServer | None
+    dns: MetricsSource | None
+    """The DNS server, when it runs in this process: its metrics."""
     metrics: Metrics
     gate: Gate
     trusted: tuple[IPNetwork, ...]

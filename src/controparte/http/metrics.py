@@ -1,20 +1,15 @@
-"""Metrics in the Prometheus text exposition format (version 0.0.4), written by hand.
+"""The HTTP layer's own counters (`Metrics`, thread-safe), by name and label set.
 
-`Metrics` holds the counters the HTTP layer increments (thread-safe); `collect` adds
-what other parts already count (the DNS engine, the heartbeat writer, the registry)
-and the gauges read at scrape time; `exposition` renders families as text.
+`app.collect` adds what other parts count (the DNS server through its
+`MetricsSource`, the heartbeat writer, the registry) and the gauges read at scrape
+time; `service/metrics.py` renders the families as text.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-LabelSet = tuple[tuple[str, str], ...]
+from controparte.service.metrics import Family, LabelSet, Sample
 
 UPDATE_WAYS = ("heartbeat", "dyndns2", "api", "rfc2136")
 """The ways an address reaches the registry, always reported (0 until used)."""
@@ -34,22 +29,6 @@ _HELP: dict[str, str] = {
     ERRORS: "Errors answered, by kind (the error class; internal for unexpected ones).",
     DYNDNS2_RESULTS: "DynDNS2 result codes answered, one per answer line.",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    labels: LabelSet
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One metric: name, `counter` or `gauge`, help text and its samples."""
-
-    name: str
-    kind: str
-    help: str
-    samples: tuple[Sample, ...]
 
 
 class Metrics:
@@ -84,51 +63,3 @@ class Metrics:
             )
             for name, series in copies.items()
         ]
-
-
-def counter(name: str, help_text: str, value: float) -> Family:
-    return Family(name, "counter", help_text, (Sample((), value),))
-
-
-def gauge(name: str, help_text: str, value: float) -> Family:
-    return Family(name, "gauge", help_text, (Sample((), value),))
-
-
-def labelled(
-    name: str, kind: str, help_text: str, label: str, values: Mapping[str, float]
-) -> Family:
-    samples = tuple(Sample(((label, key),), value) for key, value in sorted(values.items()))
-    return Family(name, kind, help_text, samples)
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**63:
-        return str(int(value))
-    return repr(value)
-
-
-def exposition(families: Iterable[Family]) -> str:
-    """The families in the text format: `# HELP`, `# TYPE`, then one line per sample."""
-    lines: list[str] = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for sample in family.samples:
-            if sample.labels:
-                labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sample.labels)
-                lines.append(f"{family.name}{{{labels}}} {_number(sample.value)}")
-            else:
-                lines.append(f"{family.name} {_number(sample.value)}")
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,40 @@
+"""The Debian tools the tests and the benchmarks drive for real, and the packages that
+hold them. `make test` installs every one of these packages (the Makefile's
+DEB_PACKAGES; `tests/unit/test_debtools.py` keeps the two in step), so a tool that is
+missing fails the test that needs it: it is never a reason to skip."""
+
+from __future__ import annotations
+
+import shutil
+
+PACKAGES = {
+    "curl": "curl",  # docs/agent.md's DynDNS2 example
+    "ddclient": "ddclient",
+    "dig": "bind9-dnsutils",
+    "dnsperf": "dnsperf",  # bench/dns_bench.py
+    "ip": "iproute2",  # the network-namespace lab
+    "kdig": "knot-dnsutils",
+    "knotd": "knot",  # bench/dns_bench.py
+    "named-checkzone": "bind9-utils",
+    "nft": "nftables",
+    "nsupdate": "bind9-dnsutils",
+    "sysctl": "procps",  # the network-namespace lab's router
+    "systemd-analyze": "systemd",  # docs/controparte-agent.service
+    "wrk": "wrk",  # bench/heartbeat_bench.py
+}
+
+
+class MissingToolError(AssertionError):
+    """A tool of PACKAGES is not installed (an AssertionError: the test fails)."""
+
+
+def tool(name: str) -> str:
+    """The path of the tool `name` (one of PACKAGES; sbin directories are searched too,
+    as root's PATH would); MissingToolError, naming its package, when it is not installed."""
+    package = PACKAGES[name]
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        raise MissingToolError(
+            f"`{name}` is not installed: `make debs` installs it (Debian package {package})"
+        )
+    return found
