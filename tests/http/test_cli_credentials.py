@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -108,8 +109,10 @@ def test_list_shows_stale(run: Run, data: Path) -> None:
     store = open_store(data)
     try:
         with store.transaction(Origin()) as tx:
-            tx.touch("A-1", utcnow() - timedelta(seconds=120))
-            tx.touch("B-2", utcnow())
+            for code, seen in (("A-1", utcnow() - timedelta(seconds=120)), ("B-2", utcnow())):
+                old = tx.get(code)
+                assert old is not None
+                tx.update(old, replace(old, last_seen=seen))
     finally:
         store.close()
     env = {"CONTROPARTE_STALE_AFTER": "60"}

@@ -7,6 +7,7 @@ two shells answer byte for byte alike."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -208,7 +209,9 @@ async def test_stale_after_no_heartbeat_for_stale_after(make_api: MakeApi) -> No
 
     assert await stale() == {"A-1": False, "B-2": False}
     with api.services.store.transaction(Origin()) as tx:
-        tx.touch("A-1", utcnow() - timedelta(seconds=61))
+        old = tx.get("A-1")
+        assert old is not None
+        tx.update(old, replace(old, last_seen=utcnow() - timedelta(seconds=61)))
     assert await stale() == {"A-1": True, "B-2": False}
     await beat(api, "A-1", token)
     assert await stale() == {"A-1": False, "B-2": False}

@@ -54,6 +54,7 @@ from controparte.errors import (
     ValidationError,
 )
 from controparte.model.probe import Reach, classify_error
+from controparte.model.zone import SRV_SERVICE
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
 
@@ -234,7 +235,7 @@ def dns_view(fqdn: str, server: tuple[str, int] | None, timeout: float = 5.0) ->
             answer = resolver.resolve(name, rdtype, raise_on_no_answer=False)
             found[rdtype] = sorted(rd.to_text() for rd in answer.rrset or ())
         srv = resolver.resolve(
-            dns.name.from_text("_mxserver._tcp", origin=name), "SRV", raise_on_no_answer=False
+            dns.name.from_text(SRV_SERVICE, origin=name), "SRV", raise_on_no_answer=False
         )
     except dns.resolver.NXDOMAIN:
         return DnsView(problem=f"{fqdn} does not exist in DNS (NXDOMAIN)")

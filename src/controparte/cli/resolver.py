@@ -22,6 +22,7 @@ import dns.rdatatype
 import httpx
 
 from controparte.errors import ControparteError, NotFoundError
+from controparte.model.zone import SRV_SERVICE
 from controparte.service.registry import Registry
 from controparte.service.status import public_view
 from controparte.settings import HostPort
@@ -109,7 +110,7 @@ def from_dns(
     if rcode != dns.rcode.NOERROR:
         raise ControparteError(f"{server} answered {dns.rcode.to_text(rcode)} for {qname}")
     aaaa = _ask(server, qname, "AAAA", timeout)
-    srv = _ask(server, dns.name.from_text("_mxserver._tcp", origin=qname), "SRV", timeout)
+    srv = _ask(server, dns.name.from_text(SRV_SERVICE, origin=qname), "SRV", timeout)
     ipv4 = _records(a, dns.rdatatype.A)
     ipv6 = _records(aaaa, dns.rdatatype.AAAA)
     port: int | None = None

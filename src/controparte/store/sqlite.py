@@ -199,12 +199,6 @@ class _Transaction:
         if _audited(old) != _audited(new):
             self._history(old.code, "update", old, new, origin)
 
-    def touch(self, code: str, when: datetime) -> None:
-        """Record that the installation was seen (no history, no DNS change)."""
-        self._conn.execute(
-            "UPDATE installations SET last_seen = ? WHERE code = ?", (when.isoformat(), code)
-        )
-
     def set_token_hash(self, code: str, token_hash: str) -> None:
         self._conn.execute(
             "INSERT INTO tokens (code, token_hash, created) VALUES (?, ?, ?)"
