@@ -147,4 +147,4 @@ def test_migration_3_over_a_version_2_store(tmp_path: Path) -> None:
     finally:
         store.close()
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == len(MIGRATIONS) == 3
+    assert version == len(MIGRATIONS) >= 3

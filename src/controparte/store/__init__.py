@@ -2,6 +2,8 @@
 
 from controparte.store.base import (
     JournalEntry,
+    JournalFloor,
+    KeyRole,
     Origin,
     SeenAddresses,
     Store,
@@ -12,6 +14,8 @@ from controparte.store.sqlite import SqliteStore, open_store
 
 __all__ = [
     "JournalEntry",
+    "JournalFloor",
+    "KeyRole",
     "Origin",
     "SeenAddresses",
     "SqliteStore",

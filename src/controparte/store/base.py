@@ -4,9 +4,13 @@ Contracts:
 - A write happens inside `transaction()`; leaving the block commits atomically and
   durably, an exception rolls everything back.
 - Every committed transaction that changes what DNS serves appends one journal entry per
-  changed installation, all carrying the one new zone serial (RFC 1982 increment). A
-  running DNS server follows the journal (`journal_since`) to learn of changes made by
-  any process; IXFR and multi-node propagation will read the same journal.
+  changed installation, all carrying the one new zone serial (RFC 1982 increment), each
+  with what was served before and after the change. A running DNS server follows the
+  journal (`journal_since`) to learn of changes made by any process; IXFR reads it to
+  answer "what changed since serial S" (`journal_reach`), and multi-node propagation
+  will read it too.
+- The journal holds every change after its floor (`journal_floor`): older entries are
+  pruned (`prune_journal`), whole serials at a time, and the floor moves up with them.
 - `dns_snapshot()` returns the records, the serial and the last journal sequence
   number read in one consistent view.
 - Counterpart links (caller, callee, feature) and the addresses `controparte firewall`
@@ -16,6 +20,7 @@ Contracts:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -29,24 +34,48 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One change to what DNS serves. `old_label` is the label served before (None for a
-    new installation); `record` is what is served now (None once removed)."""
+    """One change to what DNS serves for installation `code`, made by the transaction
+    that produced `serial`. `before` is what was served just before (None for a new
+    installation), `record` what is served after (None once removed)."""
 
     seq: int
     serial: int
     code: str
-    old_label: str | None
+    before: DnsRecord | None
     record: DnsRecord | None
+
+    @property
+    def old_label(self) -> str | None:
+        """The label served before the change (None for a new installation)."""
+        return None if self.before is None else self.before.label
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFloor:
+    """The journal holds every change after `seq`, where the zone stood at `serial`."""
+
+    seq: int
+    serial: int
+
+
+class KeyRole(enum.StrEnum):
+    """What a TSIG key may sign: RFC 2136 updates, or zone transfers (and the queries
+    and NOTIFYs that go with them). A key has one role, never both."""
+
+    UPDATE = "update"
+    TRANSFER = "transfer"
 
 
 @dataclass(frozen=True, slots=True)
 class TsigKeyRow:
-    """A stored TSIG key: `secret` is encrypted; `code` None marks an admin key."""
+    """A stored TSIG key: `secret` is encrypted; `code` None marks a key of no
+    installation (an admin update key, or a transfer key)."""
 
     name: str
     code: str | None
     algorithm: str
     secret: bytes
+    role: KeyRole = KeyRole.UPDATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +116,16 @@ class StoreTransaction(Protocol):
 
     def add_admin_token(self, token_hash: str, note: str | None) -> None: ...
 
-    def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None: ...
+    def set_tsig_key(
+        self,
+        name: str,
+        code: str | None,
+        algorithm: str,
+        secret: bytes,
+        role: KeyRole = KeyRole.UPDATE,
+    ) -> None:
+        """Store (or replace) the key `name`; an installation keeps one key at a time."""
+        ...
 
     def add_link(self, link: Link) -> bool:
         """Store `link` (both installations must exist); False when that (a, b, feature)
@@ -124,7 +162,25 @@ class Store(Protocol):
 
     def last_seq(self) -> int: ...
 
-    def journal_since(self, seq: int, limit: int = 10_000) -> Sequence[JournalEntry]: ...
+    def journal_since(self, seq: int, limit: int = 10_000) -> Sequence[JournalEntry]:
+        """The entries after `seq`, in order, at most `limit`."""
+        ...
+
+    def journal_floor(self) -> JournalFloor: ...
+
+    def journal_reach(self, serial: int) -> int | None:
+        """The seq after which the zone stood at `serial` (the last entry of the serial's
+        transaction, or the floor's seq when `serial` is the floor's), so that the
+        entries after it are exactly the changes since `serial`; None when the journal
+        does not reach back to `serial` (pruned, or never ours)."""
+        ...
+
+    def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
+        """Remove the entries beyond the newest `keep_entries` and those older than
+        `keep_seconds` before `now`, whole serials at a time (never part of one
+        transaction's entries), and move the floor up to the last one removed; the
+        number removed."""
+        ...
 
     def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         """Read the serial, the last journal seq and every installation's record in one

@@ -104,6 +104,25 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (code, counterpart)
     );
     """,
+    # 4: zone transfer. Each journal row also keeps what was served before the change
+    # (the before-image), so that an IXFR can name what to delete; `zone_state` keeps
+    # the journal's floor: every change after `floor_seq` is in the journal, and the
+    # zone stood at `floor_serial` there (older rows are pruned, and rows written before
+    # this version have no before-image, so the floor starts at the newest row). TSIG
+    # keys gain a role: a key signs updates or transfers, never both.
+    """
+    ALTER TABLE journal ADD COLUMN old_ipv4 TEXT;
+    ALTER TABLE journal ADD COLUMN old_ipv6 TEXT;
+    ALTER TABLE journal ADD COLUMN old_port INTEGER;
+    CREATE INDEX journal_by_serial ON journal (serial, seq);
+    CREATE INDEX journal_by_at ON journal (at);
+    ALTER TABLE zone_state ADD COLUMN floor_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE zone_state ADD COLUMN floor_serial INTEGER NOT NULL DEFAULT 0;
+    UPDATE zone_state SET floor_seq = (SELECT coalesce(max(seq), 0) FROM journal),
+        floor_serial = serial;
+    ALTER TABLE tsig_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'update'
+        CHECK (role IN ('update', 'transfer'));
+    """,
 )
 
 
@@ -128,7 +147,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(
                     "INSERT INTO zone_state (id, serial) VALUES (1, ?)",
                     (int(time.time()) % 2**32 or 1,),
-                )
+                )  # version 4 sets the journal's floor to this serial on a new store
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
     except BaseException:

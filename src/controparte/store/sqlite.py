@@ -26,7 +26,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +34,8 @@ from controparte.errors import ConflictError, StorageError
 from controparte.model import DnsRecord, Installation, Kind, Link
 from controparte.store.base import (
     JournalEntry,
+    JournalFloor,
+    KeyRole,
     Origin,
     SeenAddresses,
     TsigKeyRow,
@@ -102,6 +104,29 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+_JOURNAL_COLUMNS = (
+    "serial, at, code, old_label, old_ipv4, old_ipv6, old_port, new_label, ipv4, ipv6, port"
+)
+
+
+def _journal_record(inst: Installation | None) -> tuple[object, ...]:
+    """(label, ipv4, ipv6, port) as the journal keeps them: all None for nothing."""
+    return (None, None, None, None) if inst is None else tuple(inst.dns_view())
+
+
+def _journal_side(row: Sequence[object]) -> DnsRecord | None:
+    """A journal's (label, ipv4, ipv6, port) columns as a record; None when no label."""
+    label, ipv4, ipv6, port = row
+    if label is None:
+        return None
+    return DnsRecord(
+        str(label),
+        None if ipv4 is None else str(ipv4),
+        None if ipv6 is None else str(ipv6),
+        None if port is None else int(str(port)),
+    )
+
+
 def _values(inst: Installation) -> tuple[object, ...]:
     return (
         inst.code,
@@ -124,7 +149,8 @@ class _Transaction:
     def __init__(self, conn: sqlite3.Connection, origin: Origin) -> None:
         self._conn = conn
         self._origin = origin
-        self.dns_changes: list[tuple[str, str | None, Installation | None]] = []
+        self.dns_changes: list[tuple[str, Installation | None, Installation | None]] = []
+        """(code, before, after) of every change to what DNS serves, in order."""
 
     def get(self, code: str) -> Installation | None:
         row = self._conn.execute(
@@ -195,7 +221,7 @@ class _Transaction:
         except sqlite3.IntegrityError as exc:
             raise _conflict(exc, new) from None
         if old.dns_view() != new.dns_view():
-            self.dns_changes.append((old.code, old.label, new))
+            self.dns_changes.append((old.code, old, new))
         if _audited(old) != _audited(new):
             self._history(old.code, "update", old, new, origin)
 
@@ -214,21 +240,28 @@ class _Transaction:
             (token_hash, note, _now()),
         )
 
-    def set_tsig_key(self, name: str, code: str | None, algorithm: str, secret: bytes) -> None:
+    def set_tsig_key(
+        self,
+        name: str,
+        code: str | None,
+        algorithm: str,
+        secret: bytes,
+        role: KeyRole = KeyRole.UPDATE,
+    ) -> None:
         """Store (or replace) a TSIG key; an installation keeps one key at a time."""
         if code is not None:
             self._conn.execute("DELETE FROM tsig_keys WHERE code = ?", (code,))
             self._history(code, "tsig-key", None, None)
         self._conn.execute(
-            "INSERT OR REPLACE INTO tsig_keys (name, code, algorithm, secret, created)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (name, code, algorithm, secret, _now()),
+            "INSERT OR REPLACE INTO tsig_keys (name, code, algorithm, secret, created, role)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (name, code, algorithm, secret, _now(), KeyRole(role).value),
         )
 
     def delete(self, installation: Installation) -> None:
         self._conn.execute("DELETE FROM installations WHERE code = ?", (installation.code,))
         self._history(installation.code, "remove", installation, None)
-        self.dns_changes.append((installation.code, installation.label, None))
+        self.dns_changes.append((installation.code, installation, None))
 
     def _link_history(self, action: str, link: Link) -> None:
         """One history entry on each end (`new` for an added link, `old` for a removed)."""
@@ -386,27 +419,19 @@ class SqliteStore:
         finally:
             fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
-    def _journal(self, changes: Sequence[tuple[str, str | None, Installation | None]]) -> None:
+    def _journal(
+        self, changes: Sequence[tuple[str, Installation | None, Installation | None]]
+    ) -> None:
         serial = next_serial(
             int(self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
         )
         self._conn.execute("UPDATE zone_state SET serial = ? WHERE id = 1", (serial,))
         at = _now()
         self._conn.executemany(
-            "INSERT INTO journal (serial, at, code, old_label, new_label, ipv4, ipv6, port)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    serial,
-                    at,
-                    code,
-                    old_label,
-                    None if new is None else new.label,
-                    None if new is None else new.ipv4,
-                    None if new is None else new.ipv6,
-                    None if new is None else new.port,
-                )
-                for code, old_label, new in changes
+                (serial, at, code, *_journal_record(old), *_journal_record(new))
+                for code, old, new in changes
             ],
         )
 
@@ -495,8 +520,8 @@ class SqliteStore:
 
     def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
         rows = self._rows(
-            "SELECT seq, serial, code, old_label, new_label, ipv4, ipv6, port"
-            " FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, serial, code, old_label, old_ipv4, old_ipv6, old_port,"
+            " new_label, ipv4, ipv6, port FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
         return [
@@ -504,18 +529,70 @@ class SqliteStore:
                 seq=int(str(r[0])),
                 serial=int(str(r[1])),
                 code=str(r[2]),
-                old_label=None if r[3] is None else str(r[3]),
-                record=None
-                if r[4] is None
-                else DnsRecord(
-                    str(r[4]),
-                    None if r[5] is None else str(r[5]),
-                    None if r[6] is None else str(r[6]),
-                    None if r[7] is None else int(str(r[7])),
-                ),
+                before=_journal_side(r[3:7]),
+                record=_journal_side(r[7:11]),
             )
             for r in rows
         ]
+
+    def journal_floor(self) -> JournalFloor:
+        row = self._one("SELECT floor_seq, floor_serial FROM zone_state WHERE id = 1")
+        if row is None:
+            raise StorageError(f"the store at {self.path} has no zone state")
+        return JournalFloor(int(str(row[0])), int(str(row[1])))
+
+    def journal_reach(self, serial: int) -> int | None:
+        conn = self._reader()
+        own = conn is not self._conn  # else: inside this thread's write transaction
+        try:
+            if own:
+                conn.execute("BEGIN")
+            try:
+                floor_seq, floor_serial = conn.execute(
+                    "SELECT floor_seq, floor_serial FROM zone_state WHERE id = 1"
+                ).fetchone()
+                found = conn.execute(
+                    "SELECT max(seq) FROM journal WHERE serial = ? AND seq > ?",
+                    (serial, floor_seq),
+                ).fetchone()[0]
+            finally:
+                if own:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read the store: {exc}") from None
+        if found is not None:
+            return int(found)
+        return int(floor_seq) if int(floor_serial) == serial else None
+
+    def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
+        cutoff = (now - timedelta(seconds=keep_seconds)).astimezone(UTC)
+        with self.transaction(Origin(actor="controparte", via="prune")):
+            conn = self._conn
+            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+            by_count = last - keep_entries
+            by_age = conn.execute(
+                "SELECT max(seq) FROM journal WHERE at < ?",
+                (cutoff.isoformat(timespec="milliseconds"),),
+            ).fetchone()[0]
+            upto = max(by_count, 0 if by_age is None else int(by_age))
+            if upto <= 0:
+                return 0
+            # Whole serials: up to the last entry of the transaction of entry `upto`.
+            row = conn.execute(
+                "SELECT serial, (SELECT max(seq) FROM journal j2 WHERE j2.serial = j1.serial"
+                " AND j2.seq >= j1.seq) FROM journal j1 WHERE seq <= ? ORDER BY seq DESC"
+                " LIMIT 1",
+                (upto,),
+            ).fetchone()
+            if row is None:
+                return 0
+            floor_serial, floor_seq = int(row[0]), int(row[1])
+            removed = conn.execute("DELETE FROM journal WHERE seq <= ?", (floor_seq,)).rowcount
+            conn.execute(
+                "UPDATE zone_state SET floor_seq = ?, floor_serial = ? WHERE id = 1",
+                (floor_seq, floor_serial),
+            )
+            return int(removed)
 
     def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         conn = self._reader()
@@ -550,7 +627,8 @@ class SqliteStore:
 
     def tsig_key(self, name: str) -> TsigKeyRow | None:
         row = self._one(
-            "SELECT name, code, algorithm, secret FROM tsig_keys WHERE name = ?", (name.lower(),)
+            "SELECT name, code, algorithm, secret, role FROM tsig_keys WHERE name = ?",
+            (name.lower(),),
         )
         if row is None:
             return None
@@ -559,6 +637,7 @@ class SqliteStore:
             None if row[1] is None else str(row[1]),
             str(row[2]),
             bytes(row[3]),  # type: ignore[call-overload]
+            KeyRole(str(row[4])),
         )
 
     def history(self, code: str) -> list[dict[str, object]]:
