@@ -69,6 +69,30 @@ class NameServer:
     addresses: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TransferRule:
+    """One rule of who may transfer the zone: a TSIG key (by name, of the transfer role),
+    address prefixes, or both, and then both must match. Text form: `key=NAME`,
+    `from=PREFIX[,PREFIX...]`, or both separated by a space."""
+
+    key: str | None  # absolute, lower-case, with the trailing dot
+    networks: tuple[str, ...] = ()  # canonical prefixes; none: any address
+
+
+@dataclass(frozen=True, slots=True)
+class Secondary:
+    """A secondary name server to NOTIFY of every new serial; `key` (a transfer key's
+    name) signs the NOTIFY. Text form: `HOST[:PORT][ key=NAME]` (port 53 by default)."""
+
+    host: str
+    port: int = 53
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = str(HostPort(self.host, self.port))
+        return where if self.key is None else f"{where} key={self.key}"
+
+
 def _absolute(key: str, name: str, zone: str) -> str:
     """A name from the configuration: relative names are taken under the zone."""
     try:
@@ -119,6 +143,17 @@ def _admin_token(key: str, value: object) -> str:
     return text
 
 
+def _address(key: str, value: object) -> str:
+    """An IP address, canonical; "" for none."""
+    text = str(value).strip().strip("[]")
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not an IP address") from None
+
+
 def _networks(key: str, value: object) -> tuple[str, ...]:
     """Trusted proxy addresses or networks: a list, or text separated by commas."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -131,6 +166,88 @@ def _networks(key: str, value: object) -> tuple[str, ...]:
             out.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError:
             raise ConfigError(f"{key}: {text!r} is not an address or network") from None
+    return tuple(out)
+
+
+def _key_name(key: str, name: str) -> str:
+    """A TSIG key's name: a domain name, absolute, lower-case."""
+    absolute = _absolute(key, name.strip(), ".")
+    if absolute == ".":
+        raise ConfigError(f"{key}: a key needs a name")
+    return absolute
+
+
+def _items(key: str, value: object) -> list[object]:
+    """A list setting: a TOML list, or text with items separated by ';'."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(";") if part.strip()]
+    raise ConfigError(f"{key}: expected a list or text, got {value!r}")
+
+
+def _fields(key: str, text: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """`name=value` words of one item of a list setting, each name at most once."""
+    found: dict[str, str] = {}
+    for word in text.split():
+        name, sep, val = word.partition("=")
+        if not sep or name not in allowed or name in found or not val:
+            raise ConfigError(
+                f"{key}: {word!r} is not one of {', '.join(n + '=...' for n in allowed)}"
+            )
+        found[name] = val
+    return found
+
+
+def _transfer_rules(key: str, value: object) -> tuple[TransferRule, ...]:
+    """Transfer rules: TOML tables `{key = NAME, from = [PREFIX, ...]}` or their text
+    form (see `TransferRule`); every rule names a key, prefixes, or both."""
+    rules = []
+    for item in _items(key, value):
+        if isinstance(item, dict):
+            unknown = set(item) - {"key", "from"}
+            if unknown:
+                raise ConfigError(f"{key}: unknown field(s) {', '.join(sorted(unknown))}")
+            name, nets = item.get("key"), item.get("from", [])
+        else:
+            fields_ = _fields(key, str(item), ("key", "from"))
+            name, nets = fields_.get("key"), fields_.get("from", "")
+        if name is None and not nets:
+            raise ConfigError(f"{key}: a rule names a key, address prefixes, or both")
+        rules.append(
+            TransferRule(
+                None if name is None else _key_name(key, str(name)),
+                _networks(key, nets),
+            )
+        )
+    return tuple(rules)
+
+
+def _secondaries(key: str, value: object) -> tuple[Secondary, ...]:
+    """Secondaries to NOTIFY: TOML tables `{host, port, key}` or the text form
+    `HOST[:PORT][ key=NAME]` (see `Secondary`)."""
+    out = []
+    for item in _items(key, value):
+        if isinstance(item, dict):
+            unknown = set(item) - {"host", "port", "key"}
+            if unknown:
+                raise ConfigError(f"{key}: unknown field(s) {', '.join(sorted(unknown))}")
+            where = f"{item.get('host', '')}:{item.get('port', 53)}"
+            name = item.get("key")
+        else:
+            head, _, rest = str(item).strip().partition(" ")
+            name = _fields(key, rest, ("key",)).get("key")
+            bracketed = head.startswith("[") and "]:" in head
+            plain_v4 = head.count(":") == 1
+            where = head if bracketed or plain_v4 else f"[{head.strip('[]')}]:53"
+        address = HostPort.parse(key, where)
+        if address.port == 0:
+            raise ConfigError(f"{key}: {address} has no port to send to")
+        out.append(
+            Secondary(
+                address.host, address.port, None if name is None else _key_name(key, str(name))
+            )
+        )
     return tuple(out)
 
 
@@ -209,6 +326,19 @@ class Settings:
     trusted_proxies: tuple[str, ...] = setting((), lambda k, v, z: _networks(k, v))
     stale_after: float = setting(900.0, _number(1, 365 * 86400))
     heartbeat_interval: float = setting(300.0, _number(1, 86400))
+    journal_keep_entries: int = setting(1_000_000, _whole(0, 2**31 - 1))
+    """Journal entries kept for IXFR (and for DNS processes that fell behind); older ones
+    are pruned, whole serials at a time. A secondary further behind gets a full
+    transfer."""
+    journal_keep_age: float = setting(7 * 86400.0, _number(0, 10 * 365 * 86400))
+    """Seconds a journal entry is kept at most (whichever limit comes first)."""
+    transfer_allow: tuple[TransferRule, ...] = setting((), lambda k, v, z: _transfer_rules(k, v))
+    """Who may transfer the zone (AXFR, IXFR); nobody by default (REFUSED)."""
+    notify: tuple[Secondary, ...] = setting((), lambda k, v, z: _secondaries(k, v))
+    """Secondaries told of every new serial (RFC 1996 NOTIFY)."""
+    notify_source: str = setting("", lambda k, v, z: _address(k, v))
+    """The address NOTIFYs leave from ("": the system's choice): secondaries match it
+    against their list of primaries."""
     features: Path | None = setting(None, lambda k, v, z: Path(str(v)) if str(v).strip() else None)
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""

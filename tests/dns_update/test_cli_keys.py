@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 from controparte.cli import app
 from controparte.service.services import open_services
 from controparte.settings import load_settings
+from controparte.store import KeyRole
 
 ZONE = "bp.controparte.test."
 
@@ -131,4 +132,52 @@ def test_admin_key_refusals(
     result = run(data, "tsig-key", *args, "--out", str(out))
     assert result.exit_code == 1
     assert message in result.stderr
+    assert not out.exists()
+
+
+def test_transfer_key_file_and_role(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nsd1.key"
+    result = run(data, "tsig-key", "--transfer", "NSD1.xfr.example.test", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "nsd1.xfr.example.test."
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert out.read_text().startswith('key "nsd1.xfr.example.test." {\n\talgorithm hmac-sha256;')
+    services = open_services(load_settings(env={"CONTROPARTE_DATA": str(data)}))
+    try:
+        resolved = services.access.resolve_key(dns.name.from_text("nsd1.xfr.example.test"))
+        assert resolved is not None and resolved.role is KeyRole.TRANSFER
+        assert resolved.code is None
+        assert resolved.key.secret == base64.b64decode(secret_of(out))
+    finally:
+        services.close()
+    # A new key of the same name replaces it; an update key's name is refused.
+    again = tmp_path / "nsd1-again.key"
+    assert (
+        run(data, "tsig-key", "--transfer", "nsd1.xfr.example.test", "--out", str(again)).exit_code
+        == 0
+    )
+    assert secret_of(again) != secret_of(out)
+    admin = tmp_path / "admin.key"
+    assert run(data, "tsig-key", "--admin", "--out", str(admin)).exit_code == 0
+    clash = tmp_path / "clash.key"
+    refused = run(data, "tsig-key", "--transfer", f"admin.tsig.{ZONE}", "--out", str(clash))
+    assert refused.exit_code == 1
+    assert "already used by an update key" in refused.stderr
+    assert not clash.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tsig-key",),
+        ("tsig-key", "--admin", "--transfer", "x.example.test"),
+    ],
+)
+def test_tsig_key_needs_admin_or_transfer(
+    data: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    out = tmp_path / "k.key"
+    result = run(data, *args, "--out", str(out))
+    assert result.exit_code == 1
+    assert "--admin" in result.stderr and "--transfer" in result.stderr
     assert not out.exists()

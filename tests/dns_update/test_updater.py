@@ -157,6 +157,18 @@ def test_admin_key_changes_any_installation(updater: Updater, services: Services
     assert services.store.history("BETA-2")[-1]["actor"] == f"admin.tsig.{ZONE}"
 
 
+def test_a_transfer_key_cannot_update(updater: Updater, services: Services) -> None:
+    made = services.access.create_transfer_key("xfr.example.test")
+    key = dns.tsig.Key(made.name, made.secret, made.algorithm)
+    serial = services.store.serial()
+    wire = signed(update(("add", "alpha", "A", "192.0.2.9")), key)
+    result = handle(updater, services, wire)
+    assert verified(result.response, key, wire).rcode() == Rcode.REFUSED  # signed
+    assert not result.changed
+    assert services.store.serial() == serial
+    assert services.registry.get("ALPHA-1").ipv4 == "192.0.2.1"
+
+
 def test_nothing_to_change_is_noerror_without_a_write(updater: Updater, services: Services) -> None:
     key = key_of(services, "ALPHA-1")
     serial = services.store.serial()

@@ -1,10 +1,12 @@
 """Credentials, each printed or written once: `installation rotate-token`,
-`admin-token`, and TSIG keys for DNS UPDATE (`installation tsig-key`, `tsig-key`)."""
+`admin-token`, TSIG keys for DNS UPDATE (`installation tsig-key`, `tsig-key --admin`) and
+for secondaries' zone transfers (`tsig-key --transfer`)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +22,7 @@ from controparte.cli.common import (
     services_in,
     with_settings,
 )
+from controparte.service.access import Access, TsigKeyFile
 from controparte.settings import Settings
 
 KeyOutOption = Annotated[
@@ -65,9 +68,14 @@ def admin_token(
 
 
 def _write_tsig_key(
-    settings: Settings, out: Path, code: str | None, admin_name: str = "admin"
+    settings: Settings,
+    out: Path,
+    make: Callable[[Access], TsigKeyFile],
+    *,
+    must_exist: bool,
 ) -> str:
-    """Make a TSIG key and write it once to `out`, a new file of mode 600; the key name.
+    """Make a TSIG key (`make`, over the store of `settings`, which must exist when
+    `must_exist`) and write it once to `out`, a new file of mode 600; the key name.
 
     The file is created first, exclusively: an existing file is refused before any key
     is made (or an installation's key replaced). If anything fails, the file goes."""
@@ -80,8 +88,8 @@ def _write_tsig_key(
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            with services_in(settings, must_exist=code is not None) as services:
-                key = services.access.create_tsig_key(code, origin(), admin_name=admin_name)
+            with services_in(settings, must_exist=must_exist) as services:
+                key = make(services.access)
             handle.write(key.nsupdate_text())
             handle.flush()
             os.fsync(handle.fileno())
@@ -98,7 +106,9 @@ def installation_tsig_key(*, code: CodeArgument, out: KeyOutOption, settings: Se
     The key (hmac-sha256) may change only the installation's own A, AAAA and SRV
     records; its old key stops working. It is written once, to the new file FILE (mode
     600), and its name is printed."""
-    name = _write_tsig_key(settings, out, code)
+    name = _write_tsig_key(
+        settings, out, lambda access: access.create_tsig_key(code, origin()), must_exist=True
+    )
     typer.echo(name)
     typer.echo(f"key written to {out} (mode 600); use: nsupdate -k {out}", err=True)
 
@@ -109,23 +119,51 @@ def tsig_key(
     admin: Annotated[
         bool, typer.Option("--admin", help="An admin key: may update any installation.")
     ] = False,
+    transfer: Annotated[
+        str | None,
+        typer.Option(
+            "--transfer",
+            metavar="NAME",
+            help="A key called NAME for a secondary: may transfer the zone, never update.",
+        ),
+    ] = None,
     name: Annotated[
         str, typer.Option("--name", metavar="LABEL", help="The key is LABEL.tsig.<zone>.")
     ] = "admin",
     out: KeyOutOption,
     settings: Settings,
 ) -> None:
-    """Make an admin TSIG key for DNS UPDATE of any installation (`nsupdate -k FILE`).
+    """Make an admin TSIG key for DNS UPDATE of any installation (`nsupdate -k FILE`), or
+    a key for a secondary's zone transfers.
 
-    With --admin (required): the key (hmac-sha256) may change every installation's A,
-    AAAA and SRV records; an admin key of the same name is replaced. It is written
-    once, to the new file FILE (mode 600), and its name is printed. An installation's
-    own key: `controparte installation tsig-key CODE --out FILE`."""
-    if not admin:
+    With --admin: the key (hmac-sha256) may change every installation's A, AAAA and SRV
+    records; an admin key of the same name is replaced. With --transfer NAME: the key
+    NAME may transfer the zone (AXFR, IXFR) and sign the NOTIFYs and queries that go
+    with transfers, never an update; name it in the setting `transfer_allow` and in the
+    secondary's configuration. Either is written once, to the new file FILE (mode 600),
+    in the BIND `key` format (`dig -k`, `nsupdate -k`, BIND's `include`), and its name is
+    printed. An installation's own key: `controparte installation tsig-key CODE --out
+    FILE`."""
+    if admin == (transfer is not None):
         fail(
-            "give --admin for an admin key; for an installation's key use"
-            " `controparte installation tsig-key CODE --out FILE`"
+            "give --admin for an admin key or --transfer NAME for a secondary's key; for an"
+            " installation's key use `controparte installation tsig-key CODE --out FILE`"
         )
-    key_name = _write_tsig_key(settings, out, None, admin_name=name)
+    if transfer is not None:
+        key_name = _write_tsig_key(
+            settings,
+            out,
+            lambda access: access.create_transfer_key(transfer, origin()),
+            must_exist=False,
+        )
+        typer.echo(key_name)
+        typer.echo(f"transfer key written to {out} (mode 600)", err=True)
+        return
+    key_name = _write_tsig_key(
+        settings,
+        out,
+        lambda access: access.create_tsig_key(None, origin(), admin_name=name),
+        must_exist=False,
+    )
     typer.echo(key_name)
     typer.echo(f"admin key written to {out} (mode 600); use: nsupdate -k {out}", err=True)

@@ -10,7 +10,8 @@ TSIG, as RFC 8945 section 5.2 and 5.3.2 ask of a server:
 - Time Signed further than Fudge from our clock, or earlier than the latest Time Signed
   already accepted with the same key (5.2.3): NOTAUTH with BADTIME, signed with the
   key, Time Signed copied from the request and our time in Other Data (48 bits);
-- otherwise every response, whatever its rcode, is signed with the request's key.
+- otherwise every response, whatever its rcode, is signed with the request's key;
+- a transfer key (`KeyRole.TRANSFER`) verifies but may not update: REFUSED, signed.
 
 Then `update.py` decides, inside one store transaction (`Registry.update_many`) against
 the installations as that transaction reads them, so prerequisites hold when the change
@@ -55,7 +56,7 @@ from controparte.model import InstallationChange, ZoneConfig
 from controparte.service.access import ResolvedKey
 from controparte.service.registry import RegistryReader
 from controparte.service.services import Services
-from controparte.store import Origin
+from controparte.store import KeyRole, Origin
 
 log = logging.getLogger("controparte.dns.update")
 
@@ -137,9 +138,12 @@ class Updater:
         except MalformedError as exc:
             plan = _refused(exc)
         else:
-            plan = check_zone(parsed, self.config.origin) or self._write(
-                parsed, resolved, key_name, peer, zone
-            )
+            if resolved.role is not KeyRole.UPDATE:
+                plan = Plan(Rcode.REFUSED, reason="a transfer key cannot sign an update")
+            else:
+                plan = check_zone(parsed, self.config.origin) or self._write(
+                    parsed, resolved, key_name, peer, zone
+                )
         self._log(peer, key_name, Rcode.to_text(plan.rcode), plan.reason)
         response = dns.message.make_response(verified)  # signed with the request's key
         response.set_rcode(plan.rcode)

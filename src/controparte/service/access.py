@@ -25,7 +25,7 @@ from controparte.service.credentials import (
     tsig_secret_text,
 )
 from controparte.settings import Settings
-from controparte.store import Origin, Store
+from controparte.store import KeyRole, Origin, Store
 
 TSIG_ALGORITHM = "hmac-sha256"
 
@@ -48,10 +48,12 @@ class TsigKeyFile:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedKey:
-    """A stored key made ready for dnspython: `code` None is an admin key."""
+    """A stored key made ready for dnspython: `code` None is a key of no installation
+    (an admin update key, or a transfer key); `role` says what it may sign."""
 
     code: str | None
     key: dns.tsig.Key
+    role: KeyRole = KeyRole.UPDATE
 
 
 class Access:
@@ -128,6 +130,8 @@ class Access:
         except dns.exception.DNSException:
             raise ValidationError("code", f"{name!r} is not a valid key name") from None
         existing = self.store.tsig_key(name)
+        if existing is not None and existing.role is not KeyRole.UPDATE:
+            raise ConflictError(f"the key name {name} is already used by a transfer key")
         if existing is not None and (existing.code or "").lower() != (code or "").lower():
             owner = "an admin key" if existing.code is None else f"installation {existing.code}"
             raise ConflictError(f"the key name {name} is already used by {owner}")
@@ -138,10 +142,36 @@ class Access:
             tx.set_tsig_key(name, code, TSIG_ALGORITHM, self.secret.encrypt(secret, name))
         return TsigKeyFile(name, TSIG_ALGORITHM, tsig_secret_text(secret), code)
 
+    def create_transfer_key(self, name: str, origin: Origin | None = None) -> TsigKeyFile:
+        """A new hmac-sha256 key called `name` (a domain name, as the secondary's
+        configuration will name it) for zone transfers: it may transfer the zone and sign
+        the queries and NOTIFYs that go with transfers, never an update. An existing
+        transfer key of that name is replaced; an update key of that name is a
+        ConflictError. The secret is stored encrypted."""
+        try:
+            absolute = dns.name.from_text(name).to_text().lower()
+        except dns.exception.DNSException:
+            raise ValidationError("name", f"{name!r} is not a valid key name") from None
+        if absolute == ".":
+            raise ValidationError("name", "a key needs a name, not the root")
+        existing = self.store.tsig_key(absolute)
+        if existing is not None and existing.role is not KeyRole.TRANSFER:
+            raise ConflictError(f"the key name {absolute} is already used by an update key")
+        secret = new_tsig_secret()
+        with self.store.transaction(origin or Origin()) as tx:
+            tx.set_tsig_key(
+                absolute,
+                None,
+                TSIG_ALGORITHM,
+                self.secret.encrypt(secret, absolute),
+                KeyRole.TRANSFER,
+            )
+        return TsigKeyFile(absolute, TSIG_ALGORITHM, tsig_secret_text(secret), None)
+
     def resolve_key(self, name: dns.name.Name) -> ResolvedKey | None:
         """The key called `name`, decrypted, or None if there is none."""
         row = self.store.tsig_key(name.to_text().lower())
         if row is None:
             return None
         secret = self.secret.decrypt(row.secret, row.name)
-        return ResolvedKey(row.code, dns.tsig.Key(name, secret, row.algorithm))
+        return ResolvedKey(row.code, dns.tsig.Key(name, secret, row.algorithm), row.role)
