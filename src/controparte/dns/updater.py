@@ -2,14 +2,11 @@
 the registry write in between. Synchronous and socket-free: the server calls `handle`
 off its hot paths (an executor thread) and sends what it returns.
 
-TSIG, as RFC 8945 section 5.2 and 5.3.2 ask of a server:
+TSIG (RFC 8945), verified by `tsigauth.py` with its replay check:
 - no TSIG: REFUSED, unsigned (an unsigned update is never applied);
-- a key we do not have, or another algorithm than the key's: NOTAUTH with TSIG error
-  BADKEY, unsigned (empty MAC);
-- a MAC that does not verify: NOTAUTH with BADSIG, unsigned;
-- Time Signed further than Fudge from our clock, or earlier than the latest Time Signed
-  already accepted with the same key (5.2.3): NOTAUTH with BADTIME, signed with the
-  key, Time Signed copied from the request and our time in Other Data (48 bits);
+- an unknown key, a wrong MAC: NOTAUTH with BADKEY or BADSIG, unsigned; a time out of
+  range, or earlier than the latest accepted with the same key: NOTAUTH with BADTIME,
+  signed;
 - otherwise every response, whatever its rcode, is signed with the request's key;
 - a transfer key (`KeyRole.TRANSFER`) verifies but may not update: REFUSED, signed.
 
@@ -25,22 +22,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import dns.exception
 import dns.message
 import dns.name
 import dns.opcode
-import dns.rcode
-import dns.rdtypes.ANY.TSIG
-import dns.rrset
-import dns.tsig
 from dns.rcode import Rcode
 
 from controparte.dns.answer import header_only
+from controparte.dns.tsigauth import PARSE_ERRORS, Rejected, TsigVerifier, unsigned_response
 from controparte.dns.update import (
     Plan,
     UpdateContext,
@@ -59,8 +51,6 @@ from controparte.service.services import Services
 from controparte.store import KeyRole, Origin
 
 log = logging.getLogger("controparte.dns.update")
-
-_PARSE_ERRORS = (dns.exception.DNSException, ValueError, IndexError, UnicodeError)
 
 
 def is_update(wire: bytes) -> bool:
@@ -87,7 +77,7 @@ class Updater:
         self.allow_non_global = services.settings.allow_non_global
         self.counts: Counter[str] = Counter()
         """Responses by rcode (or TSIG error) name, for metrics."""
-        self._latest: dict[dns.name.Name, int] = {}
+        self.tsig = TsigVerifier(services.access.resolve_key, replay_check=True)
         self._lock = threading.Lock()
 
     def handle(self, wire: bytes, peer: str, zone: Zone) -> UpdateResult:
@@ -105,34 +95,19 @@ class Updater:
             return UpdateResult(None)
         try:
             request = dns.message.from_wire(wire, keyring=False)
-        except _PARSE_ERRORS:
+        except PARSE_ERRORS:
             return self._unparsed(wire, peer, Rcode.FORMERR)
         if request.opcode() != dns.opcode.UPDATE:
             return self._unparsed(wire, peer, Rcode.NOTIMP)
         if not request.had_tsig or request.keyname is None:
             self._log(peer, None, "REFUSED", "the update is not signed (TSIG)")
-            return UpdateResult(_unsigned(request, Rcode.REFUSED))
+            return UpdateResult(unsigned_response(request, Rcode.REFUSED))
         key_name = request.keyname
-        tsig = _tsig_rdata(request)
-        resolved = self.access.resolve_key(key_name)
-        if resolved is None or resolved.key.algorithm != tsig.algorithm:
-            return self._tsig_failure(request, peer, dns.rcode.BADKEY, "unknown key")
-        try:
-            verified = dns.message.from_wire(wire, keyring=resolved.key)
-        except dns.tsig.BadSignature:
-            return self._tsig_failure(request, peer, dns.rcode.BADSIG, "the MAC is wrong")
-        except dns.tsig.BadTime:
-            return self._bad_time(request, resolved, peer, "the time is out of range")
-        except (dns.tsig.BadKey, dns.tsig.BadAlgorithm):
-            return self._tsig_failure(request, peer, dns.rcode.BADKEY, "unknown key")
-        except dns.tsig.PeerError:
-            self._log(peer, key_name, "FORMERR", "a request carrying a TSIG error")
-            return UpdateResult(_unsigned(request, Rcode.FORMERR))
-        except _PARSE_ERRORS:
-            self._log(peer, key_name, "FORMERR", "malformed")
-            return UpdateResult(_unsigned(request, Rcode.FORMERR))
-        if not self._fresh(key_name, tsig.time_signed):
-            return self._bad_time(request, resolved, peer, "signed before an accepted update")
+        checked = self.tsig.verify(request, wire)
+        if isinstance(checked, Rejected):
+            self._log(peer, key_name, checked.outcome, checked.reason, warn=checked.warn)
+            return UpdateResult(checked.response)
+        verified, resolved = checked.message, checked.key
         try:
             parsed = parse_request(wire)
         except MalformedError as exc:
@@ -188,53 +163,6 @@ class Updater:
         except ControparteError as exc:
             return _refused(exc)
 
-    # -- TSIG --------------------------------------------------------------------------
-
-    def _fresh(self, key_name: dns.name.Name, time_signed: int) -> bool:
-        """False when `time_signed` is earlier than the latest accepted with this key
-        (RFC 8945 5.2.3); otherwise it becomes the latest."""
-        with self._lock:
-            latest = self._latest.get(key_name)
-            if latest is not None and time_signed < latest:
-                return False
-            self._latest[key_name] = time_signed
-            return True
-
-    def _tsig_failure(
-        self, request: dns.message.Message, peer: str, error: int, reason: str
-    ) -> UpdateResult:
-        """NOTAUTH with TSIG error BADKEY or BADSIG, unsigned (RFC 8945 5.3.2)."""
-        name = dns.rcode.to_text(Rcode.make(error), tsig=True)
-        self._log(peer, request.keyname, name, reason, warn=True)
-        tsig = _tsig_rdata(request)
-        response = dns.message.make_response(request)  # `request` has no key: unsigned
-        response.set_rcode(Rcode.NOTAUTH)
-        response.tsig = dns.rrset.from_rdata(
-            _key_name(request),
-            0,
-            tsig.replace(time_signed=int(time.time()), mac=b"", error=error, other=b""),
-        )
-        return UpdateResult(response.to_wire())
-
-    def _bad_time(
-        self, request: dns.message.Message, resolved: ResolvedKey, peer: str, reason: str
-    ) -> UpdateResult:
-        """NOTAUTH with TSIG error BADTIME, signed with the key over the request's MAC,
-        Time Signed copied from the request, our time in Other Data (RFC 8945 5.2.3)."""
-        self._log(peer, request.keyname, "BADTIME", reason, warn=True)
-        tsig = _tsig_rdata(request)
-        response = dns.message.make_response(request)
-        response.set_rcode(Rcode.NOTAUTH)
-        unsigned = response.to_wire()
-        template = tsig.replace(
-            mac=b"", error=dns.rcode.BADTIME, other=int(time.time()).to_bytes(6, "big")
-        )
-        signed, _ = dns.tsig.sign(  # type: ignore[no-untyped-call]
-            unsigned, resolved.key, template, tsig.time_signed, tsig.mac
-        )
-        response.tsig = dns.rrset.from_rdata(_key_name(request), 0, signed)
-        return UpdateResult(response.to_wire())
-
     # -- accounting --------------------------------------------------------------------
 
     def _unparsed(self, wire: bytes, peer: str, rcode: Rcode) -> UpdateResult:
@@ -268,24 +196,3 @@ class Updater:
 def _refused(error: ControparteError) -> Plan:
     """The plan for an error the service raised: its rcode from the table."""
     return Plan(Rcode.make(response_for(error).dns_rcode), reason=str(error))
-
-
-def _tsig_rdata(message: dns.message.Message) -> dns.rdtypes.ANY.TSIG.TSIG:
-    """The TSIG record of a signed message."""
-    assert message.tsig is not None
-    rdata = message.tsig[0]
-    assert isinstance(rdata, dns.rdtypes.ANY.TSIG.TSIG)
-    return rdata
-
-
-def _key_name(message: dns.message.Message) -> dns.name.Name:
-    """The owner of the TSIG record of a signed message: the key name."""
-    assert message.tsig is not None
-    return message.tsig.name
-
-
-def _unsigned(request: dns.message.Message, rcode: Rcode) -> bytes:
-    """A response without TSIG: `request` must have been read without a key."""
-    response = dns.message.make_response(request)
-    response.set_rcode(rcode)
-    return response.to_wire()
