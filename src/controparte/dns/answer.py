@@ -5,7 +5,9 @@ common ones faster and is checked byte for byte against this module. Outcome -> 
 and flags happens here only.
 
 Contract: never raises for any input. Garbage that is not a DNS query (shorter than a
-header, or a response) is dropped; anything else gets an answer with an rcode.
+header, or a response) is dropped; anything else gets an answer with an rcode. A signed
+request (TSIG) cannot be verified here (no keys): NOTAUTH, header only; the server sends
+signed requests and zone transfers to `transfer.py`, which answers them with `respond`.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ def udp_limit(query: dns.message.Message, edns_udp_size: int) -> int:
     return max(NO_EDNS_UDP_MAX, min(query.payload, edns_udp_size))
 
 
-def _response(query: dns.message.Message, zone: Zone) -> dns.message.Message:
+def response_to(query: dns.message.Message, zone: Zone) -> dns.message.Message:
+    """An empty response to `query`: same ID and opcode, RD and CD copied, the question,
+    and OPT when the query has EDNS (our size, DO copied). No rcode, no flags else."""
     response = dns.message.Message(query.id)
     response.flags = dns.flags.QR | (query.flags & (dns.flags.RD | dns.flags.CD))
     response.set_opcode(query.opcode())
@@ -70,6 +74,11 @@ def _response(query: dns.message.Message, zone: Zone) -> dns.message.Message:
     if query.edns >= 0:
         response.use_edns(0, query.ednsflags & dns.flags.DO, zone.config.edns_udp_size)
     return response
+
+
+def size_limit(query: dns.message.Message, zone: Zone, *, tcp: bool) -> int:
+    """The largest response to `query`: 64 KiB over TCP, else `udp_limit`."""
+    return TCP_MAX if tcp else udp_limit(query, zone.config.edns_udp_size)
 
 
 def render(response: dns.message.Message, max_size: int) -> bytes:
@@ -102,32 +111,36 @@ def answer(zone: Zone, wire: bytes, *, tcp: bool) -> bytes | None:
         return header_only(wire, dns.rcode.NOTAUTH)
     except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
         return header_only(wire, dns.rcode.FORMERR)
-    max_size = TCP_MAX if tcp else udp_limit(query, zone.config.edns_udp_size)
-    response = _response(query, zone)
+    return render(respond(zone, query, tcp=tcp), size_limit(query, zone, tcp=tcp))
+
+
+def respond(zone: Zone, query: dns.message.Message, *, tcp: bool) -> dns.message.Message:
+    """The response to `query` from `zone`, to be rendered (`render`); over TCP, ANY
+    gets every RRset. Zone transfers are refused here (`transfer.py` serves them)."""
+    response = response_to(query, zone)
     if query.edns > 0:
         response.set_rcode(dns.rcode.BADVERS)  # RFC 6891 6.1.3, no question data
-        return render(response, max_size)
+        return response
     if query.opcode() != dns.opcode.QUERY:
         response.set_rcode(dns.rcode.NOTIMP)
-        return render(response, max_size)
+        return response
     if len(query.question) != 1 or query.answer or query.authority:
         response.set_rcode(dns.rcode.FORMERR)
-        return render(response, max_size)
+        return response
     question = query.question[0]
     qtype = RdataType(question.rdtype)
     if qtype in _NOT_QUESTIONS:
         response.set_rcode(dns.rcode.FORMERR)
-        return render(response, max_size)
+        return response
     if qtype in _OBSOLETE:
         response.set_rcode(dns.rcode.NOTIMP)
-        return render(response, max_size)
+        return response
     if question.rdclass != dns.rdataclass.IN or qtype in _TRANSFER:
-        # Only class IN is served; zone transfer is not offered (yet): RFC 5936 2.2.
+        # Only class IN is served; a transfer is only for whom `transfer.py` lets in.
         response.set_rcode(dns.rcode.REFUSED)
-        return render(response, max_size)
-    result = lookup(zone, question.name, qtype, full_any=tcp)
-    _fill(response, result)
-    return render(response, max_size)
+        return response
+    _fill(response, lookup(zone, question.name, qtype, full_any=tcp))
+    return response
 
 
 def _fill(response: dns.message.Message, result: LookupResult) -> None:

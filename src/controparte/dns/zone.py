@@ -140,6 +140,20 @@ class Nodes(Mapping[bytes, Node]):
             if node is not None:
                 yield label
 
+    def pairs(self) -> Iterator[tuple[bytes, Node]]:
+        """Every (label, node), in the map's own order (the base's, then the overlay's):
+        what `items()` gives, without a lookup per label."""
+        overlay = self._overlay
+        if overlay:
+            for label, node in self._base.items():
+                if label not in overlay:
+                    yield label, node
+            for label, maybe in overlay.items():
+                if maybe is not None:
+                    yield label, maybe
+        else:
+            yield from self._base.items()
+
     def with_changes(self, changes: Mapping[bytes, Node | None]) -> Nodes:
         """A new map with `changes` applied (None removes a label)."""
         length = self._len
@@ -200,12 +214,8 @@ class Zone:
         installation by label: A, AAAA, the SRV at `_mxserver._tcp.<label>` (each when
         set). Installations on reserved labels are left out, as lookups hide them.
         What the zone file writes and zone transfer streams."""
-        c = self.config
-        yield self.soa_rrset()
-        yield self._ns_rrset()
-        for relative, (v4, v6) in c.glue.items():
-            yield from _addresses(self._name(relative), c.ttl, v4, v6)
-        nodes, reserved, origin = self.nodes, c.reserved, c.origin.labels
+        yield from self.apex_rrsets()
+        nodes, reserved, origin = self.nodes, self.config.reserved, self.config.origin.labels
         for label in sorted(nodes):
             if label not in reserved:
                 node = nodes[label]
@@ -213,6 +223,15 @@ class Zone:
                 yield from self._node_addresses(name, node)
                 if node[2] is not None:
                     yield self._srv_rrset(name, node[2])
+
+    def apex_rrsets(self) -> list[ZoneRRset]:
+        """What the zone publishes besides installations, in the order of `rrsets`: SOA,
+        the apex NS, glue."""
+        c = self.config
+        out = [self.soa_rrset(), self._ns_rrset()]
+        for relative, (v4, v6) in c.glue.items():
+            out.extend(_addresses(self._name(relative), c.ttl, v4, v6))
+        return out
 
     def rrsets_at(self, relative: tuple[bytes, ...]) -> list[ZoneRRset] | None:
         """Every RRset at the name `relative` (lower-case labels below the apex), in the
