@@ -17,10 +17,19 @@
   awaits the follower's catch-up (`Follower.catch_up`) and then sends the response from
   the loop thread (sending on the UDP socket from two threads is safe), so the client's
   next query sees the change. TCP awaits the same path, so pipelined requests still get
-  answers in order. At most `MAX_PENDING_UPDATES` wait at once; more are dropped (the
+  answers in order. At most `MAX_PENDING_HAND_OFFS` wait at once; more are dropped (the
   client retries). Without services, UPDATE gets NOTIMP from the answer path. A worker
   process (`dns_workers` > 1) has its own follower, and handles the UPDATEs that reach
   its socket in a thread of its own, over its own services.
+- Zone transfers and signed requests (`transfer.is_keyed`: a TSIG record, IXFR, or
+  over TCP AXFR) never go through the answer cache or the fast path: the UDP thread
+  hands them off as it does UPDATEs, and `Transfers.respond` runs in an executor of its
+  own (it verifies TSIG, reads keys and the journal). Over TCP the messages it yields
+  are made on the event loop one at a time (a 64 KiB message costs about a
+  millisecond), each written and drained before the next, with a turn of the loop in
+  between, so other connections keep being served; then the connection reads its next
+  request (RFC 5936 4.1, RFC 7766). A worker process serves those that reach its UDP
+  socket in its hand-off thread (with keys only when it has services).
 """
 
 from __future__ import annotations
@@ -32,20 +41,25 @@ import multiprocessing
 import queue
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from controparte.dns.engine import Engine
+from controparte.dns.transfer import Transfers, is_keyed
+from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
 from controparte.dns.zone import Zone, load_zone
 from controparte.model import ZoneConfig
+from controparte.service.access import ResolvedKey
 from controparte.service.metrics import (
     ZONE_SERIAL,
     ZONE_SERIAL_HELP,
     Family,
+    Sample,
     counter,
     gauge,
+    labelled,
 )
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
@@ -54,13 +68,16 @@ from controparte.store import Store, open_store
 log = logging.getLogger("controparte.dns")
 
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
-MAX_PENDING_UPDATES = 256
+MAX_PENDING_HAND_OFFS = 256
+"""UPDATEs, transfer requests and signed queries on their way from the UDP thread."""
 UPDATE_THREADS = 2
+TRANSFER_THREADS = 2
 FOLLOWER_STOP_TIMEOUT = 2.0
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
 
-OnUpdate = Callable[[bytes, Any], None]
-"""Takes an UPDATE datagram and its sender's address off the UDP thread."""
+HandOff = Callable[[bytes, Any], bool]
+"""Takes a datagram (and its sender's address) off the UDP thread when it is not for
+the engine (an UPDATE, a transfer, a signed request): True when taken. Never blocks."""
 
 
 def follow(store: Store, zone: Zone) -> Zone:
@@ -186,11 +203,11 @@ def udp_loop(
     sock: socket.socket,
     engine: Engine,
     running: Callable[[], bool],
-    on_update: OnUpdate | None = None,
+    hand_off: HandOff | None = None,
 ) -> None:
     """Answer datagrams until `running()` is false (checked after each datagram).
-    UPDATE requests go to `on_update` when given (it must not block), else the engine
-    answers them (NOTIMP)."""
+    A datagram the answer cache does not know is offered to `hand_off` first, when
+    given; what it does not take the engine answers."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
@@ -208,8 +225,7 @@ def udp_loop(
             counters.queries += 1
             counters.cache_hits += 1
             response = wire[:2] + hit
-        elif on_update is not None and is_update(wire):
-            on_update(wire, peer)
+        elif hand_off is not None and hand_off(wire, peer):
             continue
         else:
             response = answer(wire, False)
@@ -248,10 +264,14 @@ class DnsServer:
         self._tcp_connections = 0
         self._workers: list[multiprocessing.process.BaseProcess] = []
         self.updater = Updater(services, self.config) if services is not None else None
+        self.transfers = Transfers(settings.transfer_allow, self.store, keys_of(services))
         self._update_executor: ThreadPoolExecutor | None = None
-        self._update_tasks: set[asyncio.Task[None]] = set()
-        self._update_slots = threading.BoundedSemaphore(MAX_PENDING_UPDATES)
+        self._transfer_executor: ThreadPoolExecutor | None = None
+        self._hand_off_tasks: set[asyncio.Task[None]] = set()
+        self._hand_off_slots = threading.BoundedSemaphore(MAX_PENDING_HAND_OFFS)
         self.updates_dropped = 0
+        """Datagrams handed off the UDP thread (UPDATEs, transfers, signed queries)
+        dropped because MAX_PENDING_HAND_OFFS were on their way already."""
 
     @property
     def port(self) -> int:
@@ -273,13 +293,12 @@ class DnsServer:
             limit=70_000,
         )
         self._running = True
-        on_update: OnUpdate | None = None
         if self.updater is not None:
             self._update_executor = ThreadPoolExecutor(UPDATE_THREADS, "dns-update")
-            on_update = self._udp_update
+        self._transfer_executor = ThreadPoolExecutor(TRANSFER_THREADS, "dns-transfer")
         self._udp_thread = threading.Thread(
             target=udp_loop,
-            args=(self._udp, self.engine, lambda: self._running, on_update),
+            args=(self._udp, self.engine, lambda: self._running, self._udp_hand_off),
             name="dns-udp",
             daemon=True,
         )
@@ -318,12 +337,13 @@ class DnsServer:
             _wake(self._udp)
             if self._udp_thread is not None:
                 await asyncio.to_thread(self._udp_thread.join, 2)
-        for task in list(self._update_tasks):
+        for task in list(self._hand_off_tasks):
             task.cancel()
-        if self._update_tasks:
-            await asyncio.wait(self._update_tasks, timeout=5)
-        if self._update_executor is not None:
-            await asyncio.to_thread(self._update_executor.shutdown, True, cancel_futures=True)
+        if self._hand_off_tasks:
+            await asyncio.wait(self._hand_off_tasks, timeout=5)
+        for executor in (self._update_executor, self._transfer_executor):
+            if executor is not None:
+                await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
         if self._udp is not None:
             self._udp.close()
         for worker in self._workers:
@@ -361,39 +381,49 @@ class DnsServer:
                 c.internal_errors,
             ),
             gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
+            *transfer_families(self.transfers),
         ]
 
-    # -- UPDATE ------------------------------------------------------------------------
+    # -- hand-offs: UPDATE, transfers, signed requests ----------------------------------
 
-    def _udp_update(self, wire: bytes, peer: Any) -> None:
-        """On the UDP thread: hand the datagram to the event loop, never wait; drop it
-        when MAX_PENDING_UPDATES are already on their way (a flood must not grow the
-        loop's queue without bound)."""
+    def _udp_hand_off(self, wire: bytes, peer: Any) -> bool:
+        """On the UDP thread (`HandOff`): take an UPDATE (when we apply them) or a keyed
+        request (`is_keyed`) to the event loop, never waiting; drop it when
+        MAX_PENDING_HAND_OFFS are already on their way (a flood must not grow the loop's
+        queue without bound)."""
+        if not ((self.updater is not None and is_update(wire)) or is_keyed(wire, tcp=False)):
+            return False
         loop = self._loop
-        if loop is None or not self._update_slots.acquire(blocking=False):
+        if loop is None or not self._hand_off_slots.acquire(blocking=False):
             self.updates_dropped += 1
-            return
+            return True
         try:
-            loop.call_soon_threadsafe(self._start_udp_update, wire, peer)
+            loop.call_soon_threadsafe(self._start_hand_off, wire, peer)
         except RuntimeError:  # the loop is closing
-            self._update_slots.release()
+            self._hand_off_slots.release()
+        return True
 
-    def _start_udp_update(self, wire: bytes, peer: Any) -> None:
+    def _start_hand_off(self, wire: bytes, peer: Any) -> None:
         if not self._running:
-            self._update_slots.release()
+            self._hand_off_slots.release()
             return
-        task = asyncio.create_task(self._udp_update_task(wire, peer))
-        self._update_tasks.add(task)
-        task.add_done_callback(self._update_tasks.discard)
+        task = asyncio.create_task(self._hand_off_task(wire, peer))
+        self._hand_off_tasks.add(task)
+        task.add_done_callback(self._hand_off_tasks.discard)
 
-    async def _udp_update_task(self, wire: bytes, peer: Any) -> None:
+    async def _hand_off_task(self, wire: bytes, peer: Any) -> None:
         try:
-            response = await self._update(wire, str(peer[0]))
-            if response is not None and self._udp is not None:
-                with contextlib.suppress(OSError):
-                    self._udp.sendto(response, peer)
+            if is_update(wire):
+                response = await self._update(wire, str(peer[0]))
+                out = [] if response is None else [response]
+            else:
+                out = list(await self._keyed(wire, str(peer[0]), tcp=False))
+            if self._udp is not None:
+                for message in out:
+                    with contextlib.suppress(OSError):
+                        self._udp.sendto(message, peer)
         finally:
-            self._update_slots.release()
+            self._hand_off_slots.release()
 
     async def _update(self, wire: bytes, peer: str) -> bytes | None:
         """The response to one UPDATE: the write runs in the executor; when it changed
@@ -411,6 +441,29 @@ class DnsServer:
                 log.warning("the snapshot may not have the UPDATE yet: answering anyway")
         return result.response
 
+    async def _keyed(self, wire: bytes, peer: str, *, tcp: bool) -> Iterator[bytes]:
+        """`Transfers.respond` to a keyed request from the snapshot served now, run in
+        the transfer executor (it reads keys and the journal); over UDP its one message
+        (if any) is made there too, over TCP they are left for `_stream` to make."""
+        assert self._transfer_executor is not None
+        zone = self.engine.zone
+
+        def respond() -> Iterator[bytes]:
+            out = self.transfers.respond(wire, peer, zone, tcp=tcp)
+            return out if tcp else iter(list(out))
+
+        return await asyncio.get_running_loop().run_in_executor(self._transfer_executor, respond)
+
+    async def _stream(
+        self, writer: asyncio.StreamWriter, wire: bytes, peer: str, timeout: float
+    ) -> None:
+        """Answer a keyed request over TCP: its messages made here one at a time, each
+        written and drained, with a turn of the event loop before the next."""
+        for message in await self._keyed(wire, peer, tcp=True):
+            writer.write(len(message).to_bytes(2, "big") + message)
+            await asyncio.wait_for(writer.drain(), timeout)
+            await asyncio.sleep(0)
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_connections >= self.settings.tcp_max_connections:
             writer.close()
@@ -424,8 +477,10 @@ class DnsServer:
                     reader.readexactly(int.from_bytes(prefix, "big")), timeout
                 )
                 if self.updater is not None and is_update(wire):
-                    peer = writer.get_extra_info("peername")
-                    response = await self._update(wire, str(peer[0]) if peer else "-")
+                    response = await self._update(wire, _address(writer))
+                elif is_keyed(wire, tcp=True):
+                    await self._stream(writer, wire, _address(writer), timeout)
+                    continue
                 else:
                     response = self.engine.answer(wire, True)
                 if response is None:
@@ -441,9 +496,58 @@ class DnsServer:
                 await writer.wait_closed()
 
 
+def _address(writer: asyncio.StreamWriter) -> str:
+    """The address of a TCP connection's peer ("-" when unknown)."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if peer else "-"
+
+
+def _no_key(name: object) -> ResolvedKey | None:
+    return None
+
+
+def keys_of(services: Services | None) -> KeyResolver:
+    """The TSIG keys of `services` (none without: every signed request gets BADKEY)."""
+    return _no_key if services is None else services.access.resolve_key
+
+
+def transfer_families(transfers: Transfers) -> list[Family]:
+    """The metrics of `transfers`: transfers served completely by type and peer (the
+    key's name when signed, else the address), refusals by reason, and the serial each
+    peer last transferred completely."""
+    done, refused, serials = transfers.stats.snapshot()
+    samples = tuple(
+        Sample((("type", kind), ("peer", peer)), count)
+        for (kind, peer), count in sorted(done.items())
+    )
+    return [
+        Family(
+            "controparte_transfers_total",
+            "counter",
+            "Zone transfers served completely, by type and peer (key name or address).",
+            samples,
+        ),
+        labelled(
+            "controparte_transfers_refused_total",
+            "counter",
+            "Transfer requests and signed queries refused, by reason.",
+            "reason",
+            refused,
+        ),
+        labelled(
+            "controparte_secondary_serial",
+            "gauge",
+            "The serial each peer (key name or address) last transferred completely.",
+            "peer",
+            serials,
+        ),
+    ]
+
+
 def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
-    """An extra UDP process: own store handle, snapshot and follower; with `updates`,
-    its own services and a thread that answers the UPDATEs it receives."""
+    """An extra UDP process: own store handle, snapshot and follower, and a thread that
+    answers what its UDP loop hands off: transfer requests and signed requests, and
+    with `updates` UPDATEs, over services of its own (which also give it the keys)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = open_store(settings.data)
     config = ZoneConfig.from_settings(settings)
@@ -451,28 +555,35 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
     sock = bind_udp(settings.dns.host, port)
     follower = Follower(store, engine, settings.journal_poll_interval)
     follower.start()
-    on_update: OnUpdate | None = None
-    if updates:
-        updater = Updater(open_services(settings, store=store), config)
-        pending: queue.Queue[tuple[bytes, Any]] = queue.Queue(MAX_PENDING_UPDATES)
+    services = open_services(settings, store=store) if updates else None
+    updater = Updater(services, config) if services is not None else None
+    transfers = Transfers(settings.transfer_allow, store, keys_of(services))
+    pending: queue.Queue[tuple[bytes, Any]] = queue.Queue(MAX_PENDING_HAND_OFFS)
 
-        def update_thread() -> None:
-            while True:
-                wire, peer = pending.get()
-                result = updater.handle(wire, str(peer[0]), engine.zone)
-                if result.changed:
-                    try:
-                        follower.catch_up().result()
-                    except Exception:  # logged by the follower, which retries
-                        log.warning("the snapshot may not have the UPDATE yet: answering anyway")
-                if result.response is not None:
-                    with contextlib.suppress(OSError):
-                        sock.sendto(result.response, peer)
+    def answer(wire: bytes, peer: str) -> list[bytes]:
+        if updater is None or not is_update(wire):
+            return list(transfers.respond(wire, peer, engine.zone, tcp=False))
+        result = updater.handle(wire, peer, engine.zone)
+        if result.changed:
+            try:
+                follower.catch_up().result()
+            except Exception:  # logged by the follower, which retries
+                log.warning("the snapshot may not have the UPDATE yet: answering anyway")
+        return [] if result.response is None else [result.response]
 
-        def on_update_queue(wire: bytes, peer: Any) -> None:
-            with contextlib.suppress(queue.Full):
-                pending.put_nowait((wire, peer))
+    def hand_off_thread() -> None:
+        while True:
+            wire, peer = pending.get()
+            for message in answer(wire, str(peer[0])):
+                with contextlib.suppress(OSError):
+                    sock.sendto(message, peer)
 
-        threading.Thread(target=update_thread, name="dns-update", daemon=True).start()
-        on_update = on_update_queue
-    udp_loop(sock, engine, lambda: True, on_update)
+    def hand_off(wire: bytes, peer: Any) -> bool:
+        if not ((updater is not None and is_update(wire)) or is_keyed(wire, tcp=False)):
+            return False
+        with contextlib.suppress(queue.Full):
+            pending.put_nowait((wire, peer))
+        return True
+
+    threading.Thread(target=hand_off_thread, name="dns-hand-off", daemon=True).start()
+    udp_loop(sock, engine, lambda: True, hand_off)
