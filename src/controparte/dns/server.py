@@ -41,6 +41,7 @@ import multiprocessing
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -72,6 +73,9 @@ MAX_PENDING_HAND_OFFS = 256
 """UPDATEs, transfer requests and signed queries on their way from the UDP thread."""
 UPDATE_THREADS = 2
 TRANSFER_THREADS = 2
+YIELD_SHARE = 1.0
+BUSY_RATE = 10_000.0
+"""Queries a second from which a transfer yields its full YIELD_SHARE (`transfer_pause`)."""
 FOLLOWER_STOP_TIMEOUT = 2.0
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
 
@@ -458,11 +462,23 @@ class DnsServer:
         self, writer: asyncio.StreamWriter, wire: bytes, peer: str, timeout: float
     ) -> None:
         """Answer a keyed request over TCP: its messages made here one at a time, each
-        written and drained, with a turn of the event loop before the next."""
-        for message in await self._keyed(wire, peer, tcp=True):
+        written and drained, then a pause that gives the UDP thread its share of the
+        interpreter (`transfer_pause`) and lets the loop serve other connections."""
+        counters = self.engine.counters
+        out = await self._keyed(wire, peer, tcp=True)
+        queries, since = counters.queries, time.perf_counter()
+        while True:
+            started = time.perf_counter()
+            message = next(out, None)  # the transfer counts as done when this is None
+            if message is None:
+                return
+            made = time.perf_counter() - started
             writer.write(len(message).to_bytes(2, "big") + message)
             await asyncio.wait_for(writer.drain(), timeout)
-            await asyncio.sleep(0)
+            now = time.perf_counter()
+            rate = (counters.queries - queries) / max(now - since, 1e-6)
+            queries, since = counters.queries, now
+            await asyncio.sleep(transfer_pause(made, rate))
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_connections >= self.settings.tcp_max_connections:
@@ -494,6 +510,16 @@ class DnsServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def transfer_pause(made: float, rate: float) -> float:
+    """Seconds a transfer pauses after a message that took `made` seconds to make, while
+    the server answers `rate` queries a second: the interpreter runs one thread at a
+    time, so a transfer made flat out would take the UDP thread's turns and cut its
+    answers by half. While queries come at BUSY_RATE or more, the transfer pauses
+    YIELD_SHARE times as long as it worked (its share of the interpreter is then
+    1 / (1 + YIELD_SHARE)); below, proportionally less; idle, not at all."""
+    return made * YIELD_SHARE * min(1.0, rate / BUSY_RATE)
 
 
 def _address(writer: asyncio.StreamWriter) -> str:

@@ -383,12 +383,11 @@ def _up_to_date(client: int, ours: int) -> bool:
 def _ixfr_chunks(zone: Zone, serial: int, current: Chunk, diff: Difference) -> Iterator[Chunk]:
     """One difference sequence (RFC 1995 4): current SOA, then the client's SOA and the
     deletions, the current SOA and the additions, and the current SOA to end."""
-    records = NodeWire(zone.config.origin, zone.config.ttl).records
-    yield current
-    yield soa_chunk(zone, serial)
-    for label, (ipv4, ipv6, port) in diff.deleted:
-        yield records(label, ipv4, ipv6, port)
-    yield current
-    for label, (ipv4, ipv6, port) in diff.added:
-        yield records(label, ipv4, ipv6, port)
-    yield current
+    nodes = NodeWire(zone.config.origin, zone.config.ttl)
+    return itertools.chain(
+        (current, soa_chunk(zone, serial)),
+        nodes.chunks(diff.deleted),
+        (current,),
+        nodes.chunks(diff.added),
+        (current,),
+    )

@@ -142,17 +142,20 @@ class Nodes(Mapping[bytes, Node]):
 
     def pairs(self) -> Iterator[tuple[bytes, Node]]:
         """Every (label, node), in the map's own order (the base's, then the overlay's):
-        what `items()` gives, without a lookup per label."""
+        what `items()` gives, without a lookup per label (nor, without an overlay, a
+        Python frame per label)."""
+        if not self._overlay:
+            return iter(self._base.items())
+        return self._layered_pairs()
+
+    def _layered_pairs(self) -> Iterator[tuple[bytes, Node]]:
         overlay = self._overlay
-        if overlay:
-            for label, node in self._base.items():
-                if label not in overlay:
-                    yield label, node
-            for label, maybe in overlay.items():
-                if maybe is not None:
-                    yield label, maybe
-        else:
-            yield from self._base.items()
+        for label, node in self._base.items():
+            if label not in overlay:
+                yield label, node
+        for label, maybe in overlay.items():
+            if maybe is not None:
+                yield label, maybe
 
     def with_changes(self, changes: Mapping[bytes, Node | None]) -> Nodes:
         """A new map with `changes` applied (None removes a label)."""
