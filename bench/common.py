@@ -40,6 +40,7 @@ from tests.processes import (
     memory,
     process_tree,
     stat_fields,
+    udp_sockets_on,
 )
 from tests.realserver import ServerProcess
 
@@ -63,6 +64,7 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "run_dnsperf",
     "run_wrk",
     "tool",
+    "udp_sockets_on",
     "write_report",
 ]
 

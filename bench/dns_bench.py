@@ -86,6 +86,7 @@ from common import (
     memory,
     run_dnsperf,
     tool,
+    udp_sockets_on,
     write_report,
 )
 from controparte.model import Installation
@@ -313,13 +314,6 @@ def write_lines(path: Path, lines: Sequence[str]) -> Path:
 # -- servers -------------------------------------------------------------------------------
 
 GATE = QuietGate()
-
-
-def udp_sockets_on(port: int) -> int:
-    """How many UDP sockets are bound to HOST:port (one per serving process)."""
-    local = f"0100007F:{port:04X}"
-    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split()[1] == local)
 
 
 def answered(port: int, wire: bytes) -> bool:

@@ -74,6 +74,13 @@ def free_tcp_port() -> int:
         return int(tcp.getsockname()[1])
 
 
+def udp_sockets_on(port: int) -> int:
+    """How many UDP sockets are bound to HOST:port (one per serving process)."""
+    local = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1] == local)
+
+
 # -- the controparte command -----------------------------------------------------------------
 
 
