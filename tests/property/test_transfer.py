@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -29,10 +30,10 @@ import dns.rdatatype
 import dns.tsig
 import dns.xfr
 import dns.zone
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from controparte.dns.transfer import Kind, Transfers
+from controparte.dns.transfer import Kind, Transfers, is_keyed
 from controparte.dns.xfrwire import Head, StreamSigner, axfr_chunks, messages
 from controparte.dns.zone import Zone, load_zone
 from controparte.model import DnsRecord, Installation, ZoneConfig
@@ -40,7 +41,15 @@ from controparte.service.access import ResolvedKey
 from controparte.settings import TransferRule, load_settings
 from controparte.store import KeyRole, Origin, open_store
 from controparte.store.base import JournalEntry, Store
-from tests.property.test_fastpath import ipv4s, ipv6s, ports, random_case, rows_strategy, zones
+from tests.property.test_fastpath import (
+    ipv4s,
+    ipv6s,
+    ports,
+    queries,
+    random_case,
+    rows_strategy,
+    zones,
+)
 from tests.xfrtools import receive, snapshot_records, zone_records
 
 KEY = dns.tsig.Key("xfr.example.test.", "W1XsNW1udMTYNLTIB5HF4X5cyFxpV1Z051zgdam4eJ4=")
@@ -117,6 +126,37 @@ def test_axfr_carries_the_snapshot(
 @st.composite
 def cased(draw: st.DrawFn, text: str) -> str:
     return random_case(draw, text)
+
+
+# -- which requests leave the hot paths ----------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(zones(), st.data(), st.booleans())
+def test_is_keyed_agrees_with_dnspython(zone: Zone, data: st.DataObject, sign: bool) -> None:
+    """Signed, or IXFR, or over TCP AXFR: as dnspython reads the request."""
+    query = data.draw(queries(zone))
+    wire = query.wire
+    assume(not wire[2] & 0x78)  # opcode QUERY (UPDATE goes elsewhere first)
+    try:
+        read = dns.message.from_wire(wire, keyring=False)
+    except dns.exception.DNSException:  # e.g. a malformed EDNS option: either path will do
+        assert is_keyed(wire, tcp=query.tcp) in (True, False)
+        return
+    if sign:
+        read.use_tsig(KEY)
+        wire = read.to_wire()
+        read = dns.message.from_wire(wire, keyring=False)
+    qtype = read.question[0].rdtype
+    expected = read.had_tsig or qtype == dns.rdatatype.IXFR
+    assert is_keyed(wire, tcp=False) == expected
+    assert is_keyed(wire, tcp=True) == (expected or qtype == dns.rdatatype.AXFR)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.booleans())
+def test_is_keyed_never_raises(wire: bytes, tcp: bool) -> None:
+    assert is_keyed(wire, tcp=tcp) in (True, False)
 
 
 # -- IXFR ----------------------------------------------------------------------------------
