@@ -25,11 +25,13 @@
   over TCP AXFR) never go through the answer cache or the fast path: the UDP thread
   hands them off as it does UPDATEs, and `Transfers.respond` runs in an executor of its
   own (it verifies TSIG, reads keys and the journal). Over TCP the messages it yields
-  are made on the event loop one at a time (a 64 KiB message costs about a
-  millisecond), each written and drained before the next, with a turn of the loop in
-  between, so other connections keep being served; then the connection reads its next
-  request (RFC 5936 4.1, RFC 7766). A worker process serves those that reach its UDP
-  socket in its hand-off thread (with keys only when it has services).
+  are made on the event loop one at a time (a 64 KiB message costs under a
+  millisecond), each written and drained before the next, then a pause in proportion
+  to the UDP answer rate (`transfer_pause`: one interpreter runs one thread at a time,
+  and a transfer made flat out would halve the UDP answers), so other connections and
+  the UDP thread keep being served; then the connection reads its next request
+  (RFC 5936 4.1, RFC 7766). A worker process serves those that reach its UDP socket in
+  its hand-off thread (with keys only when it has services).
 """
 
 from __future__ import annotations
@@ -469,7 +471,11 @@ class DnsServer:
         queries, since = counters.queries, time.perf_counter()
         while True:
             started = time.perf_counter()
-            message = next(out, None)  # the transfer counts as done when this is None
+            try:
+                message = next(out, None)  # the transfer counts as done when this is None
+            except Exception:  # a bug: the stream cannot go on, the connection ends
+                log.exception("internal error in a response to %s; connection closed", peer)
+                raise ConnectionAbortedError from None
             if message is None:
                 return
             made = time.perf_counter() - started
