@@ -15,8 +15,9 @@ For each size N:
    Meanwhile the server's memory (Rss of its processes) is sampled every 20 ms; the
    table gives it before the transfer and its peak during.
 3. UDP answers: dnsperf (`-c 4 -q 100`, the dns_bench mix) for `--seconds`, first
-   alone, then while the reader transfers the zone again and again; the ratio of the
-   two rates is what the issue bounds (>= 0.8).
+   alone, then while the reader transfers the zone again and again: at the highest
+   rate, and at a steady rate of half that (`-Q`); the ratio of the rates answered
+   during and without transfers is what the issue bounds (>= 0.8).
 
 Every run is bounded (timeouts below). The machine's other load and its core count
 shape the figures (dnsperf, the reader and the server share the CPUs): the table
@@ -49,6 +50,7 @@ from dns_bench import SETTINGS, query_lines, write_lines, write_registry
 
 KEY_NAME = "bench-transfer."
 LOAD = Load(4, 100)
+STEADY_SHARE = 0.5  # the steady rate, of the highest rate the server answers alone
 READ_TIMEOUT = float(os.environ.get("READ_TIMEOUT", "300"))
 SAMPLE = 0.02
 
@@ -156,10 +158,17 @@ def measure(n: int, runs: int, seconds: int, work: Path) -> dict[str, object]:
             peaks.append(peak[0])
         print(f"  AXFR alone: {[round(t.seconds, 2) for t in alone]} s", flush=True)
         base = run_dnsperf(server.port, queries, LOAD, pids, what="alone", seconds=seconds)
+        steady = int(base.qps * STEADY_SHARE)
+        calm = run_dnsperf(
+            server.port, queries, LOAD, pids, what="steady", seconds=seconds, rate=steady
+        )
         stop = context.Event()
         process, out = transfers(server.port, key, once=False, stop=stop)
         time.sleep(0.2)  # the first request is on its way
         during = run_dnsperf(server.port, queries, LOAD, pids, what="during", seconds=seconds)
+        held = run_dnsperf(
+            server.port, queries, LOAD, pids, what="steady during", seconds=seconds, rate=steady
+        )
         stop.set()
         busy = out.get(timeout=READ_TIMEOUT)
         process.join(10)
@@ -177,6 +186,11 @@ def measure(n: int, runs: int, seconds: int, work: Path) -> dict[str, object]:
         "qps_during": during.qps,
         "lost_during": during.lost,
         "ratio": round(during.qps / base.qps, 2) if base.qps else None,
+        "steady_qps": steady,
+        "steady_alone": calm.qps,
+        "steady_during": held.qps,
+        "steady_lost_during": held.lost,
+        "steady_ratio": round(held.qps / calm.qps, 2) if calm.qps else None,
         "transfers_during": len(busy),
         "axfr_seconds_during": round(statistics.median(t.seconds for t in busy), 2),
     }

@@ -26,7 +26,7 @@ import dns.zone
 import pytest
 from dns.rcode import Rcode
 
-from controparte.dns.server import BUSY_RATE, YIELD_SHARE, transfer_families, transfer_pause
+from controparte.dns.server import MAX_YIELD, YIELD_RATE, transfer_families, transfer_pause
 from controparte.dns.transfer import TransferPolicy, Transfers, is_keyed
 from controparte.dns.zone import Zone, load_zone
 from controparte.model import InstallationChange, ZoneConfig
@@ -608,13 +608,15 @@ def test_ixfr_over_udp(
     ("rate", "pause"),
     [
         (0.0, 0.0),
-        (BUSY_RATE / 2, 0.5 * YIELD_SHARE),
-        (BUSY_RATE, YIELD_SHARE),
-        (BUSY_RATE * 9, YIELD_SHARE),
+        (YIELD_RATE / 2, 0.5),
+        (YIELD_RATE, 1.0),
+        (YIELD_RATE * 8, 8.0),
+        (YIELD_RATE * 1000, MAX_YIELD),
     ],
-    ids=["idle", "half busy", "busy", "flooded"],
+    ids=["idle", "light", "busy", "busier", "flooded"],
 )
 def test_transfer_pause(rate: float, pause: float) -> None:
+    """In times the work: none when idle, growing with the rate, bounded."""
     assert transfer_pause(0.002, rate) == pytest.approx(0.002 * pause)
 
 

@@ -75,9 +75,10 @@ MAX_PENDING_HAND_OFFS = 256
 """UPDATEs, transfer requests and signed queries on their way from the UDP thread."""
 UPDATE_THREADS = 2
 TRANSFER_THREADS = 2
-YIELD_SHARE = 1.0
-BUSY_RATE = 10_000.0
-"""Queries a second from which a transfer yields its full YIELD_SHARE (`transfer_pause`)."""
+YIELD_RATE = 10_000.0
+"""Queries a second at which a transfer pauses as long as it worked (`transfer_pause`)."""
+MAX_YIELD = 20.0
+"""The longest pause, in times the work: a transfer always moves on."""
 FOLLOWER_STOP_TIMEOUT = 2.0
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
 
@@ -520,12 +521,13 @@ class DnsServer:
 
 def transfer_pause(made: float, rate: float) -> float:
     """Seconds a transfer pauses after a message that took `made` seconds to make, while
-    the server answers `rate` queries a second: the interpreter runs one thread at a
-    time, so a transfer made flat out would take the UDP thread's turns and cut its
-    answers by half. While queries come at BUSY_RATE or more, the transfer pauses
-    YIELD_SHARE times as long as it worked (its share of the interpreter is then
-    1 / (1 + YIELD_SHARE)); below, proportionally less; idle, not at all."""
-    return made * YIELD_SHARE * min(1.0, rate / BUSY_RATE)
+    the server answers `rate` queries a second. The interpreter runs one thread at a
+    time, so a transfer made flat out takes the UDP thread's turns (it halved the UDP
+    answers). The pause grows with the rate: `made * rate / YIELD_RATE` (at most
+    MAX_YIELD times `made`), so the UDP thread keeps the share it needs for all but the
+    last YIELD_RATE queries a second of what it can answer alone; idle, a transfer
+    runs flat out."""
+    return made * min(rate / YIELD_RATE, MAX_YIELD)
 
 
 def _address(writer: asyncio.StreamWriter) -> str:
