@@ -175,9 +175,9 @@ def create_installation(
     response_model=InstallationList,
     tags=["installations"],
     summary="List installations by code (admin)",
+    dependencies=[Depends(admin)],
 )
 def list_installations(
-    principal: Admin,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -196,8 +196,9 @@ def list_installations(
     response_model=InstallationOut,
     tags=["installations"],
     summary="One installation (admin, or the installation itself)",
+    dependencies=[Depends(admin_or_itself)],
 )
-def get_installation(code: str, principal: AdminOrItself, ctx: Ctx) -> InstallationOut:
+def get_installation(code: str, ctx: Ctx) -> InstallationOut:
     return ctx.out(ctx.services.registry.get(code))
 
 

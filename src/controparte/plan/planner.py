@@ -316,8 +316,33 @@ def plan(
     a = caller if isinstance(caller, Party) else Party.of(caller)
     b = callee if isinstance(callee, Party) else Party.of(callee)
     live = catalog.live
+    if feature.topology is Topology.CLIENTS:
+        flows = [
+            _party_flow(
+                Direction.OUTBOUND,
+                src=a,
+                src_role=Role.CALLER,
+                dst=b,
+                dst_role=Role.CALLEE,
+                origin=Initiator.CLIENTS,
+                feature=feature,
+                live=live,
+            )
+        ]
+    else:
+        flows = _server_flows(a, b, feature, live)
+    # Flows with the same ends, port and direction are listed once.
+    unique: dict[str, Flow] = {}
+    for flow in flows:
+        unique.setdefault(flow.id, flow)
+    return Plan(feature, a, b, tuple(unique.values()), _notes(a, b))
+
+
+def _server_flows(a: Party, b: Party, feature: Feature, live: LiveSettings) -> list[Flow]:
+    """The flows of a server feature between caller `a` and callee `b`: outbound (both
+    ways for SERVER_BOTH) and their return flows, each with the start-live flows a
+    non-Live server calling a Live one needs."""
     flows: list[Flow] = []
-    notes: list[str] = []
 
     def server_pair(
         src: Party, src_role: Role, dst: Party, dst_role: Role, direction: Direction
@@ -337,26 +362,18 @@ def plan(
         if dst.live and not src.live:
             flows.extend(_start_live_flows(src, src_role, dst, Initiator.SERVER, live))
 
-    if feature.topology is Topology.CLIENTS:
-        flows.append(
-            _party_flow(
-                Direction.OUTBOUND,
-                src=a,
-                src_role=Role.CALLER,
-                dst=b,
-                dst_role=Role.CALLEE,
-                origin=Initiator.CLIENTS,
-                feature=feature,
-                live=live,
-            )
-        )
-    else:
-        server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.OUTBOUND)
-        if feature.topology is Topology.SERVER_BOTH:
-            server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.OUTBOUND)
-        server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.RETURN)
-        if feature.topology is Topology.SERVER_BOTH:
-            server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.RETURN)
+    server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.OUTBOUND)
+    if feature.topology is Topology.SERVER_BOTH:
+        server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.OUTBOUND)
+    server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.RETURN)
+    if feature.topology is Topology.SERVER_BOTH:
+        server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.RETURN)
+    return flows
+
+
+def _notes(a: Party, b: Party) -> tuple[str, ...]:
+    """What the plan's reader should know about its two ends."""
+    notes: list[str] = []
     if a.live and b.live:
         notes.append("both ends are Live: the cloud's own network carries these flows")
     for party in (a, b):
@@ -377,8 +394,4 @@ def plan(
                 f"{party.port} -> {party.private_port}, and {party.port} is the one "
                 "to register"
             )
-    # Flows with the same ends, port and direction are listed once.
-    unique: dict[str, Flow] = {}
-    for flow in flows:
-        unique.setdefault(flow.id, flow)
-    return Plan(feature, a, b, tuple(unique.values()), tuple(notes))
+    return tuple(notes)

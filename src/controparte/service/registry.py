@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from controparte.errors import ConflictError, ImportRefusedError, NotFoundError, ValidationError
@@ -244,6 +244,28 @@ class Registry:
 
         Every row is validated first and every problem is reported with its line;
         then all rows are written in one transaction."""
+        built = self._build_rows(rows)
+        problems: list[tuple[int, str]] = []
+        with self.store.transaction(origin or Origin(via="import")) as tx:
+            for done, (line, inst) in enumerate(built, start=1):
+                try:
+                    self.write(tx, None, inst)
+                except ConflictError as exc:
+                    problems.append((line, str(exc)))
+                if progress is not None:
+                    progress(done)
+            if problems:
+                raise ImportRefusedError(problems)
+        if built:
+            self._changed(origin or Origin(via="import"), len(built))
+        return len(built)
+
+    def _build_rows(
+        self, rows: Iterable[tuple[int, dict[str, object]]]
+    ) -> Sequence[tuple[int, Installation]]:
+        """Every row of `import_many` as a validated installation, with its line; an
+        ImportRefusedError listing every problem (by line) when any row has one: an
+        unknown field, a rule broken, or a code or label that an earlier row has."""
         problems: list[tuple[int, str]] = []
         built: list[tuple[int, Installation]] = []
         codes: dict[str, int] = {}
@@ -278,19 +300,7 @@ class Registry:
             built.append((line, inst))
         if problems:
             raise ImportRefusedError(problems)
-        with self.store.transaction(origin or Origin(via="import")) as tx:
-            for done, (line, inst) in enumerate(built, start=1):
-                try:
-                    self.write(tx, None, inst)
-                except ConflictError as exc:
-                    problems.append((line, str(exc)))
-                if progress is not None:
-                    progress(done)
-            if problems:
-                raise ImportRefusedError(problems)
-        if built:
-            self._changed(origin or Origin(via="import"), len(built))
-        return len(built)
+        return built
 
 
 def _text(value: object) -> str:
