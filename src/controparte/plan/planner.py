@@ -53,6 +53,11 @@ class Action(enum.StrEnum):
     PORT_FORWARD = "port-forward"  # the destination's NAT: public port -> listening port
 
 
+def _ports_text(low: int, high: int) -> str:
+    """A port, or a range of ports as `low-high`."""
+    return str(low) if low == high else f"{low}-{high}"
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """One thing one side's network must allow, for TCP."""
@@ -70,11 +75,7 @@ class Rule:
 
     @property
     def ports_text(self) -> str:
-        return (
-            str(self.port_low)
-            if self.port_low == self.port_high
-            else (f"{self.port_low}-{self.port_high}")
-        )
+        return _ports_text(self.port_low, self.port_high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +98,9 @@ class Flow:
 
     @property
     def ports_text(self) -> str:
-        if self.port_low is None:
+        if self.port_low is None or self.port_high is None:
             return "?"
-        return (
-            str(self.port_low)
-            if self.port_low == self.port_high
-            else (f"{self.port_low}-{self.port_high}")
-        )
+        return _ports_text(self.port_low, self.port_high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,18 +173,8 @@ def _party_flow(
     if dst.live:
         port_low, port_high = live.port_low, live.port_high
         if not src.live:
-            rules.append(
-                Rule(
-                    src_role,
-                    Action.EGRESS,
-                    origin,
-                    dst.addresses,
-                    dst.name,
-                    live.port_low,
-                    live.port_high,
-                    why=f"{dst.name} is Live: reached on a port of {live.range_text}",
-                )
-            )
+            why = f"{dst.name} is Live: reached on a port of {live.range_text}"
+            rules.append(_egress(src_role, origin, dst, port_low, port_high, why=why))
         if dst.port is None:
             blocked = f"{dst.name} is Live but has no public port assigned"
             fix = f"assign {dst.name} a port of {live.range_text} and register it"
@@ -208,43 +195,16 @@ def _party_flow(
         else:
             listening = dst.private_port or dst.port
             if not src.live:
-                rules.append(
-                    Rule(
-                        src_role,
-                        Action.EGRESS,
-                        origin,
-                        dst.addresses,
-                        dst.name,
-                        dst.port,
-                        dst.port,
-                        why=f"out to {dst.name}'s public port",
-                    )
-                )
+                why = f"out to {dst.name}'s public port"
+                rules.append(_egress(src_role, origin, dst, dst.port, dst.port, why=why))
             source_addresses = src.addresses if origin is Initiator.SERVER else ()
-            rules.append(
-                Rule(
-                    dst_role,
-                    Action.PORT_FORWARD,
-                    origin,
-                    source_addresses,
-                    src.name if origin is Initiator.SERVER else who,
-                    dst.port,
-                    dst.port,
-                    to_port=listening,
-                    why=f"NAT: public {dst.port} -> MxServer's port {listening}",
-                )
-            )
-            rules.append(
-                Rule(
-                    dst_role,
-                    Action.INBOUND,
-                    origin,
-                    source_addresses,
-                    src.name if origin is Initiator.SERVER else who,
-                    listening,
-                    listening,
-                    why=f"in from {who} on MxServer's port {listening}",
-                )
+            rules += _let_in(
+                dst_role,
+                origin,
+                peers=source_addresses,
+                who=who,
+                public=dst.port,
+                listening=listening,
             )
             if src.live and not live.in_range(dst.port):
                 blocked = (
@@ -271,6 +231,24 @@ def _party_flow(
         tuple(rules),
         blocked,
         fix,
+    )
+
+
+def _egress(side: Role, origin: Initiator, dst: Party, low: int, high: int, *, why: str) -> Rule:
+    """`side` lets the connections `origin` opens to `dst` out on ports `low`-`high`."""
+    return Rule(side, Action.EGRESS, origin, dst.addresses, dst.name, low, high, why=why)
+
+
+def _let_in(
+    side: Role, origin: Initiator, *, peers: tuple[str, ...], who: str, public: int, listening: int
+) -> tuple[Rule, Rule]:
+    """The destination `side` forwards its `public` port to MxServer's `listening` one
+    (NAT) and lets `who` (at `peers`; none: anywhere) in on it."""
+    nat = f"NAT: public {public} -> MxServer's port {listening}"
+    let_in = f"in from {who} on MxServer's port {listening}"
+    return (
+        Rule(side, Action.PORT_FORWARD, origin, peers, who, public, public, listening, why=nat),
+        Rule(side, Action.INBOUND, origin, peers, who, listening, listening, why=let_in),
     )
 
 
