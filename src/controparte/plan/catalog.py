@@ -22,6 +22,8 @@ from controparte.model.link import FEATURE_ID_RE
 
 
 class Topology(enum.StrEnum):
+    """Who connects to whom for a feature (see `features.toml`)."""
+
     SERVER_ASYNC = "server-async"
     SERVER_BOTH = "server-both"
     CLIENTS = "clients"
@@ -29,6 +31,8 @@ class Topology(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Feature:
+    """One feature of the catalog: its id (as links name it), name and topology."""
+
     id: str
     name: str
     topology: Topology
@@ -40,6 +44,9 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
+    """The catalog's `[live]` table: the Live gateways' port range and the start-live
+    broker (its port and host names)."""
+
     port_low: int
     port_high: int
     start_live_port: int
@@ -67,6 +74,8 @@ class LiveSettings:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """The Live settings and the features by id, as loaded and validated."""
+
     live: LiveSettings
     features: dict[str, Feature]
 

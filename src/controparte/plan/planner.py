@@ -26,6 +26,9 @@ from controparte.plan.catalog import Catalog, Feature, LiveSettings, Topology
 
 
 class Role(enum.StrEnum):
+    """The two ends of a plan: the installation that uses the feature and the one it
+    uses it with."""
+
     CALLER = "caller"
     CALLEE = "callee"
 
@@ -35,6 +38,8 @@ class Role(enum.StrEnum):
 
 
 class Direction(enum.StrEnum):
+    """A flow of the feature itself, or the asynchronous return of a server feature."""
+
     OUTBOUND = "outbound"
     RETURN = "return"
 
@@ -48,6 +53,8 @@ class Initiator(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
+    """What a rule asks of one side's network."""
+
     EGRESS = "egress"  # the source side lets the connection out
     INBOUND = "inbound"  # the destination's firewall lets it in (on the listening port)
     PORT_FORWARD = "port-forward"  # the destination's NAT: public port -> listening port
@@ -128,6 +135,9 @@ class Party:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The flows of `feature` between `caller` and `callee`, with their rules, and
+    notes for the reader."""
+
     feature: Feature
     caller: Party
     callee: Party
