@@ -617,7 +617,7 @@ def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
         work / "cold.txt", query_lines(n, profile.cold_lines, SEED + 1, distinct=True)
     )
     sample = query_lines(n, profile.sanity_queries, SEED + 2, distinct=True)
-    bench = Throughput(profile, servers_of(work, data, zonefile, "perf"), queries)
+    bench = ThroughputRuns(profile, servers_of(work, data, zonefile, "perf"), queries)
     with contextlib.ExitStack() as stack:
         print("== start-up, cold-cache CPU, answers check", flush=True)
         GATE.phase(profile.quiet_budget)
@@ -633,7 +633,7 @@ def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
 
 
 @dataclass
-class Throughput:
+class ThroughputRuns:
     """The phases of `throughput` over `servers`, all serving the perf zone: `per`
     holds each server's figures, `runs` every dnsperf run made on it."""
 
@@ -651,6 +651,20 @@ class Throughput:
         """`run`, made on the server `name`, kept with its runs."""
         self.runs[name].append(run)
         return run
+
+    def capped_run(self, name: str, *, what: str, seconds: int, rate: int, edns: bool) -> PerfRun:
+        """A run of the looped queries on the server `name` at `rate` (-Q), with the
+        client shape of every capped run, kept with its runs."""
+        run = dnsperf(
+            self.servers[name],
+            self.queries,
+            self.profile.capped,
+            what=what,
+            seconds=seconds,
+            rate=rate,
+            edns=edns,
+        )
+        return self.record(name, run)
 
     def measure_memory(self, key: str) -> None:
         """Every server's memory now, as its figure `key`."""
@@ -757,19 +771,12 @@ class Throughput:
             }
             best: dict[str, int | None] = dict.fromkeys(self.servers)
             for _ in range(profile.bisect_steps):
-                for name, server in self.servers.items():
+                for name in self.servers:
                     low, high = bounds[name]
                     rate = int(round((low + high) / 2, -2))
-                    step = dnsperf(
-                        server,
-                        self.queries,
-                        profile.capped,
-                        what="zero-loss",
-                        seconds=profile.bisect_seconds,
-                        rate=rate,
-                        edns=edns,
+                    step = self.capped_run(
+                        name, what="zero-loss", seconds=profile.bisect_seconds, rate=rate, edns=edns
                     )
-                    self.record(name, step)
                     if step.lost == 0 and step.qps >= 0.98 * rate:
                         best[name] = rate
                         bounds[name][0] = rate
@@ -784,17 +791,10 @@ class Throughput:
         print(f"== CPU per answer at {profile.cpu_rate:,} qps", flush=True)
         GATE.phase(profile.quiet_budget)
         for edns in (False, True):
-            for name, server in self.servers.items():
-                capped = dnsperf(
-                    server,
-                    self.queries,
-                    profile.capped,
-                    what="cpu",
-                    seconds=profile.cpu_seconds,
-                    rate=profile.cpu_rate,
-                    edns=edns,
+            for name in self.servers:
+                capped = self.capped_run(
+                    name, what="cpu", seconds=profile.cpu_seconds, rate=profile.cpu_rate, edns=edns
                 )
-                self.record(name, capped)
                 self.per[name][f"cpu_{_mode(edns)}"] = round(capped.cpu_per_100k, 3)
                 self.per[name][f"cpu_lost_{_mode(edns)}"] = capped.lost
 
