@@ -109,6 +109,32 @@ class Updater:
             return self._unparsed(wire, peer, Rcode.FORMERR)
         if request.opcode() != dns.opcode.UPDATE:
             return self._unparsed(wire, peer, Rcode.NOTIMP)
+        signed = self._authenticate(wire, request, peer)
+        if isinstance(signed, UpdateResult):
+            return signed
+        verified, resolved, key_name = signed
+        try:
+            parsed = parse_request(wire)
+        except MalformedError as exc:
+            plan = _refused(exc)
+        else:
+            if resolved.role is not KeyRole.UPDATE:
+                plan = Plan(Rcode.REFUSED, reason="a transfer key cannot sign an update")
+            else:
+                plan = check_zone(parsed, self.config.origin) or self._write(
+                    parsed, resolved, key_name, peer, zone
+                )
+        self._log(peer, key_name, Rcode.to_text(plan.rcode), plan.reason)
+        response = dns.message.make_response(verified)  # signed with the request's key
+        response.set_rcode(plan.rcode)
+        changed = plan.rcode == Rcode.NOERROR and bool(plan.changes)
+        return UpdateResult(response.to_wire(), changed)
+
+    def _authenticate(
+        self, wire: bytes, request: dns.message.Message, peer: str
+    ) -> tuple[dns.message.Message, ResolvedKey, dns.name.Name] | UpdateResult:
+        """The request verified with its key, the key and its name; or, when TSIG
+        fails (see the module), the response to send."""
         if not request.had_tsig or request.keyname is None:
             self._log(peer, None, "REFUSED", "the update is not signed (TSIG)")
             return UpdateResult(_unsigned(request, Rcode.REFUSED))
@@ -133,22 +159,7 @@ class Updater:
             return UpdateResult(_unsigned(request, Rcode.FORMERR))
         if not self._fresh(key_name, tsig.time_signed):
             return self._bad_time(request, resolved, peer, "signed before an accepted update")
-        try:
-            parsed = parse_request(wire)
-        except MalformedError as exc:
-            plan = _refused(exc)
-        else:
-            if resolved.role is not KeyRole.UPDATE:
-                plan = Plan(Rcode.REFUSED, reason="a transfer key cannot sign an update")
-            else:
-                plan = check_zone(parsed, self.config.origin) or self._write(
-                    parsed, resolved, key_name, peer, zone
-                )
-        self._log(peer, key_name, Rcode.to_text(plan.rcode), plan.reason)
-        response = dns.message.make_response(verified)  # signed with the request's key
-        response.set_rcode(plan.rcode)
-        changed = plan.rcode == Rcode.NOERROR and bool(plan.changes)
-        return UpdateResult(response.to_wire(), changed)
+        return verified, resolved, key_name
 
     def _write(
         self,
