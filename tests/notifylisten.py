@@ -1,10 +1,11 @@
-"""A small NOTIFY-receiving "secondary" for the tests: a dnspython UDP listener on a
-free loopback port, in a thread, that records every NOTIFY it gets (its TSIG verified
-with the key it knows) and answers as it is told (acknowledge, stay silent, refuse,
-BADSIG), like the secondaries of RFC 1996 do (research: NSD, Knot)."""
+"""NOTIFY in the tests: a small "secondary" (`NotifyListener`: a dnspython UDP
+listener on a free loopback port, in a thread, that records every NOTIFY it gets, its
+TSIG verified with the key it knows, and answers as it is told: acknowledge, stay
+silent, refuse, BADSIG), and readers of the notifier's metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ import dns.rdtypes.ANY.TSIG
 import dns.rrset
 import dns.tsig
 
+from controparte.service.metrics import Family, MetricsSource
 from tests.processes import HOST
 
 WAIT = 20.0  # seconds: a bound on waiting for an event, never a speed assertion
@@ -156,3 +158,40 @@ class NotifyListener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- the notifier's metrics ----------------------------------------------------------------
+
+
+def values(families: list[Family]) -> dict[str, float]:
+    """`name{label="value",...}` -> value, for every sample."""
+    out: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels)
+            out[f"{family.name}{{{labels}}}" if labels else family.name] = sample.value
+    return out
+
+
+def counted(secondary: str, result: str) -> str:
+    """The series of NOTIFYs to `secondary` (host:port) with `result`."""
+    return f'controparte_notify_total{{secondary="{secondary}",result="{result}"}}'
+
+
+def acked(secondary: str) -> str:
+    """The series of the serial `secondary` (host:port) acknowledged last."""
+    return f'controparte_notify_acked_serial{{secondary="{secondary}"}}'
+
+
+def reached(source: MetricsSource, name: str, value: float) -> Callable[[], bool]:
+    """Whether `source`'s series `name` is at least `value` now."""
+    return lambda: values(source.metric_families()).get(name, 0) >= value
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll `check` on the loop (which keeps running the notifier) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not in {timeout} s")
+        await asyncio.sleep(0.01)
