@@ -32,7 +32,7 @@ class Received:
     message (its TSIG verified when the secondary has a key), and its SOA serial."""
 
     at: float
-    source: tuple[str, int]
+    source: tuple[str, ...]
     message: dns.message.Message
 
     @property
@@ -80,17 +80,22 @@ def silent_first(tries: int) -> Reply:
 
 
 class NotifyListener:
-    """The secondary on HOST:`port`; `key` verifies the NOTIFYs and signs the answers
-    (a NOTIFY that does not verify is recorded in `errors`, unanswered). `close` ends it."""
+    """The secondary on `host` (default HOST), port `port`; `key` verifies the NOTIFYs
+    and signs the answers (a NOTIFY that does not verify is recorded in `errors`,
+    unanswered). `close` ends it."""
 
-    def __init__(self, key: dns.tsig.Key | None = None, reply: Reply = acknowledge) -> None:
+    def __init__(
+        self, key: dns.tsig.Key | None = None, reply: Reply = acknowledge, host: str = HOST
+    ) -> None:
+        self.host = host
         self.key = key
         self.reply = reply
         self.received: list[Received] = []
         self.errors: list[str] = []
         self._changed = threading.Condition()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((HOST, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.bind((host, 0))
         self._sock.settimeout(0.1)
         self.port = int(self._sock.getsockname()[1])
         self._stop = threading.Event()
@@ -99,8 +104,8 @@ class NotifyListener:
 
     @property
     def address(self) -> str:
-        """HOST:port, as the setting `notify` takes it."""
-        return f"{HOST}:{self.port}"
+        """host:port (`[v6]:port`), as the setting `notify` takes it and metrics name it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -119,7 +124,7 @@ class NotifyListener:
                     self._changed.notify_all()
                 continue
             with self._changed:
-                self.received.append(Received(at, source, message))
+                self.received.append(Received(at, tuple(map(str, source[:2])), message))
                 count = len(self.received)
                 self._changed.notify_all()
             answer = self.reply(count, message, wire)

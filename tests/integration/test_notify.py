@@ -129,6 +129,27 @@ def check_format(notify: Received, zone: str) -> None:
     assert (soa.name.to_text(), soa.rdtype) == (zone, dns.rdatatype.SOA)
 
 
+def test_one_socket_per_address_family_from_the_source_address(services: Services) -> None:
+    """Secondaries on 127.0.0.1 and ::1: each is notified from its family's socket, the
+    IPv4 one bound to `notify_source`."""
+    with NotifyListener() as four, NotifyListener(host="::1") as six:
+        settings = settings_for(
+            services.settings.data, f"{four.address}; {six.address}", notify_source=HOST
+        )
+
+        async def scenario() -> None:
+            async with DnsServer(settings, services.store, services=services) as server:
+                for secondary in (four, six):
+                    name = counted(secondary.address, "answered")
+                    await until(reached(server, name, 1), f"{secondary.address} answering")
+
+        asyncio.run(scenario())
+    assert {r.source[0] for r in four.received} == {HOST}
+    assert {r.source[0] for r in six.received} == {"::1"}
+    serials = {r.serial for r in four.received + six.received}
+    assert serials == {services.store.serial()}
+
+
 def test_a_burst_of_changes_is_coalesced(services: Services) -> None:
     """1,000 changes, each its own transaction (1,000 serials) through the registry:
     at most one NOTIFY per coalescing window, every one with the serial of its time
