@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,25 +69,10 @@ def primary(tmp_path: Path) -> Iterator[Primary]:
         services.close()
 
 
-def start(argv: list[str], home: Path, name: str, ready: str) -> LoggedProcess:
-    process = LoggedProcess(argv, home / f"{name}.log", {"PATH": "/usr/sbin:/usr/bin"}, name=name)
-    try:
-        process.wait_log(ready, timeout=WAIT)
-    except BaseException:
-        process.stop()
-        raise
-    return process
-
-
-@pytest.fixture
-def nsd(tmp_path: Path, primary: Primary) -> Iterator[Secondary]:
-    """NSD, a secondary of the zone from the primary, logging to its stderr."""
-    home = tmp_path / "nsd"
-    home.mkdir()
-    port = free_port()
+def nsd_conf(home: Path, port: int, primary: Primary) -> str:
+    """NSD as a secondary of the zone from the primary, everything under `home`."""
     key = primary.key
-    (home / "nsd.conf").write_text(
-        f"""server:
+    return f"""server:
     ip-address: {HOST}@{port}
     do-ip6: no
     username: ""
@@ -110,23 +95,12 @@ zone:
     request-xfr: {primary.settings.dns.host}@{primary.settings.dns.port} {key.name}
     allow-notify: {HOST} {key.name}
 """
-    )
-    argv = [tool("nsd"), "-d", "-c", str(home / "nsd.conf")]
-    process = start(argv, home, "nsd", r"nsd started")
-    zone = re.escape(primary.settings.zone)
-    yield Secondary(process, port, rf"notify for {zone} from {HOST} serial {{serial}}$")
-    process.stop()
 
 
-@pytest.fixture
-def knot(tmp_path: Path, primary: Primary) -> Iterator[Secondary]:
-    """Knot, a secondary of the zone from the primary, logging to its stderr."""
-    home = tmp_path / "knot"
-    home.mkdir()
-    port = free_port()
+def knot_conf(home: Path, port: int, primary: Primary) -> str:
+    """Knot as a secondary of the zone from the primary, everything under `home`."""
     key = primary.key
-    (home / "knot.conf").write_text(
-        f"""server:
+    return f"""server:
     rundir: "{home}"
     listen: {HOST}@{port}
 log:
@@ -158,14 +132,57 @@ zone:
     zonefile-sync: -1
     zonefile-load: none
 """
+
+
+def running(
+    home: Path,
+    primary: Primary,
+    conf: Callable[[Path, int, Primary], str],
+    command: list[str],
+    ready: str,
+    notified: str,
+) -> Iterator[Secondary]:
+    """`command` + its configuration file (written by `conf` into `home`) on a free
+    port, in the foreground, logging to its stderr; once it logs `ready`, the
+    secondary; stopped afterwards. `notified` as `Secondary.notified`, `{zone}` in it
+    the zone's name."""
+    home.mkdir()
+    port = free_port()
+    path = home / "secondary.conf"
+    path.write_text(conf(home, port, primary))
+    process = LoggedProcess(
+        [*command, str(path)], home / "log", {"PATH": "/usr/sbin:/usr/bin"}, name=command[0]
     )
-    argv = [tool("knotd"), "-c", str(home / "knot.conf")]
-    process = start(argv, home, "knotd", r"server started")
-    zone = re.escape(primary.settings.zone)
-    yield Secondary(
-        process, port, rf"\[{zone}\] notify, incoming, remote {HOST}@\d+, serial {{serial}}$"
+    try:
+        process.wait_log(ready, timeout=WAIT)
+        zone = re.escape(primary.settings.zone)
+        yield Secondary(process, port, notified.replace("{zone}", zone))
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def nsd(tmp_path: Path, primary: Primary) -> Iterator[Secondary]:
+    yield from running(
+        tmp_path / "nsd",
+        primary,
+        nsd_conf,
+        [tool("nsd"), "-d", "-c"],
+        r"nsd started",
+        rf"notify for {{zone}} from {HOST} serial {{serial}}$",
     )
-    process.stop()
+
+
+@pytest.fixture
+def knot(tmp_path: Path, primary: Primary) -> Iterator[Secondary]:
+    yield from running(
+        tmp_path / "knot",
+        primary,
+        knot_conf,
+        [tool("knotd"), "-c"],
+        r"server started",
+        rf"\[{{zone}}\] notify, incoming, remote {HOST}@\d+, serial {{serial}}$",
+    )
 
 
 def test_nsd_and_knot_accept_the_notifies(
