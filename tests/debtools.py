@@ -14,9 +14,10 @@ PACKAGES = {
     "dnsperf": "dnsperf",  # bench/dns_bench.py
     "ip": "iproute2",  # the network-namespace lab
     "kdig": "knot-dnsutils",
-    "knotd": "knot",  # bench/dns_bench.py
+    "knotd": "knot",  # bench/dns_bench.py; a secondary
     "named-checkzone": "bind9-utils",
     "nft": "nftables",
+    "nsd": "nsd",  # a secondary (tests/integration/test_notify_secondaries.py)
     "nsupdate": "bind9-dnsutils",
     "sysctl": "procps",  # the network-namespace lab's router
     "systemd-analyze": "systemd",  # docs/controparte-agent.service

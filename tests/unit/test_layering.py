@@ -36,7 +36,9 @@ ALLOWED: dict[str, frozenset[str]] = {
 """`__init__` is the package's own `controparte/__init__.py` (the version): any part may
 import it."""
 
-PURE_DNS = frozenset({"zone", "lookup", "answer", "fastpath", "engine", "update", "zonefile"})
+PURE_DNS = frozenset(
+    {"zone", "lookup", "answer", "fastpath", "engine", "update", "zonefile", "notify"}
+)
 """Modules of `dns` that are pure: they may import the model and the store's types
 (`store.base`), never a store engine, the service layer or sockets."""
 

@@ -21,6 +21,9 @@
   client retries). Without services, UPDATE gets NOTIMP from the answer path. A worker
   process (`dns_workers` > 1) has its own follower, and handles the UPDATEs that reach
   its socket in a thread of its own, over its own services.
+- NOTIFY (RFC 1996) to the secondaries of the setting `notify`: the follower hands each
+  snapshot it swaps in to the notifier (`dns/notifier.py`), which runs on the event
+  loop of this process, started and stopped with the server (never in a worker).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from controparte.dns.engine import Engine
+from controparte.dns.notifier import Notifier, targets
 from controparte.dns.updater import Updater, is_update
 from controparte.dns.zone import Zone, load_zone
 from controparte.model import ZoneConfig
@@ -89,12 +93,21 @@ class Follower:
     the whole zone again after a gap or a replaced store, see `follow`) and swaps the
     engine's reference. It is the only thread that swaps, and each snapshot is built from
     the one served, so a snapshot never replaces a newer one. A failure is logged and
-    retried at the next look; the engine keeps serving its snapshot meanwhile."""
+    retried at the next look; the engine keeps serving its snapshot meanwhile.
+    `on_swap`, if given, is called on the thread with each snapshot swapped in (it must
+    not block)."""
 
-    def __init__(self, store: Store, engine: Engine, interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        interval: float,
+        on_swap: Callable[[Zone], None] | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.interval = interval
+        self.on_swap = on_swap
         self._wake = threading.Condition()
         self._poked = False
         self._stopping = False
@@ -166,6 +179,8 @@ class Follower:
         if newer is not zone:
             self.engine.swap(newer)
             log.debug("zone %s now at serial %d", zone.config.origin, newer.serial)
+            if self.on_swap is not None:
+                self.on_swap(newer)
         return newer
 
 
@@ -242,7 +257,16 @@ class DnsServer:
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
         self._tcp: asyncio.Server | None = None
-        self._follower = Follower(self.store, self.engine, settings.journal_poll_interval)
+        self.notifier: Notifier | None = None  # NOTIFY out (RFC 1996), in this process only
+        if settings.notify:
+            resolve = services.access.resolve_key if services is not None else None
+            self.notifier = Notifier(targets(settings.notify, resolve), settings.notify_source)
+        self._follower = Follower(
+            self.store,
+            self.engine,
+            settings.journal_poll_interval,
+            self.notifier.offer if self.notifier is not None else None,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._tcp_connections = 0
@@ -260,6 +284,8 @@ class DnsServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.notifier is not None:
+            await self.notifier.start(self.engine.zone)
         host = self.settings.dns.host
         self._udp = bind_udp(host, self.settings.dns.port)
         port = self.port
@@ -310,6 +336,8 @@ class DnsServer:
         for worker in self._workers:
             worker.terminate()
         await asyncio.to_thread(self._follower.stop, FOLLOWER_STOP_TIMEOUT)
+        if self.notifier is not None:
+            await self.notifier.stop()
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -341,8 +369,10 @@ class DnsServer:
         self._follower.poke()
 
     def metric_families(self) -> list[Family]:
-        """The DNS counters of this process and the serial it serves (`MetricsSource`)."""
+        """The DNS counters of this process, the serial it serves and its NOTIFYs
+        (`MetricsSource`)."""
         c = self.engine.counters
+        notify = self.notifier.metric_families() if self.notifier is not None else []
         return [
             counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
             counter(
@@ -361,6 +391,7 @@ class DnsServer:
                 c.internal_errors,
             ),
             gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
+            *notify,
         ]
 
     # -- UPDATE ------------------------------------------------------------------------
