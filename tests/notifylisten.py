@@ -48,18 +48,18 @@ Reply = Callable[[int, dns.message.Message, bytes], bytes | None]
 bytes) -> the answer, or None to stay silent."""
 
 
-def acknowledge(count: int, notify: dns.message.Message, wire: bytes) -> bytes:
+def acknowledge(_count: int, notify: dns.message.Message, _wire: bytes) -> bytes:
     """NOERROR, the question echoed, signed when the NOTIFY was (RFC 1996 4)."""
     return dns.message.make_response(notify).to_wire()
 
 
-def refuse(count: int, notify: dns.message.Message, wire: bytes) -> bytes:
+def refuse(_count: int, notify: dns.message.Message, _wire: bytes) -> bytes:
     response = dns.message.make_response(notify)
     response.set_rcode(dns.rcode.REFUSED)
     return response.to_wire()
 
 
-def bad_signature(count: int, notify: dns.message.Message, wire: bytes) -> bytes:
+def bad_signature(_count: int, _notify: dns.message.Message, wire: bytes) -> bytes:
     """NOTAUTH with TSIG error BADSIG, unsigned (RFC 8945 5.2.2): what a secondary
     whose secret differs answers."""
     bare = dns.message.from_wire(wire, keyring=False)
@@ -193,10 +193,10 @@ def reached(source: MetricsSource, name: str, value: float) -> Callable[[], bool
     return lambda: values(source.metric_families()).get(name, 0) >= value
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+async def until(check: Callable[[], bool], what: str, within: float = WAIT) -> None:
     """Poll `check` on the loop (which keeps running the notifier) until it holds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not in {timeout} s")
+            raise AssertionError(f"{what}: not in {within} s")
         await asyncio.sleep(0.01)

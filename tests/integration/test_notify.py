@@ -156,7 +156,7 @@ def test_a_burst_of_changes_is_coalesced(services: Services) -> None:
     (never an older one), the last one with the final serial."""
     with NotifyListener() as secondary:
 
-        async def scenario(server: DnsServer) -> None:
+        async def scenario(_server: DnsServer) -> None:
             start = await asyncio.to_thread(secondary.wait_for, lambda got: len(got) == 1)
             began = time.monotonic()
             last = 0

@@ -122,10 +122,10 @@ Policy = Callable[[int, Send], tuple[float, bytes] | None]
 
 
 def answers_after(delay: float, **how: object) -> Policy:
-    return lambda n, send: (delay, answer(send.wire, **how))  # type: ignore[arg-type]
+    return lambda _n, send: (delay, answer(send.wire, **how))  # type: ignore[arg-type]
 
 
-def silent(n: int, send: Send) -> None:
+def silent(_n: int, _send: Send) -> None:
     return None
 
 
@@ -320,8 +320,8 @@ def test_when_notifies_go_out(
     serials: list[int],
 ) -> None:
     done = run(policy, changes, end)
-    assert done.times() == pytest.approx(times)
-    assert done.serials() == serials
+    assert done.times() == pytest.approx(times), name
+    assert done.serials() == serials, name
 
 
 def test_a_late_answer_to_an_earlier_try_acknowledges_its_serial() -> None:

@@ -338,6 +338,15 @@ class DnsServer:
         await asyncio.to_thread(self._follower.stop, FOLLOWER_STOP_TIMEOUT)
         if self.notifier is not None:
             await self.notifier.stop()
+        await self._stop_sockets()
+        await self._stop_updates()
+        if self._udp is not None:
+            self._udp.close()
+        for worker in self._workers:
+            worker.join(2)
+
+    async def _stop_sockets(self) -> None:
+        """Stop accepting TCP and wake the UDP thread out of its receive, bounded."""
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -346,16 +355,15 @@ class DnsServer:
             _wake(self._udp)
             if self._udp_thread is not None:
                 await asyncio.to_thread(self._udp_thread.join, 2)
+
+    async def _stop_updates(self) -> None:
+        """Cancel the UPDATEs on their way and shut their executor down."""
         for task in list(self._update_tasks):
             task.cancel()
         if self._update_tasks:
             await asyncio.wait(self._update_tasks, timeout=5)
         if self._update_executor is not None:
             await asyncio.to_thread(self._update_executor.shutdown, True, cancel_futures=True)
-        if self._udp is not None:
-            self._udp.close()
-        for worker in self._workers:
-            worker.join(2)
 
     async def __aenter__(self) -> DnsServer:
         await self.start()
