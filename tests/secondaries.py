@@ -28,6 +28,8 @@ import os
 import re
 import secrets
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -40,6 +42,7 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -170,6 +173,123 @@ def axfr_records(
     ):
         found |= records(message.answer)
     return found
+
+
+class WireRr(NamedTuple):
+    """One record as it travels, for comparing large zones fast (`axfr_wire`): the
+    owner and the names inside the data uncompressed and in lower case."""
+
+    owner: bytes
+    rdtype: int
+    rdclass: int
+    ttl: int
+    rdata: bytes
+
+
+_SOA = int(dns.rdatatype.SOA)
+# Where the data of a type holds names (RFC 3597 section 4; SRV's is never compressed,
+# but reading it as a name costs nothing): bytes before the names, names, bytes after.
+_NAMES_IN_DATA = {
+    int(dns.rdatatype.NS): (0, 1),
+    int(dns.rdatatype.CNAME): (0, 1),
+    int(dns.rdatatype.PTR): (0, 1),
+    int(dns.rdatatype.SOA): (0, 2),
+    int(dns.rdatatype.MX): (2, 1),
+    int(dns.rdatatype.SRV): (6, 1),
+}
+
+
+def _wire_name(wire: bytes, offset: int) -> tuple[bytes, int]:
+    """The name at `offset` of the message `wire`, pointers followed, uncompressed and
+    in lower case (length bytes are below 64: `lower` leaves them alone); the offset
+    after it."""
+    parts: list[bytes] = []
+    after = -1
+    for _ in range(256):  # at most 127 labels, and as many pointers
+        length = wire[offset]
+        if length >= 0xC0:
+            after = offset + 2 if after < 0 else after
+            offset = (length & 0x3F) << 8 | wire[offset + 1]
+        elif length == 0:
+            parts.append(b"\0")
+            return b"".join(parts).lower(), offset + 1 if after < 0 else after
+        else:
+            parts.append(wire[offset : offset + length + 1])
+            offset += length + 1
+    raise ValueError(f"a name with a pointer loop at offset {offset}")
+
+
+def wire_records(wire: bytes) -> tuple[int, list[WireRr]]:
+    """The rcode and the answer records of the DNS message `wire`."""
+    rcode = wire[3] & 0x0F
+    questions, answers = struct.unpack_from("!HH", wire, 4)
+    offset = 12
+    for _ in range(questions):
+        offset = _wire_name(wire, offset)[1] + 4
+    found: list[WireRr] = []
+    for _ in range(answers):
+        owner, offset = _wire_name(wire, offset)
+        rdtype, rdclass, ttl, size = struct.unpack_from("!HHIH", wire, offset)
+        offset += 10
+        end = offset + size
+        where = _NAMES_IN_DATA.get(rdtype)
+        if where is None:
+            rdata = wire[offset:end]
+        else:
+            before, names = where
+            parts = [wire[offset : offset + before]]
+            at = offset + before
+            for _ in range(names):
+                name, at = _wire_name(wire, at)
+                parts.append(name)
+            parts.append(wire[at:end])
+            rdata = b"".join(parts)
+        found.append(WireRr(owner, rdtype, rdclass, ttl, rdata))
+        offset = end
+    return rcode, found
+
+
+def axfr_wire(
+    host: str, port: int, zone: str, key: TsigKey | None, timeout: float = XFR_TIMEOUT
+) -> set[WireRr]:
+    """The whole zone from HOST:`port` by AXFR over TCP (the request signed with `key`),
+    read without dnspython's objects: about twenty times faster than `axfr_records`, for
+    zones of many thousand installations. The answers' TSIG is not checked (the tests
+    of small zones do that). dns.xfr.TransferError when the server answers an error,
+    EOFError when the transfer ends before its last SOA."""
+    query = dns.message.make_query(zone, "AXFR")
+    if key is not None:
+        query.use_tsig(key.dns_key())
+    request = query.to_wire()
+    apex = dns.name.from_text(zone).to_digestable()  # uncompressed, lower case
+    found: set[WireRr] = set()
+    soas = 0
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("!H", len(request)) + request)
+        stream = sock.makefile("rb", buffering=1 << 20)
+        while soas < 2:  # the zone's SOA comes first and last
+            head = stream.read(2)
+            message = stream.read(struct.unpack("!H", head)[0]) if len(head) == 2 else b""
+            if not message:
+                raise EOFError(f"the transfer from {host}@{port} ended before its last SOA")
+            rcode, rrs = wire_records(message)
+            if rcode != dns.rcode.NOERROR:
+                raise dns.xfr.TransferError(rcode)  # type: ignore[no-untyped-call]
+            soas += sum(1 for rr in rrs if rr.rdtype == _SOA and rr.owner == apex)
+            found.update(rrs)
+    return found
+
+
+def wire_as_text(found: Iterable[WireRr]) -> set[Rr]:
+    """`WireRr`s as `Rr`s (to compare them with `axfr_records`, or to show them)."""
+    out: set[Rr] = set()
+    for rr in found:
+        owner = dns.name.from_wire(rr.owner, 0)[0]
+        rdtype = dns.rdatatype.RdataType(rr.rdtype)
+        rdclass = dns.rdataclass.RdataClass(rr.rdclass)
+        rdata = dns.rdata.from_wire(rdclass, rdtype, rr.rdata, 0, len(rr.rdata))
+        out.add(Rr(owner.to_text(), rr.ttl, dns.rdatatype.to_text(rdtype), str(rdata)))
+    return out
 
 
 def soa_serial(host: str, port: int, zone: str, timeout: float = QUERY_TIMEOUT) -> int | None:
@@ -351,6 +471,10 @@ class NameServer:
     def axfr(self, timeout: float = XFR_TIMEOUT) -> set[Rr]:
         """The whole zone out of this server (AXFR signed with its key)."""
         return axfr_records(self.host, self.port, self.zone, self.key, timeout)
+
+    def axfr_wire(self, timeout: float = XFR_TIMEOUT) -> set[WireRr]:
+        """The whole zone out of this server, fast (see `axfr_wire`)."""
+        return axfr_wire(self.host, self.port, self.zone, self.key, timeout)
 
     def control(self, *args: str, timeout: float = CONTROL_TIMEOUT) -> str:
         """Its control tool with `args` (see `control_argv`); the output. AssertionError

@@ -34,7 +34,9 @@ from tests.secondaries import (
     Secondary,
     TsigKey,
     axfr_records,
+    axfr_wire,
     exported,
+    wire_as_text,
     zone_file_records,
 )
 
@@ -132,6 +134,9 @@ def test_every_secondary_transfers_the_whole_zone(lab: Lab) -> None:
     for kind, secondary in lab.secondaries.items():
         assert secondary.serial() == serial, kind
         assert secondary.axfr() == expected, kind
+        # The fast reader (for large zones) reads the same records.
+        assert wire_as_text(secondary.axfr_wire()) == expected, kind
+    assert wire_as_text(axfr_wire(primary.host, primary.port, ZONE, primary.key)) == expected
 
 
 def test_a_change_reaches_every_secondary_by_notify_alone(lab: Lab) -> None:
@@ -189,6 +194,8 @@ def test_a_wrong_key_is_refused_and_every_secondary_keeps_its_zone(lab: Lab) -> 
     assert serial != before
     with pytest.raises(dns.exception.DNSException):
         axfr_records(primary.host, primary.port, ZONE, None)  # unsigned
+    with pytest.raises(dns.exception.DNSException):
+        axfr_wire(primary.host, primary.port, ZONE, None)
     with pytest.raises(dns.exception.DNSException):
         axfr_records(primary.host, primary.port, ZONE, lab.secondaries["nsd"].key)
 
