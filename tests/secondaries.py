@@ -420,13 +420,17 @@ class NameServer:
         except OSError:
             return ""
 
+    def log_lines(self, pattern: str) -> list[str]:
+        """The lines of its log the regular expression `pattern` matches, now."""
+        regex = re.compile(pattern)
+        return [line for line in self.log_text().splitlines() if regex.search(line)]
+
     def wait_log(self, pattern: str, count: int = 1, timeout: float = 20.0) -> list[str]:
         """Until the regular expression `pattern` matched `count` lines of the log (a
         positive barrier); the lines. AssertionError, with the log, on timeout."""
-        regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            found = [line for line in self.log_text().splitlines() if regex.search(line)]
+            found = self.log_lines(pattern)
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
