@@ -530,10 +530,12 @@ class Secondary(NameServer):
     `stop` and `start` (not across a `kill`), and serves it at once when started
     again; it asks the primary for news on a NOTIFY or a `refresh`.
 
-    `transferred` and `refresh_failed` match its log's line for a transfer that
-    completed (and is served) and for a refresh or transfer that failed (refused,
-    TSIG error, connection lost): barriers for the tests."""
+    `received`, `transferred` and `refresh_failed` match its log's line for a transfer
+    received whole (it may still be loading it), for one it serves, and for a refresh
+    or transfer that failed (refused, TSIG error, connection lost): barriers for the
+    tests."""
 
+    received: ClassVar[str]
     transferred: ClassVar[str]
     refresh_failed: ClassVar[str]
 
@@ -558,6 +560,7 @@ class NsdSecondary(Secondary):
 
     kind = "nsd"
     tool_name = "nsd"
+    received = r'xfrd: zone \S+ committed "received update'
     transferred = r"info: zone \S+ serial \d+ is updated to \d+"
     refresh_failed = r"error: xfrd: (zone \S+ .*(error|bad)|failed)"
 
@@ -685,6 +688,7 @@ class KnotSecondary(KnotServer, Secondary):
     """Knot as a secondary: the zone lives in its journal (`journal-content: all`, room
     for a zone of a million installations), never in a zone file."""
 
+    received = r"(AXFR|IXFR), incoming, .*finished"
     transferred = r"refresh, remote \S+, zone updated"
     refresh_failed = r"refresh, .*failed"
 
@@ -732,6 +736,7 @@ class BindSecondary(Secondary):
 
     kind = "bind"
     tool_name = "named"
+    received = r"Transfer completed:"
     transferred = r"Transfer completed:"
     refresh_failed = r"refresh: failure trying primary|Transfer status: (?!success)"
 
