@@ -38,7 +38,6 @@ table on stdout and JSON in bench/out/.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import io
@@ -49,10 +48,9 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,14 +72,16 @@ from common import (
     PerfRun,
     QuietGate,
     ServerProcess,
+    arguments,
     clean_env,
+    finish,
     free_port,
     machine,
     measured,
     memory,
     run_dnsperf,
     tool,
-    write_report,
+    working_directory,
 )
 from controparte.store import open_store
 from dns_bench import SETTINGS, export_zone, label_of, query_lines, write_lines, write_registry
@@ -210,23 +210,31 @@ def zone_records(zonefile: Path) -> int:
 
 
 @contextlib.contextmanager
+def in_background(work: Callable[[threading.Event], None]) -> Iterator[None]:
+    """`work(stop)` in a thread of its own while the block runs; `stop` is set when the
+    block ends, and the thread is waited for (XFR_TIMEOUT at most)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=work, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(XFR_TIMEOUT)
+
+
+@contextlib.contextmanager
 def peak_rss(pids: Sequence[int]) -> Iterator[list[float]]:
     """The highest Rss (MiB) of `pids` while the block runs, sampled every SAMPLE_S: the
     one item of the list yielded, filled in when the block ends."""
     peak = [memory(pids).rss_mib]
-    done = threading.Event()
 
-    def sample() -> None:
-        while not done.wait(SAMPLE_S):
+    def sample(stop: threading.Event) -> None:
+        while not stop.wait(SAMPLE_S):
             peak[0] = max(peak[0], memory(pids).rss_mib)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with in_background(sample):
         yield peak
-    finally:
-        done.set()
-        sampler.join()
 
 
 # -- the primaries --------------------------------------------------------------------------
@@ -311,6 +319,15 @@ def store_serial(data: Path) -> int:
         store.close()
 
 
+def serves(primary: Primary, key: TsigKey, figures: dict[str, Any]) -> bool:
+    """Does `primary` serve a signed AXFR? When not, why goes into `figures["error"]`."""
+    why = refused(primary.port, key)
+    if why is not None:
+        figures["error"] = f"{primary.name} does not serve the AXFR: {why}"
+        print(f"    {figures['error']}", flush=True)
+    return why is None
+
+
 # -- phases 1 and 2: AXFR, and DNS answers meanwhile -------------------------------------------
 
 
@@ -351,11 +368,10 @@ def axfr_runs(primary: Primary, key: TsigKey, expected: int, reps: int) -> dict[
 def back_to_back(primary: Primary, key: TsigKey, expected: int) -> Iterator[list[Transfer]]:
     """Transfers from `primary`, one after the other, while the block runs (in a thread
     of this process); the list of those done, filled in as they end."""
-    stop = threading.Event()
     done: list[Transfer] = []
     failures: list[str] = []
 
-    def loop() -> None:
+    def transfer(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 done.append(read_axfr(primary.port, key, expected))
@@ -363,13 +379,8 @@ def back_to_back(primary: Primary, key: TsigKey, expected: int) -> Iterator[list
                 failures.append(str(exc))
                 return
 
-    reader = threading.Thread(target=loop, daemon=True)
-    reader.start()
-    try:
+    with in_background(transfer):
         yield done
-    finally:
-        stop.set()
-        reader.join(XFR_TIMEOUT)
     if failures:
         raise TransferError(f"a transfer during the DNS load failed: {failures[0]}")
 
@@ -448,10 +459,7 @@ def transfers(profile: Profile, names: Sequence[str], work: Path, result: dict[s
                 else Controparte(data, key)
             )
             try:
-                why = refused(primary.port, key)
-                if why is not None:
-                    figures["error"] = f"{name} does not serve the AXFR: {why}"
-                    print(f"    {figures['error']}", flush=True)
+                if not serves(primary, key, figures):
                     continue
                 figures |= axfr_runs(primary, key, expected, profile.reps)
                 if size == biggest:
@@ -528,10 +536,7 @@ def propagation(profile: Profile, work: Path, result: dict[str, Any]) -> None:
     figures: dict[str, Any] = {"changes": profile.changes, "rate": profile.rate}
     result["propagation"] = figures
     try:
-        why = refused(primary.port, key)
-        if why is not None:
-            figures["error"] = f"controparte does not serve the AXFR: {why}"
-            print(f"    {figures['error']}", flush=True)
+        if not serves(primary, key, figures):
             return
         nsd.primary = (HOST, primary.port)
         nsd.start()
@@ -647,15 +652,10 @@ def errors(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small zones, few runs (smoke)")
+    description = __doc__.split("\n\n")[0] if __doc__ else None
+    parser = arguments(description, "small zones, few runs (smoke)")
     parser.add_argument(
         "--only", choices=("knot", "controparte"), help="one primary only (knot: no phase 3)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
-    parser.add_argument(
-        "--report", type=Path, metavar="JSON", help="print the table of an earlier run's JSON"
     )
     args = parser.parse_args(argv)
     if args.report is not None:
@@ -684,25 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sizes": {},
     }
     print(f"controparte transfer bench ({profile.name}) on {result['machine']}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="controparte-xfr-", dir=args.workdir))
-    try:
+    with working_directory("controparte-xfr-", args.workdir, args.keep) as work:
         transfers(profile, names, work, result)
         if "controparte" in names:
             GATE.phase(profile.quiet_budget)
             propagation(profile, work, result)
-    finally:
-        if args.keep:
-            print(f"working directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["duration_s"] = round(time.monotonic() - started, 1)
-    result["quiet_gate"] = asdict(GATE)
-    text, verdict = table(result)
-    result["targets"] = verdict
-    out = write_report(f"xfr-bench-{profile.name}", result)
-    print()
-    print(text)
-    print()
+    verdict, out = finish(f"xfr-bench-{profile.name}", result, started, GATE, table)
     failed = errors(result)
     print_verdict(verdict, failed)
     print(f"duration {result['duration_s']:.0f} s; JSON: {out.relative_to(ROOT)}")

@@ -53,6 +53,7 @@ import dns.zone
 from controparte.dns.zone import load_zone
 from controparte.dns.zonefile import zone_text
 from controparte.model.zone import ZoneConfig
+from controparte.service import Registry
 from controparte.settings import Settings
 from controparte.store import Store
 from tests.debtools import tool
@@ -84,6 +85,19 @@ def records(rrsets: Iterable[dns.rrset.RRset]) -> set[Rr]:
         for rrset in rrsets
         for rd in rrset
     }
+
+
+def add_installations(registry: Registry, prefix: str, count: int) -> None:
+    """`count` installations PREFIX-0, PREFIX-1, ... (the code is the label): an
+    address each, an IPv6 address every other one, a port three in four."""
+    for i in range(count):
+        registry.add(
+            f"{prefix}-{i}",
+            f"{prefix}-{i}",
+            ipv4=f"192.0.2.{i % 250 + 1}",
+            ipv6=f"2001:db8::{i + 1:x}" if i % 2 == 0 else None,
+            port=None if i % 4 == 3 else 4000 + i,
+        )
 
 
 def exported(store: Store, settings: Settings) -> tuple[int, str]:
@@ -327,7 +341,6 @@ class NameServer:
     (`configure`) and name the command (`argv`) and its control commands."""
 
     kind: ClassVar[str]  # "nsd", "knot", "bind": names the directory and the log
-    tool_name: ClassVar[str]  # the daemon, as tests/debtools.py names it
 
     def __init__(self, home: Path, zone: str, key: TsigKey | None) -> None:
         self.home = home
@@ -503,6 +516,16 @@ class NameServer:
         return path
 
 
+def _check_config(*argv: str) -> None:
+    """Run a server's configuration checker; AssertionError with what it says when it
+    refuses the configuration."""
+    check = subprocess.run(
+        argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
+    )
+    if check.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)}: {check.stdout}{check.stderr}")
+
+
 def _signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -559,7 +582,6 @@ class NsdSecondary(Secondary):
     controlled by `nsd-control` over a unix socket in `home`."""
 
     kind = "nsd"
-    tool_name = "nsd"
     received = r'xfrd: zone \S+ committed "received update'
     transferred = r"info: zone \S+ serial \d+ is updated to \d+"
     refresh_failed = r"error: xfrd: (zone \S+ .*(error|bad)|failed)"
@@ -602,15 +624,7 @@ remote-control:
 """,
             encoding="ascii",
         )
-        check = subprocess.run(
-            [tool("nsd-checkconf"), str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=CONTROL_TIMEOUT,
-            check=False,
-        )
-        if check.returncode != 0:
-            raise AssertionError(f"nsd-checkconf refuses {self.config}: {check.stderr}")
+        _check_config(tool("nsd-checkconf"), str(self.config))
 
     def argv(self) -> list[str]:
         return [tool("nsd"), "-d", "-c", str(self.config)]
@@ -639,7 +653,6 @@ class KnotServer(NameServer):
     the unix socket in `home`; its journal, timers and zone files under `home` too."""
 
     kind = "knot"
-    tool_name = "knotd"
 
     @property
     def config(self) -> Path:
@@ -670,18 +683,18 @@ database:
 
     def _write(self, text: str) -> None:
         self.config.write_text(text, encoding="ascii")
-        check = subprocess.run(
-            [tool("knotc"), "-c", str(self.config), "conf-check"],
-            capture_output=True,
-            text=True,
-            timeout=CONTROL_TIMEOUT,
-            check=False,
-        )
-        if check.returncode != 0:
-            raise AssertionError(f"knotc conf-check refuses {self.config}: {check.stderr}")
+        _check_config(tool("knotc"), "-c", str(self.config), "conf-check")
 
     def _key_line(self) -> str:
         return "" if self.key is None else f"    key: {self.key.name}\n"
+
+    def _acl(self, name: str, action: str) -> str:
+        """An acl entry: `action` allowed from 127.0.0.1, signed with the key if any."""
+        return f"  - id: {name}\n    address: 127.0.0.1\n{self._key_line()}    action: {action}\n"
+
+    def _template(self) -> str:
+        """Zone files and journals under `home` (not Knot's /var/lib/knot)."""
+        return f'template:\n  - id: default\n    storage: "{self.home}"\n'
 
 
 class KnotSecondary(KnotServer, Secondary):
@@ -700,16 +713,8 @@ class KnotSecondary(KnotServer, Secondary):
   - id: primary
     address: {host}@{port}
 {self._key_line()}acl:
-  - id: notify-from-primary
-    address: 127.0.0.1
-{self._key_line()}    action: notify
-  - id: transfer-to-tests
-    address: 127.0.0.1
-{self._key_line()}    action: transfer
-template:
-  - id: default
-    storage: "{self.home}"
-zone:
+{self._acl("notify-from-primary", "notify")}{self._acl("transfer-to-tests", "transfer")}\
+{self._template()}zone:
   - domain: {self.zone}
     master: primary
     acl: [notify-from-primary, transfer-to-tests]
@@ -735,7 +740,6 @@ class BindSecondary(Secondary):
     over TCP on a free port with a key of its own."""
 
     kind = "bind"
-    tool_name = "named"
     received = r"Transfer completed:"
     transferred = r"Transfer completed:"
     refresh_failed = r"refresh: failure trying primary|Transfer status: (?!success)"
@@ -840,13 +844,7 @@ class KnotPrimary(KnotServer):
             self._server_section()
             + (f"remote:\n{remotes}" if remotes else "")
             + f"""acl:
-  - id: transfer
-    address: 127.0.0.1
-{self._key_line()}    action: transfer
-template:
-  - id: default
-    storage: "{self.home}"
-zone:
+{self._acl("transfer", "transfer")}{self._template()}zone:
   - domain: {self.zone}
     file: "{self.zonefile}"
     acl: [transfer]

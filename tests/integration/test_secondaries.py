@@ -60,6 +60,7 @@ from tests.secondaries import (
     Rr,
     Secondary,
     TsigKey,
+    add_installations,
     axfr_records,
     axfr_wire,
     exported,
@@ -232,14 +233,7 @@ def seed_pools(registry: Registry) -> None:
     """Installations in pools, one per front end of the workload (each front end
     changes only its own), with A, some AAAA and some SRV records."""
     for front, count in SEED_POOLS.items():
-        for i in range(count):
-            registry.add(
-                f"{front}-{i}",
-                f"{front}-{i}",
-                ipv4=f"192.0.2.{i + 1}",
-                ipv6=f"2001:db8::{i + 1:x}" if i % 2 == 0 else None,
-                port=None if i % 4 == 3 else 4000 + i,
-            )
+        add_installations(registry, front, count)
 
 
 def transfer_key(server: ServerProcess, out: Path, name: str) -> TsigKey:
@@ -595,7 +589,7 @@ def test_a_secondary_down_while_the_journal_was_pruned_catches_up_by_a_full_tran
 ) -> None:
     deployment = deploy()
     missing = deployment.first_transfer()
-    old_serial, old = deployment.zone()
+    old_serial = deployment.settle()
     first = {kind: deployment.transfers(kind) for kind in deployment.secondaries}
     for secondary in deployment.secondaries.values():
         secondary.stop()
@@ -607,15 +601,16 @@ def test_a_secondary_down_while_the_journal_was_pruned_catches_up_by_a_full_tran
     with deployment.server.registry() as registry:
         assert registry.store.journal_reach(old_serial) is None  # pruned past it
     needs_transfers(missing)
-    for kind, secondary in deployment.secondaries.items():
+    # Each comes back with the zone it had (its serial now out of the journal's reach:
+    # tests/integration/test_secondaries_harness.py shows they keep it over a restart)
+    # and asks for what changed since: no refresh, no operator, controparte's NOTIFY
+    # retries bring each of them back, and the answer is the whole zone.
+    for secondary in deployment.secondaries.values():
         secondary.start()
-        assert secondary.wait_zone() == old_serial, kind  # kept over the restart
-        assert secondary.axfr() == old, kind
-    # No refresh, no operator: controparte's NOTIFY retries bring each of them back.
     deployment.assert_everywhere(timeout=CATCH_UP_TIMEOUT)
     for kind in deployment.secondaries:
         later = deployment.transfers(kind) - first[kind]
-        assert later["ixfr_axfr_style"] + later["axfr"] >= 1, (kind, later)
+        assert later["ixfr_axfr_style"] >= 1, (kind, later)
 
 
 def large_rows(count: int) -> Iterator[tuple[int, dict[str, object]]]:
@@ -649,8 +644,7 @@ def test_kill_9_during_a_large_transfer_keeps_the_last_complete_zone(deploy: Dep
     started = r"(AXFR|IXFR), incoming, .*started"
     knot_started = len(knot.log_lines(started))
     for secondary in secondaries.values():
-        secondary.start()
-        assert secondary.wait_zone() == kept_serial
+        secondary.start()  # its NOTIFY retries may reach it first: either way
         secondary.refresh()
     knot.wait_log(started, count=knot_started + 1, timeout=CHANGES_TIMEOUT)
     for pid in server.pids():  # frozen in the middle of the transfer to Knot

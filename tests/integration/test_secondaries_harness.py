@@ -33,6 +33,7 @@ from tests.secondaries import (
     Rr,
     Secondary,
     TsigKey,
+    add_installations,
     axfr_records,
     axfr_wire,
     exported,
@@ -79,22 +80,11 @@ class Lab:
         """One of every kind of change, each its own serial: an address, a port, a label
         renamed, an installation removed, one added."""
         registry = self.registry
-        registry.update("C-1", InstallationChange(ipv4=f"198.51.100.{round_}"))
-        registry.update("C-2", InstallationChange(port=5000 + round_))
-        registry.update("C-3", InstallationChange(label=f"renamed-{round_}"))
-        registry.remove(f"C-{10 + round_}")
+        registry.update("inst-1", InstallationChange(ipv4=f"198.51.100.{round_}"))
+        registry.update("inst-2", InstallationChange(port=5000 + round_))
+        registry.update("inst-3", InstallationChange(label=f"renamed-{round_}"))
+        registry.remove(f"inst-{10 + round_}")
         registry.add(f"NEW-{round_}", f"new-{round_}", ipv4="203.0.113.7", port=7000 + round_)
-
-
-def seed(registry: Registry) -> None:
-    for i in range(INSTALLATIONS):
-        registry.add(
-            f"C-{i}",
-            f"inst-{i}",
-            ipv4=f"192.0.2.{i + 1}",
-            ipv6=f"2001:db8::{i + 1:x}" if i % 2 == 0 else None,
-            port=None if i % 4 == 3 else 4000 + i,
-        )
 
 
 @pytest.fixture
@@ -122,7 +112,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         for secondary in secondaries.values():
             stack.callback(secondary.stop)
         registry = Registry(store, settings)
-        seed(registry)
+        add_installations(registry, "inst", INSTALLATIONS)
         yield Lab(registry, settings, zonefile, primary, secondaries)
 
 
