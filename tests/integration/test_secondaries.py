@@ -180,9 +180,9 @@ class Deployment:
                 assert secondary.axfr() == expected, kind
         return missing
 
-    def assert_everywhere(self, timeout: float = CHANGES_TIMEOUT) -> int:
+    def assert_everywhere(self, timeout: float = CHANGES_TIMEOUT) -> None:
         """Every secondary serves the store's serial and exactly its records, and so
-        does controparte's own AXFR; the serial."""
+        does controparte's own AXFR."""
         serial, expected = self.zone()
         for secondary in self.secondaries.values():
             secondary.wait_serial(serial, timeout=timeout)
@@ -192,7 +192,6 @@ class Deployment:
             theirs = secondary.axfr()
             missing, extra = sorted(expected - theirs)[:5], sorted(theirs - expected)[:5]
             assert theirs == expected, f"{kind}: missing {missing}, extra {extra}"
-        return serial
 
     # -- /metrics -------------------------------------------------------------------------
 
