@@ -44,7 +44,6 @@ with `Installation.create`, so they are values the registry itself would accept.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
@@ -57,7 +56,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -80,13 +78,15 @@ from common import (
     PerfRun,
     QuietGate,
     ServerProcess,
+    arguments,
     clean_env,
+    finish,
     free_port,
     machine,
     memory,
     run_dnsperf,
     tool,
-    write_report,
+    working_directory,
 )
 from controparte.model import Installation
 from controparte.store import open_store
@@ -994,14 +994,8 @@ def print_verdict(verdict: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small zone, short runs (smoke)")
-    parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
-    parser.add_argument(
-        "--report", type=Path, metavar="JSON", help="print the table of an earlier run's JSON"
-    )
-    args = parser.parse_args(argv)
+    description = __doc__.split("\n\n")[0] if __doc__ else None
+    args = arguments(description, "small zone, short runs (smoke)").parse_args(argv)
     if args.report is not None:
         text, verdict = table(json.loads(args.report.read_text(encoding="utf-8")))
         print(text)
@@ -1020,22 +1014,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     }
     print(f"controparte DNS bench ({profile.name}) on {result['machine']}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="controparte-bench-", dir=args.workdir))
-    try:
+    with working_directory("controparte-bench-", args.workdir, args.keep) as work:
         run(profile, work, result)
-    finally:
-        if args.keep:
-            print(f"working directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["duration_s"] = round(time.monotonic() - started, 1)
-    result["quiet_gate"] = asdict(GATE)
-    text, verdict = table(result)
-    result["targets"] = verdict
-    out = write_report(f"dns-bench-{profile.name}", result)
-    print()
-    print(text)
-    print()
+    verdict, out = finish(f"dns-bench-{profile.name}", result, started, GATE, table)
     print_verdict(verdict)
     print(
         f"\nother load: {GATE.repeated_runs} disturbed runs made again,"
