@@ -16,18 +16,21 @@ from pathlib import Path
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository: `tests`
 
+import argparse
 import contextlib
 import json
 import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tests import debtools
 from tests.processes import (
@@ -55,7 +58,9 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "QuietGate",
     "ServerProcess",
     "Throughput",
+    "arguments",
     "clean_env",
+    "finish",
     "free_port",
     "load_average",
     "machine",
@@ -65,6 +70,7 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "run_wrk",
     "tool",
     "udp_sockets_on",
+    "working_directory",
     "write_report",
 ]
 
@@ -425,3 +431,57 @@ def write_report(stem: str, result: object, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+# -- a bench's run ---------------------------------------------------------------------------
+
+
+def arguments(description: str | None, quick: str) -> argparse.ArgumentParser:
+    """The options every table-making bench takes (`quick` says what --quick runs); the
+    parser, for more."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="print the table of an earlier run's JSON"
+    )
+    return parser
+
+
+@contextlib.contextmanager
+def working_directory(prefix: str, parent: Path | None, keep: bool) -> Iterator[Path]:
+    """A new directory (in `parent`, else the system's temporary one), removed when the
+    block ends unless `keep`."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        if keep:
+            print(f"working directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+Verdict = TypeVar("Verdict")
+
+
+def finish(
+    stem: str,
+    result: dict[str, Any],
+    started: float,
+    gate: QuietGate,
+    table: Callable[[dict[str, Any]], tuple[str, Verdict]],
+) -> tuple[Verdict, Path]:
+    """The end of a run started at `started` (monotonic): its duration, the quiet gate's
+    account and the verdict go into `result`, which is written as JSON (`write_report`)
+    and printed as its table; the verdict and the JSON's path."""
+    result["duration_s"] = round(time.monotonic() - started, 1)
+    result["quiet_gate"] = asdict(gate)
+    text, verdict = table(result)
+    result["targets"] = verdict
+    out = write_report(stem, result)
+    print()
+    print(text)
+    print()
+    return verdict, out

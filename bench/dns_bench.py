@@ -44,7 +44,6 @@ with `Installation.create`, so they are values the registry itself would accept.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import json
@@ -57,10 +56,9 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,14 +78,16 @@ from common import (
     PerfRun,
     QuietGate,
     ServerProcess,
+    arguments,
     clean_env,
+    finish,
     free_port,
     machine,
     memory,
     run_dnsperf,
     tool,
     udp_sockets_on,
-    write_report,
+    working_directory,
 )
 from controparte.model import Installation
 from controparte.store import open_store
@@ -590,11 +590,20 @@ def perf_zone(profile: Profile, work: Path, result: dict[str, Any]) -> tuple[Pat
     return data, zonefile
 
 
+def servers_of(work: Path, data: Path, zonefile: Path, tag: str) -> dict[str, Server]:
+    """Knot over `zonefile`, and controparte with one and with two UDP processes over
+    the store in `data`: the three servers every measurement compares."""
+    return {
+        "knot": KnotServer(work, zonefile, tag),
+        "controparte-w1": ControparteServer(work, data, 1, tag),
+        "controparte-w2": ControparteServer(work, data, 2, tag),
+    }
+
+
 def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
     """Every server of the perf zone running at once (the idle ones cost nothing), each
     measurement taken on each server in turn, so that drift hits them all alike."""
     n = profile.perf_size
-    probe = label_of(1)
     data, zonefile = perf_zone(profile, work, result)
     queries = work / "queries.txt"
     write_lines(queries, query_lines(n, profile.query_lines, SEED, distinct=False))
@@ -602,22 +611,72 @@ def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
         work / "cold.txt", query_lines(n, profile.cold_lines, SEED + 1, distinct=True)
     )
     sample = query_lines(n, profile.sanity_queries, SEED + 2, distinct=True)
-    servers: dict[str, Server] = {
-        "knot": KnotServer(work, zonefile, "perf"),
-        "controparte-w1": ControparteServer(work, data, 1, "perf"),
-        "controparte-w2": ControparteServer(work, data, 2, "perf"),
-    }
-    per: dict[str, dict[str, Any]] = {name: {} for name in servers}
-    runs: dict[str, list[PerfRun]] = {name: [] for name in servers}
+    bench = ThroughputRuns(profile, servers_of(work, data, zonefile, "perf"), queries)
     with contextlib.ExitStack() as stack:
         print("== start-up, cold-cache CPU, answers check", flush=True)
         GATE.phase(profile.quiet_budget)
-        for name, server in servers.items():
+        bench.start(stack, label_of(1))
+        bench.cold_cpu(cold)
+        bench.check_answers(sample)
+        load = bench.load_grid(result)
+        bench.max_qps(load)
+        bench.zero_loss()
+        bench.cpu_per_answer()
+        bench.measure_memory("memory_loaded")
+    bench.summarise(result, n)
+
+
+@dataclass
+class ThroughputRuns:
+    """The phases of `throughput` over `servers`, all serving the perf zone: `per`
+    holds each server's figures, `runs` every dnsperf run made on it."""
+
+    profile: Profile
+    servers: dict[str, Server]
+    queries: Path  # the looped query file
+    per: dict[str, dict[str, Any]] = field(init=False)
+    runs: dict[str, list[PerfRun]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.per = {name: {} for name in self.servers}
+        self.runs = {name: [] for name in self.servers}
+
+    def record(self, name: str, run: PerfRun) -> PerfRun:
+        """`run`, made on the server `name`, kept with its runs."""
+        self.runs[name].append(run)
+        return run
+
+    def capped_run(self, name: str, *, what: str, seconds: int, rate: int, edns: bool) -> PerfRun:
+        """A run of the looped queries on the server `name` at `rate` (-Q), with the
+        client shape of every capped run, kept with its runs."""
+        run = dnsperf(
+            self.servers[name],
+            self.queries,
+            self.profile.capped,
+            what=what,
+            seconds=seconds,
+            rate=rate,
+            edns=edns,
+        )
+        return self.record(name, run)
+
+    def measure_memory(self, key: str) -> None:
+        """Every server's memory now, as its figure `key`."""
+        for name, server in self.servers.items():
+            self.per[name][key] = asdict(memory(server.pids()))
+
+    def start(self, stack: contextlib.ExitStack, probe: str) -> None:
+        """Start every server (stopped when `stack` closes): start-up time and memory."""
+        for name, server in self.servers.items():
             startup = stack.enter_context(serving(server, probe))
-            per[name]["startup"] = asdict(startup)
-            per[name]["memory_idle"] = asdict(memory(server.pids()))
+            self.per[name]["startup"] = asdict(startup)
+            self.per[name]["memory_idle"] = asdict(memory(server.pids()))
             print(f"   {name}: served after {startup.served_s:.2f} s", flush=True)
-        for name, server in servers.items():
+
+    def cold_cpu(self, cold: Path) -> None:
+        """CPU per answer on one pass of distinct queries (the answer cache cold)."""
+        profile = self.profile
+        for name, server in self.servers.items():
             cold_run = dnsperf(
                 server,
                 cold,
@@ -627,125 +686,143 @@ def throughput(profile: Profile, work: Path, result: dict[str, Any]) -> None:
                 rate=profile.cpu_rate,
                 repeatable=False,
             )
-            runs[name].append(cold_run)
-            per[name]["cpu_cold"] = round(cold_run.cpu_per_100k, 3)
+            self.record(name, cold_run)
+            self.per[name]["cpu_cold"] = round(cold_run.cpu_per_100k, 3)
+
+    def check_answers(self, sample: Sequence[str]) -> None:
+        """Every server answers `sample` as Knot does, plain and with EDNS."""
         for edns in (False, True):
-            reference = answers(servers["knot"].port, sample, edns=edns)
-            for name, server in servers.items():
+            reference = answers(self.servers["knot"].port, sample, edns=edns)
+            for name, server in self.servers.items():
                 got = answers(server.port, sample, edns=edns)
                 diffs = [
                     {"query": q, "knot": r, name: g}
                     for q, r, g in zip(sample, reference, got, strict=True)
                     if r != g
                 ]
-                per[name].setdefault("answers_check", {})[_mode(edns)] = {
+                self.per[name].setdefault("answers_check", {})[_mode(edns)] = {
                     "queries": len(sample),
                     "different": len(diffs),
                     "examples": diffs[:3],
                 }
                 if diffs:
                     print(f"   !! {name}: {len(diffs)} answers differ from Knot's: {diffs[0]}")
+
+    def load_grid(self, result: dict[str, Any]) -> Load:
+        """The grid of client loads; the load the max-qps runs use (`choose_load`)."""
+        profile = self.profile
         print("== load grid", flush=True)
         GATE.phase(profile.quiet_budget)
-        grid: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        grid: dict[str, list[dict[str, Any]]] = {name: [] for name in self.servers}
         for load in profile.grid:
-            for name, server in servers.items():
-                point = dnsperf(server, queries, load, what="grid", seconds=profile.grid_seconds)
-                runs[name].append(point)
+            for name, server in self.servers.items():
+                point = self.record(
+                    name,
+                    dnsperf(server, self.queries, load, what="grid", seconds=profile.grid_seconds),
+                )
                 grid[name].append({"load": str(load), "qps": point.qps, "lost": point.lost})
         load = choose_load(grid, profile.grid)
         result["grid"] = grid
         result["max_load"] = str(load)
+        return load
+
+    def max_qps(self, load: Load) -> None:
+        """A warm-up pass, then max qps at `load`, plain and EDNS, over a few runs."""
+        profile = self.profile
         print(f"== max qps at {load}: {profile.max_reps} x {profile.max_seconds} s", flush=True)
         GATE.phase(profile.quiet_budget)
-        for name, server in servers.items():
-            runs[name].append(
-                dnsperf(server, queries, load, what="warm-up", passes=1, repeatable=False)
+        for name, server in self.servers.items():
+            self.record(
+                name,
+                dnsperf(server, self.queries, load, what="warm-up", passes=1, repeatable=False),
             )
         for edns in (False, True):
-            tops: dict[str, list[PerfRun]] = {name: [] for name in servers}
+            tops: dict[str, list[PerfRun]] = {name: [] for name in self.servers}
             for _ in range(profile.max_reps):
-                for name, server in servers.items():
+                for name, server in self.servers.items():
                     top = dnsperf(
-                        server, queries, load, what="max", seconds=profile.max_seconds, edns=edns
+                        server,
+                        self.queries,
+                        load,
+                        what="max",
+                        seconds=profile.max_seconds,
+                        edns=edns,
                     )
-                    runs[name].append(top)
-                    tops[name].append(top)
+                    tops[name].append(self.record(name, top))
             for name, reps in tops.items():
-                mode = _mode(edns)
-                # The median of the runs other processes did not disturb, if any.
-                clean = [r for r in reps if GATE.undisturbed(r)]
-                per[name][f"max_qps_{mode}"] = statistics.median(r.qps for r in clean or reps)
-                per[name][f"max_qps_{mode}_runs"] = [r.qps for r in reps]
-                per[name][f"max_qps_{mode}_clean_runs"] = len(clean)
-                per[name][f"max_lost_{mode}"] = sum(r.lost for r in reps)
-                wall = sum(r.wall_s for r in reps)
-                per[name][f"max_server_cpu_share_{mode}"] = round(
-                    sum(r.server_cpu_s for r in reps) / wall, 2
-                )
-                per[name][f"max_client_cpu_share_{mode}"] = round(
-                    sum(r.client_cpu_s for r in reps) / wall, 2
-                )
+                self.per[name].update(_max_qps_figures(reps, _mode(edns)))
+
+    def zero_loss(self) -> None:
+        """The highest capped rate answered with 0 lost, by bisection from the max qps."""
+        profile = self.profile
         print("== highest rate with 0 lost (bisection)", flush=True)
         GATE.phase(profile.quiet_budget)
         for edns in (False, True):
             mode = _mode(edns)
             bounds = {
-                name: [0.4 * per[name][f"max_qps_{mode}"], 1.1 * per[name][f"max_qps_{mode}"]]
-                for name in servers
+                name: [0.4 * figures[f"max_qps_{mode}"], 1.1 * figures[f"max_qps_{mode}"]]
+                for name, figures in self.per.items()
             }
-            best: dict[str, int | None] = dict.fromkeys(servers)
+            best: dict[str, int | None] = dict.fromkeys(self.servers)
             for _ in range(profile.bisect_steps):
-                for name, server in servers.items():
+                for name in self.servers:
                     low, high = bounds[name]
                     rate = int(round((low + high) / 2, -2))
-                    step = dnsperf(
-                        server,
-                        queries,
-                        profile.capped,
-                        what="zero-loss",
-                        seconds=profile.bisect_seconds,
-                        rate=rate,
-                        edns=edns,
+                    step = self.capped_run(
+                        name, what="zero-loss", seconds=profile.bisect_seconds, rate=rate, edns=edns
                     )
-                    runs[name].append(step)
                     if step.lost == 0 and step.qps >= 0.98 * rate:
                         best[name] = rate
                         bounds[name][0] = rate
                     else:
                         bounds[name][1] = rate
-            for name in servers:
-                per[name][f"zero_loss_rate_{mode}"] = best[name]
+            for name in self.servers:
+                self.per[name][f"zero_loss_rate_{mode}"] = best[name]
+
+    def cpu_per_answer(self) -> None:
+        """Server CPU per answer at one capped rate, the same for every server."""
+        profile = self.profile
         print(f"== CPU per answer at {profile.cpu_rate:,} qps", flush=True)
         GATE.phase(profile.quiet_budget)
         for edns in (False, True):
-            for name, server in servers.items():
-                capped = dnsperf(
-                    server,
-                    queries,
-                    profile.capped,
-                    what="cpu",
-                    seconds=profile.cpu_seconds,
-                    rate=profile.cpu_rate,
-                    edns=edns,
+            for name in self.servers:
+                capped = self.capped_run(
+                    name, what="cpu", seconds=profile.cpu_seconds, rate=profile.cpu_rate, edns=edns
                 )
-                runs[name].append(capped)
-                per[name][f"cpu_{_mode(edns)}"] = round(capped.cpu_per_100k, 3)
-                per[name][f"cpu_lost_{_mode(edns)}"] = capped.lost
-        for name, server in servers.items():
-            per[name]["memory_loaded"] = asdict(memory(server.pids()))
-    for name in servers:
-        measured = [r for r in runs[name] if r.what != "warm-up"]
-        per[name]["other_cpu_share"] = round(
-            sum(r.foreign_cpu_s for r in measured) / sum(r.wall_s for r in measured), 3
-        )
-        per[name]["runs"] = [asdict(r) for r in runs[name]]
-    result["servers"] = per
-    result["sizes"] = {
-        str(n): {
-            name: {key: per[name][key] for key in ("startup", "memory_idle", "memory_loaded")}
-            for name in servers
+                self.per[name][f"cpu_{_mode(edns)}"] = round(capped.cpu_per_100k, 3)
+                self.per[name][f"cpu_lost_{_mode(edns)}"] = capped.lost
+
+    def summarise(self, result: dict[str, Any], n: int) -> None:
+        """Into `result`: each server's figures, its runs and the other load they saw,
+        and the start-up and memory figures at the perf zone's size `n`."""
+        per = self.per
+        for name, runs in self.runs.items():
+            measured = [r for r in runs if r.what != "warm-up"]
+            per[name]["other_cpu_share"] = round(
+                sum(r.foreign_cpu_s for r in measured) / sum(r.wall_s for r in measured), 3
+            )
+            per[name]["runs"] = [asdict(r) for r in runs]
+        result["servers"] = per
+        result["sizes"] = {
+            str(n): {
+                name: {key: per[name][key] for key in ("startup", "memory_idle", "memory_loaded")}
+                for name in self.servers
+            }
         }
+
+
+def _max_qps_figures(reps: Sequence[PerfRun], mode: str) -> dict[str, Any]:
+    """One server's max-qps figures in `mode` (plain or EDNS) from its runs `reps`."""
+    # The median of the runs other processes did not disturb, if any.
+    clean = [r for r in reps if GATE.undisturbed(r)]
+    wall = sum(r.wall_s for r in reps)
+    return {
+        f"max_qps_{mode}": statistics.median(r.qps for r in clean or reps),
+        f"max_qps_{mode}_runs": [r.qps for r in reps],
+        f"max_qps_{mode}_clean_runs": len(clean),
+        f"max_lost_{mode}": sum(r.lost for r in reps),
+        f"max_server_cpu_share_{mode}": round(sum(r.server_cpu_s for r in reps) / wall, 2),
+        f"max_client_cpu_share_{mode}": round(sum(r.client_cpu_s for r in reps) / wall, 2),
     }
 
 
@@ -765,11 +842,7 @@ def footprint(profile: Profile, work: Path, result: dict[str, Any]) -> None:
             work / f"fill-{big}.txt", query_lines(big, count, SEED + 3, distinct=True, only_a=True)
         )
         at: dict[str, Any] = {"registry_s": round(built, 1), "export_s": round(exported, 1)}
-        servers: dict[str, Server] = {
-            "knot": KnotServer(work, zonefile, str(big)),
-            "controparte-w1": ControparteServer(work, data, 1, str(big)),
-            "controparte-w2": ControparteServer(work, data, 2, str(big)),
-        }
+        servers = servers_of(work, data, zonefile, str(big))
         for name, server in servers.items():
             with serving(server, probe) as startup:
                 idle = memory(server.pids())
@@ -915,14 +988,8 @@ def print_verdict(verdict: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small zone, short runs (smoke)")
-    parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
-    parser.add_argument(
-        "--report", type=Path, metavar="JSON", help="print the table of an earlier run's JSON"
-    )
-    args = parser.parse_args(argv)
+    description = __doc__.split("\n\n")[0] if __doc__ else None
+    args = arguments(description, "small zone, short runs (smoke)").parse_args(argv)
     if args.report is not None:
         text, verdict = table(json.loads(args.report.read_text(encoding="utf-8")))
         print(text)
@@ -941,22 +1008,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     }
     print(f"controparte DNS bench ({profile.name}) on {result['machine']}", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="controparte-bench-", dir=args.workdir))
-    try:
+    with working_directory("controparte-bench-", args.workdir, args.keep) as work:
         run(profile, work, result)
-    finally:
-        if args.keep:
-            print(f"working directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    result["duration_s"] = round(time.monotonic() - started, 1)
-    result["quiet_gate"] = asdict(GATE)
-    text, verdict = table(result)
-    result["targets"] = verdict
-    out = write_report(f"dns-bench-{profile.name}", result)
-    print()
-    print(text)
-    print()
+    verdict, out = finish(f"dns-bench-{profile.name}", result, started, GATE, table)
     print_verdict(verdict)
     print(
         f"\nother load: {GATE.repeated_runs} disturbed runs made again,"

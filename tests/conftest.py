@@ -12,6 +12,15 @@ from tests.realserver import ServerProcess
 
 pytest_plugins = ("tests.clirunner",)
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "secondaries: starts real NSD, Knot and BIND secondaries (tests/secondaries.py);"
+        " select them with -m secondaries",
+    )
+
+
 StartServer = Callable[..., ServerProcess]
 
 

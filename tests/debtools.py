@@ -14,10 +14,16 @@ PACKAGES = {
     "dnsperf": "dnsperf",  # bench/dns_bench.py
     "ip": "iproute2",  # the network-namespace lab
     "kdig": "knot-dnsutils",
-    "knotd": "knot",  # bench/dns_bench.py
+    "knotc": "knot",  # tests/secondaries.py
+    "knotd": "knot",  # bench/dns_bench.py, tests/secondaries.py
+    "named": "bind9",  # tests/secondaries.py
     "named-checkzone": "bind9-utils",
     "nft": "nftables",
+    "nsd": "nsd",  # tests/secondaries.py
+    "nsd-checkconf": "nsd",
+    "nsd-control": "nsd",
     "nsupdate": "bind9-dnsutils",
+    "rndc": "bind9-utils",  # tests/secondaries.py
     "sysctl": "procps",  # the network-namespace lab's router
     "systemd-analyze": "systemd",  # docs/controparte-agent.service
     "wrk": "wrk",  # bench/heartbeat_bench.py

@@ -37,6 +37,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from controparte.dns.server import DnsServer
 from controparte.http.app import create_app
+from controparte.service.pruning import JournalPruner
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
 
@@ -155,6 +156,7 @@ class Service:
         self.settings = settings
         self.dns: DnsServer | None = None
         self.services: Services = open_services(settings, on_change=self._poke)
+        self.pruner = JournalPruner(self.services.store, settings)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.workers: list[multiprocessing.process.BaseProcess] = []
@@ -166,6 +168,7 @@ class Service:
     async def start(self) -> None:
         self.dns = DnsServer(self.settings, self.services.store, services=self.services)
         await self.dns.start()
+        self.pruner.start()
         self._http = _uvicorn(create_app(self.services, dns=self.dns))
         settings = self.settings
         sock = bind_http(settings.http.host, settings.http.port, shared=settings.http_workers > 1)
@@ -222,6 +225,7 @@ class Service:
         await self._stop_workers()
         if self.dns is not None:
             await self.dns.stop()
+        await asyncio.to_thread(self.pruner.stop)
         self.services.close()
 
     async def __aenter__(self) -> Service:

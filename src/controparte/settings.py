@@ -284,12 +284,26 @@ def setting(default: Any, parse: Parser) -> Any:
     return field(default=default, metadata={"parse": parse})
 
 
+def _keyed(parse: Callable[[str, object], Any]) -> Parser:
+    """A parser from one that needs no zone: (where from, the raw value) -> the value."""
+    return lambda key, value, _zone: parse(key, value)
+
+
+def _path(_key: str, value: object) -> Path:
+    return Path(str(value))
+
+
+def _optional_path(_key: str, value: object) -> Path | None:
+    """A path; empty text for none."""
+    return Path(str(value)) if str(value).strip() else None
+
+
 def _whole(low: int, high: int) -> Parser:
-    return lambda key, value, zone: _int(key, value, low, high)
+    return lambda key, value, _zone: _int(key, value, low, high)
 
 
 def _number(low: float, high: float) -> Parser:
-    return lambda key, value, zone: _float(key, value, low, high)
+    return lambda key, value, _zone: _float(key, value, low, high)
 
 
 _SECONDS_32 = _whole(0, 2**31 - 1)
@@ -297,11 +311,11 @@ _SECONDS_32 = _whole(0, 2**31 - 1)
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    data: Path = setting(Path("var"), lambda k, v, z: Path(str(v)))
-    zone: str = setting(DEFAULT_ZONE, lambda k, v, z: _absolute(k, str(v), "."))
+    data: Path = setting(Path("var"), _keyed(_path))
+    zone: str = setting(DEFAULT_ZONE, lambda k, v, _z: _absolute(k, str(v), "."))
     """Parsed first: relative names of the other settings are taken under it."""
-    dns: HostPort = setting(HostPort("127.0.0.1", 8053), lambda k, v, z: HostPort.parse(k, v))
-    http: HostPort = setting(HostPort("127.0.0.1", 8080), lambda k, v, z: HostPort.parse(k, v))
+    dns: HostPort = setting(HostPort("127.0.0.1", 8053), _keyed(HostPort.parse))
+    http: HostPort = setting(HostPort("127.0.0.1", 8080), _keyed(HostPort.parse))
     ttl: int = setting(60, _SECONDS_32)
     negative_ttl: int = setting(60, _SECONDS_32)
     ns: tuple[NameServer, ...] = setting((), _ns_list)
@@ -310,7 +324,7 @@ class Settings:
     soa_refresh: int = setting(3600, _SECONDS_32)
     soa_retry: int = setting(600, _SECONDS_32)
     soa_expire: int = setting(1_209_600, _SECONDS_32)
-    allow_non_global: bool = setting(False, lambda k, v, z: _bool(k, v))
+    allow_non_global: bool = setting(False, _keyed(_bool))
     edns_udp_size: int = setting(1232, _whole(512, 65535))
     tcp_idle_timeout: float = setting(10.0, _number(0.1, 3600))
     tcp_max_connections: int = setting(1024, _whole(1, 1_000_000))
@@ -322,8 +336,8 @@ class Settings:
     http_workers: int = setting(1, _whole(1, 64))
     """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
     (with DNS), each other one runs the HTTP app over services of its own."""
-    admin_token: str = setting("", lambda k, v, z: _admin_token(k, v))
-    trusted_proxies: tuple[str, ...] = setting((), lambda k, v, z: _networks(k, v))
+    admin_token: str = setting("", _keyed(_admin_token))
+    trusted_proxies: tuple[str, ...] = setting((), _keyed(_networks))
     stale_after: float = setting(900.0, _number(1, 365 * 86400))
     heartbeat_interval: float = setting(300.0, _number(1, 86400))
     journal_keep_entries: int = setting(1_000_000, _whole(0, 2**31 - 1))
@@ -332,14 +346,14 @@ class Settings:
     transfer."""
     journal_keep_age: float = setting(7 * 86400.0, _number(0, 10 * 365 * 86400))
     """Seconds a journal entry is kept at most (whichever limit comes first)."""
-    transfer_allow: tuple[TransferRule, ...] = setting((), lambda k, v, z: _transfer_rules(k, v))
+    transfer_allow: tuple[TransferRule, ...] = setting((), _keyed(_transfer_rules))
     """Who may transfer the zone (AXFR, IXFR); nobody by default (REFUSED)."""
-    notify: tuple[Secondary, ...] = setting((), lambda k, v, z: _secondaries(k, v))
+    notify: tuple[Secondary, ...] = setting((), _keyed(_secondaries))
     """Secondaries told of every new serial (RFC 1996 NOTIFY)."""
-    notify_source: str = setting("", lambda k, v, z: _address(k, v))
+    notify_source: str = setting("", _keyed(_address))
     """The address NOTIFYs leave from ("": the system's choice): secondaries match it
     against their list of primaries."""
-    features: Path | None = setting(None, lambda k, v, z: Path(str(v)) if str(v).strip() else None)
+    features: Path | None = setting(None, _keyed(_optional_path))
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""
 

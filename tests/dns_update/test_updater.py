@@ -422,7 +422,7 @@ def test_update_many_commits_together_under_one_serial(services: Services) -> No
 def test_update_many_is_all_or_nothing(services: Services) -> None:
     serial = services.store.serial()
 
-    def decide(reader: RegistryReader) -> tuple[None, dict[str, InstallationChange]]:
+    def decide(_reader: RegistryReader) -> tuple[None, dict[str, InstallationChange]]:
         return None, {
             "ALPHA-1": InstallationChange(ipv4="192.0.2.9"),
             "BETA-2": InstallationChange(ipv4="not an address"),

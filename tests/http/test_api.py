@@ -346,7 +346,7 @@ async def test_metrics_count_requests_updates_errors_and_dns(api: Api) -> None:
 async def test_an_unexpected_error_is_a_bare_500_and_counted(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(name: str) -> None:
+    def broken(_name: str) -> None:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(api.services.registry, "find", broken)

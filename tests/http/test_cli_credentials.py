@@ -82,7 +82,7 @@ def test_admin_token(run: Run, data: Path) -> None:
         services.close()
 
 
-def test_history(run: Run, data: Path) -> None:
+def test_history(run: Run) -> None:
     ok(run("installation", "add", "A-1", "--label", "alpha", "--ip", "192.0.2.1"))
     ok(run("installation", "update", "A-1", "--ip", "198.51.100.2", "--port", "4443"))
     ok(run("installation", "rotate-token", "A-1"))

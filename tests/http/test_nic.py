@@ -318,7 +318,7 @@ async def test_write_failures_answer_dnserr_or_911(
     line: str,
     kind: str,
 ) -> None:
-    def fail(*args: object, **kwargs: object) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
         raise error
 
     monkeypatch.setattr(api.services.registry, "write", fail)  # the one write step

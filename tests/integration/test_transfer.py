@@ -295,7 +295,7 @@ def test_a_key_allowed_from_one_prefix_only(server: ServerProcess, net_key: dns.
     ids=["wrong MAC, udp: BADSIG", "wrong MAC, tcp: BADSIG", "unknown key: BADKEY"],
 )
 def test_tsig_failures_are_notauth_unsigned(
-    server: ServerProcess, xfr_key: dns.tsig.Key, name: str, error: int, client: str, tcp: bool
+    server: ServerProcess, name: str, error: int, client: str, tcp: bool
 ) -> None:
     """RFC 8945 5.2: NOTAUTH with the TSIG error and an empty MAC; as the tools say."""
     forged = dns.tsig.Key(name, b"\x07" * 32)

@@ -71,89 +71,95 @@ def rules_of(flow: Flow, side: Role, action: Action) -> list[Rule]:
     return [r for r in flow.rules if r.side is side and r.action is action]
 
 
-# -- properties --------------------------------------------------------------------------
-
-
-@settings(max_examples=400)
-@given(a=parties("A-1"), b=parties("B-2"), feature=st.sampled_from(FEATURES))
-def test_the_seed_rules_hold_for_any_pair(a: Party, b: Party, feature: str) -> None:
-    chosen = CATALOG.feature(feature)
-    p = plan(a, b, chosen, CATALOG)
-    server = chosen.topology is not Topology.CLIENTS
+def assert_flows_of_topology(p: Plan, topology: Topology) -> None:
+    """Which flows: counted by direction, from whom, and who opens them."""
     flows = party_flows(p)
-
-    # Which flows: counted by direction, from whom, and who opens them.
     outbound = [f for f in flows if f.direction is Direction.OUTBOUND]
     returns = [f for f in flows if f.direction is Direction.RETURN]
-    if chosen.topology is Topology.CLIENTS:
+    if topology is Topology.CLIENTS:
         assert len(outbound) == 1 and returns == []
         assert outbound[0].origin is Initiator.CLIENTS
         assert (outbound[0].source, outbound[0].destination) == (Role.CALLER, Role.CALLEE)
-    elif chosen.topology is Topology.SERVER_ASYNC:
+        return
+    if topology is Topology.SERVER_ASYNC:
         assert [(f.source, f.destination) for f in outbound] == [(Role.CALLER, Role.CALLEE)]
         assert [(f.source, f.destination) for f in returns] == [(Role.CALLEE, Role.CALLER)]
     else:
         both = {(Role.CALLER, Role.CALLEE), (Role.CALLEE, Role.CALLER)}
         assert len(outbound) == 2 and {(f.source, f.destination) for f in outbound} == both
         assert len(returns) == 2 and {(f.source, f.destination) for f in returns} == both
-    if server:
-        assert all(f.origin is Initiator.SERVER for f in p.flows)
+    assert all(f.origin is Initiator.SERVER for f in p.flows)
 
-    for flow in flows:
-        src, dst = p.party(flow.source), p.party(flow.destination)
-        source_addresses = src.addresses if flow.origin is Initiator.SERVER else ()
-        # Rules sit where the seed puts them: egress at the source, the rest at the
-        # destination, and never on a Live side (the cloud's network is not ours).
-        for rule in flow.rules:
-            expected_side = flow.source if rule.action is Action.EGRESS else flow.destination
-            assert rule.side is expected_side
-            assert not p.party(rule.side).live
-            assert rule.origin is flow.origin
-        if src.live and dst.live:
-            assert flow.rules == ()
-        if dst.live:
-            # Reached on the Live range: the non-Live source may go out on all of it.
-            assert (flow.port_low, flow.port_high) == (LIVE.port_low, LIVE.port_high)
-            egress = rules_of(flow, flow.source, Action.EGRESS)
-            if src.live:
-                assert egress == []
-            else:
-                assert [(r.port_low, r.port_high, r.peer_addresses) for r in egress] == [
-                    (LIVE.port_low, LIVE.port_high, dst.addresses)
-                ]
-            assert rules_of(flow, flow.destination, Action.INBOUND) == []
-            assert rules_of(flow, flow.destination, Action.PORT_FORWARD) == []
-            assert bool(flow.blocked) == (not LIVE.in_range(dst.port))
-        elif dst.port is None:
-            # Nothing to forward to: blocked, with a fix, and no rule can be written.
-            assert flow.blocked and flow.fix
-            assert flow.rules == ()
-        else:
-            listening = dst.private_port or dst.port
-            forwards = rules_of(flow, flow.destination, Action.PORT_FORWARD)
-            inbound = rules_of(flow, flow.destination, Action.INBOUND)
-            assert [(r.port_low, r.port_high, r.to_port) for r in forwards] == [
-                (dst.port, dst.port, listening)
-            ]
-            assert [(r.port_low, r.port_high) for r in inbound] == [(listening, listening)]
-            assert [r.peer_addresses for r in forwards + inbound] == [source_addresses] * 2
-            egress = rules_of(flow, flow.source, Action.EGRESS)
-            if src.live:
-                assert egress == []
-                # Live servers dial only the Live range.
-                assert bool(flow.blocked) == (not LIVE.in_range(dst.port))
-            else:
-                assert [(r.port_low, r.port_high, r.peer_addresses) for r in egress] == [
-                    (dst.port, dst.port, dst.addresses)
-                ]
-                assert flow.blocked is None
-        if flow.blocked:
-            assert flow.fix
 
-    # 443 to every start-live host: exactly for a non-Live server that calls a Live one.
+def assert_rules_of_flow(p: Plan, flow: Flow) -> None:
+    """The rules of one flow between the two installations, as the seed puts them."""
+    src, dst = p.party(flow.source), p.party(flow.destination)
+    # Rules sit where the seed puts them: egress at the source, the rest at the
+    # destination, and never on a Live side (the cloud's network is not ours).
+    for rule in flow.rules:
+        expected_side = flow.source if rule.action is Action.EGRESS else flow.destination
+        assert rule.side is expected_side
+        assert not p.party(rule.side).live
+        assert rule.origin is flow.origin
+    if src.live and dst.live:
+        assert flow.rules == ()
+    if dst.live:
+        assert_reached_on_the_live_range(flow, src, dst)
+    elif dst.port is None:
+        # Nothing to forward to: blocked, with a fix, and no rule can be written.
+        assert flow.blocked and flow.fix
+        assert flow.rules == ()
+    else:
+        assert_forwarded(flow, src, dst)
+    if flow.blocked:
+        assert flow.fix
+
+
+def assert_reached_on_the_live_range(flow: Flow, src: Party, dst: Party) -> None:
+    """A Live destination: the non-Live source may go out on all of the Live range."""
+    assert (flow.port_low, flow.port_high) == (LIVE.port_low, LIVE.port_high)
+    egress = rules_of(flow, flow.source, Action.EGRESS)
+    if src.live:
+        assert egress == []
+    else:
+        assert [(r.port_low, r.port_high, r.peer_addresses) for r in egress] == [
+            (LIVE.port_low, LIVE.port_high, dst.addresses)
+        ]
+    assert rules_of(flow, flow.destination, Action.INBOUND) == []
+    assert rules_of(flow, flow.destination, Action.PORT_FORWARD) == []
+    assert bool(flow.blocked) == (not LIVE.in_range(dst.port))
+
+
+def assert_forwarded(flow: Flow, src: Party, dst: Party) -> None:
+    """A non-Live destination with a public port: forwarded to the listening port and
+    let in there, from the source's addresses when its server opens the connection."""
+    assert dst.port is not None
+    listening = dst.private_port or dst.port
+    source_addresses = src.addresses if flow.origin is Initiator.SERVER else ()
+    forwards = rules_of(flow, flow.destination, Action.PORT_FORWARD)
+    inbound = rules_of(flow, flow.destination, Action.INBOUND)
+    assert [(r.port_low, r.port_high, r.to_port) for r in forwards] == [
+        (dst.port, dst.port, listening)
+    ]
+    assert [(r.port_low, r.port_high) for r in inbound] == [(listening, listening)]
+    assert [r.peer_addresses for r in forwards + inbound] == [source_addresses] * 2
+    egress = rules_of(flow, flow.source, Action.EGRESS)
+    if src.live:
+        assert egress == []
+        # Live servers dial only the Live range.
+        assert bool(flow.blocked) == (not LIVE.in_range(dst.port))
+    else:
+        assert [(r.port_low, r.port_high, r.peer_addresses) for r in egress] == [
+            (dst.port, dst.port, dst.addresses)
+        ]
+        assert flow.blocked is None
+
+
+def assert_start_live_flows(p: Plan, server: bool) -> None:
+    """443 to every start-live host: exactly for a non-Live server that calls a Live one."""
     expected_starts = {
         (p.party(f.source).code, host)
-        for f in flows
+        for f in party_flows(p)
         if server and p.party(f.destination).live and not p.party(f.source).live
         for host in LIVE.start_live_hosts
     }
@@ -167,6 +173,19 @@ def test_the_seed_rules_hold_for_any_pair(a: Party, b: Party, feature: str) -> N
         assert rule.names == (flow.host,)
         assert flow.blocked is None
 
+
+# -- properties --------------------------------------------------------------------------
+
+
+@settings(max_examples=400)
+@given(a=parties("A-1"), b=parties("B-2"), feature=st.sampled_from(FEATURES))
+def test_the_seed_rules_hold_for_any_pair(a: Party, b: Party, feature: str) -> None:
+    chosen = CATALOG.feature(feature)
+    p = plan(a, b, chosen, CATALOG)
+    assert_flows_of_topology(p, chosen.topology)
+    for flow in party_flows(p):
+        assert_rules_of_flow(p, flow)
+    assert_start_live_flows(p, server=chosen.topology is not Topology.CLIENTS)
     # Flows are listed once each.
     assert len({f.id for f in p.flows}) == len(p.flows)
 

@@ -68,10 +68,10 @@ def transfers(store: Store | None = None) -> Transfers:
 
 
 class _NoJournal:
-    def journal_reach(self, serial: int) -> int | None:
+    def journal_reach(self, _serial: int) -> int | None:
         return None
 
-    def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
+    def journal_since(self, _seq: int, _limit: int = 10_000) -> list[JournalEntry]:
         return []
 
 

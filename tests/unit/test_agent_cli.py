@@ -52,7 +52,7 @@ def test_agent_listen_refuses_a_bad_code(tmp_path: Path) -> None:
     assert result.output.startswith("error: code: must be 1-64 characters")
 
 
-def test_doctor_with_an_unreachable_service_is_one_line(tmp_path: Path) -> None:
+def test_doctor_with_an_unreachable_service_is_one_line() -> None:
     result = CliRunner().invoke(
         app,
         ["doctor", "--from", "ACME-0001", "--to", "studio", "--feature", "einvoice",

@@ -260,7 +260,7 @@ def test_client_sends_the_beat() -> None:
 
 
 def test_client_reads_retry_after() -> None:
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(_request: httpx.Request) -> httpx.Response:
         return httpx.Response(429, headers={"Retry-After": "30"}, json={"detail": "slow down"})
 
     with client(httpx.MockTransport(handle)) as c:
@@ -269,7 +269,7 @@ def test_client_reads_retry_after() -> None:
 
 
 def test_client_does_not_follow_redirects() -> None:
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(_request: httpx.Request) -> httpx.Response:
         return httpx.Response(301, headers={"Location": "https://elsewhere.example.test/"})
 
     with client(httpx.MockTransport(handle)) as c:
@@ -287,7 +287,7 @@ def test_client_does_not_follow_redirects() -> None:
     ],
 )
 def test_client_turns_network_errors_into_retries(error: Exception, words: str) -> None:
-    def handle(request: httpx.Request) -> httpx.Response:
+    def handle(_request: httpx.Request) -> httpx.Response:
         raise error
 
     with client(httpx.MockTransport(handle)) as c:

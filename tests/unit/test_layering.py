@@ -37,7 +37,18 @@ ALLOWED: dict[str, frozenset[str]] = {
 import it."""
 
 PURE_DNS = frozenset(
-    {"zone", "lookup", "answer", "fastpath", "engine", "update", "zonefile", "xfrwire", "ixfr"}
+    {
+        "zone",
+        "lookup",
+        "answer",
+        "fastpath",
+        "engine",
+        "update",
+        "zonefile",
+        "notify",
+        "xfrwire",
+        "ixfr",
+    }
 )
 """Modules of `dns` that are pure: they may import the model and the store's types
 (`store.base`), never a store engine, the service layer or sockets."""

@@ -176,7 +176,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def config(store: Store, tmp_path: Path) -> ZoneConfig:
+def config(tmp_path: Path) -> ZoneConfig:
     return ZoneConfig.from_settings(
         load_settings(env={"CONTROPARTE_DATA": str(tmp_path), "CONTROPARTE_NS": "ns1=192.0.2.53"})
     )

@@ -41,6 +41,8 @@ SCHEMA = "controparte.doctor/1"
 
 
 class Status(enum.StrEnum):
+    """How a flow's check came out (UNTESTED: not tested, or not fully; the check says why)."""
+
     PASSED = "passed"
     FAILED = "failed"
     UNTESTED = "untested"
@@ -196,6 +198,8 @@ class FlowCheck:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
+    """What `doctor` found for `plan`, seen from the side `here`: a check per flow."""
+
     plan: Plan
     here: Role
     checks: tuple[FlowCheck, ...]

@@ -30,12 +30,16 @@ _OPCODE_BITS = 0x78  # in the third header byte
 
 @dataclass(frozen=True, slots=True)
 class Current:
+    """The snapshot served now and its fast path: swapped together, in one assignment."""
+
     zone: Zone
     fast: FastPath
 
 
 @dataclass(slots=True)
 class Counters:
+    """Queries received, and how each was answered (for metrics)."""
+
     queries: int = 0
     cache_hits: int = 0
     fast: int = 0

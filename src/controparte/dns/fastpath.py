@@ -109,7 +109,7 @@ class FastPath:
         self._zone.soa_cache[zoneoff] = rr
         return rr
 
-    def answer(self, wire: bytes, tcp: bool) -> bytes | None:
+    def answer(self, wire: bytes, tcp: bool) -> bytes | None:  # noqa: C901 - hot path: one function on purpose, see docs/PERFORMANCE.md
         """The response, or None when the general path must answer."""
         size = len(wire)
         if size < 17 or wire[2] & 0xF8 or wire[4:10] != _COUNTS_QUERY:

@@ -32,6 +32,9 @@
   the UDP thread keep being served; then the connection reads its next request
   (RFC 5936 4.1, RFC 7766). A worker process serves those that reach its UDP socket in
   its hand-off thread (with keys only when it has services).
+- NOTIFY (RFC 1996) to the secondaries of the setting `notify`: the follower hands each
+  snapshot it swaps in to the notifier (`dns/notifier.py`), which runs on the event
+  loop of this process, started and stopped with the server (never in a worker).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from controparte.dns.engine import Engine
+from controparte.dns.notifier import Notifier, targets
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
@@ -113,12 +117,21 @@ class Follower:
     the whole zone again after a gap or a replaced store, see `follow`) and swaps the
     engine's reference. It is the only thread that swaps, and each snapshot is built from
     the one served, so a snapshot never replaces a newer one. A failure is logged and
-    retried at the next look; the engine keeps serving its snapshot meanwhile."""
+    retried at the next look; the engine keeps serving its snapshot meanwhile.
+    `on_swap`, if given, is called on the thread with each snapshot swapped in (it must
+    not block)."""
 
-    def __init__(self, store: Store, engine: Engine, interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        interval: float,
+        on_swap: Callable[[Zone], None] | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.interval = interval
+        self.on_swap = on_swap
         self._wake = threading.Condition()
         self._poked = False
         self._stopping = False
@@ -190,6 +203,8 @@ class Follower:
         if newer is not zone:
             self.engine.swap(newer)
             log.debug("zone %s now at serial %d", zone.config.origin, newer.serial)
+            if self.on_swap is not None:
+                self.on_swap(newer)
         return newer
 
 
@@ -265,7 +280,16 @@ class DnsServer:
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
         self._tcp: asyncio.Server | None = None
-        self._follower = Follower(self.store, self.engine, settings.journal_poll_interval)
+        self.notifier: Notifier | None = None  # NOTIFY out (RFC 1996), in this process only
+        if settings.notify:
+            resolve = services.access.resolve_key if services is not None else None
+            self.notifier = Notifier(targets(settings.notify, resolve), settings.notify_source)
+        self._follower = Follower(
+            self.store,
+            self.engine,
+            settings.journal_poll_interval,
+            self.notifier.offer if self.notifier is not None else None,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._tcp_connections = 0
@@ -287,6 +311,8 @@ class DnsServer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.notifier is not None:
+            await self.notifier.start(self.engine.zone)
         host = self.settings.dns.host
         self._udp = bind_udp(host, self.settings.dns.port)
         port = self.port
@@ -336,6 +362,17 @@ class DnsServer:
         for worker in self._workers:
             worker.terminate()
         await asyncio.to_thread(self._follower.stop, FOLLOWER_STOP_TIMEOUT)
+        if self.notifier is not None:
+            await self.notifier.stop()
+        await self._stop_sockets()
+        await self._stop_hand_offs()
+        if self._udp is not None:
+            self._udp.close()
+        for worker in self._workers:
+            worker.join(2)
+
+    async def _stop_sockets(self) -> None:
+        """Stop accepting TCP and wake the UDP thread out of its receive, bounded."""
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -344,6 +381,10 @@ class DnsServer:
             _wake(self._udp)
             if self._udp_thread is not None:
                 await asyncio.to_thread(self._udp_thread.join, 2)
+
+    async def _stop_hand_offs(self) -> None:
+        """Cancel what the UDP thread handed off (UPDATEs, transfers, signed requests)
+        on its way and shut the executors down."""
         for task in list(self._hand_off_tasks):
             task.cancel()
         if self._hand_off_tasks:
@@ -351,10 +392,6 @@ class DnsServer:
         for executor in (self._update_executor, self._transfer_executor):
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
-        if self._udp is not None:
-            self._udp.close()
-        for worker in self._workers:
-            worker.join(2)
 
     async def __aenter__(self) -> DnsServer:
         await self.start()
@@ -368,8 +405,10 @@ class DnsServer:
         self._follower.poke()
 
     def metric_families(self) -> list[Family]:
-        """The DNS counters of this process and the serial it serves (`MetricsSource`)."""
+        """The DNS counters of this process, the serial it serves and its NOTIFYs
+        (`MetricsSource`)."""
         c = self.engine.counters
+        notify = self.notifier.metric_families() if self.notifier is not None else []
         return [
             counter("controparte_dns_queries_total", "DNS queries received.", c.queries),
             counter(
@@ -389,6 +428,7 @@ class DnsServer:
             ),
             gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
             *transfer_families(self.transfers),
+            *notify,
         ]
 
     # -- hand-offs: UPDATE, transfers, signed requests ----------------------------------
@@ -462,7 +502,7 @@ class DnsServer:
         return await asyncio.get_running_loop().run_in_executor(self._transfer_executor, respond)
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, wire: bytes, peer: str, timeout: float
+        self, writer: asyncio.StreamWriter, wire: bytes, peer: str, drain_within: float
     ) -> None:
         """Answer a keyed request over TCP: its messages made here one at a time, each
         written and drained, then a pause that gives the UDP thread its share of the
@@ -481,7 +521,7 @@ class DnsServer:
                 return
             made = time.perf_counter() - started
             writer.write(len(message).to_bytes(2, "big") + message)
-            await asyncio.wait_for(writer.drain(), timeout)
+            await asyncio.wait_for(writer.drain(), drain_within)
             now = time.perf_counter()
             rate = (counters.queries - queries) / max(now - since, 1e-6)
             queries, since = counters.queries, now
@@ -536,7 +576,7 @@ def _address(writer: asyncio.StreamWriter) -> str:
     return str(peer[0]) if peer else "-"
 
 
-def _no_key(name: object) -> ResolvedKey | None:
+def _no_key(_name: object) -> ResolvedKey | None:
     return None
 
 

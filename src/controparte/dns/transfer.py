@@ -92,9 +92,9 @@ class Kind(enum.StrEnum):
 class Journal(Protocol):
     """The part of the store an IXFR reads (`store.base.Store` has it)."""
 
-    def journal_reach(self, serial: int) -> int | None: ...
+    def journal_reach(self, serial: int, /) -> int | None: ...
 
-    def journal_since(self, seq: int, limit: int = ...) -> Sequence[JournalEntry]: ...
+    def journal_since(self, seq: int, limit: int = ..., /) -> Sequence[JournalEntry]: ...
 
 
 def is_keyed(wire: bytes, *, tcp: bool) -> bool:
@@ -227,40 +227,42 @@ class Transfers:
     def _respond(self, wire: bytes, peer: str, zone: Zone, tcp: bool) -> Iterator[bytes]:
         if len(wire) < 12 or wire[2] & 0x80:
             return iter(())
+        asked = self._read(wire, peer, zone)
+        if not isinstance(asked, _Asked):
+            return asked
+        if asked.verified is not None and asked.verified.role is not KeyRole.TRANSFER:
+            return self._refused(asked, "update_key")
+        if not self.policy.allows(asked.key, peer):
+            return self._refused(asked, "not_allowed")
+        if not asked.is_transfer:
+            return _one(asked.answered(tcp=tcp))  # a signed query (or its error)
+        return self._transfer(asked, tcp)
+
+    def _read(self, wire: bytes, peer: str, zone: Zone) -> _Asked | Iterator[bytes]:
+        """The request, its TSIG verified when it has one; or the answer to a request
+        that is malformed or fails TSIG."""
         try:
             request = dns.message.from_wire(wire, keyring=False)
         except PARSE_ERRORS:
             return self._refuse("formerr", header_only(wire, Rcode.FORMERR), peer, None)
-        verified: Verified | None = None
-        if request.had_tsig:
-            checked = self.tsig.verify(request, wire)
-            if isinstance(checked, Rejected):
-                reason = checked.outcome.lower()
-                return self._refuse(reason, checked.response, peer, request.keyname)
-            verified, request = checked, checked.message
-        asked = _Asked(request, verified, peer, zone)
-        if verified is not None and verified.role is not KeyRole.TRANSFER:
-            return self._refused(asked, "update_key")
-        if not self.policy.allows(None if verified is None else verified.name, peer):
-            return self._refused(asked, "not_allowed")
-        question = request.question[0] if len(request.question) == 1 else None
-        if (
-            question is None
-            or request.opcode() != dns.opcode.QUERY
-            or question.rdtype not in (_AXFR, _IXFR)
-            or request.edns > 0
-        ):
-            response = respond(zone, request, tcp=tcp)  # a signed query (or its error)
-            if verified is not None:
-                sign_response(response, verified)
-            return _one(render(response, size_limit(request, zone, tcp=tcp)))
+        if not request.had_tsig:
+            return _Asked(request, None, peer, zone)
+        checked = self.tsig.verify(request, wire)
+        if isinstance(checked, Rejected):
+            reason = checked.outcome.lower()
+            return self._refuse(reason, checked.response, peer, request.keyname)
+        return _Asked(checked.message, checked, peer, zone)
+
+    def _transfer(self, asked: _Asked, tcp: bool) -> Iterator[bytes]:
+        """An AXFR or IXFR from someone allowed."""
+        zone, question = asked.zone, asked.message.question[0]
         if question.name != zone.config.origin or question.rdclass != dns.rdataclass.IN:
             return self._refused(asked, "notauth", Rcode.NOTAUTH)
         if question.rdtype == _AXFR:
             if not tcp:
                 return self._refused(asked, "axfr_over_udp")
             return self._done(messages(asked.head(), axfr_chunks(zone)), Kind.AXFR, asked)
-        serial = _client_serial(request)
+        serial = _client_serial(asked.message)
         if serial is None:
             return self._refused(asked, "formerr", Rcode.FORMERR)
         return self._ixfr(asked, serial, tcp)
@@ -334,11 +336,9 @@ class Transfers:
         """`rcode` with the question, signed when the request was."""
         response = response_to(asked.message, asked.zone)
         response.set_rcode(rcode)
-        verified = asked.verified
-        if verified is not None:
-            sign_response(response, verified)
-        key = None if verified is None else verified.name
-        return self._refuse(reason, response.to_wire(), asked.peer, key)
+        if asked.verified is not None:
+            sign_response(response, asked.verified)
+        return self._refuse(reason, response.to_wire(), asked.peer, asked.key)
 
     def _refuse(
         self, reason: str, response: bytes | None, peer: str, key: dns.name.Name | None
@@ -357,6 +357,29 @@ class _Asked:
     verified: Verified | None
     peer: str
     zone: Zone
+
+    @property
+    def key(self) -> dns.name.Name | None:
+        """The key that signed the request (None: unsigned)."""
+        return None if self.verified is None else self.verified.name
+
+    @property
+    def is_transfer(self) -> bool:
+        """An AXFR or IXFR query (one question, EDNS version 0 or none)."""
+        message = self.message
+        return (
+            len(message.question) == 1
+            and message.opcode() == dns.opcode.QUERY
+            and message.question[0].rdtype in (_AXFR, _IXFR)
+            and message.edns <= 0
+        )
+
+    def answered(self, *, tcp: bool) -> bytes:
+        """The general path's answer (`answer.respond`), signed when the request was."""
+        response = respond(self.zone, self.message, tcp=tcp)
+        if self.verified is not None:
+            sign_response(response, self.verified)
+        return render(response, size_limit(self.message, self.zone, tcp=tcp))
 
     @property
     def who(self) -> str:

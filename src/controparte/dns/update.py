@@ -56,7 +56,7 @@ from dns.rcode import Rcode
 from dns.rdataclass import RdataClass
 from dns.rdatatype import RdataType
 
-from controparte.dns.zone import SRV_LABELS, Zone
+from controparte.dns.zone import SRV_LABELS, Zone, ZoneRRset
 from controparte.errors import MalformedError, ValidationError
 from controparte.model import InstallationChange
 from controparte.model.installation import (
@@ -235,19 +235,8 @@ def _check_prerequisites(request: UpdateRequest, ctx: UpdateContext) -> None:
         relative = _relative(rr.name, origin)
         if relative is None:
             raise _Stop(Rcode.NOTZONE, f"prerequisite {rr.name} is outside the zone")
-        found = zone.rrsets_at(relative)
-        if rr.rdclass == RdataClass.ANY:
-            if rr.rdtype == RdataType.ANY:
-                if not found:
-                    raise _Stop(Rcode.NXDOMAIN, f"{rr.name} is not in use")
-            elif not any(r.rdtype == rr.rdtype for r in found or ()):
-                raise _Stop(Rcode.NXRRSET, f"no {_type(rr.rdtype)} RRset at {rr.name}")
-        elif rr.rdclass == RdataClass.NONE:
-            if rr.rdtype == RdataType.ANY:
-                if found:
-                    raise _Stop(Rcode.YXDOMAIN, f"{rr.name} is in use")
-            elif any(r.rdtype == rr.rdtype for r in found or ()):
-                raise _Stop(Rcode.YXRRSET, f"{_type(rr.rdtype)} RRset exists at {rr.name}")
+        if rr.rdclass in (RdataClass.ANY, RdataClass.NONE):
+            _check_in_use(rr, zone.rrsets_at(relative))
         elif rr.rdclass == request.zone_class and rr.rdata is not None:
             wanted.setdefault((relative, rr.rdtype), set()).add(rr.rdata)
         else:
@@ -258,6 +247,23 @@ def _check_prerequisites(request: UpdateRequest, ctx: UpdateContext) -> None:
         if have != rdatas:
             name = dns.name.Name((*relative, *origin.labels))
             raise _Stop(Rcode.NXRRSET, f"the {_type(rdtype)} RRset at {name} differs")
+
+
+def _check_in_use(rr: Record, found: list[ZoneRRset] | None) -> None:
+    """A prerequisite of class ANY (the name or RRset is in use) or NONE (it is not)
+    against the RRsets `found` at its name (RFC 2136 3.2.5); raises _Stop when it
+    fails."""
+    if rr.rdclass == RdataClass.ANY:
+        if rr.rdtype == RdataType.ANY:
+            if not found:
+                raise _Stop(Rcode.NXDOMAIN, f"{rr.name} is not in use")
+        elif not any(r.rdtype == rr.rdtype for r in found or ()):
+            raise _Stop(Rcode.NXRRSET, f"no {_type(rr.rdtype)} RRset at {rr.name}")
+    elif rr.rdtype == RdataType.ANY:
+        if found:
+            raise _Stop(Rcode.YXDOMAIN, f"{rr.name} is in use")
+    elif any(r.rdtype == rr.rdtype for r in found or ()):
+        raise _Stop(Rcode.YXRRSET, f"{_type(rr.rdtype)} RRset exists at {rr.name}")
 
 
 def _prescan(request: UpdateRequest, origin: dns.name.Name) -> None:
@@ -304,40 +310,63 @@ def _apply(request: UpdateRequest, ctx: UpdateContext) -> dict[str, Installation
     before: dict[bytes, _Values] = {}
     after: dict[bytes, _Values] = {}
     for rr in request.updates:
-        relative = _relative(rr.name, origin) or ()
-        if len(relative) == 1:
-            label, service = relative[0], False
-        elif len(relative) == 3 and relative[:2] == SRV_LABELS:
-            label, service = relative[2], True
-        else:
-            raise _Stop(Rcode.REFUSED, f"{rr.name} is not an installation's name")
-        if label not in ctx.installations:
-            raise _Stop(Rcode.REFUSED, f"{rr.name} is not an installation's name")
-        if ctx.allowed is not None and label not in ctx.allowed:
-            raise _Stop(Rcode.REFUSED, f"{rr.name} belongs to another installation")
-        types = _SERVICE_TYPES if service else _ADDRESS_TYPES
-        if rr.rdtype not in types and not (
-            rr.rdtype == RdataType.ANY and rr.rdclass == RdataClass.ANY
-        ):
-            raise _Stop(Rcode.REFUSED, f"{_type(rr.rdtype)} records cannot change at {rr.name}")
+        label, service = _permitted(rr, ctx)
         if label not in after:
             before[label] = _values_of(zone, label)
             after[label] = list(before[label])
-        values = after[label]
         target = dns.name.Name((label, *origin.labels))
-        if rr.rdclass == RdataClass.ANY:
-            if rr.rdtype == RdataType.ANY:
-                cleared = (2,) if service else (0, 1)
-            else:
-                cleared = (_slot(rr.rdtype),)
-            for slot in cleared:
-                values[slot] = None
-        elif rr.rdclass == RdataClass.NONE:
-            slot = _slot(rr.rdtype)
-            if _holds(values[slot], rr.rdata, target):
-                values[slot] = None
+        _update(after[label], rr, service, target, ctx)
+    return _changes(before, after, ctx.installations)
+
+
+def _permitted(rr: Record, ctx: UpdateContext) -> tuple[bytes, bool]:
+    """The label of the installation an update RR changes, and whether it is at the
+    SRV name; _Stop(REFUSED) when it is no installation's name, the key may not change
+    that installation, or the RR's type cannot change at that name (RFC 2136 3.3)."""
+    relative = _relative(rr.name, ctx.zone.config.origin) or ()
+    if len(relative) == 1:
+        label, service = relative[0], False
+    elif len(relative) == 3 and relative[:2] == SRV_LABELS:
+        label, service = relative[2], True
+    else:
+        raise _Stop(Rcode.REFUSED, f"{rr.name} is not an installation's name")
+    if label not in ctx.installations:
+        raise _Stop(Rcode.REFUSED, f"{rr.name} is not an installation's name")
+    if ctx.allowed is not None and label not in ctx.allowed:
+        raise _Stop(Rcode.REFUSED, f"{rr.name} belongs to another installation")
+    types = _SERVICE_TYPES if service else _ADDRESS_TYPES
+    if rr.rdtype not in types and not (rr.rdtype == RdataType.ANY and rr.rdclass == RdataClass.ANY):
+        raise _Stop(Rcode.REFUSED, f"{_type(rr.rdtype)} records cannot change at {rr.name}")
+    return label, service
+
+
+def _update(
+    values: _Values, rr: Record, service: bool, target: dns.name.Name, ctx: UpdateContext
+) -> None:
+    """One update RR (RFC 2136 3.4.2, with this module's deviations) on the `values` of
+    the installation served at `target`; `service`: the RR is at its SRV name."""
+    if rr.rdclass == RdataClass.ANY:
+        if rr.rdtype == RdataType.ANY:
+            cleared = (2,) if service else (0, 1)
         else:
-            values[_slot(rr.rdtype)] = _value(rr, target, ctx)
+            cleared = (_slot(rr.rdtype),)
+        for slot in cleared:
+            values[slot] = None
+    elif rr.rdclass == RdataClass.NONE:
+        slot = _slot(rr.rdtype)
+        if _holds(values[slot], rr.rdata, target):
+            values[slot] = None
+    else:
+        values[_slot(rr.rdtype)] = _value(rr, target, ctx)
+
+
+def _changes(
+    before: Mapping[bytes, _Values],
+    after: Mapping[bytes, _Values],
+    installations: Mapping[bytes, str],
+) -> dict[str, InstallationChange]:
+    """By code, the change from `before` to `after` of each installation whose values
+    differ: the fields that differ ("" clears one), the others None."""
     changes = {}
     for label, values in after.items():
         old = before[label]
@@ -347,7 +376,7 @@ def _apply(request: UpdateRequest, ctx: UpdateContext) -> dict[str, Installation
         ]
         if any(f is not None for f in fields):
             ipv4, ipv6, port = fields
-            changes[ctx.installations[label]] = InstallationChange(
+            changes[installations[label]] = InstallationChange(
                 ipv4=None if ipv4 is None else str(ipv4),
                 ipv6=None if ipv6 is None else str(ipv6),
                 port=port,

@@ -99,15 +99,10 @@ class Updater:
             return self._unparsed(wire, peer, Rcode.FORMERR)
         if request.opcode() != dns.opcode.UPDATE:
             return self._unparsed(wire, peer, Rcode.NOTIMP)
-        if not request.had_tsig or request.keyname is None:
-            self._log(peer, None, "REFUSED", "the update is not signed (TSIG)")
-            return UpdateResult(unsigned_response(request, Rcode.REFUSED))
-        key_name = request.keyname
-        checked = self.tsig.verify(request, wire)
-        if isinstance(checked, Rejected):
-            self._log(peer, key_name, checked.outcome, checked.reason, warn=checked.warn)
-            return UpdateResult(checked.response)
-        verified, resolved = checked.message, checked.key
+        signed = self._authenticate(wire, request, peer)
+        if isinstance(signed, UpdateResult):
+            return signed
+        verified, resolved, key_name = signed
         try:
             parsed = parse_request(wire)
         except MalformedError as exc:
@@ -124,6 +119,21 @@ class Updater:
         response.set_rcode(plan.rcode)
         changed = plan.rcode == Rcode.NOERROR and bool(plan.changes)
         return UpdateResult(response.to_wire(), changed)
+
+    def _authenticate(
+        self, wire: bytes, request: dns.message.Message, peer: str
+    ) -> tuple[dns.message.Message, ResolvedKey, dns.name.Name] | UpdateResult:
+        """The request verified with its key, the key and its name; or, when TSIG
+        fails (see the module), the response to send."""
+        if not request.had_tsig or request.keyname is None:
+            self._log(peer, None, "REFUSED", "the update is not signed (TSIG)")
+            return UpdateResult(unsigned_response(request, Rcode.REFUSED))
+        key_name = request.keyname
+        checked = self.tsig.verify(request, wire)
+        if isinstance(checked, Rejected):
+            self._log(peer, key_name, checked.outcome, checked.reason, warn=checked.warn)
+            return UpdateResult(checked.response)
+        return checked.message, checked.key, key_name
 
     def _write(
         self,

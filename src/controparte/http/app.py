@@ -143,12 +143,12 @@ def create_api(ctx: Context) -> FastAPI:
         return Response(exposition(collect(ctx)), media_type=CONTENT_TYPE)
 
     @app.exception_handler(ControparteError)
-    async def service_error(request: Request, exc: Exception) -> Response:
+    async def service_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ControparteError)
         return error_reply(exc, metrics, services.throttle.block).response()
 
     @app.exception_handler(RequestValidationError)
-    async def request_invalid(request: Request, exc: Exception) -> Response:
+    async def request_invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         error = invalid_request(exc.errors())
         return error_reply(error, metrics, services.throttle.block).response()

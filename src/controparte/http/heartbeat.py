@@ -201,7 +201,7 @@ class HeartbeatShell:
         self.ctx = ctx
         self.route = RouteName(PATH)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - hot path: one function on purpose, see docs/PERFORMANCE.md
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
             await self.app(scope, receive, send)
             return

@@ -34,22 +34,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from controparte.errors import BadAddressError, ControparteError, response_for
+from controparte.http import dyndns2
 from controparte.http.clientaddr import Client
 from controparte.http.context import Context
-from controparte.http.dyndns2 import (
-    MAX_HOSTNAMES,
-    Addresses,
-    Code,
-    Decision,
-    badip_line,
-    basic_credentials,
-    body,
-    decide,
-    hostname_label,
-    requested_addresses,
-    source_addresses,
-    split_hostnames,
-)
+from controparte.http.dyndns2 import Code
 from controparte.http.metrics import DYNDNS2_RESULTS, ERRORS
 from controparte.model import InstallationChange
 from controparte.service.registry import RegistryReader
@@ -83,40 +71,42 @@ class _Updater:
         gate = self.ctx.gate
         try:
             gate.guard(client)
-            credentials = basic_credentials(request.headers.get("authorization"))
+            credentials = dyndns2.basic_credentials(request.headers.get("authorization"))
             if credentials is None:
                 log.info("dyndns2 request from %s without Basic credentials", client.key)
                 return [Code.BADAUTH]
             account = gate.account(*credentials, client)
         except ControparteError as exc:  # RateLimitedError: abuse; AuthError: badauth
             return [response_for(exc).dyndns2]
-        hostnames = split_hostnames(hostname)
+        hostnames = dyndns2.split_hostnames(hostname)
         if not hostnames:
             return [Code.NOTFQDN]
-        if len(hostnames) > MAX_HOSTNAMES:
+        if len(hostnames) > dyndns2.MAX_HOSTNAMES:
             return [Code.NUMHOST]
         allow = self.services.settings.allow_non_global
         try:
-            target = requested_addresses(myip, myipv4, myipv6, allow_non_global=allow)
+            target = dyndns2.requested_addresses(myip, myipv4, myipv6, allow_non_global=allow)
             if target is None:
                 if client.address is None:
                     raise BadAddressError(
                         client.bad_hop or client.peer, "the forwarded client address"
                     )
-                target = source_addresses(client.address, allow_non_global=allow)
+                target = dyndns2.source_addresses(client.address, allow_non_global=allow)
         except BadAddressError as bad:
             log.info("dyndns2 update of %s from %s refused: %s", account.code, client.key, bad)
-            return [badip_line(bad)]
+            return [dyndns2.badip_line(bad)]
         return [self._one(account.code, name, target, client) for name in hostnames]
 
-    def _one(self, code: str, hostname: str, target: Addresses, client: Client) -> str:
+    def _one(self, code: str, hostname: str, target: dyndns2.Addresses, client: Client) -> str:
         """The answer line for one hostname of account `code`."""
-        label = hostname_label(hostname, self.services.settings.zone)
+        label = dyndns2.hostname_label(hostname, self.services.settings.zone)
         if isinstance(label, Code):
             return label
 
-        def within(reader: RegistryReader) -> tuple[Decision, Mapping[str, InstallationChange]]:
-            decision = decide(reader.get(code), label, target)
+        def within(
+            reader: RegistryReader,
+        ) -> tuple[dyndns2.Decision, Mapping[str, InstallationChange]]:
+            decision = dyndns2.decide(reader.get(code), label, target)
             return decision, {} if decision.change is None else {code: decision.change}
 
         try:
@@ -188,4 +178,4 @@ def _respond(
         ctx.metrics.inc(DYNDNS2_RESULTS, code=line.split(" ", 1)[0])
     first = Code(lines[0].split(" ", 1)[0])
     headers = {"WWW-Authenticate": CHALLENGE} if first is Code.BADAUTH else None
-    return PlainTextResponse(body(lines), status_code=first.http_status, headers=headers)
+    return PlainTextResponse(dyndns2.body(lines), status_code=first.http_status, headers=headers)

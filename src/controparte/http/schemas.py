@@ -65,8 +65,9 @@ class InstallationPatch(BaseModel):
         )
 
 
-class InstallationOut(BaseModel):
-    """An installation as the registry holds it, with `fqdn` and `stale` added."""
+class _Published(BaseModel):
+    """The fields DNS publishes about an installation, first in every body that
+    describes one (`InstallationOut`, `ResolveOut`)."""
 
     code: str
     label: str
@@ -75,6 +76,11 @@ class InstallationOut(BaseModel):
     ip: str | None
     ipv6: str | None
     port: int | None
+
+
+class InstallationOut(_Published):
+    """An installation as the registry holds it, with `fqdn` and `stale` added."""
+
     created: datetime
     updated: datetime
     last_seen: datetime | None
@@ -151,16 +157,9 @@ class HeartbeatOut(BaseModel):
     heartbeat_interval: float = Field(description="Seconds between heartbeats, advised")
 
 
-class ResolveOut(BaseModel):
+class ResolveOut(_Published):
     """What DNS publishes about one installation (no credentials, no private port)."""
 
-    code: str
-    label: str
-    fqdn: str
-    kind: str
-    ip: str | None
-    ipv6: str | None
-    port: int | None
     last_seen: datetime | None
     stale: bool
 

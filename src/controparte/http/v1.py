@@ -140,16 +140,25 @@ def _origin(principal: Principal, client: Client) -> Origin:
     return Origin(actor=principal.actor, via="api", source=client.key)
 
 
-router = APIRouter(prefix="/v1", responses=_ERRORS)
+def _routes(tag: str) -> APIRouter:
+    """The routes of one group of the OpenAPI document: under /v1, tagged `tag`, with
+    the error answers every route may give. Each route holds its full path (the
+    request metrics count it under that)."""
+    return APIRouter(prefix="/v1", tags=[tag], responses=_ERRORS)
+
+
+installation_routes = _routes("installations")
+heartbeat_routes = _routes("heartbeat")
+resolve_routes = _routes("resolve")
+link_routes = _routes("links")
+plan_routes = _routes("plans")
 
 # -- management ---------------------------------------------------------------------------
 
 
-@router.post(
+@installation_routes.post(
     "/installations",
     status_code=201,
-    response_model=InstallationCreated,
-    tags=["installations"],
     summary="Register an installation (admin); its token is in the answer, once",
 )
 def create_installation(
@@ -170,14 +179,12 @@ def create_installation(
     return InstallationCreated(**ctx.out(inst).model_dump(), token=token)
 
 
-@router.get(
+@installation_routes.get(
     "/installations",
-    response_model=InstallationList,
-    tags=["installations"],
     summary="List installations by code (admin)",
+    dependencies=[Depends(admin)],
 )
 def list_installations(
-    principal: Admin,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -191,20 +198,17 @@ def list_installations(
     )
 
 
-@router.get(
+@installation_routes.get(
     "/installations/{code}",
-    response_model=InstallationOut,
-    tags=["installations"],
     summary="One installation (admin, or the installation itself)",
+    dependencies=[Depends(admin_or_itself)],
 )
-def get_installation(code: str, principal: AdminOrItself, ctx: Ctx) -> InstallationOut:
+def get_installation(code: str, ctx: Ctx) -> InstallationOut:
     return ctx.out(ctx.services.registry.get(code))
 
 
-@router.patch(
+@installation_routes.patch(
     "/installations/{code}",
-    response_model=InstallationOut,
-    tags=["installations"],
     summary="Change fields (admin); null clears ip, ipv6 or port",
 )
 def patch_installation(
@@ -215,11 +219,10 @@ def patch_installation(
     return ctx.out(inst)
 
 
-@router.delete(
+@installation_routes.delete(
     "/installations/{code}",
     status_code=204,
     response_class=Response,
-    tags=["installations"],
     summary="Remove an installation (admin): its names leave the zone",
 )
 def delete_installation(code: str, principal: AdminFor, client: ClientDep, ctx: Ctx) -> Response:
@@ -227,10 +230,8 @@ def delete_installation(code: str, principal: AdminFor, client: ClientDep, ctx: 
     return Response(status_code=204)
 
 
-@router.post(
+@installation_routes.post(
     "/installations/{code}/token",
-    response_model=TokenOut,
-    tags=["installations"],
     summary="Replace the installation's token (admin, or the installation itself)",
 )
 def rotate_token(code: str, principal: AdminOrItself, client: ClientDep, ctx: Ctx) -> TokenOut:
@@ -240,10 +241,8 @@ def rotate_token(code: str, principal: AdminOrItself, client: ClientDep, ctx: Ct
     return TokenOut(code=canonical, token=token)
 
 
-@router.get(
+@installation_routes.get(
     "/installations/{code}/history",
-    response_model=HistoryOut,
-    tags=["installations"],
     summary="The audit history (admin, or the installation itself)",
 )
 def history(code: str, principal: AdminOrItself, ctx: Ctx) -> HistoryOut:
@@ -271,10 +270,9 @@ HEARTBEAT_BODY: dict[str, Any] = {
 itself (`http/heartbeat.py`); `create_app` adds the `HeartbeatIn` schema."""
 
 
-@router.post(
+@heartbeat_routes.post(
     "/installations/{code}/heartbeat",
     response_model=HeartbeatOut,
-    tags=["heartbeat"],
     summary="I am alive, on this public port: the address is where this comes from",
     dependencies=[Depends(_bearer)],
     openapi_extra=HEARTBEAT_BODY,
@@ -297,10 +295,8 @@ async def heartbeat(code: str, request: Request, ctx: Ctx) -> Response:
 # -- probe --------------------------------------------------------------------------------
 
 
-@router.post(
+@heartbeat_routes.post(
     "/installations/{code}/probe",
-    response_model=ProbeOut,
-    tags=["heartbeat"],
     summary="Dial my registered public address and port from outside, and say what"
     " answered (the installation, from that address; one probe per few seconds)",
     responses={429: {"model": ErrorOut, "description": "Probed too recently: see Retry-After"}},
@@ -321,10 +317,8 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
 # -- resolution ---------------------------------------------------------------------------
 
 
-@router.get(
+@resolve_routes.get(
     "/resolve/{name}",
-    response_model=ResolveOut,
-    tags=["resolve"],
     summary="Resolve a code, label or <label>.<zone> (no credentials: DNS publishes it)",
 )
 def resolve(name: str, ctx: Ctx) -> ResolveOut:
@@ -340,10 +334,8 @@ def _link_out(link: Link) -> LinkOut:
     return LinkOut(a=link.a, b=link.b, feature=link.feature, created=link.created)
 
 
-@router.get(
+@link_routes.get(
     "/links",
-    response_model=LinkList,
-    tags=["links"],
     summary="Links, or those of one installation (admin; an installation: its own)",
 )
 def list_links(
@@ -364,11 +356,9 @@ def list_links(
     return LinkList(links=[_link_out(link) for link in ctx.services.links.list(code)])
 
 
-@router.post(
+@link_routes.post(
     "/links",
-    response_model=LinksAdded,
     status_code=201,
-    tags=["links"],
     summary="Link caller a to callee b for features (admin); 200 when all were there",
 )
 def create_links(
@@ -386,10 +376,8 @@ def create_links(
     )
 
 
-@router.delete(
+@link_routes.delete(
     "/links/{a}/{b}",
-    response_model=LinkList,
-    tags=["links"],
     summary="Remove the links from a to b, or only `feature`'s (admin); the links removed",
 )
 def delete_links(
@@ -409,10 +397,9 @@ def delete_links(
 PlanFormat = Literal["json", "nftables", "iptables", "windows"]
 
 
-@router.get(
+@plan_routes.get(
     "/plan",
     response_model=PlanOut,
-    tags=["plans"],
     summary="What must be open for caller to use feature with callee (admin, or either end)",
     responses={
         200: {
@@ -447,3 +434,9 @@ def get_plan(
         return PlanOut.model_validate(plan_dict(found, role))
     text = render_rules(found, role or PlanRole.CALLER, fmt)
     return PlainTextResponse(text)
+
+
+router = APIRouter()
+"""Every route above, by group, in this order."""
+for routes in (installation_routes, heartbeat_routes, resolve_routes, link_routes, plan_routes):
+    router.include_router(routes)

@@ -22,6 +22,8 @@ from controparte.model.link import FEATURE_ID_RE
 
 
 class Topology(enum.StrEnum):
+    """Who connects to whom for a feature (see `features.toml`)."""
+
     SERVER_ASYNC = "server-async"
     SERVER_BOTH = "server-both"
     CLIENTS = "clients"
@@ -29,6 +31,8 @@ class Topology(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Feature:
+    """One feature of the catalog: its id (as links name it), name and topology."""
+
     id: str
     name: str
     topology: Topology
@@ -40,6 +44,9 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
+    """The catalog's `[live]` table: the Live gateways' port range and the start-live
+    broker (its port and host names)."""
+
     port_low: int
     port_high: int
     start_live_port: int
@@ -67,6 +74,8 @@ class LiveSettings:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """The Live settings and the features by id, as loaded and validated."""
+
     live: LiveSettings
     features: dict[str, Feature]
 
@@ -100,7 +109,13 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    live = data.get("live")
+    return Catalog(
+        _live_settings(data.get("live"), source), _features(data.get("features"), source)
+    )
+
+
+def _live_settings(live: Any, source: str) -> LiveSettings:
+    """The `[live]` table: the Live port range and the start-live hosts and port."""
     if not isinstance(live, dict):
         raise ConfigError(f"{source}: a [live] table is required")
     port_range = live.get("port_range")
@@ -116,16 +131,19 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
     for host in hosts:
         if len(host) > 253 or not _HOST_RE.fullmatch(host.lower().rstrip(".")):
             raise ConfigError(f"{source}: live.start_live_hosts: {host!r} is not a host name")
-    settings = LiveSettings(
+    return LiveSettings(
         low,
         high,
         _port(f"{source}: live.start_live_port", live.get("start_live_port", 443)),
         tuple(h.lower().rstrip(".") for h in hosts),
     )
-    features: dict[str, Feature] = {}
-    table = data.get("features")
+
+
+def _features(table: Any, source: str) -> dict[str, Feature]:
+    """The `[features]` table: each feature's id, name and topology."""
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{source}: a [features] table with at least one feature is required")
+    features: dict[str, Feature] = {}
     for feature_id, entry in table.items():
         if not FEATURE_ID_RE.fullmatch(feature_id):
             raise ConfigError(
@@ -142,7 +160,7 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
                 + ", ".join(t.value for t in Topology)
             ) from None
         features[feature_id] = Feature(feature_id, str(entry.get("name", feature_id)), topology)
-    return Catalog(settings, features)
+    return features
 
 
 @functools.cache

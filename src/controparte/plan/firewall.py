@@ -11,9 +11,11 @@ filters match addresses.
 
 from __future__ import annotations
 
+import abc
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import ClassVar
 
 from controparte.plan.planner import Action, Initiator, Plan, Role, Rule
 
@@ -33,70 +35,89 @@ def _comment(feature_ids: Sequence[str], rule: Rule) -> str:
     return text.replace('"', "'")
 
 
-def _nft_ports(rule: Rule) -> str:
-    return rule.ports_text
-
-
 def _forwards(rule: Rule, family: int) -> bool:
     """A port forward to render: the ports differ, and IPv4 (IPv6 needs no NAT)."""
     return rule.action is Action.PORT_FORWARD and rule.to_port != rule.port_low and family != 6
 
 
-def _nftables(items: Sequence[tuple[str, Rule]]) -> list[str]:
-    out = []
-    for text, rule in items:
-        comment = f'comment "{text[:NFT_COMMENT_MAX]}"'
-        families = sorted({_v(a) for a in rule.peer_addresses}) or [0]
-        for family in families:
-            peers = [a for a in rule.peer_addresses if _v(a) == family]
-            ip = "ip6" if family == 6 else "ip"
-            if rule.action is Action.EGRESS:
-                match = f"{ip} daddr {{ {', '.join(peers)} }} " if peers else ""
-                out.append(
-                    f"add rule inet filter output {match}tcp dport {_nft_ports(rule)}"
-                    f" ct state new accept {comment}"
-                )
-            elif rule.action is Action.INBOUND:
-                match = f"{ip} saddr {{ {', '.join(peers)} }} " if peers else ""
-                out.append(
-                    f"add rule inet filter input {match}tcp dport {_nft_ports(rule)}"
-                    f" ct state new accept {comment}"
-                )
-            elif _forwards(rule, family):
-                out.append(
-                    f"add rule ip nat prerouting tcp dport {rule.port_low}"
-                    f" redirect to :{rule.to_port} {comment}"
-                )
-    return out
+class _PacketFilter(abc.ABC):
+    """What nftables and iptables share: a line per address family of a rule's peers
+    (`unknown_families` when no peer address is known), accepting new connections for
+    EGRESS and INBOUND, and redirecting an IPv4 port forward. Each dialect spells
+    the lines."""
+
+    unknown_families: ClassVar[tuple[int, ...]]
+
+    def __call__(self, items: Sequence[tuple[str, Rule]]) -> list[str]:
+        out = []
+        for text, rule in items:
+            comment = self.comment(text)
+            families = sorted({_v(a) for a in rule.peer_addresses}) or self.unknown_families
+            for family in families:
+                peers = [a for a in rule.peer_addresses if _v(a) == family]
+                if rule.action is Action.EGRESS or rule.action is Action.INBOUND:
+                    out.append(self.accept(rule, family, peers, comment))
+                elif _forwards(rule, family):
+                    out.append(self.redirect(rule, comment))
+        return out
+
+    @abc.abstractmethod
+    def comment(self, text: str) -> str:
+        """The rule's comment, `text` cut to what the tool accepts."""
+
+    @abc.abstractmethod
+    def accept(self, rule: Rule, family: int, peers: Sequence[str], comment: str) -> str:
+        """Accept new connections out to `peers` (EGRESS) or in from them (INBOUND) in
+        address `family`; no peers: any address."""
+
+    @abc.abstractmethod
+    def redirect(self, rule: Rule, comment: str) -> str:
+        """Redirect the public port to the listening one (`rule.to_port`), on IPv4."""
 
 
-def _iptables(items: Sequence[tuple[str, Rule]]) -> list[str]:
-    out = []
-    for text, rule in items:
-        comment = f'-m comment --comment "{text[:IPTABLES_COMMENT_MAX]}"'
+class _Nftables(_PacketFilter):
+    unknown_families = (0,)  # one `inet` rule serves both families
+
+    def comment(self, text: str) -> str:
+        return f'comment "{text[:NFT_COMMENT_MAX]}"'
+
+    def accept(self, rule: Rule, family: int, peers: Sequence[str], comment: str) -> str:
+        chain, peer = ("output", "daddr") if rule.action is Action.EGRESS else ("input", "saddr")
+        ip = "ip6" if family == 6 else "ip"
+        match = f"{ip} {peer} {{ {', '.join(peers)} }} " if peers else ""
+        return (
+            f"add rule inet filter {chain} {match}tcp dport {rule.ports_text}"
+            f" ct state new accept {comment}"
+        )
+
+    def redirect(self, rule: Rule, comment: str) -> str:
+        return (
+            f"add rule ip nat prerouting tcp dport {rule.port_low}"
+            f" redirect to :{rule.to_port} {comment}"
+        )
+
+
+class _Iptables(_PacketFilter):
+    unknown_families = (4, 6)  # iptables and ip6tables each need the rule
+
+    def comment(self, text: str) -> str:
+        return f'-m comment --comment "{text[:IPTABLES_COMMENT_MAX]}"'
+
+    def accept(self, rule: Rule, family: int, peers: Sequence[str], comment: str) -> str:
+        chain, peer = ("OUTPUT", "-d") if rule.action is Action.EGRESS else ("INPUT", "-s")
+        match = f"{peer} {','.join(peers)} " if peers else ""
         ports = rule.ports_text.replace("-", ":")
-        families = sorted({_v(a) for a in rule.peer_addresses}) or [4, 6]
-        for family in families:
-            tool = "ip6tables" if family == 6 else "iptables"
-            peers = [a for a in rule.peer_addresses if _v(a) == family]
-            if rule.action is Action.EGRESS:
-                match = f"-d {','.join(peers)} " if peers else ""
-                out.append(
-                    f"{tool} -A OUTPUT -p tcp {match}--dport {ports} -m conntrack"
-                    f" --ctstate NEW {comment} -j ACCEPT"
-                )
-            elif rule.action is Action.INBOUND:
-                match = f"-s {','.join(peers)} " if peers else ""
-                out.append(
-                    f"{tool} -A INPUT -p tcp {match}--dport {ports} -m conntrack"
-                    f" --ctstate NEW {comment} -j ACCEPT"
-                )
-            elif _forwards(rule, family):
-                out.append(
-                    f"{tool} -t nat -A PREROUTING -p tcp --dport {rule.port_low}"
-                    f" {comment} -j REDIRECT --to-ports {rule.to_port}"
-                )
-    return out
+        tool = "ip6tables" if family == 6 else "iptables"
+        return (
+            f"{tool} -A {chain} -p tcp {match}--dport {ports} -m conntrack"
+            f" --ctstate NEW {comment} -j ACCEPT"
+        )
+
+    def redirect(self, rule: Rule, comment: str) -> str:
+        return (
+            f"iptables -t nat -A PREROUTING -p tcp --dport {rule.port_low}"
+            f" {comment} -j REDIRECT --to-ports {rule.to_port}"
+        )
 
 
 def _windows(items: Sequence[tuple[str, Rule]]) -> list[str]:
@@ -126,8 +147,8 @@ def _windows(items: Sequence[tuple[str, Rule]]) -> list[str]:
 
 
 _RENDERERS: dict[str, Callable[[Sequence[tuple[str, Rule]]], list[str]]] = {
-    "nftables": _nftables,
-    "iptables": _iptables,
+    "nftables": _Nftables(),
+    "iptables": _Iptables(),
     "windows": _windows,
 }
 

@@ -26,6 +26,9 @@ from controparte.plan.catalog import Catalog, Feature, LiveSettings, Topology
 
 
 class Role(enum.StrEnum):
+    """The two ends of a plan: the installation that uses the feature and the one it
+    uses it with."""
+
     CALLER = "caller"
     CALLEE = "callee"
 
@@ -35,6 +38,8 @@ class Role(enum.StrEnum):
 
 
 class Direction(enum.StrEnum):
+    """A flow of the feature itself, or the asynchronous return of a server feature."""
+
     OUTBOUND = "outbound"
     RETURN = "return"
 
@@ -48,9 +53,16 @@ class Initiator(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
+    """What a rule asks of one side's network."""
+
     EGRESS = "egress"  # the source side lets the connection out
     INBOUND = "inbound"  # the destination's firewall lets it in (on the listening port)
     PORT_FORWARD = "port-forward"  # the destination's NAT: public port -> listening port
+
+
+def _ports_text(low: int, high: int) -> str:
+    """A port, or a range of ports as `low-high`."""
+    return str(low) if low == high else f"{low}-{high}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +82,7 @@ class Rule:
 
     @property
     def ports_text(self) -> str:
-        return (
-            str(self.port_low)
-            if self.port_low == self.port_high
-            else (f"{self.port_low}-{self.port_high}")
-        )
+        return _ports_text(self.port_low, self.port_high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +105,9 @@ class Flow:
 
     @property
     def ports_text(self) -> str:
-        if self.port_low is None:
+        if self.port_low is None or self.port_high is None:
             return "?"
-        return (
-            str(self.port_low)
-            if self.port_low == self.port_high
-            else (f"{self.port_low}-{self.port_high}")
-        )
+        return _ports_text(self.port_low, self.port_high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,9 @@ class Party:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The flows of `feature` between `caller` and `callee`, with their rules, and
+    notes for the reader."""
+
     feature: Feature
     caller: Party
     callee: Party
@@ -176,18 +183,8 @@ def _party_flow(
     if dst.live:
         port_low, port_high = live.port_low, live.port_high
         if not src.live:
-            rules.append(
-                Rule(
-                    src_role,
-                    Action.EGRESS,
-                    origin,
-                    dst.addresses,
-                    dst.name,
-                    live.port_low,
-                    live.port_high,
-                    why=f"{dst.name} is Live: reached on a port of {live.range_text}",
-                )
-            )
+            why = f"{dst.name} is Live: reached on a port of {live.range_text}"
+            rules.append(_egress(src_role, origin, dst, port_low, port_high, why=why))
         if dst.port is None:
             blocked = f"{dst.name} is Live but has no public port assigned"
             fix = f"assign {dst.name} a port of {live.range_text} and register it"
@@ -208,43 +205,16 @@ def _party_flow(
         else:
             listening = dst.private_port or dst.port
             if not src.live:
-                rules.append(
-                    Rule(
-                        src_role,
-                        Action.EGRESS,
-                        origin,
-                        dst.addresses,
-                        dst.name,
-                        dst.port,
-                        dst.port,
-                        why=f"out to {dst.name}'s public port",
-                    )
-                )
+                why = f"out to {dst.name}'s public port"
+                rules.append(_egress(src_role, origin, dst, dst.port, dst.port, why=why))
             source_addresses = src.addresses if origin is Initiator.SERVER else ()
-            rules.append(
-                Rule(
-                    dst_role,
-                    Action.PORT_FORWARD,
-                    origin,
-                    source_addresses,
-                    src.name if origin is Initiator.SERVER else who,
-                    dst.port,
-                    dst.port,
-                    to_port=listening,
-                    why=f"NAT: public {dst.port} -> MxServer's port {listening}",
-                )
-            )
-            rules.append(
-                Rule(
-                    dst_role,
-                    Action.INBOUND,
-                    origin,
-                    source_addresses,
-                    src.name if origin is Initiator.SERVER else who,
-                    listening,
-                    listening,
-                    why=f"in from {who} on MxServer's port {listening}",
-                )
+            rules += _let_in(
+                dst_role,
+                origin,
+                peers=source_addresses,
+                who=who,
+                public=dst.port,
+                listening=listening,
             )
             if src.live and not live.in_range(dst.port):
                 blocked = (
@@ -271,6 +241,24 @@ def _party_flow(
         tuple(rules),
         blocked,
         fix,
+    )
+
+
+def _egress(side: Role, origin: Initiator, dst: Party, low: int, high: int, *, why: str) -> Rule:
+    """`side` lets the connections `origin` opens to `dst` out on ports `low`-`high`."""
+    return Rule(side, Action.EGRESS, origin, dst.addresses, dst.name, low, high, why=why)
+
+
+def _let_in(
+    side: Role, origin: Initiator, *, peers: tuple[str, ...], who: str, public: int, listening: int
+) -> tuple[Rule, Rule]:
+    """The destination `side` forwards its `public` port to MxServer's `listening` one
+    (NAT) and lets `who` (at `peers`; none: anywhere) in on it."""
+    nat = f"NAT: public {public} -> MxServer's port {listening}"
+    let_in = f"in from {who} on MxServer's port {listening}"
+    return (
+        Rule(side, Action.PORT_FORWARD, origin, peers, who, public, public, listening, why=nat),
+        Rule(side, Action.INBOUND, origin, peers, who, listening, listening, why=let_in),
     )
 
 
@@ -316,8 +304,33 @@ def plan(
     a = caller if isinstance(caller, Party) else Party.of(caller)
     b = callee if isinstance(callee, Party) else Party.of(callee)
     live = catalog.live
+    if feature.topology is Topology.CLIENTS:
+        flows = [
+            _party_flow(
+                Direction.OUTBOUND,
+                src=a,
+                src_role=Role.CALLER,
+                dst=b,
+                dst_role=Role.CALLEE,
+                origin=Initiator.CLIENTS,
+                feature=feature,
+                live=live,
+            )
+        ]
+    else:
+        flows = _server_flows(a, b, feature, live)
+    # Flows with the same ends, port and direction are listed once.
+    unique: dict[str, Flow] = {}
+    for flow in flows:
+        unique.setdefault(flow.id, flow)
+    return Plan(feature, a, b, tuple(unique.values()), _notes(a, b))
+
+
+def _server_flows(a: Party, b: Party, feature: Feature, live: LiveSettings) -> list[Flow]:
+    """The flows of a server feature between caller `a` and callee `b`: outbound (both
+    ways for SERVER_BOTH) and their return flows, each with the start-live flows a
+    non-Live server calling a Live one needs."""
     flows: list[Flow] = []
-    notes: list[str] = []
 
     def server_pair(
         src: Party, src_role: Role, dst: Party, dst_role: Role, direction: Direction
@@ -337,26 +350,18 @@ def plan(
         if dst.live and not src.live:
             flows.extend(_start_live_flows(src, src_role, dst, Initiator.SERVER, live))
 
-    if feature.topology is Topology.CLIENTS:
-        flows.append(
-            _party_flow(
-                Direction.OUTBOUND,
-                src=a,
-                src_role=Role.CALLER,
-                dst=b,
-                dst_role=Role.CALLEE,
-                origin=Initiator.CLIENTS,
-                feature=feature,
-                live=live,
-            )
-        )
-    else:
-        server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.OUTBOUND)
-        if feature.topology is Topology.SERVER_BOTH:
-            server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.OUTBOUND)
-        server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.RETURN)
-        if feature.topology is Topology.SERVER_BOTH:
-            server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.RETURN)
+    server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.OUTBOUND)
+    if feature.topology is Topology.SERVER_BOTH:
+        server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.OUTBOUND)
+    server_pair(b, Role.CALLEE, a, Role.CALLER, Direction.RETURN)
+    if feature.topology is Topology.SERVER_BOTH:
+        server_pair(a, Role.CALLER, b, Role.CALLEE, Direction.RETURN)
+    return flows
+
+
+def _notes(a: Party, b: Party) -> tuple[str, ...]:
+    """What the plan's reader should know about its two ends."""
+    notes: list[str] = []
     if a.live and b.live:
         notes.append("both ends are Live: the cloud's own network carries these flows")
     for party in (a, b):
@@ -377,8 +382,4 @@ def plan(
                 f"{party.port} -> {party.private_port}, and {party.port} is the one "
                 "to register"
             )
-    # Flows with the same ends, port and direction are listed once.
-    unique: dict[str, Flow] = {}
-    for flow in flows:
-        unique.setdefault(flow.id, flow)
-    return Plan(feature, a, b, tuple(unique.values()), tuple(notes))
+    return tuple(notes)

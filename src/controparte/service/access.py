@@ -57,6 +57,9 @@ class ResolvedKey:
 
 
 class Access:
+    """Credentials: installation tokens, admin tokens and TSIG keys (issued, checked,
+    resolved), over the store."""
+
     def __init__(self, store: Store, secret: ServerSecret, settings: Settings) -> None:
         self.store = store
         self.secret = secret

@@ -22,6 +22,8 @@ ZONE_SERIAL_HELP = "The SOA serial of the zone being served."
 
 @dataclass(frozen=True, slots=True)
 class Sample:
+    """One value of a metric family, with its labels."""
+
     labels: LabelSet
     value: float
 

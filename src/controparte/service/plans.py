@@ -19,7 +19,7 @@ Contracts:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +32,7 @@ from controparte.plan.firewall import render_many
 from controparte.plan.planner import Action, Initiator, Party, Plan, Role, Rule, plan
 from controparte.plan.wire import rule_dict
 from controparte.service.registry import Registry
-from controparte.store import Origin
+from controparte.store import Origin, SeenAddresses
 
 FIREWALL_SCHEMA = "controparte.firewall/1"
 
@@ -205,38 +205,63 @@ class Plans:
         """The firewall report for `code` (a code or label): see the module contract.
         With `record`, the addresses shown are recorded at once (see `record`)."""
         inst = self.registry.find(code)
-        links = self.registry.store.links(inst.code)
         counterparts: dict[str, Installation] = {}
         parts: list[FirewallPart] = []
         notes: list[str] = []
-        for link in links:
-            caller_side = link.a.lower() == inst.code.lower()
-            other = self.registry.get(link.b if caller_side else link.a)
+        for link in self.registry.store.links(inst.code):
+            other = self.registry.get(link.b if _calls(inst, link) else link.a)
             counterparts.setdefault(other.code, other)
-            if link.feature not in self.catalog.features:
-                notes.append(
-                    f"link {link.a} -> {link.b}: feature {link.feature!r} is not in the"
-                    " catalog any more: no rules (remove the link or restore the feature)"
-                )
-                continue
-            side = Role.CALLER if caller_side else Role.CALLEE
-            found = (
-                plan(inst, other, self.catalog.features[link.feature], self.catalog)
-                if caller_side
-                else plan(other, inst, self.catalog.features[link.feature], self.catalog)
-            )
-            rules = found.rules_for(side)
-            kept = tuple(r for r in rules if _kept(r))
-            skipped = tuple(r for r in rules if not _kept(r))
-            for rule in skipped:
-                notes.append(
-                    f"left out for {link.feature}: {rule.action} {rule.ports_text} for"
-                    f" {rule.peer_name}, which has no registered public address"
-                )
-            parts.append(FirewallPart(link, side, found, kept, skipped))
-        seen = {c: addresses_of(i) for c, i in counterparts.items()}
+            part = self._part(inst, other, link, notes)
+            if part is not None:
+                parts.append(part)
         previous = self.registry.store.firewall_seen(inst.code)
         previous_run = max((p.at for p in previous.values()), default=None)
+        report = FirewallReport(
+            inst,
+            tuple(parts),
+            tuple(counterparts.values()),
+            tuple(self._address_changes(counterparts, previous, previous_run)),
+            previous_run,
+            tuple(dict.fromkeys(notes)),
+        )
+        if record:
+            self.record(report, now)
+        return report
+
+    def _part(
+        self, inst: Installation, other: Installation, link: Link, notes: list[str]
+    ) -> FirewallPart | None:
+        """The rules `inst` needs for `link` with `other`; what they leave out, or why
+        there are none, is added to `notes`."""
+        feature = self.catalog.features.get(link.feature)
+        if feature is None:
+            notes.append(
+                f"link {link.a} -> {link.b}: feature {link.feature!r} is not in the"
+                " catalog any more: no rules (remove the link or restore the feature)"
+            )
+            return None
+        if _calls(inst, link):
+            side, found = Role.CALLER, plan(inst, other, feature, self.catalog)
+        else:
+            side, found = Role.CALLEE, plan(other, inst, feature, self.catalog)
+        rules = found.rules_for(side)
+        kept = tuple(r for r in rules if _kept(r))
+        skipped = tuple(r for r in rules if not _kept(r))
+        for rule in skipped:
+            notes.append(
+                f"left out for {link.feature}: {rule.action} {rule.ports_text} for"
+                f" {rule.peer_name}, which has no registered public address"
+            )
+        return FirewallPart(link, side, found, kept, skipped)
+
+    def _address_changes(
+        self,
+        counterparts: Mapping[str, Installation],
+        previous: Mapping[str, SeenAddresses],
+        previous_run: datetime | None,
+    ) -> list[AddressChange]:
+        """How the counterparts' addresses differ from what the previous run saw."""
+        seen = {c: addresses_of(i) for c, i in counterparts.items()}
         changes: list[AddressChange] = []
         lower = {c.lower(): c for c in seen}
         for old_code, old in previous.items():
@@ -260,14 +285,9 @@ class Plans:
                             current, counterparts[current].label, None, addresses, previous_run
                         )
                     )
-        report = FirewallReport(
-            inst,
-            tuple(parts),
-            tuple(counterparts.values()),
-            tuple(changes),
-            previous_run,
-            tuple(dict.fromkeys(notes)),
-        )
-        if record:
-            self.record(report, now)
-        return report
+        return changes
+
+
+def _calls(inst: Installation, link: Link) -> bool:
+    """Whether `inst` is the caller of `link` (else the callee)."""
+    return link.a.lower() == inst.code.lower()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from controparte.errors import ConflictError, ImportRefusedError, NotFoundError, ValidationError
 from controparte.model import (
@@ -28,6 +28,17 @@ from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
 
 T = TypeVar("T")
+
+
+class NewFields(TypedDict, total=False):
+    """The fields of a new installation besides its code and label, as `build` and
+    `add` take them; left out, `Installation.create`'s default (on-prem, no address,
+    no port)."""
+
+    kind: str
+    ipv4: str | None
+    ipv6: str | None
+    port: int | str | None
 
 
 class RegistryReader(Protocol):
@@ -117,42 +128,19 @@ class Registry:
             return False
         return True
 
-    def build(
-        self,
-        code: str,
-        label: str,
-        *,
-        kind: str = "onprem",
-        ipv4: str | None = None,
-        ipv6: str | None = None,
-        port: int | str | None = None,
-    ) -> Installation:
+    def build(self, code: str, label: str, **fields: Unpack[NewFields]) -> Installation:
         """A validated installation value, checked against the rules for a new one
         (not stored)."""
         inst = Installation.create(
-            code,
-            label,
-            kind=kind,
-            ipv4=ipv4,
-            ipv6=ipv6,
-            port=port,
-            allow_non_global=self.settings.allow_non_global,
+            code, label, allow_non_global=self.settings.allow_non_global, **fields
         )
         self.check(None, inst)
         return inst
 
     def add(
-        self,
-        code: str,
-        label: str,
-        *,
-        kind: str = "onprem",
-        ipv4: str | None = None,
-        ipv6: str | None = None,
-        port: int | str | None = None,
-        origin: Origin | None = None,
+        self, code: str, label: str, *, origin: Origin | None = None, **fields: Unpack[NewFields]
     ) -> Installation:
-        inst = self.build(code, label, kind=kind, ipv4=ipv4, ipv6=ipv6, port=port)
+        inst = self.build(code, label, **fields)
         with self.store.transaction(origin or Origin()) as tx:
             self.write(tx, None, inst)
         self._changed(origin)
@@ -244,6 +232,28 @@ class Registry:
 
         Every row is validated first and every problem is reported with its line;
         then all rows are written in one transaction."""
+        built = self._build_rows(rows)
+        problems: list[tuple[int, str]] = []
+        with self.store.transaction(origin or Origin(via="import")) as tx:
+            for done, (line, inst) in enumerate(built, start=1):
+                try:
+                    self.write(tx, None, inst)
+                except ConflictError as exc:
+                    problems.append((line, str(exc)))
+                if progress is not None:
+                    progress(done)
+            if problems:
+                raise ImportRefusedError(problems)
+        if built:
+            self._changed(origin or Origin(via="import"), len(built))
+        return len(built)
+
+    def _build_rows(
+        self, rows: Iterable[tuple[int, dict[str, object]]]
+    ) -> Sequence[tuple[int, Installation]]:
+        """Every row of `import_many` as a validated installation, with its line; an
+        ImportRefusedError listing every problem (by line) when any row has one: an
+        unknown field, a rule broken, or a code or label that an earlier row has."""
         problems: list[tuple[int, str]] = []
         built: list[tuple[int, Installation]] = []
         codes: dict[str, int] = {}
@@ -278,19 +288,7 @@ class Registry:
             built.append((line, inst))
         if problems:
             raise ImportRefusedError(problems)
-        with self.store.transaction(origin or Origin(via="import")) as tx:
-            for done, (line, inst) in enumerate(built, start=1):
-                try:
-                    self.write(tx, None, inst)
-                except ConflictError as exc:
-                    problems.append((line, str(exc)))
-                if progress is not None:
-                    progress(done)
-            if problems:
-                raise ImportRefusedError(problems)
-        if built:
-            self._changed(origin or Origin(via="import"), len(built))
-        return len(built)
+        return built
 
 
 def _text(value: object) -> str:

@@ -10,6 +10,12 @@ from pathlib import Path
 
 from controparte.errors import StorageError
 
+_CODE_OF_INSTALLATION = (
+    "COLLATE NOCASE REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE"
+)
+"""The constraints of a column that holds an installation's code: compared as codes are
+(any case), renamed with the installation and deleted with it."""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the registry, the zone serial, the DNS change journal and the audit history.
     """
@@ -54,10 +60,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: credentials. Token hashes (HMAC-SHA-256), admin token hashes, TSIG keys
     # (secrets encrypted; code NULL = an admin key that may change any installation).
-    """
+    f"""
     CREATE TABLE tokens (
-        code       TEXT PRIMARY KEY COLLATE NOCASE
-                   REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        code       TEXT PRIMARY KEY {_CODE_OF_INSTALLATION},
         token_hash TEXT NOT NULL,
         created    TEXT NOT NULL
     );
@@ -69,8 +74,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE tsig_keys (
         name      TEXT PRIMARY KEY,
-        code      TEXT COLLATE NOCASE
-                  REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        code      TEXT {_CODE_OF_INSTALLATION},
         algorithm TEXT NOT NULL,
         secret    BLOB NOT NULL,
         created   TEXT NOT NULL
@@ -82,12 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: counterpart links (a calls b for a feature) and, per installation and
     # counterpart, the public addresses `controparte firewall` saw on its last run.
-    """
+    f"""
     CREATE TABLE links (
-        a       TEXT NOT NULL COLLATE NOCASE
-                REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
-        b       TEXT NOT NULL COLLATE NOCASE
-                REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        a       TEXT NOT NULL {_CODE_OF_INSTALLATION},
+        b       TEXT NOT NULL {_CODE_OF_INSTALLATION},
         feature TEXT NOT NULL,
         created TEXT NOT NULL,
         UNIQUE (a, b, feature),
@@ -95,10 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX links_by_b ON links (b);
     CREATE TABLE firewall_seen (
-        code        TEXT NOT NULL COLLATE NOCASE
-                    REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
-        counterpart TEXT NOT NULL COLLATE NOCASE
-                    REFERENCES installations (code) ON DELETE CASCADE ON UPDATE CASCADE,
+        code        TEXT NOT NULL {_CODE_OF_INSTALLATION},
+        counterpart TEXT NOT NULL {_CODE_OF_INSTALLATION},
         addresses   TEXT NOT NULL,
         at          TEXT NOT NULL,
         PRIMARY KEY (code, counterpart)

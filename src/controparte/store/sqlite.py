@@ -410,6 +410,8 @@ class SqliteStore:
         if self._writing is not None:
             yield
             return
+        if self._writer_lock < 0:
+            raise StorageError(f"cannot write to the store at {self.path}: it is closed")
         try:
             fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
         except OSError as exc:
