@@ -16,12 +16,9 @@ key), and the secondaries of tests/secondaries.py pointed at it.
 - `kill -9` of controparte during a large transfer: each secondary keeps serving its
   last complete zone, and the next transfer completes.
 
-Until controparte serves transfers, each test runs what needs no server side (the
-changes through every front end, the journal pruning, RFC 2136 refusing a transfer
-key) and then stops where it needs a transfer, raising TransfersNotServedError: the
-marker NEEDS_TRANSFERS expects exactly that failure, strictly, so each test fails with
-"XPASS(strict)" once transfers work, and the marker goes. Any other failure is a
-failure now.
+Where a test first needs a transfer, it checks that controparte serves one (a signed
+AXFR by a key `transfer_allow` names) and fails with TransfersNotServedError, which
+says so, when it does not.
 """
 
 from __future__ import annotations
@@ -73,10 +70,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.secondaries]
 class TransfersNotServedError(AssertionError):
     """controparte refused or failed a signed AXFR by a key `transfer_allow` names."""
 
-
-NEEDS_TRANSFERS = pytest.mark.xfail(
-    strict=True, raises=TransfersNotServedError, reason="controparte does not serve transfers yet"
-)
 
 ZONE = "xfr.controparte.test."
 KINDS = tuple(SECONDARIES)  # nsd, knot, bind
@@ -502,7 +495,6 @@ def unsigned(rdtype: str, serial: int) -> dns.message.Message:
     return query
 
 
-@NEEDS_TRANSFERS
 def test_a_thousand_changes_through_every_front_end_reach_every_secondary(
     deploy: Deploy,
 ) -> None:
@@ -516,7 +508,6 @@ def test_a_thousand_changes_through_every_front_end_reach_every_secondary(
     deployment.assert_everywhere()
 
 
-@NEEDS_TRANSFERS
 def test_later_transfers_are_incremental(deploy: Deploy) -> None:
     deployment = deploy()
     needs_transfers(deployment.first_transfer())
@@ -532,7 +523,6 @@ def test_later_transfers_are_incremental(deploy: Deploy) -> None:
     deployment.secondaries["knot"].wait_log(r"IXFR, incoming, .*finished")  # Knot's word too
 
 
-@NEEDS_TRANSFERS
 def test_transfers_are_refused_without_the_right_key(deploy: Deploy) -> None:
     deployment = deploy()
     server = deployment.server
@@ -582,7 +572,6 @@ def test_transfers_are_refused_without_the_right_key(deploy: Deploy) -> None:
         assert wrong.serial() is None
 
 
-@NEEDS_TRANSFERS
 def test_a_secondary_down_while_the_journal_was_pruned_catches_up_by_a_full_transfer(
     deploy: Deploy,
 ) -> None:
@@ -619,7 +608,6 @@ def large_rows(count: int) -> Iterator[tuple[int, dict[str, object]]]:
         yield i, {"code": f"large-{i}", "label": f"large-{i}", "ip": address, "port": port}
 
 
-@NEEDS_TRANSFERS
 def test_kill_9_during_a_large_transfer_keeps_the_last_complete_zone(deploy: Deploy) -> None:
     deployment = deploy(("nsd", "knot"))
     needs_transfers(deployment.first_transfer())
