@@ -142,3 +142,24 @@ def test_tsig_keys_keep_their_role(store: SqliteStore) -> None:
     transfer, admin = store.tsig_key("xfr.example.test."), store.tsig_key("admin.example.test.")
     assert transfer is not None and transfer.role is KeyRole.TRANSFER
     assert admin is not None and admin.role is KeyRole.UPDATE
+
+
+def test_a_new_zone_configuration_moves_the_serial_and_the_floor(store: SqliteStore) -> None:
+    assert store.adopt_zone_config("config-1") is False  # the first one: recorded only
+    first = store.serial()
+    with store.transaction(Origin()) as tx:
+        tx.insert(A)
+    before = store.serial()
+    assert store.adopt_zone_config("config-1") is False
+    assert store.serial() == before
+    assert store.adopt_zone_config("config-2") is True  # NS, SOA or TTLs changed
+    moved = store.serial()
+    assert moved == before + 1
+    floor = store.journal_floor()
+    assert (floor.seq, floor.serial) == (1, moved)
+    assert store.journal_reach(before) is None  # an IXFR across the change: AXFR-style
+    assert store.journal_reach(first) is None
+    assert store.journal_reach(moved) == 1
+    with store.transaction(Origin()) as tx:
+        tx.update(A, change(A, port="9009"))
+    assert store.journal_since(1)[0].serial == moved + 1

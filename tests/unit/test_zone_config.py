@@ -81,3 +81,17 @@ def test_the_registry_refuses_exactly_the_reserved_labels(tmp_path: Path, ns: st
         )
     finally:
         store.close()
+
+
+def test_the_fingerprint_changes_with_what_the_apex_publishes() -> None:
+    def fingerprint(**env: str) -> str:
+        base = {"CONTROPARTE_NS": "ns1=192.0.2.53"}
+        return ZoneConfig.from_settings(load_settings(env={**base, **env})).fingerprint()
+
+    same = fingerprint()
+    assert fingerprint() == same
+    assert fingerprint(CONTROPARTE_TTL="61") != same
+    assert fingerprint(CONTROPARTE_NS="ns1=192.0.2.54") != same
+    assert fingerprint(CONTROPARTE_NS="ns1=192.0.2.53;ns2.example.test.") != same
+    assert fingerprint(CONTROPARTE_SOA_RETRY="601") != same
+    assert fingerprint(CONTROPARTE_EDNS_UDP_SIZE="4096") == same  # not published

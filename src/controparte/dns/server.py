@@ -276,6 +276,12 @@ class DnsServer:
         self.services = services  # for UPDATE (RFC 2136): credentials and registry writes
         self.store = store if store is not None else open_store(settings.data)
         self.config = ZoneConfig.from_settings(settings)
+        if self.store.adopt_zone_config(self.config.fingerprint()):
+            log.info(
+                "the zone's configuration (SOA, NS, glue or TTLs) changed: new serial %d,"
+                " secondaries get the whole zone",
+                self.store.serial(),
+            )
         self.engine = Engine(load_zone(self.store, self.config))
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None

@@ -10,6 +10,8 @@ streams and the zone file writes (`controparte.dns.zone` turns them into RRsets)
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -89,6 +91,36 @@ class ZoneConfig:
     @property
     def origin_labels(self) -> tuple[bytes, ...]:
         return tuple(label.lower() for label in self.origin.labels[:-1])
+
+    def fingerprint(self) -> str:
+        """A digest of everything this configuration publishes (SOA fields, NS, glue,
+        TTLs, reserved labels): equal digests, equal records. The store keeps the one
+        served; a new one means the zone changed without a journal entry (see
+        `Store.adopt_zone_config`)."""
+        published = {
+            "origin": self.origin.to_text().lower(),
+            "ttl": self.ttl,
+            "negative_ttl": self.negative_ttl,
+            "soa": [
+                self.soa_mname.to_text().lower(),
+                self.soa_rname.to_text().lower(),
+                self.soa_refresh,
+                self.soa_retry,
+                self.soa_expire,
+            ],
+            "ns": [name.to_text().lower() for name in self.ns_names],
+            "glue": sorted(
+                [
+                    [label.decode("ascii", "backslashreplace") for label in relative],
+                    list(v4),
+                    list(v6),
+                ]
+                for relative, (v4, v6) in self.glue.items()
+            ),
+            "reserved": sorted(self.reserved_labels),
+        }
+        text = json.dumps(published, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     @property
     def reserved_labels(self) -> frozenset[str]:

@@ -175,6 +175,14 @@ class Store(Protocol):
         does not reach back to `serial` (pruned, or never ours)."""
         ...
 
+    def adopt_zone_config(self, fingerprint: str) -> bool:
+        """Record `fingerprint` as the zone configuration served. When it differs from
+        the one recorded, what the apex publishes changed with no journal entry, so the
+        same transaction moves the serial on (RFC 1982) and the journal's floor to it: no
+        IXFR reaches back across the change (a secondary gets the whole zone), and every
+        secondary sees a new serial. True when the serial moved."""
+        ...
+
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         """Remove the entries beyond the newest `keep_entries` and those older than
         `keep_seconds` before `now`, whole serials at a time (never part of one

@@ -109,7 +109,8 @@ MIGRATIONS: tuple[str, ...] = (
     # the journal's floor: every change after `floor_seq` is in the journal, and the
     # zone stood at `floor_serial` there (older rows are pruned, and rows written before
     # this version have no before-image, so the floor starts at the newest row). TSIG
-    # keys gain a role: a key signs updates or transfers, never both.
+    # keys gain a role: a key signs updates or transfers, never both. `zone_config` is
+    # the fingerprint of the zone configuration last served (SOA fields, NS, glue).
     """
     ALTER TABLE journal ADD COLUMN old_ipv4 TEXT;
     ALTER TABLE journal ADD COLUMN old_ipv6 TEXT;
@@ -122,6 +123,7 @@ MIGRATIONS: tuple[str, ...] = (
         floor_serial = serial;
     ALTER TABLE tsig_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'update'
         CHECK (role IN ('update', 'transfer'));
+    ALTER TABLE zone_state ADD COLUMN zone_config TEXT;
     """,
 )
 

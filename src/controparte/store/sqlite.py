@@ -566,6 +566,26 @@ class SqliteStore:
             return int(found)
         return int(floor_seq) if int(floor_serial) == serial else None
 
+    def adopt_zone_config(self, fingerprint: str) -> bool:
+        with self.transaction(Origin(actor="controparte", via="zone-config")):
+            conn = self._conn
+            serial, recorded = conn.execute(
+                "SELECT serial, zone_config FROM zone_state WHERE id = 1"
+            ).fetchone()
+            if recorded == fingerprint:
+                return False
+            if recorded is None:  # the first configuration this store serves
+                conn.execute("UPDATE zone_state SET zone_config = ? WHERE id = 1", (fingerprint,))
+                return False
+            moved = next_serial(int(serial))
+            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+            conn.execute(
+                "UPDATE zone_state SET serial = ?, floor_seq = ?, floor_serial = ?,"
+                " zone_config = ? WHERE id = 1",
+                (moved, last, moved, fingerprint),
+            )
+            return True
+
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         cutoff = (now - timedelta(seconds=keep_seconds)).astimezone(UTC)
         with self.transaction(Origin(actor="controparte", via="prune")):
