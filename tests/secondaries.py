@@ -556,7 +556,15 @@ class Secondary(NameServer):
     `received`, `transferred` and `refresh_failed` match its log's line for a transfer
     received whole (it may still be loading it), for one it serves, and for a refresh
     or transfer that failed (refused, TSIG error, connection lost): barriers for the
-    tests."""
+    tests.
+
+    `given`, when set (before `start`), is the operator's part of its configuration as
+    text, a guide's for instance: the keys, the zone and whom it trusts, as an operator
+    adds them to the distribution's configuration. It replaces the harness's own part;
+    the harness keeps the rest (paths, logging, the control channel, no privilege drop)
+    and says where it listens unless `given` does (Knot's `server: listen`). Then the
+    transfers, NOTIFYs and the AXFR back out (`axfr`, signed with `key`) work as far as
+    `given` allows them."""
 
     received: ClassVar[str]
     transferred: ClassVar[str]
@@ -567,6 +575,7 @@ class Secondary(NameServer):
     ) -> None:
         super().__init__(home, zone, key)
         self.primary = primary
+        self.given: str | None = None
 
     def refresh(self) -> None:
         """Check the primary's serial now and transfer (IXFR) when it is newer."""
@@ -591,14 +600,21 @@ class NsdSecondary(Secondary):
         return self.home / "nsd.conf"
 
     def configure(self) -> None:
-        key = self.key
-        sign = "NOKEY" if key is None else key.name
-        host, port = self.primary
-        keys = "" if key is None else key.nsd_text()
+        given = self.given
         self.config.write_text(
-            f"""server:
+            self._server_text() + (self._zone_text() if given is None else given),
+            encoding="ascii",
+        )
+        _check_config(tool("nsd-checkconf"), str(self.config))
+
+    def _server_text(self) -> str:
+        """The server and remote-control sections: its port, paths and control socket."""
+        # A given configuration stands for the distribution's, which listens on every
+        # address: both loopback addresses here.
+        more = "" if self.given is None else f"    ip-address: ::1@{self.port}\n"
+        return f"""server:
     ip-address: {self.host}@{self.port}
-    do-ip6: no
+{more}    do-ip6: {"no" if self.given is None else "yes"}
     username: ""
     chroot: ""
     zonesdir: "{self.home}"
@@ -614,17 +630,22 @@ class NsdSecondary(Secondary):
 remote-control:
     control-enable: yes
     control-interface: "{self._control_socket("ctl")}"
-{keys}zone:
+"""
+
+    def _zone_text(self) -> str:
+        """The harness's key and zone sections."""
+        key = self.key
+        sign = "NOKEY" if key is None else key.name
+        host, port = self.primary
+        keys = "" if key is None else key.nsd_text()
+        return f"""{keys}zone:
     name: "{self.zone}"
     zonefile: "zone.db"
     request-xfr: {host}@{port} {sign}
     allow-notify: 127.0.0.1 {sign}
     allow-axfr-fallback: yes
     provide-xfr: 127.0.0.1 {sign}
-""",
-            encoding="ascii",
-        )
-        _check_config(tool("nsd-checkconf"), str(self.config))
+"""
 
     def argv(self) -> list[str]:
         return [tool("nsd"), "-d", "-c", str(self.config)]
@@ -664,13 +685,15 @@ class KnotServer(NameServer):
     def control_argv(self, *args: str) -> list[str]:
         return [tool("knotc"), "-c", str(self.config), "-t", "30", *args]
 
-    def _server_section(self) -> str:
+    def _server_section(self, *, own: bool = True) -> str:
+        """Its server, control, log and database sections; with `own`, where it listens
+        and its key too (else a `given` configuration says them)."""
         key = self.key
-        keys = "" if key is None else key.knot_text()
+        keys = "" if key is None or not own else key.knot_text()
+        listen = f"    listen: {self.host}@{self.port}\n" if own else ""
         return f"""server:
     rundir: "{self.home}"
-    listen: {self.host}@{self.port}
-    tcp-io-timeout: 5000
+{listen}    tcp-io-timeout: 5000
 control:
     listen: "{self._control_socket("knot.sock")}"
 log:
@@ -706,6 +729,9 @@ class KnotSecondary(KnotServer, Secondary):
     refresh_failed = r"refresh, .*failed"
 
     def configure(self) -> None:
+        if self.given is not None:
+            self._write(self._server_section(own=False) + self._template() + self.given)
+            return
         host, port = self.primary
         self._write(
             self._server_section()
@@ -757,8 +783,11 @@ class BindSecondary(Secondary):
 
     def configure(self) -> None:
         key = self.key
-        host, port = self.primary
         (self.home / "rndc.key").write_text(self.rndc_key.bind_text(), encoding="ascii")
+        if self.given is not None:
+            self.config.write_text(self._options_text("") + self.given, encoding="ascii")
+            return
+        host, port = self.primary
         if key is None:
             keys, signed, allowed = "", "", "127.0.0.1;"
         else:
@@ -766,23 +795,9 @@ class BindSecondary(Secondary):
             keys = f'include "{self.home / "transfer.key"}";\n'
             signed, allowed = f' key "{key.name}"', f'key "{key.name}";'
         self.config.write_text(
-            f"""{keys}include "{self.home / "rndc.key"}";
-options {{
-    directory "{self.home}";
-    pid-file "{self.home / "named.pid"}";
-    session-keyfile "{self.home / "session.key"}";
-    managed-keys-directory "{self.home}";
-    listen-on port {self.port} {{ {self.host}; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    allow-transfer {{ {allowed} }};
-}};
-controls {{
-    inet {self.host} port {self.control_port}
-        allow {{ {self.host}; }} keys {{ "{self.rndc_key.name}"; }};
-}};
-zone "{self.zone}" {{
+            keys
+            + self._options_text(f"    notify no;\n    allow-transfer {{ {allowed} }};\n")
+            + f"""zone "{self.zone}" {{
     type secondary;
     primaries port {port} {{ {host}{signed}; }};
     file "zone.db";
@@ -791,6 +806,24 @@ zone "{self.zone}" {{
 """,
             encoding="ascii",
         )
+
+    def _options_text(self, more: str) -> str:
+        """The rndc key, the options (its port and paths, then `more`) and the controls."""
+        return f"""include "{self.home / "rndc.key"}";
+options {{
+    directory "{self.home}";
+    pid-file "{self.home / "named.pid"}";
+    session-keyfile "{self.home / "session.key"}";
+    managed-keys-directory "{self.home}";
+    listen-on port {self.port} {{ {self.host}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+{more}}};
+controls {{
+    inet {self.host} port {self.control_port}
+        allow {{ {self.host}; }} keys {{ "{self.rndc_key.name}"; }};
+}};
+"""
 
     def argv(self) -> list[str]:
         return [tool("named"), "-g", "-u", "root", "-c", str(self.config)]
