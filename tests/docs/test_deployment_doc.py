@@ -25,11 +25,6 @@ the zone's NS records and glue; a change reaches both; the guide's checks print 
 shows (numbers masked); the metrics and alert rules name what /metrics has, and
 docs/http.md every metric family; and BIND takes over ns1 from NSD with the guide's BIND
 configuration and gets the next change by NOTIFY.
-
-Until controparte serves transfers (branch xfrcore), the test runs up to controparte
-started on the guide's settings with the guide's keys, then a signed AXFR fails and it
-raises TransfersNotServedError: the strict marker NEEDS_TRANSFERS expects exactly that,
-so the test fails with "XPASS(strict)" once transfers work, and the marker goes.
 """
 
 from __future__ import annotations
@@ -114,17 +109,6 @@ KEY_SECRET = re.compile(
     r'(?:name: "|- id: )(?P<name>[^"\s]+)"?\s+algorithm: \S+\s+secret: "?(?P<secret>[^"\s]+)'
 )
 NS_SETTING = re.compile(r"^ns = \[\n.*?^\]\n", re.MULTILINE | re.DOTALL)
-
-
-class TransfersNotServedError(AssertionError):
-    """controparte refused or failed a signed AXFR by a key `transfer_allow` names."""
-
-
-NEEDS_TRANSFERS = pytest.mark.xfail(
-    strict=True,
-    raises=TransfersNotServedError,
-    reason="controparte does not serve transfers yet (dns/transfer.py, branch xfrcore)",
-)
 
 
 # -- the guide ----------------------------------------------------------------------------------
@@ -475,7 +459,6 @@ def check_monitoring(deployment: Deployment, guide: dict[str, str]) -> None:
 # -- the test ---------------------------------------------------------------------------------
 
 
-@NEEDS_TRANSFERS
 def test_the_deployment_guide_runs(deployment: Deployment) -> None:
     guide = blocks()
     check_key_syntaxes(guide)
@@ -483,10 +466,7 @@ def test_the_deployment_guide_runs(deployment: Deployment) -> None:
     server, site = deployment.server, deployment.site
     server.start()  # the keys `notify` names exist, or it would stop here
     server.wait_http()
-    try:
-        zone = zone_records(site)
-    except (dns.exception.DNSException, OSError) as exc:
-        raise TransfersNotServedError(f"a signed AXFR with the operators' key: {exc!r}") from exc
+    zone = zone_records(site)
 
     # The delegation in the parent zone is the zone's own NS RRset and glue.
     served = {(rr.owner, rr.rdtype, rr.rdata) for rr in zone}
