@@ -577,6 +577,13 @@ class Secondary(NameServer):
         self.primary = primary
         self.given: str | None = None
 
+    def notified(self, serial: int) -> str:
+        """The regular expression of its log's line for a NOTIFY of `serial` from
+        127.0.0.1 that it accepted (signed as its configuration asks). NSD and Knot
+        only: BIND 9.18 logs a NOTIFY's serial only once it has the zone and while no
+        refresh is under way ("notify from ...: no serial", "refresh in progress")."""
+        raise NotImplementedError
+
     def refresh(self) -> None:
         """Check the primary's serial now and transfer (IXFR) when it is newer."""
         raise NotImplementedError
@@ -661,6 +668,9 @@ remote-control:
 
     def control_argv(self, *args: str) -> list[str]:
         return [tool("nsd-control"), "-c", str(self.config), *args]
+
+    def notified(self, serial: int) -> str:
+        return rf"notify for {re.escape(self.zone)} from 127\.0\.0\.1 serial {serial}$"
 
     def refresh(self) -> None:
         self.control("transfer", self.zone)
@@ -753,6 +763,10 @@ class KnotSecondary(KnotServer, Secondary):
     refresh-min-interval: 2
 """
         )
+
+    def notified(self, serial: int) -> str:
+        zone = re.escape(self.zone)
+        return rf"\[{zone}\] notify, incoming, remote 127\.0\.0\.1@\d+, serial {serial}$"
 
     def refresh(self) -> None:
         self.control("zone-refresh", self.zone)
