@@ -192,7 +192,10 @@ def test_problems(data: bytes, suffix: str, expected: list[tuple[int, str]]) -> 
 
 
 VALUES = st.text(st.characters(codec="utf-8", exclude_characters="\r\x00"))
-ROW = st.fixed_dictionaries({"code": VALUES.filter(str.strip), "label": VALUES})
+CODES = st.text(st.characters(codec="utf-8", exclude_characters="\r\x00"), min_size=1).filter(
+    str.strip
+)
+ROW = st.fixed_dictionaries({"code": CODES, "label": VALUES})
 
 
 @given(st.lists(ROW, max_size=8))
