@@ -95,6 +95,14 @@ class StorageError(ControparteError):
     """The store could not complete the operation (the change was not made)."""
 
 
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached or answered too late (down, restarting, a lock
+    held too long, a conflict with a concurrent writer): nothing was changed, and the
+    same request may succeed when retried a little later. When the connection broke
+    during a commit, the change may in fact have been made: every write that can be
+    retried (a heartbeat, a DynDNS2 or RFC 2136 update) is idempotent."""
+
+
 class AuthError(ControparteError):
     """The credential is missing, unknown or wrong."""
 
@@ -138,6 +146,7 @@ _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
     ConfigError: ErrorResponse(500, 2, "911", 2),
     StorageError: ErrorResponse(503, 2, "911", 1),
+    StorageUnavailableError: ErrorResponse(503, 2, "911", 1),  # retry later
     AuthError: ErrorResponse(401, 9, "badauth", 1),  # NOTAUTH
     ForbiddenError: ErrorResponse(403, 5, "nohost", 1),  # REFUSED
     RateLimitedError: ErrorResponse(429, 5, "abuse", 1),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dns.exception
 import dns.name
@@ -169,6 +170,54 @@ def _networks(key: str, value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def redacted_database(url: str) -> str:
+    """The database URL fit to show: without its password (in the user part or a
+    `password=` parameter)."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}@{hosts}" if at else hosts
+    query = "&".join(
+        p for p in parts.query.split("&") if p and not p.lower().startswith("password=")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _secrets(url: str) -> set[str]:
+    """The password of `url` as written and decoded (to keep out of messages)."""
+    parts = urlsplit(url)
+    found = {parts.netloc.rpartition("@")[0].partition(":")[2]}
+    found |= {p.partition("=")[2] for p in parts.query.split("&") if p.startswith("password=")}
+    return {text for raw in found for text in (raw, unquote(raw)) if text}
+
+
+def _database(key: str, value: object) -> str:
+    """Where the registry is kept: "" for the SQLite file in the data directory, or a
+    PostgreSQL URL as libpq reads it (`postgresql://` or `postgres://`). An error never
+    repeats the password."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    scheme, sep, _rest = text.partition("://")
+    if not sep or scheme.lower() not in POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"{key}: expected a postgresql:// URL, or nothing for SQLite in the data directory"
+        )
+    from psycopg import Error  # noqa: PLC0415 (only when PostgreSQL is asked for)
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        conninfo_to_dict(text)
+    except Error as exc:
+        reason = str(exc).strip()
+        for secret in _secrets(text):
+            reason = reason.replace(secret, "***")
+        raise ConfigError(f"{key}: not a PostgreSQL URL libpq reads ({reason})") from None
+    return text
+
+
 def _key_name(key: str, name: str) -> str:
     """A TSIG key's name: a domain name, absolute, lower-case."""
     absolute = _absolute(key, name.strip(), ".")
@@ -312,6 +361,11 @@ _SECONDS_32 = _whole(0, 2**31 - 1)
 @dataclass(frozen=True, slots=True)
 class Settings:
     data: Path = setting(Path("var"), _keyed(_path))
+    database: str = setting("", _keyed(_database))
+    """Where the registry is kept: "" for the SQLite file in `data` (one machine), or a
+    PostgreSQL URL (`postgresql://controparte@db.example.test/controparte`) for one
+    database that several service nodes share. It may hold a password: show it with
+    `redacted_database`."""
     zone: str = setting(DEFAULT_ZONE, lambda k, v, _z: _absolute(k, str(v), "."))
     """Parsed first: relative names of the other settings are taken under it."""
     dns: HostPort = setting(HostPort("127.0.0.1", 8053), _keyed(HostPort.parse))

@@ -1,11 +1,19 @@
-"""The storage interface every engine implements (SQLite now, PostgreSQL later).
+"""The storage interface every engine implements (SQLite, PostgreSQL).
 
 Contracts:
 - A write happens inside `transaction()`; leaving the block commits atomically and
-  durably, an exception rolls everything back.
+  durably, an exception rolls everything back. Inside it, the thread that opened it
+  reads (through the store too) what it wrote; what a transaction read of an
+  installation (`get`, `get_by_label`) stays so until it ends: no other writer, of
+  this process or of another node, changes it meanwhile (no lost update).
+- Codes are unique in any case, labels are unique; a write that would break either
+  raises ConflictError. A store that cannot be reached raises StorageUnavailableError
+  (retry later); any other failure StorageError. Nothing is written then.
 - Every committed transaction that changes what DNS serves appends one journal entry per
-  changed installation, all carrying the one new zone serial (RFC 1982 increment), each
-  with what was served before and after the change. A running DNS server follows the
+  changed installation, all carrying the one new zone serial (RFC 1982 increment, never
+  reused), each with what was served before and after the change. Sequence numbers
+  grow in commit order: a reader that has seen seq N never later finds a new entry
+  below N. A running DNS server follows the
   journal (`journal_since`) to learn of changes made by any process; IXFR reads it to
   answer "what changed since serial S" (`journal_reach`), and multi-node propagation
   will read it too.
@@ -104,6 +112,14 @@ class StoreTransaction(Protocol):
 
     def get_by_label(self, label: str) -> Installation | None: ...
 
+    def prefetch(self, codes: Iterable[str]) -> None:
+        """Read (and hold, as `get` does) the installations `codes` and their token
+        hashes at once, for a batch of writes to them: `get` and the store's
+        `token_hash` of these codes are then answered without a round trip, and their
+        `update`s may be written together before the commit. Only a speed-up: every
+        result is what it would be without it."""
+        ...
+
     def insert(self, installation: Installation) -> None: ...
 
     def update(self, old: Installation, new: Installation, origin: Origin | None = None) -> None:
@@ -142,6 +158,28 @@ class StoreTransaction(Protocol):
     ) -> None:
         """Replace what `controparte firewall` saw for `code`: the addresses of each
         counterpart (by code), all at `at`; counterparts not named are forgotten."""
+        ...
+
+
+class ChangeListener(Protocol):
+    """Wakes a follower when any process or node commits a change to the journal. It
+    holds a connection of its own and makes it again by itself after a drop."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether it listens now (False before the first `wait` and while the
+        database cannot be reached)."""
+        ...
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds (plus, when it must connect, one connection
+        attempt); True when the journal should be read now: a change was committed, or
+        the listener has just (re)connected and may have missed some while it was
+        not listening. Called by one thread at a time."""
+        ...
+
+    def close(self) -> None:
+        """Stop listening; a `wait` in progress returns False at once."""
         ...
 
 
@@ -211,6 +249,11 @@ class Store(Protocol):
 
     def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
         """What `controparte firewall` last saw for `code`, by counterpart code."""
+        ...
+
+    def change_listener(self) -> ChangeListener | None:
+        """A new listener for committed changes, to be closed by its owner; None when
+        the engine has none (followers then poll `last_seq`)."""
         ...
 
     def close(self) -> None: ...

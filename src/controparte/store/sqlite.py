@@ -19,19 +19,18 @@ against any writer that does not take the lock file; the busy timeout applies to
 from __future__ import annotations
 
 import fcntl
-import functools
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from controparte.errors import ConflictError, StorageError
-from controparte.model import DnsRecord, Installation, Kind, Link
+from controparte.model import DnsRecord, Installation, Link
+from controparte.store import rows
 from controparte.store.base import (
     JournalEntry,
     JournalFloor,
@@ -40,107 +39,20 @@ from controparte.store.base import (
     SeenAddresses,
     TsigKeyRow,
 )
+from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS, next_serial
 from controparte.store.schema import migrate
 
 T = TypeVar("T")
 
 DB_FILE = "controparte.sqlite3"
 
-_COLUMNS = (
-    "code, label, kind, ipv4, ipv6, port, created, updated, last_seen, private_port, agent_version"
+
+_LAST_SEQ = (
+    "SELECT max(coalesce((SELECT max(seq) FROM journal), 0), floor_seq) FROM zone_state"
+    " WHERE id = 1"
 )
-
-
-def next_serial(serial: int) -> int:
-    """The next SOA serial in RFC 1982 arithmetic (mod 2**32), skipping 0."""
-    return (serial + 1) % 2**32 or 1
-
-
-def _row_to_installation(row: sqlite3.Row | tuple[object, ...]) -> Installation:
-    (
-        code,
-        label,
-        kind,
-        ipv4,
-        ipv6,
-        port,
-        created,
-        updated,
-        last_seen,
-        private_port,
-        agent_version,
-    ) = tuple(row)
-    return Installation(
-        code=str(code),
-        label=str(label),
-        kind=Kind(str(kind)),
-        ipv4=None if ipv4 is None else str(ipv4),
-        ipv6=None if ipv6 is None else str(ipv6),
-        port=None if port is None else int(str(port)),
-        created=_utc(created),
-        updated=_utc(updated),
-        last_seen=None if last_seen is None else _utc(last_seen),
-        private_port=None if private_port is None else int(str(private_port)),
-        agent_version=None if agent_version is None else str(agent_version),
-    )
-
-
-_record: Callable[[Iterable[object]], DnsRecord] = functools.partial(tuple.__new__, DnsRecord)
-"""A (label, ipv4, ipv6, port) row as a `DnsRecord`: `DnsRecord._make` without its length
-check (the query names the four columns), all in C: a million rows at start-up, where
-`_make`, a Python call per row, costs twice as much."""
-
-
-def _utc(stored: object) -> datetime:
-    """A stored timestamp as an aware datetime in UTC. Every timestamp is written in UTC
-    with its offset (`_now` or the model's `utcnow`); one without an offset (written by
-    hand) is taken as UTC too."""
-    when = datetime.fromisoformat(str(stored))
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _now() -> str:
-    """Now, in UTC, as stored for history and journal entries (to the millisecond)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-_JOURNAL_COLUMNS = (
-    "serial, at, code, old_label, old_ipv4, old_ipv6, old_port, new_label, ipv4, ipv6, port"
-)
-
-
-def _journal_record(inst: Installation | None) -> tuple[object, ...]:
-    """(label, ipv4, ipv6, port) as the journal keeps them: all None for nothing."""
-    return (None, None, None, None) if inst is None else tuple(inst.dns_view())
-
-
-def _journal_side(row: Sequence[object]) -> DnsRecord | None:
-    """A journal's (label, ipv4, ipv6, port) columns as a record; None when no label."""
-    label, ipv4, ipv6, port = row
-    if label is None:
-        return None
-    return DnsRecord(
-        str(label),
-        None if ipv4 is None else str(ipv4),
-        None if ipv6 is None else str(ipv6),
-        None if port is None else int(str(port)),
-    )
-
-
-def _values(inst: Installation) -> tuple[object, ...]:
-    return (
-        inst.code,
-        inst.label,
-        inst.kind.value,
-        inst.ipv4,
-        inst.ipv6,
-        inst.port,
-        inst.created.isoformat(),
-        inst.updated.isoformat(),
-        None if inst.last_seen is None else inst.last_seen.isoformat(),
-        inst.private_port,
-        inst.agent_version,
-    )
+"""The last journal seq handed out: the newest entry's, or the floor's once pruning has
+removed every entry (AUTOINCREMENT never hands a seq out twice)."""
 
 
 class _Transaction:
@@ -154,15 +66,19 @@ class _Transaction:
 
     def get(self, code: str) -> Installation | None:
         row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM installations WHERE code = ?", (code,)
+            f"SELECT {COLUMNS} FROM installations WHERE code = ?", (code,)
         ).fetchone()
-        return None if row is None else _row_to_installation(row)
+        return None if row is None else rows.installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
         row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM installations WHERE label = ?", (label.lower(),)
+            f"SELECT {COLUMNS} FROM installations WHERE label = ?", (label.lower(),)
         ).fetchone()
-        return None if row is None else _row_to_installation(row)
+        return None if row is None else rows.installation(row)
+
+    def prefetch(self, codes: Iterable[str]) -> None:
+        """Nothing to do: SQLite reads each row in memory-mapped pages, one writer at
+        a time."""
 
     def _history(
         self,
@@ -172,27 +88,16 @@ class _Transaction:
         new: Installation | None,
         origin: Origin | None = None,
     ) -> None:
-        origin = origin or self._origin
         self._conn.execute(
-            "INSERT INTO history (at, code, action, actor, via, source, old, new)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                _now(),
-                code,
-                action,
-                origin.actor,
-                origin.via,
-                origin.source,
-                None if old is None else json.dumps(old.to_dict()),
-                None if new is None else json.dumps(new.to_dict()),
-            ),
+            f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.history_row(rows.now(), code, action, origin or self._origin, old, new),
         )
 
     def insert(self, installation: Installation) -> None:
         try:
             self._conn.execute(
-                f"INSERT INTO installations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _values(installation),
+                f"INSERT INTO installations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows.values(installation),
             )
         except sqlite3.IntegrityError as exc:
             raise _conflict(exc, installation) from None
@@ -222,7 +127,7 @@ class _Transaction:
             raise _conflict(exc, new) from None
         if old.dns_view() != new.dns_view():
             self.dns_changes.append((old.code, old, new))
-        if _audited(old) != _audited(new):
+        if rows.audited(old) != rows.audited(new):
             self._history(old.code, "update", old, new, origin)
 
     def set_token_hash(self, code: str, token_hash: str) -> None:
@@ -230,14 +135,14 @@ class _Transaction:
             "INSERT INTO tokens (code, token_hash, created) VALUES (?, ?, ?)"
             " ON CONFLICT (code) DO UPDATE SET token_hash = excluded.token_hash,"
             " created = excluded.created",
-            (code, token_hash, _now()),
+            (code, token_hash, rows.now()),
         )
         self._history(code, "token", None, None)
 
     def add_admin_token(self, token_hash: str, note: str | None) -> None:
         self._conn.execute(
             "INSERT INTO admin_tokens (token_hash, note, created) VALUES (?, ?, ?)",
-            (token_hash, note, _now()),
+            (token_hash, note, rows.now()),
         )
 
     def set_tsig_key(
@@ -255,7 +160,7 @@ class _Transaction:
         self._conn.execute(
             "INSERT OR REPLACE INTO tsig_keys (name, code, algorithm, secret, created, role)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (name, code, algorithm, secret, _now(), KeyRole(role).value),
+            (name, code, algorithm, secret, rows.now(), KeyRole(role).value),
         )
 
     def delete(self, installation: Installation) -> None:
@@ -264,25 +169,10 @@ class _Transaction:
         self.dns_changes.append((installation.code, installation, None))
 
     def _link_history(self, action: str, link: Link) -> None:
-        """One history entry on each end (`new` for an added link, `old` for a removed)."""
-        value = json.dumps(link.to_dict())
-        origin = self._origin
-        at = _now()
-        for code in (link.a, link.b):
-            self._conn.execute(
-                "INSERT INTO history (at, code, action, actor, via, source, old, new)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    at,
-                    code,
-                    action,
-                    origin.actor,
-                    origin.via,
-                    origin.source,
-                    value if action == "unlink" else None,
-                    value if action == "link" else None,
-                ),
-            )
+        self._conn.executemany(
+            f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.link_history_rows(action, link, self._origin),
+        )
 
     def add_link(self, link: Link) -> bool:
         try:
@@ -303,11 +193,11 @@ class _Transaction:
     def remove_link(self, a: str, b: str, feature: str | None = None) -> list[Link]:
         where = "a = ? AND b = ?" + ("" if feature is None else " AND feature = ?")
         params: tuple[str, ...] = (a, b) if feature is None else (a, b, feature)
-        rows = self._conn.execute(
+        found = self._conn.execute(
             f"SELECT a, b, feature, created FROM links WHERE {where} ORDER BY feature", params
         ).fetchall()
         self._conn.execute(f"DELETE FROM links WHERE {where}", params)
-        removed = [_row_to_link(r) for r in rows]
+        removed = [rows.link(r) for r in found]
         for link in removed:
             self._link_history("unlink", link)
         return removed
@@ -318,29 +208,16 @@ class _Transaction:
         self._conn.execute("DELETE FROM firewall_seen WHERE code = ?", (code,))
         self._conn.executemany(
             "INSERT INTO firewall_seen (code, counterpart, addresses, at) VALUES (?, ?, ?, ?)",
-            [
-                (code, counterpart, json.dumps(list(addresses)), at.isoformat())
-                for counterpart, addresses in seen.items()
-            ],
+            rows.seen_rows(code, seen, at),
         )
-
-
-def _row_to_link(row: sqlite3.Row | tuple[object, ...]) -> Link:
-    a, b, feature, created = tuple(row)
-    return Link(str(a), str(b), str(feature), _utc(created))
-
-
-def _audited(inst: Installation) -> tuple[object, ...]:
-    """The fields whose change the history records (not last-seen)."""
-    return (inst.label, inst.kind, inst.ipv4, inst.ipv6, inst.port)
 
 
 def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     text = str(exc)
     if "installations.label" in text:
-        return ConflictError(f"label: {inst.label!r} is already used by another installation")
+        return rows.label_taken(inst)
     if "installations.code" in text:
-        return ConflictError(f"code: {inst.code!r} is already registered")
+        return rows.code_taken(inst)
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
@@ -428,13 +305,10 @@ class SqliteStore:
             int(self._conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0])
         )
         self._conn.execute("UPDATE zone_state SET serial = ? WHERE id = 1", (serial,))
-        at = _now()
+        at = rows.now()
         self._conn.executemany(
-            f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (serial, at, code, *_journal_record(old), *_journal_record(new))
-                for code, old, new in changes
-            ],
+            f"INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [rows.journal_row(serial, at, code, old, new) for code, old, new in changes],
         )
 
     # -- reads ------------------------------------------------------------------------
@@ -494,19 +368,19 @@ class SqliteStore:
         return tuple(rows[0]) if rows else None
 
     def get(self, code: str) -> Installation | None:
-        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE code = ?", (code,))
-        return None if row is None else _row_to_installation(row)
+        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE code = ?", (code,))
+        return None if row is None else rows.installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
-        row = self._one(f"SELECT {_COLUMNS} FROM installations WHERE label = ?", (label.lower(),))
-        return None if row is None else _row_to_installation(row)
+        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE label = ?", (label.lower(),))
+        return None if row is None else rows.installation(row)
 
     def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
-        rows = self._rows(
-            f"SELECT {_COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
+        found = self._rows(
+            f"SELECT {COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
             (-1 if limit is None else limit, offset),
         )
-        return [_row_to_installation(r) for r in rows]
+        return [rows.installation(r) for r in found]
 
     def count(self) -> int:
         row = self._one("SELECT count(*) FROM installations")
@@ -517,25 +391,12 @@ class SqliteStore:
         return int(str(row[0])) if row else 0
 
     def last_seq(self) -> int:
-        row = self._one("SELECT coalesce(max(seq), 0) FROM journal")
+        row = self._one(_LAST_SEQ)
         return int(str(row[0])) if row else 0
 
     def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
-        rows = self._rows(
-            "SELECT seq, serial, code, old_label, old_ipv4, old_ipv6, old_port,"
-            " new_label, ipv4, ipv6, port FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        )
-        return [
-            JournalEntry(
-                seq=int(str(r[0])),
-                serial=int(str(r[1])),
-                code=str(r[2]),
-                before=_journal_side(r[3:7]),
-                record=_journal_side(r[7:11]),
-            )
-            for r in rows
-        ]
+        found = self._rows(f"{rows.JOURNAL_READ} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [rows.journal_entry(r) for r in found]
 
     def journal_floor(self) -> JournalFloor:
         row = self._one("SELECT floor_seq, floor_serial FROM zone_state WHERE id = 1")
@@ -578,7 +439,7 @@ class SqliteStore:
                 conn.execute("UPDATE zone_state SET zone_config = ? WHERE id = 1", (fingerprint,))
                 return False
             moved = next_serial(int(serial))
-            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+            last = int(conn.execute(_LAST_SEQ).fetchone()[0])
             conn.execute(
                 "UPDATE zone_state SET serial = ?, floor_seq = ?, floor_serial = ?,"
                 " zone_config = ? WHERE id = 1",
@@ -587,15 +448,12 @@ class SqliteStore:
             return True
 
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
-        cutoff = (now - timedelta(seconds=keep_seconds)).astimezone(UTC)
+        cutoff = rows.stamp(now - timedelta(seconds=keep_seconds))
         with self.transaction(Origin(actor="controparte", via="prune")):
             conn = self._conn
-            last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+            last = int(conn.execute(_LAST_SEQ).fetchone()[0])
             by_count = last - keep_entries
-            by_age = conn.execute(
-                "SELECT max(seq) FROM journal WHERE at < ?",
-                (cutoff.isoformat(timespec="milliseconds"),),
-            ).fetchone()[0]
+            by_age = conn.execute("SELECT max(seq) FROM journal WHERE at < ?", (cutoff,)).fetchone()[0]
             upto = max(by_count, 0 if by_age is None else int(by_age))
             if upto <= 0:
                 return 0
@@ -626,11 +484,11 @@ class SqliteStore:
                 serial = int(
                     conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]
                 )
-                seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+                seq = int(conn.execute(_LAST_SEQ).fetchone()[0])
                 cursor = conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
                 try:
-                    result = consume(map(_record, cursor))
+                    result = consume(map(rows.record, cursor))
                 finally:
                     cursor.close()
             finally:
@@ -652,34 +510,15 @@ class SqliteStore:
             "SELECT name, code, algorithm, secret, role FROM tsig_keys WHERE name = ?",
             (name.lower(),),
         )
-        if row is None:
-            return None
-        return TsigKeyRow(
-            str(row[0]),
-            None if row[1] is None else str(row[1]),
-            str(row[2]),
-            bytes(row[3]),  # type: ignore[call-overload]
-            KeyRole(str(row[4])),
-        )
+        return None if row is None else rows.tsig_key(row)
 
     def history(self, code: str) -> list[dict[str, object]]:
-        rows = self._rows(
+        found = self._rows(
             "SELECT at, action, actor, via, source, old, new FROM history"
             " WHERE code = ? ORDER BY id",
             (code,),
         )
-        return [
-            {
-                "at": r[0],
-                "action": r[1],
-                "actor": r[2],
-                "via": r[3],
-                "source": r[4],
-                "old": None if r[5] is None else json.loads(str(r[5])),
-                "new": None if r[6] is None else json.loads(str(r[6])),
-            }
-            for r in rows
-        ]
+        return [rows.history_entry(r) for r in found]
 
     def links(self, code: str | None = None) -> list[Link]:
         sql = "SELECT a, b, feature, created FROM links"
@@ -687,22 +526,15 @@ class SqliteStore:
         if code is not None:
             sql += " WHERE a = ? OR b = ?"
             params = (code, code)
-        return [_row_to_link(r) for r in self._rows(sql + " ORDER BY a, b, feature", params)]
+        return [rows.link(r) for r in self._rows(sql + " ORDER BY a, b, feature", params)]
 
     def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
-        rows = self._rows(
+        found = self._rows(
             "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = ?"
             " ORDER BY counterpart",
             (code,),
         )
-        return {
-            str(r[0]): SeenAddresses(
-                str(r[0]),
-                tuple(str(a) for a in json.loads(str(r[1]))),
-                _utc(r[2]),
-            )
-            for r in rows
-        }
+        return {str(r[0]): rows.seen_addresses(r) for r in found}
 
     def close(self) -> None:
         """Close the writer's connection and every thread's read connection; a read
@@ -719,6 +551,12 @@ class SqliteStore:
                 self._writer_lock = -1
 
 
-def open_store(data_dir: Path) -> SqliteStore:
-    """The store kept in `data_dir` (created if missing)."""
-    return SqliteStore(data_dir / DB_FILE)
+    def change_listener(self) -> None:
+        """None: processes sharing a SQLite file learn of changes by polling the
+        journal (`journal_poll_interval`)."""
+        return None
+
+    @classmethod
+    def in_directory(cls, data_dir: Path) -> SqliteStore:
+        """The store kept in `data_dir` (created if missing)."""
+        return cls(data_dir / DB_FILE)

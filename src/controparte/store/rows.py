@@ -1,0 +1,249 @@
+"""How the model's values are kept in rows, the same for every engine: the columns, the
+stored text of timestamps (ISO 8601 in UTC), the journal's before and after, the
+history's entries, and the messages of the conflicts a write can run into."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from controparte.errors import ConflictError
+from controparte.model import DnsRecord, Installation, Kind, Link
+from controparte.store.base import JournalEntry, KeyRole, Origin, SeenAddresses, TsigKeyRow
+
+COLUMNS = (
+    "code, label, kind, ipv4, ipv6, port, created, updated, last_seen, private_port, agent_version"
+)
+"""An installation's columns, in the order of `values` and `installation`."""
+
+JOURNAL_COLUMNS = (
+    "serial, at, code, old_label, old_ipv4, old_ipv6, old_port, new_label, ipv4, ipv6, port"
+)
+"""A journal entry's columns as written (its seq apart), in the order of `journal_row`."""
+
+JOURNAL_READ = (
+    "SELECT seq, serial, code, old_label, old_ipv4, old_ipv6, old_port,"
+    " new_label, ipv4, ipv6, port FROM journal"
+)
+"""The start of a read of journal entries (rows for `journal_entry`)."""
+
+HISTORY_COLUMNS = "at, code, action, actor, via, source, old, new"
+"""A history entry's columns as written, in the order of `history_row`."""
+
+
+def next_serial(serial: int) -> int:
+    """The next SOA serial in RFC 1982 arithmetic (mod 2**32), skipping 0."""
+    return (serial + 1) % 2**32 or 1
+
+
+def installation(row: Sequence[object]) -> Installation:
+    """An installation from its row (`COLUMNS`)."""
+    (
+        code,
+        label,
+        kind,
+        ipv4,
+        ipv6,
+        port,
+        created,
+        updated,
+        last_seen,
+        private_port,
+        agent_version,
+    ) = tuple(row)
+    return Installation(
+        code=str(code),
+        label=str(label),
+        kind=Kind(str(kind)),
+        ipv4=None if ipv4 is None else str(ipv4),
+        ipv6=None if ipv6 is None else str(ipv6),
+        port=None if port is None else int(str(port)),
+        created=utc(created),
+        updated=utc(updated),
+        last_seen=None if last_seen is None else utc(last_seen),
+        private_port=None if private_port is None else int(str(private_port)),
+        agent_version=None if agent_version is None else str(agent_version),
+    )
+
+
+def values(inst: Installation) -> tuple[object, ...]:
+    """An installation's row (`COLUMNS`)."""
+    return (
+        inst.code,
+        inst.label,
+        inst.kind.value,
+        inst.ipv4,
+        inst.ipv6,
+        inst.port,
+        inst.created.isoformat(),
+        inst.updated.isoformat(),
+        None if inst.last_seen is None else inst.last_seen.isoformat(),
+        inst.private_port,
+        inst.agent_version,
+    )
+
+
+record: Callable[[Iterable[object]], DnsRecord] = functools.partial(tuple.__new__, DnsRecord)
+"""A (label, ipv4, ipv6, port) row as a `DnsRecord`: `DnsRecord._make` without its length
+check (the query names the four columns), all in C: a million rows at start-up, where
+`_make`, a Python call per row, costs twice as much."""
+
+
+def utc(stored: object) -> datetime:
+    """A stored timestamp as an aware datetime in UTC. Every timestamp is written in UTC
+    with its offset (`now` or the model's `utcnow`); one without an offset (written by
+    hand) is taken as UTC too."""
+    when = datetime.fromisoformat(str(stored))
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def now() -> str:
+    """Now, in UTC, as stored for history and journal entries (to the millisecond)."""
+    return stamp(datetime.now(UTC))
+
+
+def stamp(when: datetime) -> str:
+    """`when` as journal and history entries store it (UTC, to the millisecond), so
+    that stored stamps compare as text in time order."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _side(inst: Installation | None) -> tuple[object, ...]:
+    """(label, ipv4, ipv6, port) as the journal keeps them: all None for nothing."""
+    return (None, None, None, None) if inst is None else tuple(inst.dns_view())
+
+
+def journal_row(
+    serial: int, at: str, code: str, old: Installation | None, new: Installation | None
+) -> tuple[object, ...]:
+    """A journal entry's row (`JOURNAL_COLUMNS`)."""
+    return (serial, at, code, *_side(old), *_side(new))
+
+
+def _journal_side(row: Sequence[object]) -> DnsRecord | None:
+    """A journal's (label, ipv4, ipv6, port) columns as a record; None when no label."""
+    label, ipv4, ipv6, port = row
+    if label is None:
+        return None
+    return DnsRecord(
+        str(label),
+        None if ipv4 is None else str(ipv4),
+        None if ipv6 is None else str(ipv6),
+        None if port is None else int(str(port)),
+    )
+
+
+def journal_entry(row: Sequence[object]) -> JournalEntry:
+    """A journal entry from a row of `JOURNAL_READ`."""
+    return JournalEntry(
+        seq=int(str(row[0])),
+        serial=int(str(row[1])),
+        code=str(row[2]),
+        before=_journal_side(row[3:7]),
+        record=_journal_side(row[7:11]),
+    )
+
+
+def audited(inst: Installation) -> tuple[object, ...]:
+    """The fields whose change the history records (not last-seen)."""
+    return (inst.label, inst.kind, inst.ipv4, inst.ipv6, inst.port)
+
+
+def history_row(
+    at: str,
+    code: str,
+    action: str,
+    origin: Origin,
+    old: Installation | None,
+    new: Installation | None,
+) -> tuple[object, ...]:
+    """A history entry's row (`HISTORY_COLUMNS`) for a change of an installation."""
+    return history_text_row(
+        at,
+        code,
+        action,
+        origin,
+        None if old is None else json.dumps(old.to_dict()),
+        None if new is None else json.dumps(new.to_dict()),
+    )
+
+
+def history_text_row(
+    at: str, code: str, action: str, origin: Origin, old: str | None, new: str | None
+) -> tuple[object, ...]:
+    """A history entry's row (`HISTORY_COLUMNS`), its before and after as JSON text."""
+    return (at, code, action, origin.actor, origin.via, origin.source, old, new)
+
+
+def link_history_rows(action: str, link: Link, origin: Origin) -> list[tuple[object, ...]]:
+    """The history entries of an added ("link") or removed ("unlink") link: one on each
+    end, the link as `new` when added and `old` when removed."""
+    value = json.dumps(link.to_dict())
+    at = now()
+    return [
+        history_text_row(
+            at,
+            code,
+            action,
+            origin,
+            value if action == "unlink" else None,
+            value if action == "link" else None,
+        )
+        for code in (link.a, link.b)
+    ]
+
+
+def history_entry(row: Sequence[object]) -> dict[str, object]:
+    """A history entry as `Store.history` returns it, from (at, action, actor, via,
+    source, old, new)."""
+    return {
+        "at": row[0],
+        "action": row[1],
+        "actor": row[2],
+        "via": row[3],
+        "source": row[4],
+        "old": None if row[5] is None else json.loads(str(row[5])),
+        "new": None if row[6] is None else json.loads(str(row[6])),
+    }
+
+
+def link(row: Sequence[object]) -> Link:
+    """A link from (a, b, feature, created)."""
+    a, b, feature, created = tuple(row)
+    return Link(str(a), str(b), str(feature), utc(created))
+
+
+def seen_rows(
+    code: str, seen: Mapping[str, tuple[str, ...]], at: datetime
+) -> list[tuple[object, ...]]:
+    """The rows (code, counterpart, addresses, at) of what `controparte firewall` saw."""
+    return [
+        (code, counterpart, json.dumps(list(addresses)), at.isoformat())
+        for counterpart, addresses in seen.items()
+    ]
+
+
+def seen_addresses(row: Sequence[object]) -> SeenAddresses:
+    """From (counterpart, addresses, at)."""
+    return SeenAddresses(str(row[0]), tuple(str(a) for a in json.loads(str(row[1]))), utc(row[2]))
+
+
+def tsig_key(row: Sequence[object]) -> TsigKeyRow:
+    """From (name, code, algorithm, secret, role)."""
+    return TsigKeyRow(
+        str(row[0]),
+        None if row[1] is None else str(row[1]),
+        str(row[2]),
+        bytes(row[3]),  # type: ignore[call-overload]
+        KeyRole(str(row[4])),
+    )
+
+
+def code_taken(inst: Installation) -> ConflictError:
+    return ConflictError(f"code: {inst.code!r} is already registered")
+
+
+def label_taken(inst: Installation) -> ConflictError:
+    return ConflictError(f"label: {inst.label!r} is already used by another installation")
