@@ -396,7 +396,7 @@ class Server:
 
 class KnotServer(Server):
     def __init__(self, workdir: Path, zonefile: Path, tag: str) -> None:
-        super().__init__(f"knot-{tag}", workdir, free_port(below_ephemeral=True))
+        super().__init__(f"knot-{tag}", workdir, free_port(for_bench=True))
         self.home = workdir / f"knot-{tag}"
         for sub in ("run", "db", "zones"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
@@ -439,7 +439,7 @@ class ControparteServer(Server):
 
     def __init__(self, workdir: Path, data: Path, workers: int, tag: str) -> None:
         env = {**SETTINGS, "CONTROPARTE_DNS_WORKERS": str(workers)}
-        self.serve = ServerProcess(data, env, below_ephemeral=True)
+        self.serve = ServerProcess(data, env, for_bench=True)
         super().__init__(f"controparte-w{workers}-{tag}", workdir, self.serve.port)
         self.workers = workers
 

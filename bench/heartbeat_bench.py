@@ -110,7 +110,7 @@ def server(data: Path, http_workers: int = 1) -> Iterator[ServerProcess]:
     own X-Forwarded-For; yielded once one real heartbeat is accepted (no failed
     authentication: the server would throttle this address)."""
     env = {"CONTROPARTE_TRUSTED_PROXIES": HOST, "CONTROPARTE_HTTP_WORKERS": str(http_workers)}
-    with ServerProcess(data, env, below_ephemeral=True, start_timeout=START_TIMEOUT) as srv:
+    with ServerProcess(data, env, for_bench=True, start_timeout=START_TIMEOUT) as srv:
         srv.wait_http(START_TIMEOUT)
         with httpx.Client(timeout=5.0) as client:
             response = client.post(

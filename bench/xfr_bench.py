@@ -260,7 +260,7 @@ class Knot(Primary):
     def __init__(self, work: Path, zonefile: Path, key: TsigKey, serial: int) -> None:
         self.name = "knot"
         self.server = KnotPrimary(work / f"knot-{zonefile.stem}", ZONE, zonefile, key)
-        self.server.port = free_port(below_ephemeral=True)  # the bench's range: free_port
+        self.server.port = free_port(for_bench=True)  # the bench's range: free_port
         self.port = self.server.port
         self.server.start(timeout=START_TIMEOUT)
         try:
@@ -282,9 +282,7 @@ class Controparte(Primary):
     def __init__(self, data: Path, key: TsigKey, **env: str) -> None:
         self.name = "controparte"
         settings = {**SETTINGS, "CONTROPARTE_TRANSFER_ALLOW": f"key={key.name}", **env}
-        self.server = ServerProcess(
-            data, settings, below_ephemeral=True, start_timeout=START_TIMEOUT
-        )
+        self.server = ServerProcess(data, settings, for_bench=True, start_timeout=START_TIMEOUT)
         self.port = self.server.port
         self.server.start()
 
@@ -526,7 +524,7 @@ def propagation(profile: Profile, work: Path, result: dict[str, Any]) -> None:
     write_registry(data, profile.delay_size)
     key = transfer_key(data, work / "key-delay")
     nsd = NsdSecondary(work / "nsd", ZONE, (HOST, 0), key)
-    nsd.port = free_port(below_ephemeral=True)  # the bench's range: free_port
+    nsd.port = free_port(for_bench=True)  # the bench's range: free_port
     primary = Controparte(
         data,
         key,

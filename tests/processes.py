@@ -23,7 +23,7 @@ HOST = "127.0.0.1"
 STOP_TIMEOUT = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KIB_PER_MIB = 1024
-BELOW_EPHEMERAL = 12_000  # how many ports below the ephemeral range `free_port` may pick
+PORT_BAND = 6_000  # ports per band below the ephemeral range: see `free_port`
 
 
 # -- ports ---------------------------------------------------------------------------------
@@ -45,33 +45,32 @@ def _ephemeral_low() -> int:
     return 32768
 
 
-def free_port(*, below_ephemeral: bool = False) -> int:
+def _pick(kind: socket.SocketKind, *, for_bench: bool) -> int:
+    low = _ephemeral_low()
+    top = low - PORT_BAND if not for_bench else low
+    for _ in range(200):
+        port = random.randrange(max(1024, top - PORT_BAND), top)
+        if _bindable(kind, port) and (
+            kind == socket.SOCK_STREAM or _bindable(socket.SOCK_STREAM, port)
+        ):
+            return port
+    raise RuntimeError(f"no port is free on {HOST}")
+
+
+def free_port(*, for_bench: bool = False) -> int:
     """A port free on HOST for both UDP and TCP right now.
 
-    From the ephemeral range (the kernel's pick), or with `below_ephemeral` from the
-    ports just below it: the benchmarks take those, so that a test suite running beside
-    them (which picks in the ephemeral range) never binds one of their ports with
-    SO_REUSEPORT between their pick and their bind, taking part of their traffic."""
-    for _ in range(200):
-        if below_ephemeral:
-            low = _ephemeral_low()
-            port = random.randrange(max(1024, low - BELOW_EPHEMERAL), low)
-            if not _bindable(socket.SOCK_DGRAM, port):
-                continue
-        else:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.bind((HOST, 0))
-                port = int(udp.getsockname()[1])
-        if _bindable(socket.SOCK_STREAM, port):
-            return port
-    raise RuntimeError(f"no port is free for both UDP and TCP on {HOST}")
+    Never in the kernel's ephemeral range: an outgoing connection (a test's client, a
+    secondary's transfer) may take any ephemeral port between this pick and the server's
+    bind. The tests pick in one band just below that range and, with `for_bench`, the
+    benchmarks in the band above it, so that a test suite running beside a benchmark
+    never binds one of its ports with SO_REUSEPORT and takes part of its traffic."""
+    return _pick(socket.SOCK_DGRAM, for_bench=for_bench)
 
 
-def free_tcp_port() -> int:
-    """A TCP port free on HOST right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind((HOST, 0))
-        return int(tcp.getsockname()[1])
+def free_tcp_port(*, for_bench: bool = False) -> int:
+    """A TCP port free on HOST right now, from the same bands as `free_port`."""
+    return _pick(socket.SOCK_STREAM, for_bench=for_bench)
 
 
 def udp_sockets_on(port: int) -> int:

@@ -34,8 +34,8 @@ DIG_TIMEOUT = 20.0
 
 
 class ServerProcess:
-    """`python -m controparte serve` over the data directory `data`, on free ports (with
-    `below_ephemeral`, below the ephemeral range: see `free_port`).
+    """`python -m controparte serve` over the data directory `data`, on free ports (from the
+    benchmarks' band with `for_bench`: see `free_port`).
 
     `settings_env` holds every setting the server gets (and nothing else of the
     environment named CONTROPARTE_*); `settings` reads the same values in this process."""
@@ -45,13 +45,13 @@ class ServerProcess:
         data: Path,
         env: Mapping[str, str] | None = None,
         *,
-        below_ephemeral: bool = False,
+        for_bench: bool = False,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.data = data
         self.host = HOST
-        self.port = free_port(below_ephemeral=below_ephemeral)
-        http_port = free_port(below_ephemeral=True) if below_ephemeral else free_tcp_port()
+        self.port = free_port(for_bench=for_bench)
+        http_port = free_tcp_port(for_bench=for_bench)
         self.settings_env: dict[str, str] = {
             "CONTROPARTE_DATA": str(data),
             "CONTROPARTE_DNS": f"{HOST}:{self.port}",

@@ -84,6 +84,7 @@ YIELD_RATE = 10_000.0
 MAX_YIELD = 20.0
 """The longest pause, in times the work: a transfer always moves on."""
 FOLLOWER_STOP_TIMEOUT = 2.0
+BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
 
 HandOff = Callable[[bytes, Any], bool]
@@ -320,17 +321,13 @@ class DnsServer:
         if self.notifier is not None:
             await self.notifier.start(self.engine.zone)
         host = self.settings.dns.host
-        self._udp = bind_udp(host, self.settings.dns.port)
+        try:
+            self._udp, self._tcp = await self._bind(host, self.settings.dns.port)
+        except BaseException:
+            if self.notifier is not None:
+                await self.notifier.stop()
+            raise
         port = self.port
-        self._tcp = await asyncio.start_server(
-            self._serve_tcp,
-            host,
-            port,
-            family=_family(host),
-            reuse_address=True,
-            reuse_port=True,
-            limit=70_000,
-        )
         self._running = True
         if self.updater is not None:
             self._update_executor = ThreadPoolExecutor(UPDATE_THREADS, "dns-update")
@@ -362,6 +359,34 @@ class DnsServer:
             host,
             port,
         )
+
+    async def _bind(self, host: str, port: int) -> tuple[socket.socket, asyncio.Server]:
+        """A UDP socket and a TCP server on the same `port`. Port 0 takes the kernel's
+        pick for UDP, which a TCP connection may hold already: then another pick, up to
+        BIND_ATTEMPTS times. Nothing stays bound when this raises."""
+        attempts_left = BIND_ATTEMPTS if port == 0 else 1
+        while True:
+            udp = bind_udp(host, port)
+            try:
+                tcp = await asyncio.start_server(
+                    self._serve_tcp,
+                    host,
+                    int(udp.getsockname()[1]),
+                    family=_family(host),
+                    reuse_address=True,
+                    reuse_port=True,
+                    limit=70_000,
+                )
+            except OSError:
+                udp.close()
+                attempts_left -= 1
+                if attempts_left == 0:
+                    raise
+            except BaseException:
+                udp.close()
+                raise
+            else:
+                return udp, tcp
 
     async def stop(self) -> None:
         self._running = False
