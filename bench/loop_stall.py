@@ -44,7 +44,8 @@ from common import HOST, ZONE
 from controparte.dns.server import DnsServer
 from controparte.serve import run_loop
 from controparte.settings import load_settings
-from controparte.store.sqlite import DB_FILE, next_serial
+from controparte.store.rows import next_serial
+from controparte.store.sqlite import DB_FILE
 from dns_bench import NS, label_of, write_registry
 
 LAG_TICK = 0.010  # seconds the lag probe sleeps each time

@@ -1,5 +1,7 @@
-"""Fixtures shared by every test directory: a real server in a subprocess, and the
-command line in process (`tests/clirunner.py`)."""
+"""Fixtures shared by every test directory: a real server in a subprocess, the command
+line in process (`tests/clirunner.py`), and the registry's database on each engine
+(`database`: SQLite, or a fresh database on a throw-away PostgreSQL server,
+`tests/pgserver.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from controparte.service import Registry
+from tests.pgserver import Databases, PgServer, Server, session_server
 from tests.realserver import ServerProcess
 
 pytest_plugins = ("tests.clirunner",)
@@ -19,6 +22,46 @@ def pytest_configure(config: pytest.Config) -> None:
         "secondaries: starts real NSD, Knot and BIND secondaries (tests/secondaries.py);"
         " select them with -m secondaries",
     )
+
+
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """The PostgreSQL server of the whole session, started on first use (or the one
+    CONTROPARTE_TEST_DATABASE names), stopped and removed at the end."""
+    with session_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_database(pg_server: Server) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's server, dropped afterwards."""
+    with Databases(pg_server).fresh() as url:
+        yield url
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of this test's own, to stop, kill or restart; removed at
+    the end."""
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(params=ENGINES)
+def database(request: pytest.FixtureRequest) -> str:
+    """The setting `database` of a test run once on each engine: "" (the SQLite file in
+    the data directory), then a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("pg_database")
+    return url
 
 
 StartServer = Callable[..., ServerProcess]

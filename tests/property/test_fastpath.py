@@ -37,7 +37,7 @@ from controparte.model import DnsRecord, InstallationChange, ZoneConfig
 from controparte.service import Registry
 from controparte.settings import load_settings
 from controparte.store import open_store
-from controparte.store.sqlite import next_serial
+from controparte.store.rows import next_serial
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -111,7 +111,7 @@ def test_migration_3_over_a_version_2_store(tmp_path: Path) -> None:
     path = tmp_path / DB_FILE
     connection = sqlite3.connect(path)
     for script in MIGRATIONS[:2]:
-        for statement in script.split(";"):
+        for statement in script.sqlite.split(";"):
             if statement.strip():
                 connection.execute(statement)
     connection.execute("INSERT INTO zone_state (id, serial) VALUES (1, 7)")

@@ -1,7 +1,8 @@
-"""The heartbeat writer: results carry the zone serial after the commit; beats awaited on
-an event loop are settled with one call into the loop per batch; a beat with a token
-is checked in the writer's own transaction (wrong token, unknown code and a label in
-place of the code are refused, and nothing of them is written)."""
+"""The heartbeat writer, on each engine: results carry the zone serial after the
+commit; beats awaited on an event loop are settled with one call into the loop per
+batch; a beat with a token is checked in the writer's own transaction (wrong token,
+unknown code and a label in place of the code are refused, and nothing of them is
+written)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ from controparte.settings import load_settings
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
+def services(tmp_path: Path, database: str) -> Iterator[Services]:
     settings = load_settings(
-        env={"CONTROPARTE_DATA": str(tmp_path), "CONTROPARTE_ALLOW_NON_GLOBAL": "1"}
+        env={
+            "CONTROPARTE_DATA": str(tmp_path),
+            "CONTROPARTE_DATABASE": database,
+            "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
+        }
     )
     opened = open_services(settings)
     yield opened

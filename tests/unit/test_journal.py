@@ -1,19 +1,17 @@
-"""The journal as zone transfer reads it: every entry keeps what was served before and
-after the change; `journal_reach` finds where the zone stood at a serial; pruning
-removes whole serials only and moves the floor with them; a store of schema version 3
-gets a floor at its newest entry (its entries have no before-image)."""
+"""The journal as zone transfer reads it, on each engine: every entry keeps what was
+served before and after the change; `journal_reach` finds where the zone stood at a
+serial; pruning removes whole serials only and moves the floor with them; and, on
+SQLite, a store of schema version 3 gets a floor at its newest entry (its entries have
+no before-image)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from controparte.model import DnsRecord, Installation, InstallationChange
-from controparte.store import KeyRole, Origin, open_store
+from controparte.store import KeyRole, Origin, Store
 from controparte.store.schema import MIGRATIONS
 from controparte.store.sqlite import DB_FILE, SqliteStore
 
@@ -21,18 +19,11 @@ A = Installation.create("A-1", "alpha", ipv4="192.0.2.1", port=9001, allow_non_g
 B = Installation.create("B-2", "beta", ipv6="2001:db8::2", allow_non_global=True)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = open_store(tmp_path)
-    yield opened
-    opened.close()
-
-
 def change(inst: Installation, **fields: str) -> Installation:
     return inst.with_changes(InstallationChange(**fields), allow_non_global=True)
 
 
-def test_each_entry_keeps_the_record_before_and_after(store: SqliteStore) -> None:
+def test_each_entry_keeps_the_record_before_and_after(store: Store) -> None:
     with store.transaction(Origin()) as tx:
         tx.insert(A)
     moved = change(A, label="omega", ipv4="192.0.2.9")
@@ -53,7 +44,7 @@ def test_each_entry_keeps_the_record_before_and_after(store: SqliteStore) -> Non
     assert entries[1].serial == entries[2].serial != entries[3].serial
 
 
-def test_reach_finds_the_last_entry_of_a_serial(store: SqliteStore) -> None:
+def test_reach_finds_the_last_entry_of_a_serial(store: Store) -> None:
     start = store.serial()
     assert store.journal_reach(start) == 0  # a new store: the floor is where it starts
     with store.transaction(Origin()) as tx:
@@ -68,7 +59,7 @@ def test_reach_finds_the_last_entry_of_a_serial(store: SqliteStore) -> None:
     assert store.journal_reach(first + 1000) is None
 
 
-def writes(store: SqliteStore, count: int) -> list[int]:
+def writes(store: Store, count: int) -> list[int]:
     """`count` transactions of two entries each (A and B move together); their serials."""
     serials = []
     a, b = A, B
@@ -86,7 +77,7 @@ def writes(store: SqliteStore, count: int) -> list[int]:
     return serials
 
 
-def test_pruning_by_count_removes_whole_serials_and_moves_the_floor(store: SqliteStore) -> None:
+def test_pruning_by_count_removes_whole_serials_and_moves_the_floor(store: Store) -> None:
     serials = writes(store, 5)  # entries 1..10, two per serial
     now = datetime.now(UTC)
     # Keeping 5 entries cuts serial 3 in half (entries 5, 6): all of it goes.
@@ -100,7 +91,7 @@ def test_pruning_by_count_removes_whole_serials_and_moves_the_floor(store: Sqlit
     assert store.prune_journal(5, 86400, now) == 0  # nothing more to remove
 
 
-def test_pruning_by_age(store: SqliteStore) -> None:
+def test_pruning_by_age(store: Store) -> None:
     serials = writes(store, 3)
     later = datetime.now(UTC) + timedelta(hours=2)
     assert store.prune_journal(1_000_000, 3600, later) == 6
@@ -115,7 +106,7 @@ def test_a_version_3_store_gets_its_floor_at_the_newest_entry(tmp_path: Path) ->
     path = tmp_path / DB_FILE
     conn = sqlite3.connect(path)
     for script in MIGRATIONS[:3]:
-        conn.executescript(script)
+        conn.executescript(script.sqlite)
     conn.execute("INSERT INTO zone_state (id, serial) VALUES (1, 41)")
     conn.execute(
         "INSERT INTO journal (serial, at, code, old_label, new_label, ipv4, ipv6, port)"
@@ -135,7 +126,7 @@ def test_a_version_3_store_gets_its_floor_at_the_newest_entry(tmp_path: Path) ->
         store.close()
 
 
-def test_tsig_keys_keep_their_role(store: SqliteStore) -> None:
+def test_tsig_keys_keep_their_role(store: Store) -> None:
     with store.transaction(Origin()) as tx:
         tx.set_tsig_key("xfr.example.test.", None, "hmac-sha256", b"s1", KeyRole.TRANSFER)
         tx.set_tsig_key("admin.example.test.", None, "hmac-sha256", b"s2")
@@ -144,7 +135,7 @@ def test_tsig_keys_keep_their_role(store: SqliteStore) -> None:
     assert admin is not None and admin.role is KeyRole.UPDATE
 
 
-def test_a_new_zone_configuration_moves_the_serial_and_the_floor(store: SqliteStore) -> None:
+def test_a_new_zone_configuration_moves_the_serial_and_the_floor(store: Store) -> None:
     assert store.adopt_zone_config("config-1") is False  # the first one: recorded only
     first = store.serial()
     with store.transaction(Origin()) as tx:

@@ -1,30 +1,20 @@
-"""The journal pruner: it keeps the settings' limits, runs on its own thread, and a
-store that fails is logged, not fatal."""
+"""The journal pruner, on each engine: it keeps the settings' limits, runs on its own
+thread, and a store that fails is logged, not fatal."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from controparte.model import Installation, InstallationChange
 from controparte.service.pruning import JournalPruner
 from controparte.settings import settings_from
-from controparte.store import Origin, open_store
-from controparte.store.sqlite import SqliteStore
+from controparte.store import Origin, Store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = open_store(tmp_path)
-    yield opened
-    opened.close()
-
-
-def churn(store: SqliteStore, changes: int) -> None:
+def churn(store: Store, changes: int) -> None:
     """One insert, then `changes` - 1 port changes: one entry and one serial each."""
     inst = Installation.create("A-1", "alpha", port=9000)
     with store.transaction(Origin()) as tx:
@@ -36,7 +26,7 @@ def churn(store: SqliteStore, changes: int) -> None:
         inst = new
 
 
-def test_it_keeps_the_newest_entries(store: SqliteStore) -> None:
+def test_it_keeps_the_newest_entries(store: Store) -> None:
     churn(store, 10)
     settings = settings_from({"journal_keep_entries": 4}, {})
     pruner = JournalPruner(store, settings)
@@ -46,7 +36,7 @@ def test_it_keeps_the_newest_entries(store: SqliteStore) -> None:
     assert pruner.pruned == 6
 
 
-def test_it_keeps_entries_younger_than_the_age(store: SqliteStore) -> None:
+def test_it_keeps_entries_younger_than_the_age(store: Store) -> None:
     churn(store, 3)
     settings = settings_from({"journal_keep_age": 60}, {})
     now = datetime.now(UTC)
@@ -56,7 +46,7 @@ def test_it_keeps_entries_younger_than_the_age(store: SqliteStore) -> None:
     assert store.journal_floor().serial == store.serial()
 
 
-def test_it_prunes_at_start_on_its_thread_and_stops(store: SqliteStore) -> None:
+def test_it_prunes_at_start_on_its_thread_and_stops(store: Store) -> None:
     churn(store, 5)
     pruner = JournalPruner(store, settings_from({"journal_keep_entries": 1}, {}), interval=3600)
     pruner.start()
@@ -65,9 +55,7 @@ def test_it_prunes_at_start_on_its_thread_and_stops(store: SqliteStore) -> None:
     assert [e.seq for e in store.journal_since(0)] == [5]
 
 
-def test_a_failure_is_logged_and_not_fatal(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_failure_is_logged_and_not_fatal(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     churn(store, 2)
     pruner = JournalPruner(store, settings_from({"journal_keep_entries": 0}, {}))
     store.close()

@@ -14,6 +14,7 @@ from controparte.settings import (
     Secondary,
     TransferRule,
     load_settings,
+    redacted_database,
     settings_from,
 )
 
@@ -109,3 +110,39 @@ def test_load_settings_reads_the_file_named_in_the_environment(tmp_path: Path) -
     config.write_text("ttl = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(env={"CONTROPARTE_CONFIG": str(config)})
+
+
+@pytest.mark.parametrize(
+    ("given", "database", "shown"),
+    [
+        ("", "", ""),  # SQLite in the data directory
+        ("  ", "", ""),
+        (
+            "postgresql://cp:sekrit@db.example.test:5433/registry",
+            "postgresql://cp:sekrit@db.example.test:5433/registry",
+            "postgresql://cp@db.example.test:5433/registry",
+        ),
+        (
+            "postgres://cp@db.example.test/registry?password=sekrit&sslmode=require",
+            "postgres://cp@db.example.test/registry?password=sekrit&sslmode=require",
+            "postgres://cp@db.example.test/registry?sslmode=require",
+        ),
+    ],
+)
+def test_the_database_setting_and_how_it_is_shown(given: str, database: str, shown: str) -> None:
+    assert settings_from({}, {"CONTROPARTE_DATABASE": given}).database == database
+    assert redacted_database(database) == shown
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("mysql://cp:sekrit@db.example.test/registry", "expected a postgresql:// URL"),
+        ("db.example.test", "expected a postgresql:// URL"),
+        ("postgresql://cp:sek%zzrit@db.example.test/registry", "not a PostgreSQL URL libpq"),
+    ],
+)
+def test_a_bad_database_url_is_refused_without_its_password(given: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^CONTROPARTE_DATABASE: {message}") as caught:
+        settings_from({}, {"CONTROPARTE_DATABASE": given})
+    assert "sek" not in str(caught.value)

@@ -1,30 +1,48 @@
-"""What the store keeps for DNS and when: `dns_snapshot` yields each installation's
-`DnsRecord`, the journal carries the record served, and every timestamp is written and
-read in UTC whatever the local time zone."""
+"""What the store keeps for DNS and when, on each engine: `dns_snapshot` yields each
+installation's `DnsRecord`, the journal carries the record served, and every timestamp
+is written and read in UTC whatever the local time zone (the stored text read and
+written with the engine's own driver)."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from controparte.model import DnsRecord, Installation, InstallationChange, Link
-from controparte.store import Origin, open_store
-from controparte.store.sqlite import DB_FILE, SqliteStore
+from controparte.store import Origin, Store
+from controparte.store.sqlite import DB_FILE
+
+Run = Callable[[str, tuple[object, ...]], list[tuple[Any, ...]]]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = open_store(tmp_path)
-    yield opened
-    opened.close()
+def raw(tmp_path: Path, database: str) -> Iterator[Run]:
+    """Runs one SQL statement (`?` placeholders) on the store's database, committed,
+    past the store; its rows."""
+    if database:
+        with psycopg.connect(database, autocommit=True) as pg:
+
+            def run(sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+                cursor = pg.execute(sql.replace("?", "%s"), params)
+                return cursor.fetchall() if cursor.description is not None else []
+
+            yield run
+        return
+    conn = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    try:
+        yield lambda sql, params: conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
-def add(store: SqliteStore, *installations: Installation) -> None:
+def add(store: Store, *installations: Installation) -> None:
     with store.transaction(Origin()) as tx:
         for inst in installations:
             tx.insert(inst)
@@ -37,7 +55,7 @@ B = Installation.create("B-2", "beta", port=9002)
 C = Installation.create("C-3", "gamma")
 
 
-def test_the_snapshot_yields_each_installations_record(store: SqliteStore) -> None:
+def test_the_snapshot_yields_each_installations_record(store: Store) -> None:
     add(store, A, B, C)
     serial, seq, records = store.dns_snapshot(list)
     assert all(type(r) is DnsRecord for r in records)
@@ -49,7 +67,7 @@ def test_the_snapshot_yields_each_installations_record(store: SqliteStore) -> No
     assert (serial, seq) == (store.serial(), store.last_seq())
 
 
-def test_the_journal_carries_the_record_served(store: SqliteStore) -> None:
+def test_the_journal_carries_the_record_served(store: Store) -> None:
     add(store, A)
     moved = A.with_changes(InstallationChange(label="omega", ipv4=""), allow_non_global=True)
     with store.transaction(Origin()) as tx:
@@ -76,7 +94,7 @@ def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("far_from_utc")
-def test_every_timestamp_is_written_in_utc(store: SqliteStore, tmp_path: Path) -> None:
+def test_every_timestamp_is_written_in_utc(store: Store, raw: Run) -> None:
     add(store, A, B)
     with store.transaction(Origin()) as tx:
         tx.update(A, A.with_changes(InstallationChange(ipv4="192.0.2.9"), allow_non_global=True))
@@ -95,15 +113,11 @@ def test_every_timestamp_is_written_in_utc(store: SqliteStore, tmp_path: Path) -
         "links": "created",
         "firewall_seen": "at",
     }
-    conn = sqlite3.connect(tmp_path / DB_FILE)
-    try:
-        for table, names in columns.items():
-            rows = conn.execute(f"SELECT {names} FROM {table}").fetchall()
-            assert rows, table
-            for value in (v for row in rows for v in row):
-                assert datetime.fromisoformat(value).utcoffset() == timedelta(0), (table, value)
-    finally:
-        conn.close()
+    for table, names in columns.items():
+        rows = raw(f"SELECT {names} FROM {table}", ())
+        assert rows, table
+        for value in (v for row in rows for v in row):
+            assert datetime.fromisoformat(value).utcoffset() == timedelta(0), (table, value)
 
 
 @pytest.mark.parametrize(
@@ -116,23 +130,15 @@ def test_every_timestamp_is_written_in_utc(store: SqliteStore, tmp_path: Path) -
 )
 @pytest.mark.usefixtures("far_from_utc")
 def test_every_timestamp_is_read_in_utc(
-    store: SqliteStore, tmp_path: Path, stored: str, read: datetime
+    store: Store, raw: Run, stored: str, read: datetime
 ) -> None:
     add(store, A, B)
     with store.transaction(Origin()) as tx:
         tx.add_link(Link.create("A-1", "B-2", "calls"))
         tx.set_firewall_seen("A-1", {"B-2": ("192.0.2.2",)}, datetime.now(UTC))
-    conn = sqlite3.connect(tmp_path / DB_FILE)
-    try:
-        with conn:
-            conn.execute(
-                "UPDATE installations SET created = ?, updated = ?, last_seen = ?",
-                (stored, stored, stored),
-            )
-            conn.execute("UPDATE links SET created = ?", (stored,))
-            conn.execute("UPDATE firewall_seen SET at = ?", (stored,))
-    finally:
-        conn.close()
+    raw("UPDATE installations SET created = ?, updated = ?, last_seen = ?", (stored,) * 3)
+    raw("UPDATE links SET created = ?", (stored,))
+    raw("UPDATE firewall_seen SET at = ?", (stored,))
     inst = store.get("A-1")
     assert inst is not None
     seen = store.firewall_seen("A-1")["B-2"].at

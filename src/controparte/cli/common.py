@@ -194,8 +194,9 @@ CodeArgument = Annotated[str, typer.Argument(metavar="CODE", help="Installation 
 
 def _require_registry(settings: Settings) -> None:
     """A data directory without a registry is an error rather than a new empty one
-    (reads must not create one in a mistyped directory)."""
-    if not (settings.data / DB_FILE).is_file():
+    (reads must not create one in a mistyped directory). A PostgreSQL database is
+    named whole by its URL: it is the registry, one that may be empty."""
+    if not settings.database and not (settings.data / DB_FILE).is_file():
         raise ConfigError(
             f"data: no registry in {settings.data} (set --data or CONTROPARTE_DATA;"
             " adding an installation creates one)"
@@ -206,13 +207,13 @@ def _require_registry(settings: Settings) -> None:
 def registry_in(
     settings: Settings, *, must_exist: bool = False, catalog: Catalog | None = None
 ) -> Iterator[Registry]:
-    """The registry in `settings.data`, closed on the way out; with `must_exist`, it
-    must be there already. Live ports are checked against the Live settings of `catalog`
-    (default: the one `settings.features` names)."""
+    """The registry the settings name (`database`, else `data`), closed on the way
+    out; with `must_exist`, it must be there already. Live ports are checked against
+    the Live settings of `catalog` (default: the one `settings.features` names)."""
     if must_exist:
         _require_registry(settings)
     live = (catalog if catalog is not None else load_catalog(settings.features)).live
-    store = open_store(settings.data)
+    store = open_store(settings.data, settings.database)
     try:
         yield Registry(store, settings, live=live)
     finally:
@@ -221,8 +222,8 @@ def registry_in(
 
 @contextmanager
 def services_in(settings: Settings, *, must_exist: bool = False) -> Iterator[Services]:
-    """The whole service layer (registry, credentials) over `settings.data`, closed on
-    the way out; `must_exist` as for `registry_in`."""
+    """The whole service layer (registry, credentials) over the settings' registry,
+    closed on the way out; `must_exist` as for `registry_in`."""
     if must_exist:
         _require_registry(settings)
     services = open_services(settings)

@@ -275,7 +275,7 @@ class DnsServer:
     ) -> None:
         self.settings = settings
         self.services = services  # for UPDATE (RFC 2136): credentials and registry writes
-        self.store = store if store is not None else open_store(settings.data)
+        self.store = store if store is not None else open_store(settings.data, settings.database)
         self.config = ZoneConfig.from_settings(settings)
         if self.store.adopt_zone_config(self.config.fingerprint()):
             log.info(
@@ -654,7 +654,7 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
     answers what its UDP loop hands off: transfer requests and signed requests, and
     with `updates` UPDATEs, over services of its own (which also give it the keys)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    store = open_store(settings.data)
+    store = open_store(settings.data, settings.database)
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
     sock = bind_udp(settings.dns.host, port)

@@ -4,10 +4,13 @@ service sees (the request's source), never what the client claims.
 `apply_beat` is the pure part: the installation after a beat. `HeartbeatWriter` applies
 beats in group commits: one writer thread takes every beat that arrived while the
 previous commit was syncing and commits them in one transaction, so a durable write
-costs one fsync per batch, not per beat. A beat that changes nothing DNS serves only
-moves last-seen (no journal entry, no new serial). Each result carries the zone serial
-read once per batch right after its commit (the batch's own serial, or a later one if
-another writer committed since), so the caller needs no store read of its own.
+costs one fsync per batch, not per beat. The batch's installations and tokens are read
+ahead in one go (`StoreTransaction.prefetch`: on PostgreSQL one locking statement, and
+the batch's updates written set-based before the commit). A beat that changes nothing
+DNS serves only moves last-seen (no journal entry, no new serial). Each result carries
+the zone serial read once per batch right after its commit (the batch's own serial, or
+a later one if another writer committed since), so the caller needs no store read of
+its own.
 
 Every beat is checked and written by the registry's one validate-and-write step
 (`Registry.write`), inside the batch's transaction: its rules are the rules of every
@@ -172,6 +175,7 @@ class HeartbeatWriter:
         changed_count = 0
         try:
             with self.store.transaction(Origin(via="heartbeat")) as tx:
+                tx.prefetch(beat.code for beat, _ in batch)
                 for beat, waiter in batch:
                     try:
                         old = self._installation(tx, beat)

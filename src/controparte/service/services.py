@@ -44,10 +44,11 @@ def open_services(
     settings: Settings, on_change: Callable[[], None] | None = None, store: Store | None = None
 ) -> Services:
     """Load the feature catalog (`settings.features`; a ConfigError names the setting),
-    open the store in `settings.data` (or use `store`) and build the services;
-    `on_change` is called after every committed change to what DNS serves."""
+    open the store the settings name (`database`, else SQLite in `data`; or use
+    `store`) and build the services; `on_change` is called after every committed
+    change to what DNS serves."""
     catalog = load_catalog(settings.features)
-    store = store if store is not None else open_store(settings.data)
+    store = store if store is not None else open_store(settings.data, settings.database)
     registry = Registry(store, settings, on_change, live=catalog.live)
     access = Access(store, ServerSecret.load_or_create(settings.data), settings)
     return Services(

@@ -1,6 +1,12 @@
-"""Storage: one narrow interface (`Store`), one implementation per engine."""
+"""Storage: one narrow interface (`Store`), one implementation per engine, and
+`open_store`, which picks the engine from the `database` setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 from controparte.store.base import (
+    ChangeListener,
     JournalEntry,
     JournalFloor,
     KeyRole,
@@ -10,9 +16,10 @@ from controparte.store.base import (
     StoreTransaction,
     TsigKeyRow,
 )
-from controparte.store.sqlite import SqliteStore, open_store
+from controparte.store.sqlite import SqliteStore
 
 __all__ = [
+    "ChangeListener",
     "JournalEntry",
     "JournalFloor",
     "KeyRole",
@@ -24,3 +31,14 @@ __all__ = [
     "TsigKeyRow",
     "open_store",
 ]
+
+
+def open_store(data_dir: Path, database: str = "") -> Store:
+    """The registry's store: the PostgreSQL database `database` (a postgresql:// URL,
+    the setting `database`) when it is set, else the SQLite file in `data_dir` (created
+    if missing). Either is migrated to the newest schema version on open."""
+    if database:
+        from controparte.store.postgres import PostgresStore  # noqa: PLC0415 (psycopg)
+
+        return PostgresStore(database)
+    return SqliteStore.in_directory(data_dir)

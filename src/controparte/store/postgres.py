@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from controparte.errors import ConflictError, StorageError, StorageUnavailableError
@@ -100,6 +101,12 @@ POOL_SIZE = 8
 POOL_TIMEOUT = 5.0
 """Seconds a store operation waits for a pooled connection (all busy, or the database
 unreachable) before StorageUnavailableError."""
+
+RECONNECT_GIVE_UP = 2.0
+"""Seconds the pool keeps retrying a connection it lost before it gives up; the next
+operation that needs one starts a new attempt at once. The pool's pause between two
+attempts doubles each time, so a longer patience would leave a node waiting for its
+next attempt long after the database is back."""
 
 RETRIES = 3
 """Attempts of a transaction the store runs itself when a deadlock ends it."""
@@ -180,6 +187,13 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _changed(inst: Installation) -> tuple[object, ...]:
+    """An installation's row (`rows.values`) without the columns an update keeps: code
+    and created."""
+    row = rows.values(inst)
+    return (*row[1:6], *row[7:])
+
+
 def _columns(items: Sequence[Sequence[object]], width: int) -> list[list[object]]:
     """Rows as columns (one array parameter each for `unnest`)."""
     return [list(column) for column in zip(*items, strict=True)] if items else [[]] * width
@@ -210,26 +224,8 @@ class _Transaction:
         if self._pending:
             pending = list(self._pending.values())
             self._pending.clear()
-            self.conn.execute(
-                _UPDATE_BATCH,
-                _columns(
-                    [
-                        (
-                            i.code,
-                            i.kind.value,
-                            i.ipv4,
-                            i.ipv6,
-                            i.port,
-                            i.updated.isoformat(),
-                            None if i.last_seen is None else i.last_seen.isoformat(),
-                            i.private_port,
-                            i.agent_version,
-                        )
-                        for i in pending
-                    ],
-                    9,
-                ),
-            )
+            changed = [(inst.code, *_changed(inst)[1:]) for inst in pending]  # label kept
+            self.conn.execute(_UPDATE_BATCH, _columns(changed, 9))
         if self._history:
             history, self._history = self._history, []
             self.conn.execute(_HISTORY_BATCH, _columns(history, 8))
@@ -291,9 +287,7 @@ class _Transaction:
         new: Installation | None,
         origin: Origin | None = None,
     ) -> None:
-        self._history.append(
-            rows.history_row(rows.now(), code, action, origin or self._origin, old, new)
-        )
+        self._history.append(rows.history_row(code, action, origin or self._origin, old, new))
 
     def _hold(self, code: str, inst: Installation | None) -> None:
         """What a prefetched code's installation is now (as this transaction wrote it)."""
@@ -328,7 +322,7 @@ class _Transaction:
                         "UPDATE installations SET label = %s, kind = %s, ipv4 = %s, ipv6 = %s,"
                         " port = %s, updated = %s, last_seen = %s, private_port = %s,"
                         " agent_version = %s WHERE code = %s",
-                        (*rows.values(new)[1:5], *rows.values(new)[5:11][1:], old.code),
+                        (*_changed(new), old.code),
                     )
             except psycopg.errors.UniqueViolation:
                 raise rows.label_taken(new) from None
@@ -392,8 +386,7 @@ class _Transaction:
                 ).fetchone()
         except psycopg.IntegrityError as exc:
             raise ConflictError(
-                f"cannot link {link.a} to {link.b}: {_reason(exc)}"
-                " (does each installation exist?)"
+                f"cannot link {link.a} to {link.b}: {_reason(exc)} (does each installation exist?)"
             ) from None
         if added is None:
             return False
@@ -426,7 +419,10 @@ class _Transaction:
 
     def finish(self) -> None:
         """The last statements before COMMIT: the buffered writes, then the journal
-        step (`_JOURNAL_STEP`) when what DNS serves changed."""
+        step (`_JOURNAL_STEP`) when what DNS serves changed. A transaction an error
+        has aborted (one the caller caught) would only roll back: it fails here."""
+        if self.conn.info.transaction_status == TransactionStatus.INERROR:
+            raise StorageError("the change was not saved: an earlier statement failed")
         self.flush()
         if not self.dns_changes:
             return
@@ -460,6 +456,7 @@ class PostgresStore:
                 kwargs={"autocommit": True},
                 check=ConnectionPool.check_connection,
                 timeout=timeout,
+                reconnect_timeout=RECONNECT_GIVE_UP,
                 name="controparte",
                 open=False,
             )
@@ -567,9 +564,7 @@ class PostgresStore:
         if tx is not None:
             with self._failures("cannot read the store"):
                 return tx.get_by_label(label)
-        row = self._one(
-            f"SELECT {COLUMNS} FROM installations WHERE label = %s", (label.lower(),)
-        )
+        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE label = %s", (label.lower(),))
         return None if row is None else rows.installation(row)
 
     def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
@@ -628,7 +623,9 @@ class PostgresStore:
                 if recorded == fingerprint:
                     return False
                 if recorded is None:  # the first configuration this store serves
-                    tx.execute("UPDATE zone_state SET zone_config = %s WHERE id = 1", (fingerprint,))
+                    tx.execute(
+                        "UPDATE zone_state SET zone_config = %s WHERE id = 1", (fingerprint,)
+                    )
                     return False
                 tx.execute(
                     "UPDATE zone_state SET serial = serial %% 4294967295 + 1,"
@@ -773,10 +770,9 @@ class PgChangeListener:
                 return self._connect(deadline)
             conn = self._conn
             try:
-                woken = next(conn.notifies(timeout=timeout, stop_after=1), None) is not None
+                woken = bool(list(conn.notifies(timeout=timeout, stop_after=1)))
                 if woken:
-                    for _ in conn.notifies(timeout=0):  # and any others already here
-                        pass
+                    list(conn.notifies(timeout=0))  # and any others already here
                     self._active = time.monotonic()
                 elif time.monotonic() - self._active >= PROBE_AFTER:
                     conn.execute("")
@@ -829,9 +825,11 @@ class PgChangeListener:
         self._closing.set()
         conn = self._conn
         if conn is not None:  # wake a `wait` in progress: its socket reads end of file
-            with contextlib.suppress(psycopg.Error, OSError):
-                with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
+            with (
+                contextlib.suppress(psycopg.Error, OSError),
+                socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

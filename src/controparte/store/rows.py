@@ -152,26 +152,26 @@ def audited(inst: Installation) -> tuple[object, ...]:
 
 
 def history_row(
-    at: str,
     code: str,
     action: str,
     origin: Origin,
     old: Installation | None,
     new: Installation | None,
 ) -> tuple[object, ...]:
-    """A history entry's row (`HISTORY_COLUMNS`) for a change of an installation."""
-    return history_text_row(
-        at,
+    """A history entry's row (`HISTORY_COLUMNS`), stamped now, for a change of an
+    installation."""
+    return _history_text_row(
+        now(),
         code,
         action,
         origin,
-        None if old is None else json.dumps(old.to_dict()),
-        None if new is None else json.dumps(new.to_dict()),
+        old=None if old is None else json.dumps(old.to_dict()),
+        new=None if new is None else json.dumps(new.to_dict()),
     )
 
 
-def history_text_row(
-    at: str, code: str, action: str, origin: Origin, old: str | None, new: str | None
+def _history_text_row(
+    at: str, code: str, action: str, origin: Origin, *, old: str | None, new: str | None
 ) -> tuple[object, ...]:
     """A history entry's row (`HISTORY_COLUMNS`), its before and after as JSON text."""
     return (at, code, action, origin.actor, origin.via, origin.source, old, new)
@@ -183,13 +183,13 @@ def link_history_rows(action: str, link: Link, origin: Origin) -> list[tuple[obj
     value = json.dumps(link.to_dict())
     at = now()
     return [
-        history_text_row(
+        _history_text_row(
             at,
             code,
             action,
             origin,
-            value if action == "unlink" else None,
-            value if action == "link" else None,
+            old=value if action == "unlink" else None,
+            new=value if action == "link" else None,
         )
         for code in (link.a, link.b)
     ]

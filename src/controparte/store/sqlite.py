@@ -90,7 +90,7 @@ class _Transaction:
     ) -> None:
         self._conn.execute(
             f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows.history_row(rows.now(), code, action, origin or self._origin, old, new),
+            rows.history_row(code, action, origin or self._origin, old, new),
         )
 
     def insert(self, installation: Installation) -> None:
@@ -453,7 +453,9 @@ class SqliteStore:
             conn = self._conn
             last = int(conn.execute(_LAST_SEQ).fetchone()[0])
             by_count = last - keep_entries
-            by_age = conn.execute("SELECT max(seq) FROM journal WHERE at < ?", (cutoff,)).fetchone()[0]
+            by_age = conn.execute(
+                "SELECT max(seq) FROM journal WHERE at < ?", (cutoff,)
+            ).fetchone()[0]
             upto = max(by_count, 0 if by_age is None else int(by_age))
             if upto <= 0:
                 return 0
@@ -549,7 +551,6 @@ class SqliteStore:
             if self._writer_lock >= 0:
                 os.close(self._writer_lock)
                 self._writer_lock = -1
-
 
     def change_listener(self) -> None:
         """None: processes sharing a SQLite file learn of changes by polling the

@@ -1,0 +1,268 @@
+"""A throw-away PostgreSQL server for the tests, and the databases they use on it.
+
+`PgServer` is a cluster of our own: `initdb` in a temporary directory and `postgres`
+as a child process of the tests, both run as the `postgres` user (initdb refuses to run
+as root), listening on a free loopback port (`tests.processes.free_port`) and on a
+socket in that directory. Being our child, the postmaster takes our signals directly:
+`stop` (fast, immediate or smart shutdown), `kill` (SIGKILL, a crash) and `restart`;
+`destroy` stops it and removes everything. Nothing is written outside the directory and
+no server already running is used. The settings go into its postgresql.conf, so a
+restart comes up as the first start did. fsync is off: a killed server still recovers
+everything it acknowledged from the kernel's page cache (only a crash of the machine
+could lose it), and a test suite on a shared machine does not wait for the disk.
+
+`ExternalServer` is a server someone else runs, named by CONTROPARTE_TEST_DATABASE (a
+postgresql:// URL whose user may create databases): the tests create their databases
+on it and drop them, and start nothing. It cannot be stopped or restarted; tests that
+need that start a `PgServer` of their own.
+
+`Databases` gives each test a fresh, empty database (`CREATE DATABASE ... TEMPLATE
+template0`) and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from tests.debtools import tool
+from tests.processes import HOST, free_port
+
+ENV_URL = "CONTROPARTE_TEST_DATABASE"
+"""A PostgreSQL server to use instead of starting one (its URL names a user that may
+create databases)."""
+
+USER = "postgres"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+SETTINGS = {
+    "listen_addresses": f"'{HOST}'",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "'32MB'",
+    "log_min_messages": "warning",
+}
+"""The server's settings beside port and socket directory (see the module on fsync)."""
+
+SIGNALS = {
+    "smart": signal.SIGTERM,
+    "fast": signal.SIGINT,
+    "immediate": signal.SIGQUIT,
+    "kill": signal.SIGKILL,
+}
+"""A postmaster's shutdown modes and the signal of each (SIGKILL: a crash)."""
+
+
+def bindir() -> Path:
+    """The newest installed PostgreSQL's server programs (Debian keeps each major
+    version's in /usr/lib/postgresql/<version>/bin); MissingToolError, naming the
+    package, when there are none."""
+    return Path(tool("initdb")).resolve().parent  # postgres beside it, not beside a link
+
+
+def url_with_database(url: str, name: str) -> str:
+    """`url` naming the database `name` instead of its own."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+class Server(Protocol):
+    """A PostgreSQL server the tests may create databases on."""
+
+    @property
+    def url(self) -> str:
+        """A URL of its maintenance database, as a user that may create databases."""
+        ...
+
+
+class PgServer:
+    """A cluster of our own in a temporary directory (see the module); `start` it,
+    `destroy` it at the end."""
+
+    def __init__(self) -> None:
+        self.bin = bindir()
+        self.dir = Path(tempfile.mkdtemp(prefix="controparte-pg-"))
+        shutil.chown(self.dir, USER, USER)
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "postgres.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._as_postgres(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                USER,
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
+        settings = {**SETTINGS, "port": str(self.port), "unix_socket_directories": f"'{self.dir}'"}
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{USER}@{HOST}:{self.port}/postgres"
+
+    def _as_postgres(self, argv: list[str]) -> None:
+        done = subprocess.run(
+            argv, user=USER, group=USER, cwd=self.dir, capture_output=True, check=False
+        )
+        if done.returncode:
+            raise AssertionError(
+                f"{argv[0]} failed ({done.returncode}):\n{done.stdout.decode()}"
+                f"{done.stderr.decode()}"
+            )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start the postmaster and wait until it accepts connections (a start right
+        after a crash may first have to recover)."""
+        assert not self.running(), "the server is running already"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=USER,
+                group=USER,
+                cwd=self.dir,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+            except psycopg.OperationalError:
+                if not self.running() or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"PostgreSQL did not start:\n{self.log_path.read_text()[-3000:]}"
+                    ) from None
+                time.sleep(0.02)
+            else:
+                return
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shut the server down (`mode`: smart, fast, immediate, or kill for a crash)
+        and wait until every process of it has exited."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(SIGNALS[mode])
+        self.proc.wait(STOP_TIMEOUT)
+        self.proc = None
+        if mode == "kill":  # its backends notice the postmaster is gone by themselves
+            self._wait_backends_gone()
+
+    def kill(self) -> None:
+        """`kill -9` of the postmaster: a crash; the next start recovers."""
+        self.stop("kill")
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def _wait_backends_gone(self) -> None:
+        pidfile = self.data / "postmaster.pid"
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._backends() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()  # left by the crash; its processes have gone
+
+    def _backends(self) -> list[int]:
+        """The processes still attached to this cluster's data directory."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if os.readlink(entry / "cwd") == str(self.data):
+                    found.append(int(entry.name))
+        return found
+
+    def destroy(self) -> None:
+        """Stop the server at once (immediate) and remove its directory."""
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ExternalServer:
+    """A server named by CONTROPARTE_TEST_DATABASE (see the module)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@contextlib.contextmanager
+def session_server() -> Iterator[Server]:
+    """The server the test session uses: the one CONTROPARTE_TEST_DATABASE names, else
+    a `PgServer` of its own, started now and destroyed at the end."""
+    given = os.environ.get(ENV_URL, "")
+    if given:
+        yield ExternalServer(given)
+        return
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+class Databases:
+    """Fresh databases on `server`, each named uniquely for this process."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def create(self) -> str:
+        """A new, empty database; its URL."""
+        name = f"controparte_test_{os.getpid()}_{next(self._numbers)}"
+        with psycopg.connect(self.server.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            )
+        return url_with_database(self.server.url, name)
+
+    def drop(self, url: str) -> None:
+        """Drop the database of `url`, ending any session still on it."""
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.server.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    @contextlib.contextmanager
+    def fresh(self) -> Iterator[str]:
+        """A new database for the block, dropped after it."""
+        url = self.create()
+        try:
+            yield url
+        finally:
+            self.drop(url)
