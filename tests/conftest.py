@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 
 from controparte.service import Registry
-from tests.pgserver import Databases, PgServer, Server, session_server
+from tests.pgserver import Databases, PgServer, Server, own_server, session_server
 from tests.realserver import ServerProcess
 
 pytest_plugins = ("tests.clirunner",)
@@ -46,12 +46,8 @@ def pg_database(pg_server: Server) -> Iterator[str]:
 def private_pg() -> Iterator[PgServer]:
     """A PostgreSQL server of this test's own, to stop, kill or restart; removed at
     the end."""
-    server = PgServer()
-    try:
-        server.start()
+    with own_server() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture(params=ENGINES)

@@ -218,19 +218,26 @@ class ExternalServer:
 
 
 @contextlib.contextmanager
-def session_server() -> Iterator[Server]:
-    """The server the test session uses: the one CONTROPARTE_TEST_DATABASE names, else
-    a `PgServer` of its own, started now and destroyed at the end."""
-    given = os.environ.get(ENV_URL, "")
-    if given:
-        yield ExternalServer(given)
-        return
+def own_server() -> Iterator[PgServer]:
+    """A `PgServer` started for the block and destroyed after it."""
     server = PgServer()
     try:
         server.start()
         yield server
     finally:
         server.destroy()
+
+
+@contextlib.contextmanager
+def session_server() -> Iterator[Server]:
+    """The server the test session uses: the one CONTROPARTE_TEST_DATABASE names, else
+    one of its own (`own_server`)."""
+    given = os.environ.get(ENV_URL, "")
+    if given:
+        yield ExternalServer(given)
+        return
+    with own_server() as server:
+        yield server
 
 
 class Databases:

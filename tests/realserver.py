@@ -83,8 +83,9 @@ class ServerProcess:
 
     @contextlib.contextmanager
     def registry(self) -> Iterator[Registry]:
-        """The registry on the server's SQLite file, opened by this (other) process."""
-        store = open_store(self.data)
+        """The registry on the server's store (its SQLite file, or its `database`),
+        opened by this (other) process."""
+        store = open_store(self.data, self.settings.database)
         try:
             yield Registry(store, self.settings)
         finally:

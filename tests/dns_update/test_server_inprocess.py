@@ -22,10 +22,11 @@ pytestmark = pytest.mark.integration
 ZONE = "bp.controparte.test."
 
 
-def settings_for(data: Path) -> Settings:
+def settings_for(data: Path, database: str = "") -> Settings:
     return load_settings(
         env={
             "CONTROPARTE_DATA": str(data),
+            "CONTROPARTE_DATABASE": database,
             "CONTROPARTE_DNS": "127.0.0.1:0",
             "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
             "CONTROPARTE_JOURNAL_POLL_INTERVAL": "60",  # only the UPDATE path catches up
@@ -48,8 +49,8 @@ def served(port: int, tcp: bool) -> set[str]:
     return {rd.to_text() for rrset in response.answer for rd in rrset}
 
 
-def test_update_over_udp_and_tcp_with_services(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+def test_update_over_udp_and_tcp_with_services(tmp_path: Path, database: str) -> None:
+    settings = settings_for(tmp_path, database)
     services = open_services(settings)
     services.registry.add("ALPHA-1", "alpha", ipv4="192.0.2.1")
     made = services.access.create_tsig_key("ALPHA-1")

@@ -1,6 +1,6 @@
 """The UPDATE handler (`controparte.dns.updater`): request bytes in, response bytes out,
-TSIG (RFC 8945) and the registry write in between, over a real SQLite store in a
-temporary directory. No sockets.
+TSIG (RFC 8945) and the registry write in between, over a real store on each engine
+(SQLite in a temporary directory, a fresh PostgreSQL database). No sockets.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ PEER = "192.0.2.50"
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
+def services(tmp_path: Path, database: str) -> Iterator[Services]:
     settings = load_settings(
-        env={"CONTROPARTE_DATA": str(tmp_path), "CONTROPARTE_ALLOW_NON_GLOBAL": "1"}
+        env={
+            "CONTROPARTE_DATA": str(tmp_path),
+            "CONTROPARTE_DATABASE": database,
+            "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
+        }
     )
     opened = open_services(settings)
     opened.registry.add("ALPHA-1", "alpha", ipv4="192.0.2.1", port=4443)

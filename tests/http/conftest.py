@@ -1,5 +1,6 @@
-"""Fixtures of the HTTP tests: the app over real services on a temporary data directory,
-driven in process with httpx's ASGI transport (the client address is chosen per
+"""Fixtures of the HTTP tests: the app over real services on a temporary data directory
+and each engine in turn (SQLite, then PostgreSQL: the fixture `database`), driven in
+process with httpx's ASGI transport (the client address is chosen per
 client, so trusted proxies and throttling can be tested), and seeded installations.
 
 `heartbeat_shell` says which shell answers heartbeats: "fast" (the pure-ASGI shell the
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp
 from controparte.http.app import create_app
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings, load_settings
+from tests.pgserver import Databases
 
 ADMIN = "admin-token-for-tests-0123456789"
 ZONE = "bp.controparte.test."
@@ -93,16 +95,25 @@ def heartbeat_shell() -> str:
 
 
 @pytest.fixture
-def make_api(tmp_path: Path, heartbeat_shell: str) -> Iterator[MakeApi]:
+def make_api(
+    tmp_path: Path, heartbeat_shell: str, database: str, request: pytest.FixtureRequest
+) -> Iterator[MakeApi]:
     """An `Api` with settings from `env` (CONTROPARTE_* names) on top of: a fresh data
-    directory, the admin token ADMIN, documentation addresses allowed and TRUSTED as
-    the trusted proxies. Every one made is closed at teardown."""
+    directory, a fresh registry on each engine in turn (`database`), the admin token
+    ADMIN, documentation addresses allowed and TRUSTED as the trusted proxies. Every
+    one made is closed at teardown."""
     made: list[Services] = []
+    extra: list[str] = []  # the PostgreSQL databases of the second and later ones
 
     def make(**env: str) -> Api:
         data = tmp_path / f"data{len(made)}"
+        url = database
+        if database and made:
+            url = Databases(request.getfixturevalue("pg_server")).create()
+            extra.append(url)
         base = {
             "CONTROPARTE_DATA": str(data),
+            "CONTROPARTE_DATABASE": url,
             "CONTROPARTE_ADMIN_TOKEN": ADMIN,
             "CONTROPARTE_ALLOW_NON_GLOBAL": "1",
             "CONTROPARTE_TRUSTED_PROXIES": TRUSTED,
@@ -115,6 +126,8 @@ def make_api(tmp_path: Path, heartbeat_shell: str) -> Iterator[MakeApi]:
     yield make
     for services in made:
         services.close()
+    for url in extra:
+        Databases(request.getfixturevalue("pg_server")).drop(url)
 
 
 @pytest.fixture

@@ -58,13 +58,10 @@ from controparte.model import DnsRecord, Installation, Link
 from controparte.settings import redacted_database
 from controparte.store import rows
 from controparte.store.base import (
-    JournalEntry,
-    JournalFloor,
     KeyRole,
     Origin,
-    SeenAddresses,
-    TsigKeyRow,
 )
+from controparte.store.reads import Reads
 from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
 from controparte.store.schema import SCHEMA_LOCK, migrate_postgres
 
@@ -436,9 +433,12 @@ class _Transaction:
         self.conn.execute(_JOURNAL_STEP, params)
 
 
-class PostgresStore:
+class PostgresStore(Reads):
     """`Store` on a PostgreSQL database (`url`: postgresql://...), shared by any number
     of processes and nodes."""
+
+    PLACEHOLDER = "%s"
+    NO_LIMIT = None
 
     def __init__(
         self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT
@@ -534,10 +534,6 @@ class PostgresStore:
             with self._pool.connection() as conn:
                 return conn.execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
-        found = self._rows(sql, params)
-        return found[0] if found else None
-
     @contextmanager
     def _view(self) -> Iterator[Connection]:
         """A connection reading one consistent view (REPEATABLE READ, READ ONLY); inside
@@ -553,50 +549,27 @@ class PostgresStore:
 
     def get(self, code: str) -> Installation | None:
         tx = self._bound()
-        if tx is not None:
-            with self._failures("cannot read the store"):
-                return tx.get(code)
-        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE code = %s", (code,))
-        return None if row is None else rows.installation(row)
+        if tx is None:
+            return super().get(code)
+        with self._failures("cannot read the store"):
+            return tx.get(code)
 
     def get_by_label(self, label: str) -> Installation | None:
         tx = self._bound()
-        if tx is not None:
-            with self._failures("cannot read the store"):
-                return tx.get_by_label(label)
-        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE label = %s", (label.lower(),))
-        return None if row is None else rows.installation(row)
+        if tx is None:
+            return super().get_by_label(label)
+        with self._failures("cannot read the store"):
+            return tx.get_by_label(label)
 
-    def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
-        found = self._rows(
-            f"SELECT {COLUMNS} FROM installations ORDER BY code LIMIT %s OFFSET %s",
-            (limit, offset),
-        )
-        return [rows.installation(r) for r in found]
-
-    def count(self) -> int:
-        row = self._one("SELECT count(*) FROM installations")
-        return 0 if row is None else int(row[0])
-
-    def serial(self) -> int:
-        row = self._one("SELECT serial FROM zone_state WHERE id = 1")
-        return 0 if row is None else int(row[0])
+    def token_hash(self, code: str) -> str | None:
+        tx = self._bound()
+        if tx is None:
+            return super().token_hash(code)
+        with self._failures("cannot read the store"):
+            return tx.token_hash(code)
 
     def last_seq(self) -> int:
-        row = self._one("SELECT last_seq FROM zone_state WHERE id = 1")
-        return 0 if row is None else int(row[0])
-
-    def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
-        found = self._rows(
-            f"{rows.JOURNAL_READ} WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit)
-        )
-        return [rows.journal_entry(r) for r in found]
-
-    def journal_floor(self) -> JournalFloor:
-        row = self._one("SELECT floor_seq, floor_serial FROM zone_state WHERE id = 1")
-        if row is None:
-            raise StorageError(f"the store at {self.where} has no zone state")
-        return JournalFloor(int(row[0]), int(row[1]))
+        return self._int("SELECT last_seq FROM zone_state WHERE id = 1")
 
     def journal_reach(self, serial: int) -> int | None:
         with self._failures("cannot read the store"), self._view() as conn:
@@ -686,48 +659,6 @@ class PostgresStore:
             finally:
                 stream.close()  # type: ignore[attr-defined]  # a generator: ends the query
         return int(state[0]), int(state[1]), result
-
-    def token_hash(self, code: str) -> str | None:
-        tx = self._bound()
-        if tx is not None:
-            with self._failures("cannot read the store"):
-                return tx.token_hash(code)
-        row = self._one("SELECT token_hash FROM tokens WHERE code = %s", (code,))
-        return None if row is None else str(row[0])
-
-    def admin_token_hashes(self) -> list[str]:
-        return [str(r[0]) for r in self._rows("SELECT token_hash FROM admin_tokens")]
-
-    def tsig_key(self, name: str) -> TsigKeyRow | None:
-        row = self._one(
-            "SELECT name, code, algorithm, secret, role FROM tsig_keys WHERE name = %s",
-            (name.lower(),),
-        )
-        return None if row is None else rows.tsig_key(row)
-
-    def history(self, code: str) -> list[dict[str, object]]:
-        found = self._rows(
-            "SELECT at, action, actor, via, source, old, new FROM history"
-            " WHERE code = %s ORDER BY id",
-            (code,),
-        )
-        return [rows.history_entry(r) for r in found]
-
-    def links(self, code: str | None = None) -> list[Link]:
-        sql = "SELECT a, b, feature, created FROM links"
-        params: tuple[str, ...] = ()
-        if code is not None:
-            sql += " WHERE a = %s OR b = %s"
-            params = (code, code)
-        return [rows.link(r) for r in self._rows(sql + " ORDER BY a, b, feature", params)]
-
-    def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
-        found = self._rows(
-            "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = %s"
-            " ORDER BY counterpart",
-            (code,),
-        )
-        return {str(r[0]): rows.seen_addresses(r) for r in found}
 
     def change_listener(self) -> PgChangeListener:
         return PgChangeListener(self._conninfo)

@@ -26,19 +26,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from controparte.errors import ConflictError, StorageError
 from controparte.model import DnsRecord, Installation, Link
 from controparte.store import rows
 from controparte.store.base import (
-    JournalEntry,
-    JournalFloor,
     KeyRole,
     Origin,
-    SeenAddresses,
-    TsigKeyRow,
 )
+from controparte.store.reads import Reads
 from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS, next_serial
 from controparte.store.schema import migrate
 
@@ -221,11 +218,15 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore:
+class SqliteStore(Reads):
     """`Store` on one SQLite file in WAL mode."""
+
+    PLACEHOLDER = "?"
+    NO_LIMIT = -1
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
+        self.where = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
         self._writing: int | None = None  # the thread inside a write transaction
@@ -351,7 +352,7 @@ class SqliteStore:
         self._local.conn = conn
         return conn
 
-    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """Every row of one query, read in one statement (its own read transaction:
         the cursor is done before this returns, so no read stays open)."""
         try:
@@ -363,46 +364,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the store: {exc}") from None
 
-    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
-        rows = self._rows(sql, params)
-        return tuple(rows[0]) if rows else None
-
-    def get(self, code: str) -> Installation | None:
-        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE code = ?", (code,))
-        return None if row is None else rows.installation(row)
-
-    def get_by_label(self, label: str) -> Installation | None:
-        row = self._one(f"SELECT {COLUMNS} FROM installations WHERE label = ?", (label.lower(),))
-        return None if row is None else rows.installation(row)
-
-    def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]:
-        found = self._rows(
-            f"SELECT {COLUMNS} FROM installations ORDER BY code LIMIT ? OFFSET ?",
-            (-1 if limit is None else limit, offset),
-        )
-        return [rows.installation(r) for r in found]
-
-    def count(self) -> int:
-        row = self._one("SELECT count(*) FROM installations")
-        return int(str(row[0])) if row else 0
-
-    def serial(self) -> int:
-        row = self._one("SELECT serial FROM zone_state WHERE id = 1")
-        return int(str(row[0])) if row else 0
-
     def last_seq(self) -> int:
-        row = self._one(_LAST_SEQ)
-        return int(str(row[0])) if row else 0
-
-    def journal_since(self, seq: int, limit: int = 10_000) -> list[JournalEntry]:
-        found = self._rows(f"{rows.JOURNAL_READ} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-        return [rows.journal_entry(r) for r in found]
-
-    def journal_floor(self) -> JournalFloor:
-        row = self._one("SELECT floor_seq, floor_serial FROM zone_state WHERE id = 1")
-        if row is None:
-            raise StorageError(f"the store at {self.path} has no zone state")
-        return JournalFloor(int(str(row[0])), int(str(row[1])))
+        return self._int(_LAST_SEQ)
 
     def journal_reach(self, serial: int) -> int | None:
         conn = self._reader()
@@ -499,44 +462,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read the store: {exc}") from None
         return serial, seq, result
-
-    def token_hash(self, code: str) -> str | None:
-        row = self._one("SELECT token_hash FROM tokens WHERE code = ?", (code,))
-        return None if row is None else str(row[0])
-
-    def admin_token_hashes(self) -> list[str]:
-        return [str(r[0]) for r in self._rows("SELECT token_hash FROM admin_tokens")]
-
-    def tsig_key(self, name: str) -> TsigKeyRow | None:
-        row = self._one(
-            "SELECT name, code, algorithm, secret, role FROM tsig_keys WHERE name = ?",
-            (name.lower(),),
-        )
-        return None if row is None else rows.tsig_key(row)
-
-    def history(self, code: str) -> list[dict[str, object]]:
-        found = self._rows(
-            "SELECT at, action, actor, via, source, old, new FROM history"
-            " WHERE code = ? ORDER BY id",
-            (code,),
-        )
-        return [rows.history_entry(r) for r in found]
-
-    def links(self, code: str | None = None) -> list[Link]:
-        sql = "SELECT a, b, feature, created FROM links"
-        params: tuple[str, ...] = ()
-        if code is not None:
-            sql += " WHERE a = ? OR b = ?"
-            params = (code, code)
-        return [rows.link(r) for r in self._rows(sql + " ORDER BY a, b, feature", params)]
-
-    def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
-        found = self._rows(
-            "SELECT counterpart, addresses, at FROM firewall_seen WHERE code = ?"
-            " ORDER BY counterpart",
-            (code,),
-        )
-        return {str(r[0]): rows.seen_addresses(r) for r in found}
 
     def close(self) -> None:
         """Close the writer's connection and every thread's read connection; a read
