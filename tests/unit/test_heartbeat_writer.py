@@ -2,7 +2,8 @@
 commit; beats awaited on an event loop are settled with one call into the loop per
 batch; a beat with a token is checked in the writer's own transaction (wrong token,
 unknown code and a label in place of the code are refused, and nothing of them is
-written)."""
+written); a code no installation can have (a NUL in it) fails its own beat, not the
+batch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from controparte.errors import AuthError, NotFoundError
-from controparte.service.heartbeat import Beat
+from controparte.service.heartbeat import Beat, BeatResult
 from controparte.service.services import Services, open_services
 from controparte.settings import load_settings
 
@@ -103,3 +104,21 @@ def test_a_token_is_checked_in_the_writer(services: Services) -> None:
 
 def test_the_token_is_not_in_a_beats_repr() -> None:
     assert "secret-token" not in repr(Beat("A-1", "192.0.2.1", 1, token="secret-token"))
+
+
+def test_a_malformed_code_fails_its_beat_only(services: Services) -> None:
+    services.registry.add("A-1", "alpha")
+    token = services.access.issue_token("A-1")
+    writer = services.heartbeats
+
+    async def main() -> list[object]:
+        beats = [
+            writer.beat(Beat("A-1\x00", "192.0.2.9", 4443, token=token)),
+            writer.beat(Beat("A-1", "192.0.2.9", 4443, token=token)),
+            writer.beat(Beat("\udc80", "192.0.2.9", 4443)),
+        ]
+        outcomes = await asyncio.gather(*beats, return_exceptions=True)
+        return [type(o) for o in outcomes]
+
+    assert asyncio.run(main()) == [AuthError, BeatResult, NotFoundError]
+    assert services.registry.get("A-1").ipv4 == "192.0.2.9"

@@ -1,7 +1,9 @@
 """The store's contract, on each engine: reads never wait for a write in progress, a
 thread inside its own write transaction reads what it wrote, a rolled-back change is
 never read, codes are unique in any case and labels unique, a batch read ahead
-(`prefetch`) answers as the reads it replaces, and a closed store refuses reads."""
+(`prefetch`) answers as the reads it replaces, a malformed code or label is found
+nowhere (PostgreSQL could not even take a NUL as a parameter), and a closed store
+refuses reads."""
 
 from __future__ import annotations
 
@@ -180,3 +182,15 @@ def test_a_prefetched_batch_reads_as_without(store: Store) -> None:
         ("B-2", None),
     ]
     assert [h["action"] for h in store.history("A-1")] == ["add", "token", "update", "update"]
+
+
+def test_a_malformed_code_or_label_is_found_nowhere(store: Store) -> None:
+    for code in ("A-1\x00", "A 1", "\udc80", "A" * 65):
+        assert store.get(code) is None
+        assert store.token_hash(code) is None
+    assert store.get_by_label("al\x00pha") is None
+    with store.transaction(Origin()) as tx:
+        tx.prefetch(["A-1\x00", "a-1"])
+        assert tx.get("A-1\x00") is None
+        assert tx.get_by_label("alpha\x00") is None
+        assert tx.get("a-1") is not None

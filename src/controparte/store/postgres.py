@@ -243,12 +243,16 @@ class _Transaction:
         key = code.lower()
         if key in self._held:
             return self._held[key]
+        if not rows.may_be_code(code):
+            return None
         row = self.execute(
             f"SELECT {COLUMNS} FROM installations WHERE code = %s FOR NO KEY UPDATE", (code,)
         )
         return None if row is None else rows.installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
+        if not rows.may_be_label(label):
+            return None
         row = self.execute(
             f"SELECT {COLUMNS} FROM installations WHERE label = %s FOR NO KEY UPDATE",
             (label.lower(),),
@@ -256,7 +260,7 @@ class _Transaction:
         return None if row is None else rows.installation(row)
 
     def prefetch(self, codes: Iterable[str]) -> None:
-        wanted = sorted({code.lower() for code in codes} - self._held.keys())
+        wanted = sorted({c.lower() for c in codes if rows.may_be_code(c)} - self._held.keys())
         if not wanted:
             return
         for row in self.rows(_LOCKED_BATCH, (wanted,)):
@@ -271,6 +275,8 @@ class _Transaction:
         key = code.lower()
         if key in self._tokens:
             return self._tokens[key]
+        if not rows.may_be_code(code):
+            return None
         row = self.execute("SELECT token_hash FROM tokens WHERE code = %s", (code,))
         return None if row is None else str(row[0])
 

@@ -36,11 +36,15 @@ class Reads:
         return 0 if row is None else int(str(row[0]))
 
     def get(self, code: str) -> Installation | None:
+        if not rows.may_be_code(code):
+            return None
         p = self.PLACEHOLDER
         row = self._one(f"SELECT {COLUMNS} FROM installations WHERE code = {p}", (code,))
         return None if row is None else rows.installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
+        if not rows.may_be_label(label):
+            return None
         p = self.PLACEHOLDER
         row = self._one(f"SELECT {COLUMNS} FROM installations WHERE label = {p}", (label.lower(),))
         return None if row is None else rows.installation(row)
@@ -73,6 +77,8 @@ class Reads:
         return JournalFloor(int(str(row[0])), int(str(row[1])))
 
     def token_hash(self, code: str) -> str | None:
+        if not rows.may_be_code(code):
+            return None
         p = self.PLACEHOLDER
         row = self._one(f"SELECT token_hash FROM tokens WHERE code = {p}", (code,))
         return None if row is None else str(row[0])

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from controparte.errors import ConflictError
 from controparte.model import DnsRecord, Installation, Kind, Link
+from controparte.model.installation import CODE_RE, LABEL_RE
 from controparte.store.base import JournalEntry, KeyRole, Origin, SeenAddresses, TsigKeyRow
 
 COLUMNS = (
@@ -31,6 +32,18 @@ JOURNAL_READ = (
 
 HISTORY_COLUMNS = "at, code, action, actor, via, source, old, new"
 """A history entry's columns as written, in the order of `history_row`."""
+
+
+def may_be_code(code: str) -> bool:
+    """Whether `code` is a well-formed installation code. No installation has any other
+    (each was validated), so a read by one finds nothing without asking the database,
+    which could not even take some as a parameter (PostgreSQL text holds no NUL)."""
+    return CODE_RE.fullmatch(code) is not None
+
+
+def may_be_label(label: str) -> bool:
+    """Whether `label` (in any case) is a well-formed label (see `may_be_code`)."""
+    return LABEL_RE.fullmatch(label.lower()) is not None
 
 
 def next_serial(serial: int) -> int:

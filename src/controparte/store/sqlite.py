@@ -62,12 +62,16 @@ class _Transaction:
         """(code, before, after) of every change to what DNS serves, in order."""
 
     def get(self, code: str) -> Installation | None:
+        if not rows.may_be_code(code):
+            return None
         row = self._conn.execute(
             f"SELECT {COLUMNS} FROM installations WHERE code = ?", (code,)
         ).fetchone()
         return None if row is None else rows.installation(row)
 
     def get_by_label(self, label: str) -> Installation | None:
+        if not rows.may_be_label(label):
+            return None
         row = self._conn.execute(
             f"SELECT {COLUMNS} FROM installations WHERE label = ?", (label.lower(),)
         ).fetchone()
