@@ -1,8 +1,8 @@
 """A throw-away PostgreSQL server for the tests, and the databases they use on it.
 
 `PgServer` is a cluster of our own: `initdb` in a temporary directory and `postgres`
-as a child process of the tests, both run as the `postgres` user (initdb refuses to run
-as root), listening on a free loopback port (`tests.processes.free_port`) and on a
+as a child process of the tests, both run as the `postgres` user when the tests run as
+root (initdb refuses root), listening on a free loopback port (`tests.processes.free_port`) and on a
 socket in that directory. Being our child, the postmaster takes our signals directly:
 `stop` (fast, immediate or smart shutdown), `kill` (SIGKILL, a crash) and `restart`;
 `destroy` stops it and removes everything. Nothing is written outside the directory and
@@ -46,6 +46,9 @@ ENV_URL = "CONTROPARTE_TEST_DATABASE"
 create databases)."""
 
 USER = "postgres"
+"""The database superuser, and, when the tests run as root, the system user that runs
+the server (initdb refuses root); otherwise the server runs as the tests' own user."""
+RUN_AS = USER if os.geteuid() == 0 else None
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 SETTINGS = {
@@ -96,7 +99,8 @@ class PgServer:
     def __init__(self) -> None:
         self.bin = bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="controparte-pg-"))
-        shutil.chown(self.dir, USER, USER)
+        if RUN_AS is not None:
+            shutil.chown(self.dir, USER, USER)
         self.data = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
         self.port = free_port()
@@ -125,7 +129,7 @@ class PgServer:
 
     def _as_postgres(self, argv: list[str]) -> None:
         done = subprocess.run(
-            argv, user=USER, group=USER, cwd=self.dir, capture_output=True, check=False
+            argv, cwd=self.dir, capture_output=True, check=False, user=RUN_AS, group=RUN_AS
         )
         if done.returncode:
             raise AssertionError(
@@ -146,8 +150,8 @@ class PgServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                user=USER,
-                group=USER,
+                user=RUN_AS,
+                group=RUN_AS,
                 cwd=self.dir,
             )
         deadline = time.monotonic() + START_TIMEOUT
