@@ -98,6 +98,8 @@ def test_pruning_by_age(store: Store) -> None:
     assert store.journal_since(0) == []
     floor = store.journal_floor()
     assert (floor.seq, floor.serial) == (6, serials[-1])
+    assert store.last_seq() == 6  # the last seq handed out, though none is left
+    assert store.dns_snapshot(list)[1] == 6
     assert store.journal_reach(serials[-1]) == 6
     assert store.prune_journal(1_000_000, 3600, datetime.now(UTC)) == 0
 
