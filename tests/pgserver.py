@@ -42,8 +42,10 @@ from tests.debtools import tool
 from tests.processes import HOST, free_port
 
 ENV_URL = "CONTROPARTE_TEST_DATABASE"
+GIVEN_URL = os.environ.get(ENV_URL, "")
 """A PostgreSQL server to use instead of starting one (its URL names a user that may
-create databases)."""
+create databases), read once on import: fixtures that clear CONTROPARTE_* from the
+environment may run before the server is first asked for."""
 
 USER = "postgres"
 """The database superuser, and, when the tests run as root, the system user that runs
@@ -236,9 +238,8 @@ def own_server() -> Iterator[PgServer]:
 def session_server() -> Iterator[Server]:
     """The server the test session uses: the one CONTROPARTE_TEST_DATABASE names, else
     one of its own (`own_server`)."""
-    given = os.environ.get(ENV_URL, "")
-    if given:
-        yield ExternalServer(given)
+    if GIVEN_URL:
+        yield ExternalServer(GIVEN_URL)
         return
     with own_server() as server:
         yield server
