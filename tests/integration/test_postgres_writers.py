@@ -6,9 +6,11 @@ installations at once keep every beat they acknowledged."""
 
 from __future__ import annotations
 
+import ipaddress
 import multiprocessing
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from multiprocessing.synchronize import Event
@@ -59,7 +61,7 @@ def beats(url: str, data: str, node: int, rounds: int, start: Event) -> list[tup
         sent = []
         for n in range(rounds):
             for code in CODES:
-                address = f"2001:db8:{node}::{n:x}:{CODES.index(code):x}"
+                address = str(ipaddress.ip_address(f"2001:db8:{node}::{n:x}:{CODES.index(code):x}"))
                 sent.append((code, address, services.heartbeats.submit(Beat(code, address, 443))))
         acknowledged = []
         for code, address, future in sent:
@@ -71,14 +73,45 @@ def beats(url: str, data: str, node: int, rounds: int, start: Event) -> list[tup
         services.close()
 
 
+def node(
+    target: Callable[..., Any],
+    number: int,
+    args: tuple[Any, ...],
+    start: Event,
+    results: multiprocessing.Queue[tuple[int, bool, Any]],
+) -> None:
+    """A node's process: `target(*args, start)`, its result or its failure put on
+    `results`."""
+    try:
+        results.put((number, True, target(*args, start)))
+    except BaseException:
+        results.put((number, False, traceback.format_exc()))
+
+
 def run_nodes(target: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
     """`target(*each, start)` in a process of its own per `args`, started together; the
-    results in order (an exception in one fails the test)."""
+    results in order (a failure in one fails the test)."""
     start = SPAWN.Event()
-    with SPAWN.Pool(len(args)) as pool:
-        pending = [pool.apply_async(target, (*each, start)) for each in args]
-        start.set()
-        return [p.get(WAIT) for p in pending]
+    results: multiprocessing.Queue[tuple[int, bool, Any]] = SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=node, args=(target, number, each, start, results))
+        for number, each in enumerate(args)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    found: dict[int, Any] = {}
+    try:
+        for _ in processes:
+            number, ok, value = results.get(timeout=WAIT)
+            assert ok, f"node {number} failed:\n{value}"
+            found[number] = value
+    finally:
+        for process in processes:
+            process.join(WAIT)
+            if process.is_alive():
+                process.kill()
+    return [found[number] for number in range(len(args))]
 
 
 def follow(url: str, until: int, seen: list[int], stop: threading.Event) -> None:
