@@ -31,22 +31,26 @@ def make_nodes(
     count: int = 2,
     env: Mapping[str, str] | None = None,
     *,
+    secret: Path | None = None,
     for_bench: bool = False,
     start_timeout: float = 20.0,
 ) -> list[ServerProcess]:
     """`count` nodes (not started) under `root` (`root/node-a`, `root/node-b`, ...) on
-    `database`, with the same server secret and the settings `env` besides."""
+    `database`, with the settings `env` besides, each with a copy of the server secret
+    in the data directory `secret` (by default the first node's, made anew)."""
     nodes: list[ServerProcess] = []
     for number in range(count):
         data = root / f"node-{chr(ord('a') + number)}"
         settings = {"CONTROPARTE_DATABASE": database, **(env or {})}
-        node = ServerProcess(data, settings, for_bench=for_bench, start_timeout=start_timeout)
-        if number == 0:
+        nodes.append(
+            ServerProcess(data, settings, for_bench=for_bench, start_timeout=start_timeout)
+        )
+        if secret is None:
             ServerSecret.load_or_create(data)
+            secret = data
         else:
             data.mkdir(parents=True)
-            shutil.copy2(nodes[0].data / SECRET_FILE, data / SECRET_FILE)
-        nodes.append(node)
+            shutil.copy2(secret / SECRET_FILE, data / SECRET_FILE)
     return nodes
 
 
