@@ -14,6 +14,13 @@ writes an audit row and a journal row and moves the zone serial. The configurati
   ports, on one database), 1 HTTP process each, with one wrk per node and the
   connections split between them.
 
+Each configuration runs with 64 connections (as `heartbeat_bench.py`) and with 256.
+wrk is a closed loop: a connection sends its next beat once the last is answered, so
+the beats in flight, and with them the heartbeat writer's group commits, are at most
+the connections; with 64, a writer whose commit takes a few round trips to the
+database waits for beats as much as it writes. Agents are many, each with a
+connection of its own: 256 is closer to them.
+
 PostgreSQL is a server the benchmark starts itself (`tests/pgserver.py`, in a temporary
 directory, as the `postgres` user) with durable commits, like SQLite's
 `synchronous=FULL`: `fsync = on`, `full_page_writes = on`, `synchronous_commit = on`.
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import tempfile
 import threading
@@ -114,6 +122,7 @@ class Run:
     """One configuration's address-change throughput, and who used the CPUs."""
 
     config: str
+    connections: int
     seconds: float
     per_second: float
     requests: int
@@ -133,7 +142,7 @@ class Report:
     machine: dict[str, object]
     installations: int
     duration: float
-    connections: int
+    connections: list[int]
     postgres_settings: dict[str, str]
     load_before: str = ""
     load_after: str = ""
@@ -217,6 +226,7 @@ def load(
         raise RuntimeError("a wrk run failed")
     return Run(
         str(config),
+        connections,
         wall,
         sum(r.per_second for r in results),
         sum(r.requests for r in results),
@@ -295,10 +305,11 @@ def run(args: argparse.Namespace) -> Report:
                 GATE.phase(GATE_BUDGET)
                 with started(nodes):
                     print(f"{config}: {args.duration:g} s of wrk ...", file=sys.stderr)
-                    load(config, nodes, None, warm, 2, args.connections)
-                    report.runs.append(
-                        measured_load(config, nodes, pg, script, args.duration, args.connections)
-                    )
+                    load(config, nodes, None, warm, 2, max(args.connections))
+                    for connections in args.connections:
+                        report.runs.append(
+                            measured_load(config, nodes, pg, script, args.duration, connections)
+                        )
                     if config.nodes > 1:
                         report.delays += other_node(config, nodes, script, args)
     report.load_after = load_average()
@@ -324,7 +335,7 @@ def other_node(
     print("change-to-answer on the other node under load ...", file=sys.stderr)
     stop_after = args.samples * 0.05 + 5  # seconds of background load: enough samples
     background = threading.Thread(
-        target=load, args=(config, nodes, None, script, stop_after, args.connections)
+        target=load, args=(config, nodes, None, script, stop_after, max(args.connections))
     )
     background.start()
     time.sleep(1.0)
@@ -349,19 +360,22 @@ def render(report: Report) -> str:
         f"machine: {m['cpus']} CPUs, {m['cpu']}, Python {m['python']}, {m['postgres']}",
         f"installations: {report.installations} (seeded in"
         f" {', '.join(f'{k} {v:.0f} s' for k, v in report.seed_seconds.items())})",
-        f"load: wrk -t1 -c{report.connections} for {report.duration:g} s per configuration"
-        " (two nodes: one wrk per node, the connections split), every beat a new address",
+        f"load: wrk -t1 with {' and '.join(map(str, report.connections))} connections for"
+        f" {report.duration:g} s per configuration (two nodes: one wrk per node, the"
+        " connections split), every beat a new address",
         "sharing the CPUs: the node(s), PostgreSQL (postmaster, backends, WAL writer,"
         " checkpointer), wrk, and other processes of the machine (in `other`)",
         "PostgreSQL: " + ", ".join(f"{k}={v}" for k, v in report.postgres_settings.items()),
         f"load average before the run: {report.load_before}",
         "",
-        f"{'configuration':<46} {'beats/s':>8} {'errors':>6} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'configuration':<46} {'conns':>5} {'beats/s':>8} {'errors':>6} {'p50 ms':>7}"
+        f" {'p99 ms':>7}"
         f" {'nodes':>6} {'postgres':>8} {'wrk':>5} {'other':>6}   (CPUs used)",
     ]
     for r in report.runs:
         lines.append(
-            f"{r.config:<46} {r.per_second:>8.0f} {r.errors:>6} {r.latency_p50_ms:>7.1f}"
+            f"{r.config:<46} {r.connections:>5} {r.per_second:>8.0f} {r.errors:>6}"
+            f" {r.latency_p50_ms:>7.1f}"
             f" {r.latency_p99_ms:>7.1f} {r.nodes_cpu:>6.2f} {r.postgres_cpu:>8.2f}"
             f" {r.wrk_cpu:>5.2f} {r.other_cpu:>6.2f}"
         )
@@ -394,13 +408,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--installations", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--connections",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[64, 256],
+        help="wrk's connections, each count a run (comma-separated; the largest also"
+        " loads the change-to-answer samples)",
+    )
     parser.add_argument("--samples", type=int, default=1000, help="change-to-answer samples")
     parser.add_argument(
         "--quick", action="store_true", help="5,000 installations, 3 s runs, 300 samples"
     )
     parser.add_argument("--json", type=Path, help="write the figures here, not in bench/out/")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run as Ctrl-C does: the servers and PostgreSQL are stopped and
+    # their directories removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.quick:
         args.installations, args.duration, args.samples = 5_000, 3.0, 300
     report = run(args)
