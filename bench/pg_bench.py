@@ -333,9 +333,9 @@ def other_node(
         answering=b,
     )
     print("change-to-answer on the other node under load ...", file=sys.stderr)
-    stop_after = args.samples * 0.05 + 5  # seconds of background load: enough samples
+    stop_after = args.samples * 0.06 + 5  # seconds of background load: enough samples
     background = threading.Thread(
-        target=load, args=(config, nodes, None, script, stop_after, max(args.connections))
+        target=load, args=(config, nodes, None, script, stop_after, min(args.connections))
     )
     background.start()
     time.sleep(1.0)
@@ -412,8 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         "--connections",
         type=lambda text: [int(n) for n in text.split(",")],
         default=[64, 256],
-        help="wrk's connections, each count a run (comma-separated; the largest also"
-        " loads the change-to-answer samples)",
+        help="wrk's connections, each count a run (comma-separated; the fewest also"
+        " load the change-to-answer samples)",
     )
     parser.add_argument("--samples", type=int, default=1000, help="change-to-answer samples")
     parser.add_argument(
