@@ -15,7 +15,6 @@ processes, each with its own data directory and its own DNS and HTTP ports):
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from typer.testing import CliRunner
 
 from controparte.cli import app
 from controparte.store import JournalEntry
-from tests.debtools import tool
+from tests.dns_update.test_integration import nsupdate
 from tests.nodes import answers, make_nodes, running, time_to_answer
 from tests.pgserver import Databases, PgServer, Server
 from tests.realserver import ServerProcess
@@ -43,7 +42,6 @@ PROPAGATION_BOUND = 1.0
 bound (a node polls, or is woken, far sooner; the bound leaves room for a loaded
 machine)."""
 WAIT = 20.0  # seconds: a bound on waiting for an event, never a speed assertion
-TOOL_TIMEOUT = 30.0
 STREAMS = 8  # installations beaten at once, one client each
 
 
@@ -150,17 +148,8 @@ def by_rfc2136(node: ServerProcess, tmp: Path) -> tuple[str, str]:
     create(node, "NSU-5", "nsu", "192.0.2.15")
     key = tmp / "nsu.key"
     cli(node, "installation", "tsig-key", "NSU-5", "--out", str(key))
-    script = (
-        f"server {node.host} {node.port}\nzone {ZONE}\n"
-        f"update delete nsu.{ZONE} A\nupdate add nsu.{ZONE} 60 A 192.0.2.115\nsend\n"
-    )
-    done = subprocess.run(
-        [tool("nsupdate"), "-t", "10", "-k", str(key)],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-        check=False,
+    done = nsupdate(
+        node, key, f"update delete nsu.{ZONE} A", f"update add nsu.{ZONE} 60 A 192.0.2.115"
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return f"nsu.{ZONE}", "192.0.2.115"
