@@ -5,8 +5,9 @@ as a child process of the tests, both run as the `postgres` user when the tests 
 root (initdb refuses root), listening on a free loopback port (`tests.processes.free_port`) and on a
 socket in that directory. Being our child, the postmaster takes our signals directly:
 `stop` (fast, immediate or smart shutdown), `kill` (SIGKILL, a crash) and `restart`;
-`destroy` stops it and removes everything. Nothing is written outside the directory and
-no server already running is used. The settings go into its postgresql.conf, so a
+`freeze` and `thaw` stop and continue every process of it (SIGSTOP, SIGCONT); `destroy`
+stops it and removes everything. Nothing is written outside the directory and no
+server already running is used. The settings go into its postgresql.conf, so a
 restart comes up as the first start did. fsync is off: a killed server still recovers
 everything it acknowledged from the kernel's page cache (only a crash of the machine
 could lose it), and a test suite on a shared machine does not wait for the disk.
@@ -176,6 +177,7 @@ class PgServer:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(SIGNALS[mode])
+            self.thaw()  # a frozen server takes the signal once it runs again
         self.proc.wait(STOP_TIMEOUT)
         self.proc = None
         if mode == "kill":  # its backends notice the postmaster is gone by themselves
@@ -188,6 +190,19 @@ class PgServer:
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP to every process of the server: it keeps its sockets open and the
+        kernel acknowledges what is sent, but nothing answers (a hung host)."""
+        for pid in self._backends():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT to every process of the server: it goes on where it stopped."""
+        for pid in self._backends():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def _wait_backends_gone(self) -> None:
         pidfile = self.data / "postmaster.pid"

@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,6 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -64,8 +63,10 @@ from controparte.store.base import (
 from controparte.store.reads import Reads
 from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
 from controparte.store.schema import SCHEMA_LOCK, migrate_postgres
+from controparte.store.watchdog import Watchdog, shut_down
 
 T = TypeVar("T")
+RV = TypeVar("RV")
 Row = tuple[Any, ...]
 Connection = psycopg.Connection[Row]
 
@@ -93,6 +94,12 @@ SESSION_OPTIONS = "-c lock_timeout=5000 -c idle_in_transaction_session_timeout=1
 """Server settings of every session (before the URL's own `options`): a lock held by a
 stuck node ends a waiting write in 5 s, and a node that vanished inside a transaction
 loses it (and its locks) after 15 s."""
+
+ROUND_TRIP_TIMEOUT = 6.0
+"""Seconds one exchange with the server (a statement and its rows, a COMMIT, the pool's
+check of a connection) may take before the connection is broken off
+(`store/watchdog.py`): a frozen server answers no timeout of the socket's. Longer than
+the session's `lock_timeout`, so a write that waits for a lock fails by that first."""
 
 POOL_SIZE = 8
 POOL_TIMEOUT = 5.0
@@ -167,6 +174,20 @@ _JOURNAL_FIELDS = (
     "ipv6",
     "port",
 )
+
+
+_WATCHDOG = Watchdog("controparte-db-watchdog")
+
+
+class WatchedConnection(psycopg.Connection[Row]):
+    """A connection each of whose exchanges with the server is broken off after
+    `ROUND_TRIP_TIMEOUT` seconds (plus the time the exchange means to wait, for
+    `notifies`): the store's operations end with a StorageUnavailableError within
+    seconds even when the server is frozen, and free their thread."""
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        with _WATCHDOG.watch(self.pgconn.socket, ROUND_TRIP_TIMEOUT + (timeout or 0.0)):
+            return super().wait(gen, interval, timeout)
 
 
 def conninfo(url: str) -> str:
@@ -455,8 +476,9 @@ class PostgresStore(Reads):
         with self._failures("cannot open the store"):
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 migrate_postgres(conn, self.where)
-            self._pool: ConnectionPool[Connection] = ConnectionPool(
+            self._pool: ConnectionPool[WatchedConnection] = ConnectionPool(
                 self._conninfo,
+                connection_class=WatchedConnection,
                 min_size=1,
                 max_size=pool_size,
                 kwargs={"autocommit": True},
@@ -728,7 +750,7 @@ class PgChangeListener:
         if time.monotonic() < self._retry_at:
             return False
         try:
-            conn: Connection = psycopg.connect(self._conninfo, autocommit=True)
+            conn = WatchedConnection.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             self._failed(exc)
             return False
@@ -762,11 +784,8 @@ class PgChangeListener:
         self._closing.set()
         conn = self._conn
         if conn is not None:  # wake a `wait` in progress: its socket reads end of file
-            with (
-                contextlib.suppress(psycopg.Error, OSError),
-                socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock,
-            ):
-                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(psycopg.Error):
+                shut_down(conn.pgconn.socket)
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
