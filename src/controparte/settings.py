@@ -383,9 +383,14 @@ class Settings:
     tcp_idle_timeout: float = setting(10.0, _number(0.1, 3600))
     tcp_max_connections: int = setting(1024, _whole(1, 1_000_000))
     journal_poll_interval: float = setting(0.02, _number(0.01, 60))
-    """Seconds between looks at the journal for changes other processes made (HTTP
-    workers, a CLI, another server): the worst-case delay before DNS serves them. Each
-    look is one indexed `SELECT max(seq)` on a read-only connection."""
+    """On SQLite, seconds between looks at the journal for changes other processes made
+    (HTTP workers, a CLI, another server): the worst-case delay before DNS serves them.
+    Each look is one indexed `SELECT max(seq)` on a read-only connection."""
+    journal_check_interval: float = setting(1.0, _number(0.01, 3600))
+    """On PostgreSQL, where every commit wakes the DNS followers of every node (LISTEN/
+    NOTIFY), seconds between two safety reads of the journal all the same: the
+    longest a change waits should a notification be lost, and about the largest
+    `controparte_zone_snapshot_age_seconds` while the database answers."""
     dns_workers: int = setting(1, _whole(1, 64))
     http_workers: int = setting(1, _whole(1, 64))
     """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
