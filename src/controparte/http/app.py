@@ -247,7 +247,7 @@ def health_reply(report: HealthReport, zone: ServedZone | None) -> Reply:
         return Reply(200, render(body))
     served = "" if zone is None else f"; DNS serves serial {zone.serial} from its snapshot"
     down = StorageUnavailableError(
-        f"the database cannot be reached since {database.since.isoformat()}"
+        f"the database cannot be reached since {body['database']['since']}"
         f" ({database.detail}){served}"
     )
     return Reply(503, render({**body, "error": type(down).__name__, "detail": str(down)}))
