@@ -17,6 +17,8 @@ import pytest
 
 from controparte.errors import StorageUnavailableError
 from controparte.http.app import health_reply
+from controparte.model import Installation
+from controparte.model.installation import utcnow
 from controparte.service.health import (
     HealthReport,
     HealthWatch,
@@ -24,8 +26,6 @@ from controparte.service.health import (
     ServedZone,
     observe,
 )
-from controparte.model import Installation
-from controparte.model.installation import utcnow
 from controparte.store import Origin
 from controparte.store.sqlite import DB_FILE, SqliteStore
 
