@@ -428,17 +428,18 @@ class _Transaction:
         has aborted (one the caller caught) would only roll back: it fails here."""
         if self.conn.info.transaction_status == TransactionStatus.INERROR:
             raise StorageError("the change was not saved: an earlier statement failed")
-        self.flush()
-        if not self.dns_changes:
-            return
-        entries = [
-            rows.journal_row(0, "", code, old, new)[2:] for code, old, new in self.dns_changes
-        ]
-        params: dict[str, object] = dict(
-            zip(_JOURNAL_FIELDS, _columns(entries, len(_JOURNAL_FIELDS)), strict=True)
-        )
-        params.update(n=len(entries), at=rows.now())
-        self.conn.execute(_JOURNAL_STEP, params)
+        with self.conn.pipeline():  # the statements sent at once: one round trip
+            self.flush()
+            if not self.dns_changes:
+                return
+            entries = [
+                rows.journal_row(0, "", code, old, new)[2:] for code, old, new in self.dns_changes
+            ]
+            params: dict[str, object] = dict(
+                zip(_JOURNAL_FIELDS, _columns(entries, len(_JOURNAL_FIELDS)), strict=True)
+            )
+            params.update(n=len(entries), at=rows.now())
+            self.conn.execute(_JOURNAL_STEP, params)
 
 
 class PostgresStore(Reads):
