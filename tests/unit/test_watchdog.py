@@ -5,6 +5,7 @@ answers)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -78,3 +79,16 @@ def test_several_exchanges_each_keep_their_own_deadline() -> None:
         for ours, theirs in pairs:
             ours.close()
             theirs.close()
+
+
+def test_a_descriptor_reused_by_another_socket_is_left_alone() -> None:
+    watchdog = Watchdog("test-watchdog")
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    with first, first_peer, second, second_peer:
+        with watchdog.watch(first.fileno(), 0.2):
+            os.dup2(second.fileno(), first.fileno())  # the number names another socket now
+            time.sleep(0.8)  # past the deadline
+        assert watchdog.fired == 1  # it was due, but the socket was not the same
+        second_peer.sendall(b"still")
+        assert second.recv(10) == b"still"

@@ -9,8 +9,9 @@ exchange in progress (`watch`); one thread of its own shuts the socket of an ove
 exchange down both ways (`shut_down`), so the blocked read sees end of file and the
 driver raises its connection error, as for a server that went away. The thread that
 waited is free again, the broken connection is discarded by its owner, and the
-descriptor is only ever closed by its owner: the watchdog never closes it, and acts on
-it only while the exchange is registered, i.e. while its owner is inside the read.
+descriptor is only ever closed by its owner: the watchdog never closes it, acts on it
+only while the exchange is registered (its owner is inside the read), and only when it
+is still the socket it was (a descriptor closed and reused meanwhile is left alone).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ TICK = 0.5
 off at most this late (a new deadline does not wake the thread)."""
 
 
-def shut_down(fd: int) -> None:
+def shut_down(fd: int, inode: int | None = None) -> None:
     """Shut the socket `fd` down both ways: a thread blocked on it wakes up with end of
     file. The descriptor stays open (its owner closes it); one that is no socket any
-    more is left alone."""
-    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
-        sock.shutdown(socket.SHUT_RDWR)
+    more, or (with `inode`) another socket than it was, is left alone."""
+    with contextlib.suppress(OSError):
+        if inode is not None and os.fstat(fd).st_ino != inode:
+            return
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Watchdog:
@@ -46,8 +50,9 @@ class Watchdog:
     def __init__(self, name: str) -> None:
         self.name = name
         self._cond = threading.Condition()
-        self._watched: dict[int, tuple[float, int, float]] = {}
-        """By token: (deadline on the monotonic clock, socket, seconds allowed)."""
+        self._watched: dict[int, tuple[float, int, int, float]] = {}
+        """By token: (deadline on the monotonic clock, socket, its inode, seconds
+        allowed)."""
         self._tokens = itertools.count()
         self._thread: threading.Thread | None = None
         self.fired = 0
@@ -57,8 +62,9 @@ class Watchdog:
     def watch(self, fd: int, seconds: float) -> Iterator[None]:
         """Shut the socket `fd` down if the block has not ended within `seconds`."""
         token = next(self._tokens)
+        inode = os.fstat(fd).st_ino
         with self._cond:
-            self._watched[token] = (time.monotonic() + seconds, fd, seconds)
+            self._watched[token] = (time.monotonic() + seconds, fd, inode, seconds)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -77,7 +83,7 @@ class Watchdog:
                     self._cond.wait()
                     continue
                 now = time.monotonic()
-                for token, (deadline, fd, seconds) in list(self._watched.items()):
+                for token, (deadline, fd, inode, seconds) in list(self._watched.items()):
                     if deadline <= now:
                         del self._watched[token]
                         self.fired += 1
@@ -85,7 +91,7 @@ class Watchdog:
                             "the database did not answer within %.0f s: connection broken off",
                             seconds,
                         )
-                        shut_down(fd)
+                        shut_down(fd, inode)
                 if self._watched:
-                    next_due = min(deadline for deadline, _, _ in self._watched.values())
+                    next_due = min(entry[0] for entry in self._watched.values())
                     self._cond.wait(min(max(next_due - now, 0.01), TICK))
