@@ -13,8 +13,8 @@ Contracts of `sqlite_to_postgres`:
   is carried (serial, the journal's floor and last seq, the zone configuration's
   fingerprint) and the copy is checked: rows per table and the zone's state equal on
   both sides (else StorageError). Any failure rolls it all back: the target is left as
-  it was. Other nodes on the target wait for it (table locks) or fail to write
-  (`lock_timeout`), never interleave.
+  it was. The tables are locked meanwhile: a node already on the target waits (or
+  fails after its `lock_timeout`), never sees or writes a part.
 - What is carried keeps its meaning: the next change on PostgreSQL gets the next serial
   (RFC 1982) and the next seq, and a secondary at a serial the journal reaches gets an
   incremental transfer (the entries keep their before-images), one behind the floor the
@@ -102,7 +102,7 @@ def sqlite_to_postgres(source: Path, url: str) -> Migrated:
             conn.transaction(),
         ):
             migrate_postgres(conn, target)
-            conn.execute(f"LOCK TABLE {', '.join(TABLES)}, zone_state IN EXCLUSIVE MODE")
+            conn.execute(f"LOCK TABLE {', '.join(TABLES)}, zone_state IN ACCESS EXCLUSIVE MODE")
             held = {table: n for table, n in _pg_counts(conn).items() if n}
             if held:
                 found = ", ".join(f"{table}: {n}" for table, n in held.items())
@@ -173,7 +173,18 @@ Connection = psycopg.Connection[tuple[object, ...]]
 
 def _copy_all(lite: sqlite3.Connection, conn: Connection, source: Path) -> None:
     """Every row of every table (`TABLES`), every column as the source names it (both
-    engines name them alike), as stored; identities go on after the ids copied."""
+    engines name them alike), as stored; identities go on after the ids copied.
+
+    The foreign keys among the tables are dropped for the copy and added back after it,
+    as they were (`pg_get_constraintdef`): added back, each is checked in one join,
+    where a check per row copied would cost more than the copy of its table."""
+    references = conn.execute(
+        "SELECT conrelid::regclass::text, quote_ident(conname), pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[])",
+        (list(TABLES),),
+    ).fetchall()
+    for table, name, _definition in references:
+        conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
     try:
         for table in TABLES:
             columns = ", ".join(str(c[1]) for c in lite.execute(f"PRAGMA table_info({table})"))
@@ -183,6 +194,8 @@ def _copy_all(lite: sqlite3.Connection, conn: Connection, source: Path) -> None:
                 while batch := rows.fetchmany():
                     for row in batch:
                         copy.write_row(row)
+        for table, name, definition in references:
+            conn.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
     except psycopg.IntegrityError as exc:  # a row the source's own constraints let by
         raise StorageError(
             f"the registry at {source} holds a row PostgreSQL refuses"
