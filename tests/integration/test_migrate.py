@@ -81,6 +81,12 @@ def source_state(data: Path) -> tuple[str, list[str]]:
         return digest, list(conn.iterdump())
 
 
+def serial_of(server: ServerProcess) -> int:
+    """The serial of the server's store (read by this process)."""
+    with server.registry() as registry:
+        return registry.store.serial()
+
+
 def sqlite_server(data: Path) -> ServerProcess:
     return ServerProcess(data, SETTINGS)
 
@@ -125,7 +131,7 @@ def moved(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         server.wait_http()
         before_floor = axfr_copy(server, xfr_key)
         heartbeat(server, "LIVE-1", tokens["LIVE-1"], "127.0.0.2", 9100)  # a new address
-        wait_serial(server, sqlite_serial(data))
+        wait_serial(server, serial_of(server))
         store = open_store(data)
         try:  # every entry so far: the floor is the newest serial
             assert store.prune_journal(0, 0, datetime.now(UTC)) > 0
@@ -136,14 +142,11 @@ def moved(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         cli(data, "installation", "update", "V6-1", "--label", "v6-new")
         cli(data, *add, "LATE-1", "--label", "late", "--ip", "192.0.2.50")
         cli(data, "installation", "remove", "bare-1")
-        wait_serial(server, sqlite_serial(data))
+        wait_serial(server, serial_of(server))
         served = zone_records(axfr_copy(server, xfr_key))
 
-    store = open_store(data)
-    try:
-        serial, last_seq = store.serial(), store.last_seq()
-    finally:
-        store.close()
+    with server.registry() as registry:
+        serial, last_seq = registry.store.serial(), registry.store.last_seq()
     source_before = source_state(data)
     with Databases(pg_server).fresh() as url:
         with_password = url.replace("postgres@", f"postgres:{PASSWORD}@")
@@ -163,14 +166,6 @@ def moved(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             source_before,
             source_state(data),
         )
-
-
-def sqlite_serial(data: Path) -> int:
-    store = open_store(data)
-    try:
-        return store.serial()
-    finally:
-        store.close()
 
 
 def test_the_command_says_what_it_carried_and_what_comes_next(moved: Moved) -> None:

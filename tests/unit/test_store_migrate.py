@@ -27,6 +27,7 @@ from controparte.store.schema import MIGRATIONS, migrate
 from controparte.store.sqlite import DB_FILE, SqliteStore
 from tests.clirunner import Run, as_json, ok, user_error
 from tests.processes import HOST
+from tests.unit.test_journal import version_3_store
 
 PASSWORD = "sekrit-in-url"
 A = Installation(code="A-1", label="alpha", ipv4="192.0.2.1", created=utcnow(), updated=utcnow())
@@ -76,39 +77,29 @@ def test_an_older_registry_is_migrated_in_memory_never_in_its_file(
     tmp_path: Path, pg_database: str
 ) -> None:
     path = tmp_path / DB_FILE
-    conn = sqlite3.connect(path)
-    for script in MIGRATIONS[:3]:
-        conn.executescript(script.sqlite)
-    conn.execute("INSERT INTO zone_state (id, serial) VALUES (1, 41)")
-    conn.execute(
-        "INSERT INTO installations (code, label, kind, ipv4, created, updated)"
-        " VALUES ('A-1', 'alpha', 'onprem', '192.0.2.1', '2026-01-01T00:00:00+00:00',"
-        " '2026-01-01T00:00:00+00:00')"
-    )
-    conn.executemany(
-        "INSERT INTO journal (serial, at, code, old_label, new_label, ipv4, ipv6, port)"
-        " VALUES (?, '2026-01-01T00:00:00+00:00', 'A-1', NULL, 'alpha', '192.0.2.1', NULL, 1)",
-        [(40,), (41,)],
-    )
-    conn.execute("PRAGMA user_version = 3")
-    conn.commit()
-    conn.close()
+    version_3_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO installations (code, label, kind, ipv4, port, created, updated)"
+            " VALUES ('A-1', 'alpha', 'onprem', '192.0.2.1', 1, '2026-01-01T00:00:00+00:00',"
+            " '2026-01-01T00:00:00+00:00')"
+        )
     before = digest(path)
 
     moved = sqlite_to_postgres(path, pg_database)
 
     assert digest(path) == before
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
-    assert (moved.zone.serial, moved.zone.floor_seq, moved.zone.floor_serial) == (41, 2, 41)
+    assert (moved.zone.serial, moved.zone.floor_seq, moved.zone.floor_serial) == (41, 1, 41)
     store = PostgresStore(pg_database)
     try:
         assert store.get("a-1") is not None
-        assert (store.journal_floor().seq, store.journal_floor().serial) == (2, 41)
-        assert store.journal_reach(41) == 2  # as version 4 says: the floor at the newest
+        assert (store.journal_floor().seq, store.journal_floor().serial) == (1, 41)
+        assert store.journal_reach(41) == 1  # as version 4 says: the floor at the newest
         with store.transaction(Origin()) as tx:
-            tx.delete(A)
-        assert (store.serial(), store.last_seq()) == (42, 3)
-        assert store.journal_since(2)[0].before == DnsRecord("alpha", "192.0.2.1", None, None)
+            tx.delete(tx.get("A-1") or pytest.fail("A-1 was not carried"))
+        assert (store.serial(), store.last_seq()) == (42, 2)
+        assert store.journal_since(1)[0].before == DnsRecord("alpha", "192.0.2.1", None, 1)
     finally:
         store.close()
 
