@@ -29,7 +29,9 @@ thread: the thread's reads through the store inside it see its writes.
 A heartbeat batch reads and writes set-based: `prefetch` locks and reads the batch's
 rows and token hashes in one statement; updates that keep the label are buffered and
 written in one `UPDATE ... FROM unnest(...)`, with the history rows in one `INSERT`,
-before the next statement that reads or at the commit.
+before the next statement that reads or at the commit. These statements take their
+arrays in binary (`%b`): the history's JSON as text array literals, quoted and parsed,
+cost four times as much (4.2 against 0.9 ms for 34 rows).
 
 The schema is migrated when the store opens (`schema.migrate_postgres`, under an
 advisory lock), which needs the database then.
@@ -118,7 +120,7 @@ _INSTALLATION = ", ".join(f"i.{name.strip()}" for name in COLUMNS.split(","))
 _LOCKED_BATCH = (
     f"SELECT {_INSTALLATION}, t.token_hash FROM installations i"
     " LEFT JOIN tokens t ON t.code = i.code"
-    " WHERE i.code = ANY(%s::citext[]) ORDER BY i.code FOR NO KEY UPDATE OF i"
+    " WHERE i.code = ANY(%b::citext[]) ORDER BY i.code FOR NO KEY UPDATE OF i"
 )
 """A batch's rows, locked in code order (batches never wait for each other in a
 cycle), with their token hashes."""
@@ -127,8 +129,8 @@ _UPDATE_BATCH = (
     "UPDATE installations AS i SET kind = u.kind, ipv4 = u.ipv4, ipv6 = u.ipv6,"
     " port = u.port, updated = u.updated, last_seen = u.last_seen,"
     " private_port = u.private_port, agent_version = u.agent_version"
-    " FROM unnest(%s::citext[], %s::text[], %s::text[], %s::text[], %s::integer[],"
-    " %s::text[], %s::text[], %s::integer[], %s::text[])"
+    " FROM unnest(%b::citext[], %b::text[], %b::text[], %b::text[], %b::integer[],"
+    " %b::text[], %b::text[], %b::integer[], %b::text[])"
     " AS u(code, kind, ipv4, ipv6, port, updated, last_seen, private_port, agent_version)"
     " WHERE i.code = u.code"
 )
@@ -136,19 +138,19 @@ _UPDATE_BATCH = (
 
 _HISTORY_BATCH = (
     f"INSERT INTO history ({HISTORY_COLUMNS}) SELECT {HISTORY_COLUMNS}"
-    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    f" %s::text[], %s::text[]) WITH ORDINALITY AS u({HISTORY_COLUMNS}, ord) ORDER BY ord"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    f" %b::text[], %b::text[]) WITH ORDINALITY AS u({HISTORY_COLUMNS}, ord) ORDER BY ord"
 )
 
 _JOURNAL_STEP = (
     "WITH z AS (UPDATE zone_state SET serial = serial %% 4294967295 + 1,"
-    " last_seq = last_seq + %(n)s WHERE id = 1 RETURNING serial, last_seq),"
+    " last_seq = last_seq + %(n)b WHERE id = 1 RETURNING serial, last_seq),"
     f" j AS (INSERT INTO journal (seq, {JOURNAL_COLUMNS})"
-    " SELECT z.last_seq - %(n)s + u.ord, z.serial, %(at)s, u.code, u.old_label, u.old_ipv4,"
+    " SELECT z.last_seq - %(n)b + u.ord, z.serial, %(at)b, u.code, u.old_label, u.old_ipv4,"
     " u.old_ipv6, u.old_port, u.new_label, u.ipv4, u.ipv6, u.port"
-    " FROM z, unnest(%(code)s::text[], %(old_label)s::text[], %(old_ipv4)s::text[],"
-    " %(old_ipv6)s::text[], %(old_port)s::integer[], %(new_label)s::text[],"
-    " %(ipv4)s::text[], %(ipv6)s::text[], %(port)s::integer[]) WITH ORDINALITY"
+    " FROM z, unnest(%(code)b::text[], %(old_label)b::text[], %(old_ipv4)b::text[],"
+    " %(old_ipv6)b::text[], %(old_port)b::integer[], %(new_label)b::text[],"
+    " %(ipv4)b::text[], %(ipv6)b::text[], %(port)b::integer[]) WITH ORDINALITY"
     " AS u(code, old_label, old_ipv4, old_ipv6, old_port, new_label, ipv4, ipv6, port, ord))"
     f" SELECT z.serial, z.last_seq, pg_notify('{CHANNEL}', z.last_seq::text) FROM z"
 )
@@ -446,17 +448,18 @@ class _Transaction:
         has aborted (one the caller caught) would only roll back: it fails here."""
         if self.conn.info.transaction_status == TransactionStatus.INERROR:
             raise StorageError("the change was not saved: an earlier statement failed")
-        self.flush()
-        if not self.dns_changes:
-            return
-        entries = [
-            rows.journal_row(0, "", code, old, new)[2:] for code, old, new in self.dns_changes
-        ]
-        params: dict[str, object] = dict(
-            zip(_JOURNAL_FIELDS, _columns(entries, len(_JOURNAL_FIELDS)), strict=True)
-        )
-        params.update(n=len(entries), at=rows.now())
-        self.conn.execute(_JOURNAL_STEP, params)
+        with self.conn.pipeline():  # the statements sent at once: one round trip
+            self.flush()
+            if not self.dns_changes:
+                return
+            entries = [
+                rows.journal_row(0, "", code, old, new)[2:] for code, old, new in self.dns_changes
+            ]
+            params: dict[str, object] = dict(
+                zip(_JOURNAL_FIELDS, _columns(entries, len(_JOURNAL_FIELDS)), strict=True)
+            )
+            params.update(n=len(entries), at=rows.now())
+            self.conn.execute(_JOURNAL_STEP, params)
 
 
 class PostgresStore(Reads):
