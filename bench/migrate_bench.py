@@ -115,7 +115,7 @@ def main() -> int:
             durable(server)
             databases = Databases(server)
             for number in range(1, options.runs + 1):
-                wall, report = move(data, databases.create())
+                wall, report = move(data, databases.take())
                 runs.append({"wall_s": round(wall, 2), "reported_s": report["seconds"]})
                 print(f"run {number}: {wall:.2f} s ({report['seconds']} s reported)", flush=True)
     rows = report["rows"]

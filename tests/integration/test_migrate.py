@@ -35,7 +35,7 @@ from tests.clirunner import invoke_cli, ok, user_error
 from tests.dns_update.test_integration import nsupdate, read_key
 from tests.http.test_real_server import heartbeat
 from tests.integration.test_transfer import XFR_KEY, axfr_copy, inbound, transfers, wait_serial
-from tests.pgserver import Databases, Server
+from tests.pgserver import Databases
 from tests.realserver import ServerProcess
 from tests.xfrtools import Rec, zone_records
 
@@ -96,7 +96,7 @@ def postgres_server(data: Path, url: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def moved(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moved]:
+def moved(pg_databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moved]:
     data = tmp_path_factory.mktemp("migrate") / "data"
     keys = data.parent / "keys"
     keys.mkdir()
@@ -148,7 +148,7 @@ def moved(pg_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with server.registry() as registry:
         serial, last_seq = registry.store.serial(), registry.store.last_seq()
     source_before = source_state(data)
-    with Databases(pg_server).fresh() as url:
+    with pg_databases.fresh() as url:
         with_password = url.replace("postgres@", f"postgres:{PASSWORD}@")
         result = invoke_cli("migrate", "--to", with_password, data=data)
         yield Moved(
