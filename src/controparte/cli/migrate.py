@@ -29,7 +29,8 @@ ToOption = Annotated[
         metavar="URL",
         show_default=False,
         help="The empty PostgreSQL database to move the registry to:"
-        " postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (the password is never printed).",
+        " postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (the password is never printed; or"
+        " leave it out and let libpq read PGPASSWORD or ~/.pgpass).",
     ),
 ]
 
@@ -44,7 +45,8 @@ def migrate(*, to: ToOption, as_json: JsonOption = False, settings: Settings) ->
     zone serial: the next change gets the next serial, and secondaries go on with IXFR.
     The SQLite file is only read; stop every controparte that uses it first (changes
     made there afterwards are not carried). A database that holds a registry already is
-    refused, unchanged."""
+    refused, unchanged. Then set `database` to the URL on every node, and give each
+    node's data directory a copy of this one's server.key."""
     if settings.database:
         raise ConfigError(
             f"database: the settings name PostgreSQL already"
