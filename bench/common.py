@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tests import debtools
+from tests.pgserver import Databases, PgServer, own_server
 from tests.processes import (
     CLK_TCK,
     HOST,
@@ -52,9 +53,11 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "OUT_DIR",
     "ROOT",
     "ZONE",
+    "Databases",
     "Load",
     "LoggedProcess",
     "PerfRun",
+    "PgServer",
     "QuietGate",
     "ServerProcess",
     "Throughput",
@@ -65,6 +68,7 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "load_average",
     "machine",
     "memory",
+    "own_server",
     "process_tree",
     "run_dnsperf",
     "run_wrk",

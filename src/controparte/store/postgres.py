@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -205,6 +205,26 @@ def _reason(exc: BaseException) -> str:
     """The first line of a driver's message (libpq's carry no password)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+@contextmanager
+def failures(where: str, action: str) -> Iterator[None]:
+    """Driver errors as the service's, for `action` on the database `where` (its URL
+    without the password): a constraint is a ConflictError; the database out of reach,
+    restarting, too slow or a deadlock a StorageUnavailableError (retry); anything else
+    a StorageError."""
+    try:
+        yield
+    except psycopg.IntegrityError as exc:
+        raise ConflictError(f"the change conflicts with existing data ({_reason(exc)})") from None
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise StorageUnavailableError(
+            f"{action}: the database at {where} is unavailable ({_reason(exc)}); try again later"
+        ) from None
+    except PoolClosed:
+        raise StorageError(f"{action}: the store at {where} is closed") from None
+    except psycopg.Error as exc:
+        raise StorageError(f"{action}: {_reason(exc)}") from None
 
 
 def _changed(inst: Installation) -> tuple[object, ...]:
@@ -495,26 +515,8 @@ class PostgresStore(Reads):
 
     # -- errors -----------------------------------------------------------------------
 
-    @contextmanager
-    def _failures(self, action: str) -> Iterator[None]:
-        """Driver errors as the service's: a constraint is a ConflictError; the
-        database out of reach, restarting, too slow or a deadlock a
-        StorageUnavailableError (retry); anything else a StorageError."""
-        try:
-            yield
-        except psycopg.IntegrityError as exc:
-            raise ConflictError(
-                f"the change conflicts with existing data ({_reason(exc)})"
-            ) from None
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StorageUnavailableError(
-                f"{action}: the database at {self.where} is unavailable ({_reason(exc)});"
-                " try again later"
-            ) from None
-        except PoolClosed:
-            raise StorageError(f"{action}: the store at {self.where} is closed") from None
-        except psycopg.Error as exc:
-            raise StorageError(f"{action}: {_reason(exc)}") from None
+    def _failures(self, action: str) -> AbstractContextManager[None]:
+        return failures(self.where, action)
 
     def _retrying(self, action: str, work: Callable[[], T]) -> T:
         """`work` (one whole transaction) run again when a deadlock ended it."""
