@@ -235,11 +235,11 @@ def health_reply(report: HealthReport, zone: ServedZone | None) -> Reply:
     then (each reads or writes the database; DNS goes on from its snapshot, but DNS is
     not behind the HTTP load balancer): a load balancer in front of several nodes
     should send requests elsewhere. When one node lost its way to the database, the
-    others take its share; when every node did, none could have done better, and the
-    balancer gives its own 503 or, as most do once all are unhealthy, sends to all of
-    them anyway, and they answer 503 with Retry-After (DynDNS2 911). A node reports
-    200 again after its first check that reads the database, so it returns to the pool
-    by itself."""
+    others take its share; when every node did, none could have done better: the
+    balancer answers its own 503, or (AWS ALB, Envoy's panic threshold) sends to them
+    all anyway once all are unhealthy, and they answer 503 with Retry-After (DynDNS2
+    911). A node reports 200 again after its first check that reads the database, so
+    it returns to the pool by itself."""
     health = Health.of(report, zone)
     body = health.model_dump(mode="json")
     database = report.database
