@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from typer.testing import Result
 
+from controparte.service.credentials import ServerSecret
 from controparte.store import open_store
 from controparte.store.migrate import TABLES
 from controparte.store.rows import next_serial
@@ -227,6 +228,9 @@ def test_every_row_is_carried_as_stored(moved: Moved) -> None:
         ]
         for name in names:
             assert pg.tsig_key(name) == lite.tsig_key(name)
+        secret = ServerSecret.load_or_create(moved.data)  # recorded by the first services
+        assert pg.adopt_secret_fingerprint("another") == secret.fingerprint
+        assert lite.adopt_secret_fingerprint("another") == secret.fingerprint
     finally:
         lite.close()
         pg.close()

@@ -20,6 +20,7 @@ import pytest
 from controparte.errors import ConfigError, StorageError, StorageUnavailableError
 from controparte.model import DnsRecord, Installation
 from controparte.model.installation import utcnow
+from controparte.service.credentials import ServerSecret
 from controparte.store import Origin
 from controparte.store.migrate import TABLES, sqlite_to_postgres
 from controparte.store.postgres import PostgresStore
@@ -30,6 +31,7 @@ from tests.processes import HOST
 from tests.unit.test_journal import version_3_store
 
 PASSWORD = "sekrit-in-url"
+FINGERPRINT = "f1" * 32  # of the data directory's server secret, as the command passes it
 A = Installation(code="A-1", label="alpha", ipv4="192.0.2.1", created=utcnow(), updated=utcnow())
 
 
@@ -86,13 +88,14 @@ def test_an_older_registry_is_migrated_in_memory_never_in_its_file(
         )
     before = digest(path)
 
-    moved = sqlite_to_postgres(path, pg_database)
+    moved = sqlite_to_postgres(path, pg_database, FINGERPRINT)
 
     assert digest(path) == before
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
     assert (moved.zone.serial, moved.zone.floor_seq, moved.zone.floor_serial) == (41, 1, 41)
     store = PostgresStore(pg_database)
-    try:
+    try:  # none recorded before version 5: the data directory's secret made the credentials
+        assert store.adopt_secret_fingerprint("another") == FINGERPRINT
         assert store.get("a-1") is not None
         assert (store.journal_floor().seq, store.journal_floor().serial) == (1, 41)
         assert store.journal_reach(41) == 1  # as version 4 says: the floor at the newest
@@ -104,13 +107,30 @@ def test_an_older_registry_is_migrated_in_memory_never_in_its_file(
         store.close()
 
 
+def test_a_recorded_secret_fingerprint_is_carried_as_it_is(
+    tmp_path: Path, pg_database: str
+) -> None:
+    path = registry(tmp_path)
+    store = SqliteStore(path)
+    try:
+        assert store.adopt_secret_fingerprint("recorded") == "recorded"
+    finally:
+        store.close()
+    assert sqlite_to_postgres(path, pg_database, FINGERPRINT).zone.secret_fingerprint == "recorded"
+    target = PostgresStore(pg_database)
+    try:
+        assert target.adopt_secret_fingerprint(FINGERPRINT) == "recorded"
+    finally:
+        target.close()
+
+
 def test_a_serial_at_the_top_of_its_range_wraps_on_the_next_change(
     tmp_path: Path, pg_database: str
 ) -> None:
     path = registry(tmp_path)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE zone_state SET serial = 4294967295")
-    assert sqlite_to_postgres(path, pg_database).zone.serial == 4294967295
+    assert sqlite_to_postgres(path, pg_database, FINGERPRINT).zone.serial == 4294967295
     store = PostgresStore(pg_database)
     try:
         with store.transaction(Origin()) as tx:
@@ -127,7 +147,7 @@ def test_a_row_postgresql_refuses_leaves_the_target_as_it_was(
     with sqlite3.connect(path) as conn:  # no foreign keys enforced on this connection
         conn.execute("INSERT INTO tokens (code, token_hash, created) VALUES ('NONE-1', 'h', 'x')")
     with pytest.raises(StorageError, match=r"holds a row PostgreSQL refuses.*nothing was changed"):
-        sqlite_to_postgres(path, pg_database)
+        sqlite_to_postgres(path, pg_database, FINGERPRINT)
     assert tables_of(pg_database) == set()  # not even the schema
 
 
@@ -145,7 +165,7 @@ def test_a_file_of_another_version_is_refused(
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {version}")
     with pytest.raises(error, match=message):
-        sqlite_to_postgres(path, pg_database)
+        sqlite_to_postgres(path, pg_database, FINGERPRINT)
     assert tables_of(pg_database) == set()
 
 
@@ -156,7 +176,7 @@ def test_a_target_holding_part_of_a_registry_is_refused(tmp_path: Path, pg_datab
             tx.add_admin_token("hash-of-an-admin", None)
         serial = store.serial()
         with pytest.raises(ConfigError, match=r"already holds a registry \(admin_tokens: 1\)"):
-            sqlite_to_postgres(registry(tmp_path), pg_database)
+            sqlite_to_postgres(registry(tmp_path), pg_database, FINGERPRINT)
         assert (store.count(), store.serial(), store.admin_token_hashes()) == (
             0,
             serial,
@@ -172,7 +192,9 @@ def test_a_database_that_does_not_answer_fails_within_seconds(
     started = time.monotonic()
     with pytest.raises(StorageUnavailableError) as raised:
         sqlite_to_postgres(
-            registry(tmp_path), f"postgresql://cp:{PASSWORD}@{HOST}:{silent_server}/registry"
+            registry(tmp_path),
+            f"postgresql://cp:{PASSWORD}@{HOST}:{silent_server}/registry",
+            FINGERPRINT,
         )
     assert time.monotonic() - started < 10
     assert f"postgresql://cp@{HOST}:{silent_server}/registry is unavailable" in str(raised.value)
@@ -205,6 +227,8 @@ def test_the_command_moves_the_registry_and_reports_it_as_json(
         assert report["serial"] == store.serial()
         assert report["last_seq"] == store.last_seq() == 1
         assert store.token_hash("A-1") == "hash-of-a"
+        secret = ServerSecret.load_or_create(data)  # the one the command read
+        assert store.adopt_secret_fingerprint("another") == secret.fingerprint
     finally:
         store.close()
 

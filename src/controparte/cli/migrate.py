@@ -14,7 +14,7 @@ from rich.table import Table
 
 from controparte.cli.common import CONFIG, DATA, JsonOption, require_registry, with_settings
 from controparte.errors import ConfigError
-from controparte.service.credentials import SECRET_FILE
+from controparte.service.credentials import SECRET_FILE, ServerSecret
 from controparte.settings import Settings, postgres_url, redacted_database
 from controparte.store.rows import next_serial
 from controparte.store.sqlite import DB_FILE
@@ -61,7 +61,9 @@ def migrate(*, to: ToOption, as_json: JsonOption = False, settings: Settings) ->
     err = Console(stderr=True)
     working = f"moving the registry to {redacted_database(url)}"
     with err.status(working) if err.is_terminal else nullcontext():
-        moved = sqlite_to_postgres(source, url)
+        moved = sqlite_to_postgres(
+            source, url, ServerSecret.load_or_create(settings.data).fingerprint
+        )
     if as_json:
         typer.echo(json.dumps(_as_dict(moved, str(source)), indent=2))
     else:

@@ -10,11 +10,12 @@ Contracts of `sqlite_to_postgres`:
   newest version, the target is checked to hold no registry (any row in any table but
   the zone's state: else ConfigError), every table is copied with COPY (codes, tokens'
   hashes, TSIG secrets still encrypted, history and journal ids kept), the zone's state
-  is carried (serial, the journal's floor and last seq, the zone configuration's
-  fingerprint) and the copy is checked: rows per table and the zone's state equal on
-  both sides (else StorageError). Any failure rolls it all back: the target is left as
-  it was. The tables are locked meanwhile: a node already on the target waits (or
-  fails after its `lock_timeout`), never sees or writes a part.
+  is carried (serial, the journal's floor and last seq, the fingerprints of the zone
+  configuration and of the server secret; a source of a version before the latter gets
+  the one given, its data directory's) and the copy is checked: rows per table and the
+  zone's state equal on both sides (else StorageError). Any failure rolls it all back:
+  the target is left as it was. The tables are locked meanwhile: a node already on the
+  target waits (or fails after its `lock_timeout`), never sees or writes a part.
 - What is carried keeps its meaning: the next change on PostgreSQL gets the next serial
   (RFC 1982) and the next seq, and a secondary at a serial the journal reaches gets an
   incremental transfer (the entries keep their before-images), one behind the floor the
@@ -57,20 +58,25 @@ IDENTITIES = ("admin_tokens", "history")
 """Tables whose `id` PostgreSQL hands out (an identity column): after the copy it goes
 on after the highest id copied."""
 
-_ZONE_STATE = "SELECT serial, floor_seq, floor_serial, zone_config FROM zone_state WHERE id = 1"
+_ZONE_STATE = (
+    "SELECT serial, floor_seq, floor_serial, zone_config, secret_fingerprint"
+    " FROM zone_state WHERE id = 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ZoneState:
     """Where the zone stands: its serial, the last journal seq handed out, the journal's
     floor (every change after `floor_seq` is kept; the zone stood at `floor_serial`
-    there) and the fingerprint of the zone configuration last served."""
+    there), the fingerprint of the zone configuration last served and that of the
+    server secret the credentials are made with."""
 
     serial: int
     last_seq: int
     floor_seq: int
     floor_serial: int
     zone_config: str | None
+    secret_fingerprint: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +91,19 @@ class Migrated:
     seconds: float
 
 
-def sqlite_to_postgres(source: Path, url: str) -> Migrated:
+def sqlite_to_postgres(source: Path, url: str, secret_fingerprint: str) -> Migrated:
     """Copy the SQLite registry at `source` into the PostgreSQL database at `url`, which
-    must hold none (see the module). Raises ConfigError when `source` is no registry or
-    the target holds one, StorageUnavailableError when the target cannot be reached
-    (within seconds), StorageError when anything else fails; the target is unchanged
-    then."""
+    must hold none (see the module); `secret_fingerprint` (that of `source`'s data
+    directory's server secret) is recorded when `source` has none recorded (a registry
+    of an older version, whose credentials were made with that secret). Raises
+    ConfigError when `source` is no registry or the target holds one,
+    StorageUnavailableError when the target cannot be reached (within seconds),
+    StorageError when anything else fails; the target is unchanged then."""
     started = time.monotonic()
     target = redacted_database(url)
     with _reading(source) as lite:
         counts = {table: _count(lite, table) for table in TABLES}
-        zone = _sqlite_zone(lite)
+        zone = _sqlite_zone(lite, secret_fingerprint)
         with (
             failures(target, "cannot migrate the registry"),
             psycopg.connect(conninfo(url), autocommit=True) as conn,
@@ -113,8 +121,15 @@ def sqlite_to_postgres(source: Path, url: str) -> Migrated:
             _copy_all(lite, conn, source)
             conn.execute(
                 "UPDATE zone_state SET serial = %s, last_seq = %s, floor_seq = %s,"
-                " floor_serial = %s, zone_config = %s WHERE id = 1",
-                (zone.serial, zone.last_seq, zone.floor_seq, zone.floor_serial, zone.zone_config),
+                " floor_serial = %s, zone_config = %s, secret_fingerprint = %s WHERE id = 1",
+                (
+                    zone.serial,
+                    zone.last_seq,
+                    zone.floor_seq,
+                    zone.floor_serial,
+                    zone.zone_config,
+                    zone.secret_fingerprint,
+                ),
             )
             copied, read_back = _pg_counts(conn), _pg_zone(conn)
             if copied != counts or read_back != zone:
@@ -160,10 +175,19 @@ def _count(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-def _sqlite_zone(conn: sqlite3.Connection) -> ZoneState:
-    serial, floor_seq, floor_serial, zone_config = conn.execute(_ZONE_STATE).fetchone()
+def _sqlite_zone(conn: sqlite3.Connection, secret_fingerprint: str) -> ZoneState:
+    """The zone's state in the source; its server secret's fingerprint, or
+    `secret_fingerprint` when none is recorded."""
+    serial, floor_seq, floor_serial, zone_config, recorded = conn.execute(_ZONE_STATE).fetchone()
     last_seq = int(conn.execute(LAST_SEQ).fetchone()[0])
-    return ZoneState(int(serial), last_seq, int(floor_seq), int(floor_serial), zone_config)
+    return ZoneState(
+        int(serial),
+        last_seq,
+        int(floor_seq),
+        int(floor_serial),
+        zone_config,
+        secret_fingerprint if recorded is None else recorded,
+    )
 
 
 # -- the target -------------------------------------------------------------------------
@@ -219,15 +243,17 @@ def _pg_counts(conn: Connection) -> dict[str, int]:
 
 def _pg_zone(conn: Connection) -> ZoneState | None:
     row = conn.execute(
-        "SELECT serial, last_seq, floor_seq, floor_serial, zone_config FROM zone_state WHERE id = 1"
+        "SELECT serial, last_seq, floor_seq, floor_serial, zone_config, secret_fingerprint"
+        " FROM zone_state WHERE id = 1"
     ).fetchone()
     if row is None:
         return None
-    serial, last_seq, floor_seq, floor_serial, zone_config = row
+    serial, last_seq, floor_seq, floor_serial, zone_config, secret_fingerprint = row
     return ZoneState(
         int(str(serial)),
         int(str(last_seq)),
         int(str(floor_seq)),
         int(str(floor_serial)),
         None if zone_config is None else str(zone_config),
+        None if secret_fingerprint is None else str(secret_fingerprint),
     )

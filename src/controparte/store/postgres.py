@@ -63,7 +63,7 @@ from controparte.store.base import (
     Origin,
 )
 from controparte.store.reads import Reads
-from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
+from controparte.store.rows import ADOPT_FINGERPRINT, COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
 from controparte.store.schema import SCHEMA_LOCK, migrate_postgres
 from controparte.store.watchdog import Watchdog, shut_down
 
@@ -642,6 +642,18 @@ class PostgresStore(Reads):
                 return True
 
         return self._retrying("cannot record the zone configuration", adopt)
+
+    def adopt_secret_fingerprint(self, fingerprint: str) -> str:
+        recorded = self._secret_fingerprint()
+        if recorded is not None:
+            return recorded
+
+        def adopt() -> str:
+            with self._transaction(Origin(actor="controparte", via="server-secret")) as tx:
+                row = tx.execute(ADOPT_FINGERPRINT.format(p=self.PLACEHOLDER), (fingerprint,))
+                return str(None if row is None else row[0])
+
+        return self._retrying("cannot record the server secret's fingerprint", adopt)
 
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         cutoff = rows.stamp(now - timedelta(seconds=keep_seconds))

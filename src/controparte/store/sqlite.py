@@ -36,7 +36,13 @@ from controparte.store.base import (
     Origin,
 )
 from controparte.store.reads import Reads
-from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS, next_serial
+from controparte.store.rows import (
+    ADOPT_FINGERPRINT,
+    COLUMNS,
+    HISTORY_COLUMNS,
+    JOURNAL_COLUMNS,
+    next_serial,
+)
 from controparte.store.schema import migrate
 
 T = TypeVar("T")
@@ -413,6 +419,16 @@ class SqliteStore(Reads):
                 (moved, last, moved, fingerprint),
             )
             return True
+
+    def adopt_secret_fingerprint(self, fingerprint: str) -> str:
+        recorded = self._secret_fingerprint()
+        if recorded is not None:
+            return recorded
+        with self.transaction(Origin(actor="controparte", via="server-secret")):
+            row = self._conn.execute(
+                ADOPT_FINGERPRINT.format(p=self.PLACEHOLDER), (fingerprint,)
+            ).fetchone()
+            return str(row[0])
 
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         cutoff = rows.stamp(now - timedelta(seconds=keep_seconds))
