@@ -43,6 +43,7 @@ bench: debs $(STAMP)
 	$(BIN)/python bench/dns_bench.py
 	$(BIN)/python bench/heartbeat_bench.py
 	$(BIN)/python bench/heartbeat_bench.py --http-workers 2
+	$(BIN)/python bench/pg_bench.py
 	$(BIN)/python bench/xfr_bench.py
 
 # Zone transfers alone: AXFR against Knot, DNS answers meanwhile, update -> answer on an

@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tests import debtools
-from tests.pgserver import Databases, PgServer, own_server
+from tests.nodes import make_nodes, running
+from tests.pgserver import Databases, PgServer, bindir, own_server
 from tests.processes import (
     CLK_TCK,
     HOST,
@@ -61,17 +62,24 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "QuietGate",
     "ServerProcess",
     "Throughput",
+    "Usage",
     "arguments",
+    "bindir",
+    "children_cpu",
     "clean_env",
+    "cpu_seconds",
     "finish",
+    "foreign_cpu_seconds",
     "free_port",
     "load_average",
     "machine",
+    "make_nodes",
     "memory",
     "own_server",
     "process_tree",
     "run_dnsperf",
     "run_wrk",
+    "running",
     "tool",
     "udp_sockets_on",
     "working_directory",

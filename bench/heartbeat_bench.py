@@ -78,12 +78,14 @@ def token(i: int) -> str:
 # -- the data -----------------------------------------------------------------------------
 
 
-def seed(data: Path, count: int) -> float:
-    """`count` installations at 127.0.0.1:PORT, each with its token; the seconds taken."""
+def seed(data: Path, count: int, database: str = "") -> float:
+    """`count` installations at 127.0.0.1:PORT, each with its token (hashed with the
+    secret of the data directory `data`), in the store of `data` and `database` (the
+    setting); the seconds taken."""
     start = time.perf_counter()
     env = {"CONTROPARTE_DATA": str(data), "CONTROPARTE_ALLOW_NON_GLOBAL": "1"}
     settings = load_settings(env=env)
-    store = open_store(data)
+    store = open_store(data, database)
     try:
         registry = Registry(store, settings)
         rows = [
@@ -109,18 +111,31 @@ def server(data: Path, http_workers: int = 1) -> Iterator[ServerProcess]:
     the ephemeral range), trusting 127.0.0.1 as a proxy so that each beat can carry its
     own X-Forwarded-For; yielded once one real heartbeat is accepted (no failed
     authentication: the server would throttle this address)."""
-    env = {"CONTROPARTE_TRUSTED_PROXIES": HOST, "CONTROPARTE_HTTP_WORKERS": str(http_workers)}
-    with ServerProcess(data, env, for_bench=True, start_timeout=START_TIMEOUT) as srv:
-        srv.wait_http(START_TIMEOUT)
-        with httpx.Client(timeout=5.0) as client:
-            response = client.post(
-                f"{srv.http_url}/v1/installations/{code(0)}/heartbeat",
-                json={"port": PORT},
-                headers={"Authorization": f"Bearer {token(0)}"},
-            )
-        if response.status_code != 200:
-            raise RuntimeError(f"heartbeat answered {response.status_code}: {response.text}")
+    with ServerProcess(
+        data, server_env(http_workers), for_bench=True, start_timeout=START_TIMEOUT
+    ) as srv:
+        first_beat(srv)
         yield srv
+
+
+def server_env(http_workers: int) -> dict[str, str]:
+    """The settings of a server under this benchmark: 127.0.0.1 a trusted proxy, so that
+    each beat can carry its own X-Forwarded-For; `http_workers` HTTP processes."""
+    return {"CONTROPARTE_TRUSTED_PROXIES": HOST, "CONTROPARTE_HTTP_WORKERS": str(http_workers)}
+
+
+def first_beat(srv: ServerProcess) -> None:
+    """Once `srv` answers HTTP, one real heartbeat, which must be accepted (a failed
+    authentication would make the server throttle this address)."""
+    srv.wait_http(START_TIMEOUT)
+    with httpx.Client(timeout=5.0) as client:
+        response = client.post(
+            f"{srv.http_url}/v1/installations/{code(0)}/heartbeat",
+            json={"port": PORT},
+            headers={"Authorization": f"Bearer {token(0)}"},
+        )
+    if response.status_code != 200:
+        raise RuntimeError(f"heartbeat answered {response.status_code}: {response.text}")
 
 
 # -- load with wrk --------------------------------------------------------------------------
@@ -176,14 +191,16 @@ def update_to_answer(
     *,
     deadline: float,
     poll_timeout: float = 2.0,
+    answering: ServerProcess | None = None,
 ) -> Delays:
-    """Beat one installation to a new address; time from its 200 to DNS answering it."""
+    """Beat one installation to a new address through `srv`; time from its 200 to the
+    DNS of `answering` (by default `srv`'s) answering it."""
     delays: list[float] = []
     http_times: list[float] = []
     polls: list[int] = []
     timeouts = 0
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.connect((HOST, srv.port))
+    udp.connect((HOST, (answering or srv).port))
     udp.settimeout(0.5)
     step = max(1, count // max(1, samples))
     with httpx.Client(base_url=srv.http_url, timeout=10.0) as client:

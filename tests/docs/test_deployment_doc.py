@@ -32,6 +32,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -43,11 +45,14 @@ import dns.exception
 import dns.name
 import dns.rrset
 import httpx
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from controparte.cli import app
+from controparte.service.credentials import SECRET_FILE
 from tests.docs.test_connectivity_doc import Step, console_steps
+from tests.pgserver import PgServer
 from tests.processes import free_port
 from tests.realserver import ServerProcess
 from tests.secondaries import (
@@ -70,8 +75,9 @@ FENCE = re.compile(
 )
 BLOCKS = {
     "config": {"key-bind", "key-nsd", "key-knot", "controparte", "nsd", "knot", "bind"}
-    | {"parent", "alerts"},
-    "test": {"keys", "start-log", "serials", "axfr", "nsd-control", "knotc"},
+    | {"parent", "alerts", "nodes", "node-1", "node-2", "pgpass", "nsd-nodes"},
+    "test": {"keys", "start-log", "serials", "axfr", "nsd-control", "knotc"}
+    | {"pg-setup", "backup", "restore"},
 }
 ZONE = "bp.example.net."
 TOOL_TIMEOUT = 60.0
@@ -82,6 +88,9 @@ ADD_ONE += ("--port", "9001", "--ip", "203.0.113.10", "--allow-non-global")  # a
 
 LOOPBACK = {
     "192.0.2.1": "127.0.0.1",
+    "192.0.2.2": "127.0.0.1",  # node 2 (section 10)
+    "192.0.2.10": "127.0.0.1",  # the load balancer: the test's client
+    "192.0.2.20": "127.0.0.1",  # PostgreSQL
     "192.0.2.0/24": "127.0.0.0/8",
     "198.51.100.53": "127.0.0.1",
     "2001:db8:5::53": "::1",
@@ -91,7 +100,11 @@ LOOPBACK = {
 """The guide's addresses (and prefix) -> where the test's servers are."""
 ENDPOINTS = {
     ("192.0.2.1", 53): "primary",
+    ("192.0.2.2", 53): "node-2",
     ("127.0.0.1", 8080): "http",
+    ("192.0.2.1", 8080): "http",
+    ("192.0.2.2", 8080): "http-2",
+    ("192.0.2.20", 5432): "postgres",
     ("198.51.100.53", 53): "ns1",
     ("2001:db8:5::53", 53): "ns1",
     ("203.0.113.53", 53): "ns2",
@@ -196,13 +209,15 @@ def run_cli(env: Mapping[str, str], words: list[str]) -> list[str]:
     return (result.stdout + result.stderr).splitlines()
 
 
-def run_shell(site: Site, step: Step, cwd: Path) -> list[str]:
-    """One console command of the guide (dig, diff, sort, echo), through the shell, as
-    `site.command` makes it; its output lines."""
+def run_shell(site: Site, step: Step, cwd: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """One console command of the guide (dig, diff, sort, echo, PostgreSQL's tools),
+    through the shell, as `site.command` makes it, with the environment variables
+    `env` besides this process's; its output lines."""
     done = subprocess.run(
         site.command(step.command),
         shell=True,
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=TOOL_TIMEOUT,
@@ -506,3 +521,140 @@ def test_the_deployment_guide_runs(deployment: Deployment) -> None:
     wait_for(bind, serial, zone, FIRST_TIMEOUT)
     serial, zone = deployment.change("installation", "update", "ACME-01", "--port", "9002")
     wait_for(bind, serial, zone, CHANGE_TIMEOUT)
+
+
+# -- section 10: several nodes on PostgreSQL ------------------------------------------------
+
+POSTGRES_ROLE = "controparte"
+
+
+def node_settings(guide: dict[str, str], number: int) -> str:
+    """Node `number`'s file as the guide says: section 2's settings with the node's own
+    `dns`, `http` and `notify_source`, and section 10's settings added."""
+    text = guide["controparte"]
+    for line in guide[f"node-{number}"].splitlines():
+        key = line.partition("=")[0].strip()
+        text, replaced = re.subn(rf"^{key} = .*$", line, text, count=1, flags=re.MULTILINE)
+        assert replaced == 1, f"section 2 has no {key} for node {number}'s line {line!r}"
+    return text + "\n" + guide["nodes"]
+
+
+def require_password(server: PgServer) -> None:
+    """The server asks controparte's role for its password (scram-sha-256) over TCP, as
+    the guide's pg_hba.conf line does; its superuser still gets in without one."""
+    hba = server.data / "pg_hba.conf"
+    rule = f"host {POSTGRES_ROLE} {POSTGRES_ROLE} 127.0.0.1/32 scram-sha-256\n"
+    hba.write_text(rule + hba.read_text())
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)  # reload
+
+
+def run_console(site: Site, text: str, cwd: Path, env: Mapping[str, str], block: str) -> None:
+    """Every command of a console block, through the shell; each prints what the guide
+    shows (numbers masked)."""
+    for step in console_steps(text):
+        printed = run_shell(site, step, cwd, env)
+        assert masked(printed) == masked(list(step.output)), (
+            f"docs/deployment.md, {block}: `{step.command}` printed:\n" + "\n".join(printed)
+        )
+
+
+def served(node: ServerProcess, name: str, address: str) -> None:
+    """Until `node`'s DNS answers `name` (relative to the zone) with `address`."""
+    deadline = time.monotonic() + CHANGE_TIMEOUT
+    while node.records(name) != [address]:
+        assert time.monotonic() < deadline, f"{name} is not {address} on port {node.port}"
+        time.sleep(0.02)
+
+
+def test_several_nodes_on_postgresql(
+    private_pg: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guide = blocks()
+    nodes = [ServerProcess(tmp_path / f"node-{n}" / "data") for n in (1, 2)]
+    nsd = NsdSecondary(tmp_path / "nsd", ZONE, (nodes[0].host, nodes[0].port), None)
+    nsd.port = dual_stack_port()
+    ports = {"primary": nodes[0].port, "node-2": nodes[1].port, "ns1": nsd.port}
+    ports |= {"ns2": free_port(), "postgres": private_pg.port}
+    ports |= {
+        f"http{suffix}": int(node.settings_env["CONTROPARTE_HTTP"].rsplit(":", 1)[1])
+        for suffix, node in (("", nodes[0]), ("-2", nodes[1]))
+    }
+    sites = [
+        Site(
+            ports,
+            {
+                "/var/lib/controparte": node.data,
+                "/etc/controparte": node.data.parent / "etc",
+                "/var/lib/nsd": nsd.home,
+            },
+        )
+        for node in nodes
+    ]
+    # The database, as the guide makes it: its superuser runs psql on the server.
+    require_password(private_pg)
+    superuser = {"PGHOST": "127.0.0.1", "PGPORT": str(private_pg.port), "PGUSER": "postgres"}
+    run_console(sites[0], guide["pg-setup"], tmp_path, superuser, "pg-setup")
+    role = f"postgresql://{POSTGRES_ROLE}@127.0.0.1:{private_pg.port}/controparte"
+    with pytest.raises(psycopg.OperationalError, match="password"):  # pg_hba.conf's rule
+        psycopg.connect(role, passfile=os.devnull, connect_timeout=5).close()
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(sites[0].fill(guide["pgpass"]))
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))  # the in-process CLI's, and the tools'
+
+    # Each node's file; the keys made once, through node 1; its secret copied to node 2.
+    for node, site, number in zip(nodes, sites, (1, 2), strict=True):
+        config = site.paths["/etc/controparte"] / "controparte.toml"
+        config.parent.mkdir(parents=True)
+        config.write_text(site.fill_settings(node_settings(guide, number)))
+        node.settings_env = {"CONTROPARTE_CONFIG": str(config), "PGPASSFILE": str(pgpass)}
+    through_config = "--config /etc/controparte/controparte.toml"
+    node_1 = Deployment(sites[0], nodes[0], {}, dict(nodes[0].settings_env), tmp_path)
+    make_keys(
+        node_1, {"keys": guide["keys"].replace("--data /var/lib/controparte", through_config)}
+    )
+    for site in sites[1:]:
+        site.keys = sites[0].keys
+    nodes[1].data.mkdir()
+    shutil.copy2(nodes[0].data / SECRET_FILE, nodes[1].data / SECRET_FILE)
+    try:
+        for node in nodes:
+            node.spawn()
+        for node in nodes:
+            node.wait_http()
+            assert httpx.get(node.http_url + "/healthz", timeout=10).status_code == 200
+
+        # A change through node 2 is served by both; NSD, told of it by both, has it.
+        run_cli(nodes[1].settings_env, list(ADD_ONE))
+        for node in nodes:
+            served(node, "acme", "203.0.113.10")
+        nsd.key = sites[0].keys[normal_key("ns1.transfer.bp.example.net")]
+        nsd_text = guide["nsd"]
+        nsd.given = sites[0].fill(nsd_text[: nsd_text.index("zone:")] + guide["nsd-nodes"])
+        nsd.start()
+        wait_for(nsd, nodes[1].serial(), zone_records(sites[0]), FIRST_TIMEOUT)
+
+        # Node 1 gone: node 2 takes the next change, and NSD transfers it from node 2.
+        nodes[0].stop()
+        before = nodes[1].serial()
+        run_cli(nodes[1].settings_env, ["installation", "update", "ACME-01", "--port", "9002"])
+        deadline = time.monotonic() + CHANGE_TIMEOUT
+        while (serial := nodes[1].serial()) == before:
+            assert time.monotonic() < deadline, f"node 2 still serves {before}"
+            time.sleep(0.02)
+        zone = axfr_records("127.0.0.1", nodes[1].port, ZONE, nsd.key)
+        wait_for(nsd, serial, zone, CHANGE_TIMEOUT)
+
+        # A backup while node 2 runs; restored once it is stopped; node 1 serves it.
+        user = {"PGPASSFILE": str(pgpass)}
+        run_console(sites[0], guide["backup"], tmp_path, user, "backup")
+        nodes[1].stop()
+        run_console(sites[0], guide["restore"], tmp_path, superuser | user, "restore")
+        nodes[0].start()
+        assert nodes[0].serial() == serial
+        assert axfr_records("127.0.0.1", nodes[0].port, ZONE, nsd.key) == zone
+    finally:
+        nsd.stop()
+        for node in nodes:
+            node.stop()
