@@ -46,18 +46,22 @@ from tests.processes import (
     udp_sockets_on,
 )
 from tests.realserver import ServerProcess
+from tests.secondaries import KnotPrimary, NsdSecondary, TsigKey
 
 __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "HOST",
     "OUT_DIR",
     "ROOT",
     "ZONE",
+    "KnotPrimary",
     "Load",
     "LoggedProcess",
+    "NsdSecondary",
     "PerfRun",
     "QuietGate",
     "ServerProcess",
     "Throughput",
+    "TsigKey",
     "arguments",
     "clean_env",
     "finish",
