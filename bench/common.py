@@ -48,6 +48,7 @@ from tests.processes import (
     udp_sockets_on,
 )
 from tests.realserver import ServerProcess
+from tests.secondaries import KnotPrimary, NsdSecondary, TsigKey
 
 __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "HOST",
@@ -55,13 +56,16 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "ROOT",
     "ZONE",
     "Databases",
+    "KnotPrimary",
     "Load",
     "LoggedProcess",
+    "NsdSecondary",
     "PerfRun",
     "PgServer",
     "QuietGate",
     "ServerProcess",
     "Throughput",
+    "TsigKey",
     "Usage",
     "arguments",
     "bindir",
