@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from tests import debtools
 from tests.nodes import make_nodes, running
-from tests.pgserver import Databases, PgServer, bindir
+from tests.pgserver import Databases, PgServer, bindir, own_server
 from tests.processes import (
     CLK_TCK,
     HOST,
@@ -48,6 +48,7 @@ from tests.processes import (
     udp_sockets_on,
 )
 from tests.realserver import ServerProcess
+from tests.secondaries import KnotPrimary, NsdSecondary, TsigKey
 
 __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "HOST",
@@ -55,13 +56,16 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "ROOT",
     "ZONE",
     "Databases",
+    "KnotPrimary",
     "Load",
     "LoggedProcess",
+    "NsdSecondary",
     "PerfRun",
     "PgServer",
     "QuietGate",
     "ServerProcess",
     "Throughput",
+    "TsigKey",
     "Usage",
     "arguments",
     "bindir",
@@ -75,6 +79,7 @@ __all__ = [  # the tests' helpers the benchmarks use, and this module's own
     "machine",
     "make_nodes",
     "memory",
+    "own_server",
     "process_tree",
     "run_dnsperf",
     "run_wrk",

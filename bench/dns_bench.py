@@ -361,6 +361,11 @@ class Server:
         assert self.process is None
         wire = dns.message.make_query(qname(probe_label), "A", use_edns=False).to_wire()
         GATE.wait()
+        if udp_sockets_on(self.port) or answered(self.port, wire):
+            raise RuntimeError(
+                f"{self.name}: another process serves port {self.port} already;"
+                " its figures would be that process's"
+            )
         started = time.monotonic()
         self.process = self.spawn()
         served: float | None = None

@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> Report:
         script.write_text(LUA.format(count=args.installations, change="true", port=PORT))
         warm = root / "warm-up.lua"
         warm.write_text(LUA.format(count=args.installations, change="false", port=PORT))
-        database = Databases(pg).create()
+        database = Databases(pg).take()
         for engine, url in (("sqlite", ""), ("postgresql", database)):
             data = root / engine / "seed"
             print(f"{engine}: seeding {args.installations} installations ...", file=sys.stderr)

@@ -62,16 +62,18 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import httpx
-from tests.secondaries import KnotPrimary, NsdSecondary, TsigKey
 
 from common import (
     HOST,
     ROOT,
     ZONE,
+    KnotPrimary,
     Load,
+    NsdSecondary,
     PerfRun,
     QuietGate,
     ServerProcess,
+    TsigKey,
     arguments,
     clean_env,
     finish,

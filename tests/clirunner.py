@@ -30,16 +30,22 @@ def run(data: Path) -> Run:
     (ARGS alone without `with_data`). The CLI sees none of the CONTROPARTE_* variables of
     the machine running the tests, but DEFAULT_ENV (documentation addresses allowed,
     100 columns) with `env` laid over it: a None value there removes a variable."""
-    runner = CliRunner()
 
     def invoke(
         *args: str, env: Mapping[str, str | None] | None = None, with_data: bool = True
     ) -> Result:
-        argv = [*args, "--data", str(data)] if with_data else list(args)
-        unset = {key: None for key in os.environ if key.startswith("CONTROPARTE_")}
-        return runner.invoke(app, argv, env={**unset, **DEFAULT_ENV, **(env or {})})
+        return invoke_cli(*args, data=data if with_data else None, env=env)
 
     return invoke
+
+
+def invoke_cli(
+    *args: str, data: Path | None = None, env: Mapping[str, str | None] | None = None
+) -> Result:
+    """`controparte ARGS [--data DATA]` in process, seeing the environment `run` says."""
+    argv = [*args, "--data", str(data)] if data is not None else list(args)
+    unset = {key: None for key in os.environ if key.startswith("CONTROPARTE_")}
+    return CliRunner().invoke(app, argv, env={**unset, **DEFAULT_ENV, **(env or {})})
 
 
 def ok(result: Result) -> Result:

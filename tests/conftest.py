@@ -35,10 +35,18 @@ def pg_server() -> Iterator[Server]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def pg_databases(pg_server: Server) -> Iterator[Databases]:
+    """The databases the session's tests take on its server, all dropped at the end."""
+    databases = Databases(pg_server)
+    yield databases
+    databases.drop_all()
+
+
 @pytest.fixture
-def pg_database(pg_server: Server) -> Iterator[str]:
-    """The URL of a fresh, empty database on the session's server, dropped afterwards."""
-    with Databases(pg_server).fresh() as url:
+def pg_database(pg_databases: Databases) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's server, for this test only."""
+    with pg_databases.fresh() as url:
         yield url
 
 

@@ -3,8 +3,9 @@ HTTP service over one store and one service layer, on a uvloop event loop, and
 `http_workers - 1` extra HTTP processes.
 
 Writers in the main process poke the DNS server, so their changes are served at once;
-changes by other processes (HTTP workers, a CLI) arrive through the journal follower
-within `journal_poll_interval`.
+changes by other processes (HTTP workers, a CLI, other nodes) arrive through the
+journal follower: woken by the database on PostgreSQL, within `journal_poll_interval`
+on SQLite.
 
 HTTP workers: each is a process of its own (spawned, so it shares nothing but the data
 directory) that runs the same HTTP app over services of its own: store connections,

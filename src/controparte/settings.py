@@ -193,18 +193,14 @@ def _secrets(url: str) -> set[str]:
     return {text for raw in found for text in (raw, unquote(raw)) if text}
 
 
-def _database(key: str, value: object) -> str:
-    """Where the registry is kept: "" for the SQLite file in the data directory, or a
-    PostgreSQL URL as libpq reads it (`postgresql://` or `postgres://`). An error never
-    repeats the password."""
+def postgres_url(key: str, value: object, *, otherwise: str = "") -> str:
+    """A PostgreSQL URL as libpq reads it (`postgresql://` or `postgres://`); else a
+    ConfigError naming `key` (and what else it may be, `otherwise`) that never repeats
+    the password."""
     text = str(value).strip()
-    if not text:
-        return ""
     scheme, sep, _rest = text.partition("://")
     if not sep or scheme.lower() not in POSTGRES_SCHEMES:
-        raise ConfigError(
-            f"{key}: expected a postgresql:// URL, or nothing for SQLite in the data directory"
-        )
+        raise ConfigError(f"{key}: expected a postgresql:// URL{otherwise}")
     from psycopg import Error  # noqa: PLC0415 (only when PostgreSQL is asked for)
     from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
 
@@ -216,6 +212,15 @@ def _database(key: str, value: object) -> str:
             reason = reason.replace(secret, "***")
         raise ConfigError(f"{key}: not a PostgreSQL URL libpq reads ({reason})") from None
     return text
+
+
+def _database(key: str, value: object) -> str:
+    """Where the registry is kept: "" for the SQLite file in the data directory, or a
+    PostgreSQL URL (`postgres_url`)."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    return postgres_url(key, text, otherwise=", or nothing for SQLite in the data directory")
 
 
 def _key_name(key: str, name: str) -> str:
@@ -383,9 +388,14 @@ class Settings:
     tcp_idle_timeout: float = setting(10.0, _number(0.1, 3600))
     tcp_max_connections: int = setting(1024, _whole(1, 1_000_000))
     journal_poll_interval: float = setting(0.02, _number(0.01, 60))
-    """Seconds between looks at the journal for changes other processes made (HTTP
-    workers, a CLI, another server): the worst-case delay before DNS serves them. Each
-    look is one indexed `SELECT max(seq)` on a read-only connection."""
+    """On SQLite, seconds between looks at the journal for changes other processes made
+    (HTTP workers, a CLI, another server): the worst-case delay before DNS serves them.
+    Each look is one indexed `SELECT max(seq)` on a read-only connection."""
+    journal_check_interval: float = setting(1.0, _number(0.01, 3600))
+    """On PostgreSQL, where every commit wakes the DNS followers of every node (LISTEN/
+    NOTIFY), seconds between two safety reads of the journal all the same: the
+    longest a change waits should a notification be lost, and about the largest
+    `controparte_zone_snapshot_age_seconds` while the database answers."""
     dns_workers: int = setting(1, _whole(1, 64))
     http_workers: int = setting(1, _whole(1, 64))
     """HTTP processes on the same port (SO_REUSEPORT): the first is the main process

@@ -105,11 +105,15 @@ def make_api(
     made: list[Services] = []
     extra: list[str] = []  # the PostgreSQL databases of the second and later ones
 
+    def databases() -> Databases:
+        found: Databases = request.getfixturevalue("pg_databases")
+        return found
+
     def make(**env: str) -> Api:
         data = tmp_path / f"data{len(made)}"
         url = database
         if database and made:
-            url = Databases(request.getfixturevalue("pg_server")).create()
+            url = databases().take()
             extra.append(url)
         base = {
             "CONTROPARTE_DATA": str(data),
@@ -127,7 +131,7 @@ def make_api(
     for services in made:
         services.close()
     for url in extra:
-        Databases(request.getfixturevalue("pg_server")).drop(url)
+        databases().give_back(url)
 
 
 @pytest.fixture

@@ -4,12 +4,15 @@ proxies, the stale flag and throttling are in `test_heartbeat.py`."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import dns.message
 import httpx
 import pytest
 
 from controparte.dns.server import DnsServer
 from controparte.http.app import create_app
+from controparte.model.installation import utcnow
 from tests.http.conftest import BEAT, PEER, ZONE, Api, beat
 
 pytestmark = pytest.mark.anyio
@@ -23,11 +26,16 @@ async def test_healthz(api: Api) -> None:
     async with api.client() as http:
         response = await http.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {
+    body = response.json()
+    since = body["database"].pop("since")
+    assert body == {
         "status": "ok",
         "serial": api.services.store.serial(),
         "installations": 1,
+        "database": {"state": "reachable", "detail": None},
+        "zone": None,  # no DNS server in this process
     }
+    assert datetime.fromisoformat(since) <= utcnow()
 
 
 async def test_openapi_describes_the_v1_api(api: Api) -> None:

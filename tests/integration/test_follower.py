@@ -47,7 +47,8 @@ T = TypeVar("T")
 class WatchedStore(SqliteStore):
     """A real store that records the thread of the follower's reads; `hold_next()`
     makes the next `journal_since` set `held` once it has read, then wait for
-    `release`; `fail_next()` makes the next one raise StorageError."""
+    `release`; `fail_next()` makes the next one raise StorageError (or the error
+    given)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -62,7 +63,8 @@ class WatchedStore(SqliteStore):
         self.release.clear()
         self._hold.set()
 
-    def fail_next(self) -> None:
+    def fail_next(self, error: Exception | None = None) -> None:
+        self._error = error or StorageError("cannot read the store: failing on purpose")
         self._fail.set()
 
     def last_seq(self) -> int:
@@ -73,7 +75,7 @@ class WatchedStore(SqliteStore):
         self.calls.append(("journal_since", threading.get_ident()))
         if self._fail.is_set():
             self._fail.clear()
-            raise StorageError("cannot read the store: failing on purpose")
+            raise self._error
         entries = super().journal_since(seq, limit)
         if self._hold.is_set():
             self._hold.clear()
@@ -305,19 +307,36 @@ def test_poke_makes_the_follower_look_now(tmp_path: Path) -> None:
 def test_a_failed_look_is_logged_and_the_follower_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The store failing is told once (a warning) until a look reads it again (info);
+    a bug is told each time, with its traceback."""
     store, services = watched_services(tmp_path, poll="60")
     follower, engine = follower_over(store, services.settings)
     try:
         before = engine.zone
         services.registry.add("FAIL-1", "fail", ipv4="192.0.2.40")
-        store.fail_next()
-        with caplog.at_level(logging.ERROR, "controparte.dns"):
-            failed = follower.catch_up()
-            with pytest.raises(StorageError):
-                failed.result(WAIT)
-        assert engine.zone is before  # still served
-        assert any("cannot read the journal" in r.getMessage() for r in caplog.records)
-        assert follower.catch_up().result(WAIT).seq == store.last_seq()
+        with caplog.at_level(logging.INFO, "controparte.dns"):
+            for error in (None, None, RuntimeError("a bug"), RuntimeError("a bug")):
+                store.fail_next(error)
+                with pytest.raises((StorageError, RuntimeError)):
+                    follower.catch_up().result(WAIT)
+                assert engine.zone is before  # still served
+            assert follower.catch_up().result(WAIT).seq == store.last_seq()
+        told = [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+        serving = f"serving serial {before.serial} meanwhile"
+        assert told == [
+            (
+                logging.WARNING,
+                f"cannot read the journal (cannot read the store: failing on purpose); {serving}",
+                False,
+            ),
+            (logging.ERROR, f"cannot read the journal; {serving}", True),
+            (logging.ERROR, f"cannot read the journal; {serving}", True),
+            (
+                logging.INFO,
+                f"the journal can be read again: serving serial {store.serial()}",
+                False,
+            ),
+        ]
         assert labels(engine.zone)["fail"] == bytes([192, 0, 2, 40])
     finally:
         follower.stop(WAIT)

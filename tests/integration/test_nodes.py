@@ -29,7 +29,7 @@ from controparte.cli import app
 from controparte.store import JournalEntry
 from tests.dns_update.test_integration import nsupdate
 from tests.nodes import answers, make_nodes, running, time_to_answer
-from tests.pgserver import Databases, PgServer, Server
+from tests.pgserver import Databases, PgServer
 from tests.realserver import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -99,10 +99,10 @@ def journal(node: ServerProcess) -> list[JournalEntry]:
 
 @pytest.fixture(scope="module")
 def pair(
-    pg_server: Server, tmp_path_factory: pytest.TempPathFactory
+    pg_databases: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """Nodes A and B on one fresh database, for the module."""
-    with Databases(pg_server).fresh() as url:
+    with pg_databases.fresh() as url:
         nodes = make_nodes(tmp_path_factory.mktemp("nodes"), url, env=ENV)
         with running(nodes):
             yield nodes[0], nodes[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import multiprocessing
+import shutil
 import threading
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from controparte.model import DnsRecord, Installation
+from controparte.service.credentials import SECRET_FILE, ServerSecret
 from controparte.service.heartbeat import Beat
 from controparte.service.services import open_services
 from controparte.settings import load_settings
@@ -177,7 +179,11 @@ def test_two_heartbeat_writers_keep_every_acknowledged_beat(
         for code in CODES:
             tx.insert(Installation.create(code, code.lower()))
     last = store.last_seq()
-    nodes = [(pg_database, str(tmp_path / f"node{n}"), n, rounds) for n in (1, 2)]
+    data = [tmp_path / f"node{n}" for n in (1, 2)]
+    ServerSecret.load_or_create(data[0])
+    data[1].mkdir()  # every node a copy of one server.key, as deployed
+    shutil.copy(data[0] / SECRET_FILE, data[1] / SECRET_FILE)
+    nodes = [(pg_database, str(path), n, rounds) for n, path in enumerate(data, start=1)]
     acknowledged = [beat for node in run_nodes(beats, nodes) for beat in node]
     assert len(acknowledged) == 2 * rounds * len(CODES)
     entries = store.journal_since(last)

@@ -104,8 +104,9 @@ def test_pruning_by_age(store: Store) -> None:
     assert store.prune_journal(1_000_000, 3600, datetime.now(UTC)) == 0
 
 
-def test_a_version_3_store_gets_its_floor_at_the_newest_entry(tmp_path: Path) -> None:
-    path = tmp_path / DB_FILE
+def version_3_store(path: Path) -> None:
+    """A SQLite store of schema version 3 at `path`: at serial 41, with one journal entry
+    of that serial (A-1 added as alpha, 192.0.2.1, port 1), which has no before-image."""
     conn = sqlite3.connect(path)
     for script in MIGRATIONS[:3]:
         conn.executescript(script.sqlite)
@@ -117,6 +118,11 @@ def test_a_version_3_store_gets_its_floor_at_the_newest_entry(tmp_path: Path) ->
     conn.execute("PRAGMA user_version = 3")
     conn.commit()
     conn.close()
+
+
+def test_a_version_3_store_gets_its_floor_at_the_newest_entry(tmp_path: Path) -> None:
+    path = tmp_path / DB_FILE
+    version_3_store(path)
     store = SqliteStore(path)
     try:
         floor = store.journal_floor()

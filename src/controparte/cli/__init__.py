@@ -1,6 +1,6 @@
 """The command line: one entry point, `controparte`; this module is its table of
 commands, each implemented in the module of its concern (`registry`, `keys`,
-`connectivity`, `agent`, `serve`, `resolve`; what they share is in `common`).
+`connectivity`, `agent`, `serve`, `resolve`, `migrate`; what they share is in `common`).
 
 Contracts:
 - Every command reads `Settings` once, from its flags, then the `CONTROPARTE_*`
@@ -18,6 +18,7 @@ from collections.abc import Callable
 import typer
 
 from controparte.cli import agent, connectivity, keys, registry
+from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
 
@@ -55,6 +56,7 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "resolve", resolve),
     (app, "tsig-key", keys.tsig_key),
     (app, "import", registry.import_),
+    (app, "migrate", migrate),
     (app, "plan", connectivity.plan_command),
     (app, "firewall", connectivity.firewall_command),
     (app, "doctor", agent.doctor),

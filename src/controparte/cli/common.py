@@ -192,7 +192,7 @@ CodeArgument = Annotated[str, typer.Argument(metavar="CODE", help="Installation 
 # -- the registry and the services -------------------------------------------------------
 
 
-def _require_registry(settings: Settings) -> None:
+def require_registry(settings: Settings) -> None:
     """A data directory without a registry is an error rather than a new empty one
     (reads must not create one in a mistyped directory). A PostgreSQL database is
     named whole by its URL: it is the registry, one that may be empty."""
@@ -211,7 +211,7 @@ def registry_in(
     out; with `must_exist`, it must be there already. Live ports are checked against
     the Live settings of `catalog` (default: the one `settings.features` names)."""
     if must_exist:
-        _require_registry(settings)
+        require_registry(settings)
     live = (catalog if catalog is not None else load_catalog(settings.features)).live
     store = open_store(settings.data, settings.database)
     try:
@@ -225,7 +225,7 @@ def services_in(settings: Settings, *, must_exist: bool = False) -> Iterator[Ser
     """The whole service layer (registry, credentials) over the settings' registry,
     closed on the way out; `must_exist` as for `registry_in`."""
     if must_exist:
-        _require_registry(settings)
+        require_registry(settings)
     services = open_services(settings)
     try:
         yield services

@@ -6,11 +6,16 @@
   (SO_REUSEPORT), each with its own snapshot following the same journal.
 - TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
   an idle timeout; a cap on concurrent connections.
-- The follower (`Follower`, a thread of its own) polls the store's journal
-  (`journal_poll_interval`), builds the next snapshot and swaps the engine's one
-  reference (CoreDNS's rule: reload off the serving path, swap one pointer); the event
-  loop never reads the store or builds a snapshot after start-up. `poke()` makes it look
-  at once (used by writers in the same process).
+- The follower (`Follower`, a thread of its own) reads the store's journal, builds the
+  next snapshot and swaps the engine's one reference (CoreDNS's rule: reload off the
+  serving path, swap one pointer); the event loop never reads the store or builds a
+  snapshot after start-up. It reads when woken: by `poke()` (writers in the same
+  process), by the store's change listener when the engine has one (PostgreSQL:
+  every commit of any node notifies, and every reconnection of the listener is
+  followed by a read that catches up on what it may have missed), and every
+  `journal_check_interval` besides; without a listener (SQLite) it polls every
+  `journal_poll_interval`. While the store cannot be read, DNS answers from the last
+  snapshot, and `snapshot_age` grows.
 - UPDATE (RFC 2136, opcode 5) when the server has `services`: the UDP thread hands the
   datagram to the event loop (`call_soon_threadsafe`), which runs `Updater.handle` in a
   small executor (a store write must not stall queries); when something changed, it
@@ -57,8 +62,10 @@ from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
 from controparte.dns.zone import Zone, load_zone
+from controparte.errors import ControparteError
 from controparte.model import ZoneConfig
 from controparte.service.access import ResolvedKey
+from controparte.service.health import ServedZone
 from controparte.service.metrics import (
     ZONE_SERIAL,
     ZONE_SERIAL_HELP,
@@ -70,7 +77,7 @@ from controparte.service.metrics import (
 )
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
-from controparte.store import Store, open_store
+from controparte.store import ChangeListener, Store, open_store
 
 log = logging.getLogger("controparte.dns")
 
@@ -84,8 +91,10 @@ YIELD_RATE = 10_000.0
 MAX_YIELD = 20.0
 """The longest pause, in times the work: a transfer always moves on."""
 FOLLOWER_STOP_TIMEOUT = 2.0
-BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
+BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
+LISTEN_WAIT = 1.0
+"""Seconds the follower's listening thread waits for a change at a time."""
 
 HandOff = Callable[[bytes, Any], bool]
 """Takes a datagram (and its sender's address) off the UDP thread when it is not for
@@ -114,13 +123,16 @@ class Follower:
     """Keeps `engine` serving the store's latest snapshot, from a thread of its own.
 
     The thread looks at the journal every `interval` seconds, and at once after
-    `poke()` or `catch_up()`: it applies the new entries to the served snapshot (or loads
-    the whole zone again after a gap or a replaced store, see `follow`) and swaps the
-    engine's reference. It is the only thread that swaps, and each snapshot is built from
-    the one served, so a snapshot never replaces a newer one. A failure is logged and
-    retried at the next look; the engine keeps serving its snapshot meanwhile.
-    `on_swap`, if given, is called on the thread with each snapshot swapped in (it must
-    not block)."""
+    `poke()` or `catch_up()`, or when `listener` (the store's, owned and closed by the
+    follower) says so from a second thread: a change was committed, or the listener
+    has just (re)connected and may have missed some. A look applies the new entries to
+    the served snapshot (or loads the whole zone again after a gap or a replaced store,
+    see `follow`) and swaps the engine's reference. It is the only thread that swaps,
+    and each snapshot is built from the one served, so a snapshot never replaces a
+    newer one. A failure is retried at the next look, and logged: a bug each time, the
+    store out of reach once until it can be read again. The engine keeps serving its
+    snapshot meanwhile. `on_swap`, if given, is called on the thread with each snapshot
+    swapped in (it must not block)."""
 
     def __init__(
         self,
@@ -128,19 +140,40 @@ class Follower:
         engine: Engine,
         interval: float,
         on_swap: Callable[[Zone], None] | None = None,
+        listener: ChangeListener | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.interval = interval
         self.on_swap = on_swap
+        self.listener = listener
         self._wake = threading.Condition()
         self._poked = False
         self._stopping = False
         self._waiting: list[Future[Zone]] = []
+        self._read_at = time.monotonic()
+        """When the last look that read the store began (the first snapshot's is just
+        before the follower is made)."""
+        self._failing = False
         self._thread = threading.Thread(target=self._run, name="dns-follow", daemon=True)
+        self._listening = (
+            None
+            if listener is None
+            else threading.Thread(
+                target=self._listen, args=(listener,), name="dns-listen", daemon=True
+            )
+        )
 
     def start(self) -> None:
         self._thread.start()
+        if self._listening is not None:
+            self._listening.start()
+
+    def snapshot_age(self) -> float:
+        """Seconds since the served snapshot was last found to be the store's newest
+        (the start of the last look that read the store): below the look interval
+        while the store answers, growing while it does not."""
+        return max(0.0, time.monotonic() - self._read_at)
 
     def poke(self) -> None:
         """Look at the journal now (thread-safe; never waits for a look)."""
@@ -171,8 +204,18 @@ class Follower:
             self._wake.notify()
         for done in waiting:
             done.cancel()
+        if self.listener is not None:
+            self.listener.close()  # ends a wait in progress
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._listening is not None and self._listening.is_alive():
+            self._listening.join(timeout)
+
+    def _listen(self, listener: ChangeListener) -> None:
+        """The listening thread: a look after every change and every (re)connection."""
+        while not self._stopping:
+            if listener.wait(LISTEN_WAIT):
+                self.poke()
 
     def _run(self) -> None:
         while True:
@@ -188,25 +231,50 @@ class Follower:
                 zone = self._look()
             except Exception as exc:  # the store may be busy or gone for a moment: retry
                 if not self._stopping:  # else the store may be closing under a late look
-                    log.exception(
-                        "cannot read the journal; serving serial %d meanwhile",
-                        self.engine.zone.serial,
-                    )
+                    self._failed(exc)
                 for done in waiting:
                     done.set_exception(exc)
             else:
                 for done in waiting:
                     done.set_result(zone)
 
+    def _failed(self, exc: Exception) -> None:
+        serial = self.engine.zone.serial
+        if not isinstance(exc, ControparteError):
+            log.exception("cannot read the journal; serving serial %d meanwhile", serial)
+        elif not self._failing:
+            log.warning("cannot read the journal (%s); serving serial %d meanwhile", exc, serial)
+        self._failing = True
+
     def _look(self) -> Zone:
+        started = time.monotonic()
         zone = self.engine.zone
         newer = follow(self.store, zone)
+        self._read_at = started
+        if self._failing:
+            self._failing = False
+            log.info("the journal can be read again: serving serial %d", newer.serial)
         if newer is not zone:
             self.engine.swap(newer)
             log.debug("zone %s now at serial %d", zone.config.origin, newer.serial)
             if self.on_swap is not None:
                 self.on_swap(newer)
         return newer
+
+
+def follower_for(
+    store: Store,
+    engine: Engine,
+    settings: Settings,
+    on_swap: Callable[[Zone], None] | None = None,
+) -> Follower:
+    """A follower of `store` for `engine`: woken by the store's change listener when it
+    has one, and reading every `journal_check_interval` besides; else polling every
+    `journal_poll_interval`."""
+    listener = store.change_listener()
+    if listener is None:
+        return Follower(store, engine, settings.journal_poll_interval, on_swap)
+    return Follower(store, engine, settings.journal_check_interval, on_swap, listener)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -291,10 +359,10 @@ class DnsServer:
         if settings.notify:
             resolve = services.access.resolve_key if services is not None else None
             self.notifier = Notifier(targets(settings.notify, resolve), settings.notify_source)
-        self._follower = Follower(
+        self._follower = follower_for(
             self.store,
             self.engine,
-            settings.journal_poll_interval,
+            settings,
             self.notifier.offer if self.notifier is not None else None,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -435,9 +503,13 @@ class DnsServer:
         """Look at the journal now (thread-safe); writers in this process call it."""
         self._follower.poke()
 
+    def served_zone(self) -> ServedZone:
+        """The serial served, and the age of its snapshot (`Follower.snapshot_age`)."""
+        return ServedZone(self.engine.zone.serial, self._follower.snapshot_age())
+
     def metric_families(self) -> list[Family]:
-        """The DNS counters of this process, the serial it serves and its NOTIFYs
-        (`MetricsSource`)."""
+        """The DNS counters of this process, the serial it serves, the age of its
+        snapshot and its NOTIFYs (`MetricsSource`)."""
         c = self.engine.counters
         notify = self.notifier.metric_families() if self.notifier is not None else []
         return [
@@ -458,6 +530,12 @@ class DnsServer:
                 c.internal_errors,
             ),
             gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
+            gauge(
+                "controparte_zone_snapshot_age_seconds",
+                "Seconds since the zone served was last found to be the newest in the"
+                " database (it grows while the database cannot be read).",
+                self._follower.snapshot_age(),
+            ),
             *transfer_families(self.transfers),
             *notify,
         ]
@@ -658,7 +736,7 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
     sock = bind_udp(settings.dns.host, port)
-    follower = Follower(store, engine, settings.journal_poll_interval)
+    follower = follower_for(store, engine, settings)
     follower.start()
     services = open_services(settings, store=store) if updates else None
     updater = Updater(services, config) if services is not None else None

@@ -8,7 +8,9 @@ TSIG (RFC 8945), verified by `tsigauth.py` with its replay check:
   range, or earlier than the latest accepted with the same key: NOTAUTH with BADTIME,
   signed;
 - otherwise every response, whatever its rcode, is signed with the request's key;
-- a transfer key (`KeyRole.TRANSFER`) verifies but may not update: REFUSED, signed.
+- a transfer key (`KeyRole.TRANSFER`) verifies but may not update: REFUSED, signed;
+- the store failing before the key is read (the database unavailable): the rcode of
+  the error table (SERVFAIL), unsigned, as no key could be read to sign it.
 
 Then `update.py` decides, inside one store transaction (`Registry.update_many`) against
 the installations as that transaction reads them, so prerequisites hold when the change
@@ -85,6 +87,10 @@ class Updater:
         with `zone` the snapshot served now (for the SOA serial). Never raises."""
         try:
             return self._handle(wire, peer, zone)
+        except ControparteError as exc:  # the store failed before the key was read
+            rcode = Rcode.make(response_for(exc).dns_rcode)
+            self._log(peer, None, Rcode.to_text(rcode), str(exc), warn=True)
+            return UpdateResult(header_only(wire, rcode))
         except Exception:  # a bug must not stop the server: answer SERVFAIL, go on
             log.exception("internal error on an UPDATE from %s; answered SERVFAIL", peer)
             self._count("SERVFAIL")

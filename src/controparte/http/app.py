@@ -2,8 +2,9 @@
 
 - `/v1/...`: the versioned JSON API (`v1.py`), described by `/openapi.json`;
 - `/nic/update`: DynDNS2 (`nic.py`);
-- `/healthz`: 200 and a small JSON body while the store answers (503 when it does not);
-- `/metrics`: Prometheus text format (`metrics.py`).
+- `/healthz`: this process's health (`health_reply`): 200 while the database answers,
+  503 when it does not, told without waiting for it;
+- `/metrics`: Prometheus text format (`metrics.py`), with `controparte_database_up`.
 
 Every error answer is `{"error": <kind>, "detail": <message>}` with the HTTP status of
 `errors.response_for`; nothing is improvised. Errors the service raises on purpose are
@@ -36,21 +37,28 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import controparte
-from controparte.errors import ControparteError
+from controparte.errors import ControparteError, StorageUnavailableError
 from controparte.http import nic, v1
 from controparte.http.auth import Gate
 from controparte.http.clientaddr import parse_networks
-from controparte.http.context import Context
+from controparte.http.context import Context, DnsSource
 from controparte.http.heartbeat import HeartbeatShell
 from controparte.http.metrics import HTTP_REQUESTS, UPDATE_WAYS, Metrics
-from controparte.http.replies import error_reply, http_refusal, internal_reply, invalid_request
-from controparte.http.schemas import ErrorOut, Health, HeartbeatIn
+from controparte.http.replies import (
+    Reply,
+    error_reply,
+    http_refusal,
+    internal_reply,
+    invalid_request,
+    render,
+)
+from controparte.http.schemas import ErrorOut, Health, HealthDown, HeartbeatIn
+from controparte.service.health import HealthReport, HealthWatch, ServedZone
 from controparte.service.metrics import (
     CONTENT_TYPE,
     ZONE_SERIAL,
     ZONE_SERIAL_HELP,
     Family,
-    MetricsSource,
     exposition,
     gauge,
     labelled,
@@ -91,12 +99,13 @@ class RequestMetrics:
 
 
 def create_app(
-    services: Services, dns: MetricsSource | None = None, *, fast_heartbeat: bool = True
+    services: Services, dns: DnsSource | None = None, *, fast_heartbeat: bool = True
 ) -> ASGIApp:
     """The HTTP app over `services` (see the module); `dns` (the DNS server, when it
-    runs in this process) supplies its counters and the zone serial it serves to
-    `/metrics`. With `fast_heartbeat` false, heartbeats go through the FastAPI route
-    instead of the pure-ASGI shell (the same function, the same answers: for tests)."""
+    runs in this process) supplies its counters, the zone serial it serves and its
+    age to `/metrics` and `/healthz`. With `fast_heartbeat` false, heartbeats go
+    through the FastAPI route instead of the pure-ASGI shell (the same function, the
+    same answers: for tests)."""
     metrics = Metrics()
     ctx = Context(
         services=services,
@@ -104,6 +113,7 @@ def create_app(
         metrics=metrics,
         gate=Gate(services, metrics),
         trusted=parse_networks(services.settings.trusted_proxies),
+        health=HealthWatch(services.store),
     )
     api = create_api(ctx)
     inner: ASGIApp = HeartbeatShell(api, ctx) if fast_heartbeat else api
@@ -127,11 +137,16 @@ def create_api(ctx: Context) -> FastAPI:
     app.include_router(nic.router)
     _complete_openapi(app)
 
-    @app.get("/healthz", response_model=Health, tags=["service"], summary="Liveness")
-    def healthz() -> Health:
-        return Health(
-            status="ok", serial=services.store.serial(), installations=services.store.count()
-        )
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["service"],
+        summary="Health: the database (503 when it cannot be reached) and the zone served",
+        responses={503: {"model": HealthDown, "description": "The database cannot be reached"}},
+    )
+    def healthz() -> Response:
+        served = ctx.dns.served_zone() if ctx.dns is not None else None
+        return health_reply(ctx.health.report(), served).response()
 
     @app.get(
         "/metrics",
@@ -212,12 +227,41 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return found
 
 
+def health_reply(report: HealthReport, zone: ServedZone | None) -> Reply:
+    """The answer of /healthz: `Health` (200) while the database answers; when it does
+    not, 503 with `HealthDown`, the same fields and those of every error answer.
+
+    503, because this process cannot serve a single API, heartbeat or DynDNS2 request
+    then (each reads or writes the database; DNS goes on from its snapshot, but DNS is
+    not behind the HTTP load balancer): a load balancer in front of several nodes
+    should send requests elsewhere. When one node lost its way to the database, the
+    others take its share; when every node did, none could have done better: the
+    balancer answers its own 503, or (AWS ALB, Envoy's panic threshold) sends to them
+    all anyway once all are unhealthy, and they answer 503 with Retry-After (DynDNS2
+    911). A node reports 200 again after its first check that reads the database, so
+    it returns to the pool by itself."""
+    health = Health.of(report, zone)
+    body = health.model_dump(mode="json")
+    database = report.database
+    if database.reachable:
+        return Reply(200, render(body))
+    served = "" if zone is None else f"; DNS serves serial {zone.serial} from its snapshot"
+    down = StorageUnavailableError(
+        f"the database cannot be reached since {body['database']['since']}"
+        f" ({database.detail}){served}"
+    )
+    return Reply(503, render({**body, "error": type(down).__name__, "detail": str(down)}))
+
+
 def collect(ctx: Context) -> list[Family]:
     """Every metric family, read now: the DNS server's (when DNS runs in this process,
-    its counters and the serial it serves), the HTTP layer's counters, updates by way,
-    and the gauges (the zone serial in the store when no DNS server runs here)."""
+    its counters, the serial it serves and the age of its snapshot), the HTTP layer's
+    counters, updates by way, and the gauges of a health check (`HealthWatch`: whether
+    the database answers, the installations and, when no DNS server runs here, the
+    zone serial in the store, as last read)."""
     families: list[Family] = []
     services = ctx.services
+    health = ctx.health.report()
     if ctx.dns is not None:
         families += ctx.dns.metric_families()
     families += ctx.metrics.families()
@@ -235,8 +279,18 @@ def collect(ctx: Context) -> list[Family]:
         )
     )
     families.append(
-        gauge("controparte_installations", "Installations in the registry.", services.store.count())
+        gauge(
+            "controparte_database_up",
+            "1 while the database answers this process's health checks, 0 when it does not.",
+            1 if health.database.reachable else 0,
+        )
     )
-    if ctx.dns is None:
-        families.append(gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, services.store.serial()))
+    if health.installations is not None:
+        families.append(
+            gauge(
+                "controparte_installations", "Installations in the registry.", health.installations
+            )
+        )
+    if ctx.dns is None and health.serial is not None:
+        families.append(gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, health.serial))
     return families

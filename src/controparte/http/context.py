@@ -1,9 +1,10 @@
 """What every route of one app shares: the services, the DNS server (if any), the
-metrics, the credential gate and the trusted proxies."""
+metrics, the credential gate, the trusted proxies and the health watch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -12,18 +13,28 @@ from controparte.http.clientaddr import Client, IPNetwork, resolve_client
 from controparte.http.metrics import Metrics
 from controparte.http.schemas import InstallationOut
 from controparte.model import Installation
+from controparte.service.health import HealthWatch, ServedZone
 from controparte.service.metrics import MetricsSource
 from controparte.service.services import Services
+
+
+class DnsSource(MetricsSource, Protocol):
+    """The DNS server of this process, as the HTTP layer sees it."""
+
+    def served_zone(self) -> ServedZone:
+        """The serial it serves and the age of its snapshot (thread-safe)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     services: Services
-    dns: MetricsSource | None
-    """The DNS server, when it runs in this process: its metrics."""
+    dns: DnsSource | None
+    """The DNS server, when it runs in this process: its metrics and its zone."""
     metrics: Metrics
     gate: Gate
     trusted: tuple[IPNetwork, ...]
+    health: HealthWatch
 
     def client(self, request: HTTPConnection) -> Client:
         """The request's client, with the trusted-proxy rule applied."""

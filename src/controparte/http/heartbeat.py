@@ -44,6 +44,7 @@ from controparte.errors import (
     ControparteError,
     MalformedError,
     NotFoundError,
+    StorageError,
     ValidationError,
 )
 from controparte.http.clientaddr import Client, resolve_client
@@ -154,7 +155,10 @@ async def beat(
             raise
         except NotFoundError:  # the token matched, but `code` is the installation's label
             raise
-        except ControparteError:  # authenticated, then refused (or not saved)
+        except StorageError:  # the token may not even have been read: not the client's doing
+            ctx.metrics.inc(HEARTBEATS, result="rejected")
+            raise
+        except ControparteError:  # authenticated, then refused
             gate.succeeded(client)
             ctx.metrics.inc(HEARTBEATS, result="rejected")
             raise

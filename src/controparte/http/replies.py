@@ -5,7 +5,8 @@ Every error answer has one shape, `{"error": <kind>, "detail": <message that sta
 alone>}`, and is counted by kind:
 - `error_reply`: a `ControparteError` with the HTTP status of `errors.response_for`
   and its kind (the class name), a Bearer challenge on 401, a Retry-After on 429 (the
-  error's own `retry_after`, else the failed-authentication block), an Allow on 405.
+  error's own `retry_after`, else the failed-authentication block) and on 503 when the
+  database is unavailable (`RETRY_UNAVAILABLE`), an Allow on 405.
   The HTTP layer's own refusals become errors of the tree first: `invalid_request`
   (pydantic's validation errors: 422 `InvalidRequestError`, each problem named by its
   location, e.g. `body.port: Input should be a valid integer`; 400 `MalformedError`
@@ -33,6 +34,7 @@ from controparte.errors import (
     MalformedError,
     MethodNotAllowedError,
     RateLimitedError,
+    StorageUnavailableError,
     UnsupportedError,
     response_for,
 )
@@ -41,6 +43,9 @@ from controparte.http.metrics import ERRORS, Metrics
 JSON = "application/json"
 BEARER_CHALLENGE = 'Bearer realm="controparte"'
 UNREADABLE_BODY = "body: not text (UTF-8, UTF-16 or UTF-32), so not JSON"
+RETRY_UNAVAILABLE = 5
+"""The Retry-After (seconds) of a StorageUnavailableError: about what a database restart
+takes; the connections come back by themselves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,8 @@ def error_reply(exc: ControparteError, metrics: Metrics, block: float) -> Reply:
         headers = (("Retry-After", str(retry_after)),)
     elif isinstance(exc, MethodNotAllowedError) and exc.allow:
         headers = (("Allow", ", ".join(exc.allow)),)
+    elif isinstance(exc, StorageUnavailableError):
+        headers = (("Retry-After", str(RETRY_UNAVAILABLE)),)
     body = render({"error": type(exc).__name__, "detail": str(exc)})
     return Reply(response_for(exc).http_status, body, headers)
 

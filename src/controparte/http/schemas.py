@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controparte.errors import ValidationError
 from controparte.model import Installation, InstallationChange
+from controparte.service.health import HealthReport, ServedZone
 from controparte.service.status import fqdn, is_stale
 
 Port = int
@@ -202,10 +203,57 @@ class HistoryOut(BaseModel):
     history: list[HistoryEntry]
 
 
+class DatabaseOut(BaseModel):
+    """The database as this process last saw it (`service/health.py`)."""
+
+    state: Literal["reachable", "unreachable"]
+    since: datetime = Field(description="When it became so, as this process saw it")
+    detail: str | None = Field(default=None, description="Why it cannot be reached")
+
+
+class ZoneOut(BaseModel):
+    """The zone DNS serves from this process."""
+
+    serial: int = Field(description="The SOA serial served")
+    age: float = Field(
+        description="Seconds since the zone served was last found to be the newest in the"
+        " database: it grows while the database cannot be read, DNS answering meanwhile"
+    )
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
-    serial: int
-    installations: int
+    """This process's health: `ok` (200) while the database answers, else
+    `unavailable` (503, `HealthDown`)."""
+
+    status: Literal["ok", "unavailable"]
+    serial: int | None = Field(description="The zone serial in the database, as last read")
+    installations: int | None = Field(description="Installations in the registry, as last read")
+    database: DatabaseOut
+    zone: ZoneOut | None = Field(
+        default=None, description="The zone DNS serves, from the process that serves it"
+    )
+
+    @classmethod
+    def of(cls, report: HealthReport, zone: ServedZone | None) -> Health:
+        database = report.database
+        return cls(
+            status="ok" if database.reachable else "unavailable",
+            serial=report.serial,
+            installations=report.installations,
+            database=DatabaseOut(
+                state="reachable" if database.reachable else "unreachable",
+                since=database.since,
+                detail=database.detail,
+            ),
+            zone=None if zone is None else ZoneOut(serial=zone.serial, age=round(zone.age, 3)),
+        )
+
+
+class HealthDown(Health):
+    """503: `Health`, with the fields of every error answer (`ErrorOut`)."""
+
+    error: str
+    detail: str
 
 
 class ErrorOut(BaseModel):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from controparte.errors import AuthError, ControparteError, NotFoundError
+from controparte.errors import AuthError, ControparteError, NotFoundError, StorageError
 from controparte.model import Installation, InstallationChange
 from controparte.model.installation import utcnow, validate_port
 from controparte.service.registry import Registry
@@ -193,7 +193,10 @@ class HeartbeatWriter:
                     except ControparteError as exc:
                         done.append((waiter, exc, False))
         except Exception as exc:  # the whole batch failed: nothing was written
-            log.exception("heartbeat batch of %d not saved", len(batch))
+            if isinstance(exc, StorageError):  # the database: no traceback to tell
+                log.warning("heartbeat batch of %d not saved: %s", len(batch), exc)
+            else:
+                log.exception("heartbeat batch of %d not saved", len(batch))
             self._settle([(waiter, exc) for _, waiter in batch])
             return
         self.batches += 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from controparte.plan.catalog import Catalog, load_catalog
 from controparte.service.access import Access
-from controparte.service.credentials import ServerSecret
+from controparte.service.credentials import ServerSecret, adopt_secret
 from controparte.service.heartbeat import HeartbeatWriter
 from controparte.service.links import Links
 from controparte.service.plans import Plans
@@ -46,11 +46,21 @@ def open_services(
     """Load the feature catalog (`settings.features`; a ConfigError names the setting),
     open the store the settings name (`database`, else SQLite in `data`; or use
     `store`) and build the services; `on_change` is called after every committed
-    change to what DNS serves."""
+    change to what DNS serves. The server secret (`<data>/server.key`) must be the one
+    the store's credentials were made with (`adopt_secret`: else a ConfigError, and a
+    store opened here is closed)."""
     catalog = load_catalog(settings.features)
+    secret = ServerSecret.load_or_create(settings.data)
+    own = store is None
     store = store if store is not None else open_store(settings.data, settings.database)
+    try:
+        adopt_secret(store, secret, settings.data)
+    except BaseException:
+        if own:
+            store.close()
+        raise
     registry = Registry(store, settings, on_change, live=catalog.live)
-    access = Access(store, ServerSecret.load_or_create(settings.data), settings)
+    access = Access(store, secret, settings)
     return Services(
         settings=settings,
         store=store,

@@ -221,6 +221,13 @@ class Store(Protocol):
         secondary sees a new serial. True when the serial moved."""
         ...
 
+    def adopt_secret_fingerprint(self, fingerprint: str) -> str:
+        """The fingerprint of the server secret this store's credentials are made with;
+        `fingerprint` is recorded as it when none is yet (atomically: of callers at
+        once, on any node, one records and all get that one). Never changes one
+        recorded."""
+        ...
+
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         """Remove the entries beyond the newest `keep_entries` and those older than
         `keep_seconds` before `now`, whole serials at a time (never part of one

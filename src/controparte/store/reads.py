@@ -76,6 +76,11 @@ class Reads:
             raise StorageError(f"the store at {self.where} has no zone state")
         return JournalFloor(int(str(row[0])), int(str(row[1])))
 
+    def _secret_fingerprint(self) -> str | None:
+        """The server secret's fingerprint recorded (`Store.adopt_secret_fingerprint`)."""
+        row = self._one("SELECT secret_fingerprint FROM zone_state WHERE id = 1")
+        return None if row is None or row[0] is None else str(row[0])
+
     def token_hash(self, code: str) -> str | None:
         if not rows.may_be_code(code):
             return None

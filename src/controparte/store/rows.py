@@ -33,6 +33,13 @@ JOURNAL_READ = (
 HISTORY_COLUMNS = "at, code, action, actor, via, source, old, new"
 """A history entry's columns as written, in the order of `history_row`."""
 
+ADOPT_FINGERPRINT = (
+    "UPDATE zone_state SET secret_fingerprint = coalesce(secret_fingerprint, {p})"
+    " WHERE id = 1 RETURNING secret_fingerprint"
+)
+"""Record the server secret's fingerprint (`{p}`: the engine's placeholder) unless one
+is recorded; it reads the one recorded after, in one statement (under the row's lock)."""
+
 
 def may_be_code(code: str) -> bool:
     """Whether `code` is a well-formed installation code. No installation has any other

@@ -265,6 +265,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE zone_state ADD COLUMN zone_config text;
         """,
     ),
+    # 5: the fingerprint of the server secret that token hashes and TSIG secrets are
+    # made with (`ServerSecret.fingerprint`), so that a node with another secret is
+    # refused at start; recorded by the first node that opens the services (NULL until
+    # then, also in a store of an older version: its credentials are that node's).
+    Migration(
+        sqlite="ALTER TABLE zone_state ADD COLUMN secret_fingerprint TEXT;",
+        postgres="ALTER TABLE zone_state ADD COLUMN secret_fingerprint text;",
+    ),
 )
 
 

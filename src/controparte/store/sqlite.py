@@ -36,7 +36,13 @@ from controparte.store.base import (
     Origin,
 )
 from controparte.store.reads import Reads
-from controparte.store.rows import COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS, next_serial
+from controparte.store.rows import (
+    ADOPT_FINGERPRINT,
+    COLUMNS,
+    HISTORY_COLUMNS,
+    JOURNAL_COLUMNS,
+    next_serial,
+)
 from controparte.store.schema import migrate
 
 T = TypeVar("T")
@@ -44,7 +50,7 @@ T = TypeVar("T")
 DB_FILE = "controparte.sqlite3"
 
 
-_LAST_SEQ = (
+LAST_SEQ = (
     "SELECT max(coalesce((SELECT max(seq) FROM journal), 0), floor_seq) FROM zone_state"
     " WHERE id = 1"
 )
@@ -369,7 +375,7 @@ class SqliteStore(Reads):
             raise StorageError(f"cannot read the store: {exc}") from None
 
     def last_seq(self) -> int:
-        return self._int(_LAST_SEQ)
+        return self._int(LAST_SEQ)
 
     def journal_reach(self, serial: int) -> int | None:
         conn = self._reader()
@@ -406,7 +412,7 @@ class SqliteStore(Reads):
                 conn.execute("UPDATE zone_state SET zone_config = ? WHERE id = 1", (fingerprint,))
                 return False
             moved = next_serial(int(serial))
-            last = int(conn.execute(_LAST_SEQ).fetchone()[0])
+            last = int(conn.execute(LAST_SEQ).fetchone()[0])
             conn.execute(
                 "UPDATE zone_state SET serial = ?, floor_seq = ?, floor_serial = ?,"
                 " zone_config = ? WHERE id = 1",
@@ -414,11 +420,21 @@ class SqliteStore(Reads):
             )
             return True
 
+    def adopt_secret_fingerprint(self, fingerprint: str) -> str:
+        recorded = self._secret_fingerprint()
+        if recorded is not None:
+            return recorded
+        with self.transaction(Origin(actor="controparte", via="server-secret")):
+            row = self._conn.execute(
+                ADOPT_FINGERPRINT.format(p=self.PLACEHOLDER), (fingerprint,)
+            ).fetchone()
+            return str(row[0])
+
     def prune_journal(self, keep_entries: int, keep_seconds: float, now: datetime) -> int:
         cutoff = rows.stamp(now - timedelta(seconds=keep_seconds))
         with self.transaction(Origin(actor="controparte", via="prune")):
             conn = self._conn
-            last = int(conn.execute(_LAST_SEQ).fetchone()[0])
+            last = int(conn.execute(LAST_SEQ).fetchone()[0])
             by_count = last - keep_entries
             by_age = conn.execute(
                 "SELECT max(seq) FROM journal WHERE at < ?", (cutoff,)
@@ -453,7 +469,7 @@ class SqliteStore(Reads):
                 serial = int(
                     conn.execute("SELECT serial FROM zone_state WHERE id = 1").fetchone()[0]
                 )
-                seq = int(conn.execute(_LAST_SEQ).fetchone()[0])
+                seq = int(conn.execute(LAST_SEQ).fetchone()[0])
                 cursor = conn.execute("SELECT label, ipv4, ipv6, port FROM installations")
                 cursor.arraysize = 10_000
                 try:
