@@ -3,10 +3,11 @@ side by side; and the delay from a change through one node to the other node's D
 answer.
 
 Every configuration serves the same 100,000 installations (added on SQLite through the
-registry, then moved to PostgreSQL by `controparte migrate --to`) and takes the load of `heartbeat_bench.py`'s address-change scenario: wrk with a Lua
-script that beats the installations in turn, each request from its own address
-(`X-Forwarded-For`, 127.0.0.1 being a trusted proxy), so every beat changes a record,
-writes an audit row and a journal row and moves the zone serial. The configurations:
+registry, then moved to PostgreSQL by `controparte migrate --to`) and takes the load of
+`heartbeat_bench.py`'s address-change scenario: wrk with a Lua script that beats the
+installations in turn, each request from its own address (`X-Forwarded-For`, 127.0.0.1
+being a trusted proxy), so every beat changes a record, writes an audit row and a
+journal row and moves the zone serial. The configurations:
 
 - SQLite, one node, 1 and 2 HTTP processes (`http_workers`);
 - PostgreSQL, one node, 1 and 2 HTTP processes;
