@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from controparte.agent.doctor_run import _no_route
+from controparte.agent.service_api import _no_route
 from controparte.errors import InvalidRequestError, MalformedError, response_for
 from controparte.http.replies import invalid_request
 from tests.http.conftest import Api
