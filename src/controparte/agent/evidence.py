@@ -26,6 +26,17 @@ from dataclasses import dataclass
 from controparte.model.probe import Reach
 
 
+class Status(enum.StrEnum):
+    """How a check came out. WARNING: it passed, with something to tell (an alternative
+    that did not answer, a record not kept current); UNTESTED: it could not be tested
+    from here, or not fully (the check says why and how to test it)."""
+
+    PASSED = "passed"
+    WARNING = "warning"
+    FAILED = "failed"
+    UNTESTED = "untested"
+
+
 class Source(enum.StrEnum):
     """Where a connection test was made from."""
 
