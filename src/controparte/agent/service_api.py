@@ -9,7 +9,7 @@ import urllib.parse
 import httpx
 
 from controparte import __version__
-from controparte.agent.doctor import ProbeFinding
+from controparte.agent.evidence import Dial, Source
 from controparte.agent.schedule import parse_retry_after
 from controparte.agent.wire import error_detail
 from controparte.errors import (
@@ -95,17 +95,19 @@ class ServiceApi:
             raise ControparteError(f"links of {code}: {self.server} did not answer a list")
         return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
 
-    def probe(self, code: str, *, sleep: float = MAX_PROBE_WAIT) -> ProbeFinding:
+    def probe(self, code: str, *, sleep: float = MAX_PROBE_WAIT) -> Dial:
         """The service's probe of this installation's own public port; why not, when
         the service does not probe."""
         if self.token is None:
-            return ProbeFinding.none("no --token-file: the probe needs this installation's token")
+            return Dial.none(
+                Source.SERVICE, "no --token-file: the probe needs this installation's token"
+            )
         path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/probe"
         for attempt in range(2):
             try:
                 response = self._request("POST", path)
             except ControparteError as exc:
-                return ProbeFinding.none(str(exc))
+                return Dial.none(Source.SERVICE, str(exc))
             wait = parse_retry_after(response.headers.get("Retry-After"))
             if response.status_code == 429 and attempt == 0 and wait is not None and wait <= sleep:
                 time.sleep(wait)
@@ -113,11 +115,13 @@ class ServiceApi:
             break
         if response.status_code == 200:
             try:
-                return ProbeFinding.from_json(response.json())
+                return Dial.from_json(Source.SERVICE, response.json())
             except ValueError:
-                return ProbeFinding.none(f"{self.server} did not answer a probe result")
+                return Dial.none(Source.SERVICE, f"{self.server} did not answer a probe result")
         said = error_detail(response.content) or response.reason_phrase
-        return ProbeFinding.none(f"the service answered HTTP {response.status_code}: {said}")
+        return Dial.none(
+            Source.SERVICE, f"the service answered HTTP {response.status_code}: {said}"
+        )
 
 
 def _no_route(response: httpx.Response) -> bool:

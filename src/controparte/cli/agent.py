@@ -198,19 +198,37 @@ def doctor(
         float,
         typer.Option("--timeout", metavar="SECONDS", help="Connect timeout of each test."),
     ] = 3.0,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            metavar="server|client",
+            help="What this machine is to the installation: its server or an iDesk client"
+            " (default: a client when the feature starts at the clients and nothing listens"
+            " on MxServer's port here, else the server).",
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/1).")
+        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/2).")
     ] = False,
     settings: Settings,
 ) -> None:
-    """Test, from this machine, every flow between this installation and a counterpart
-    (or every linked one): connections from here, the service's probe of this
-    installation's own port, and what only the other side can test. Prints each flow as
-    passed, failed or untested, with the fix for each failure; exits 1 when one fails."""
-    from controparte.agent.doctor import Status, render_text, report_dict  # noqa: PLC0415
+    """Check every flow between this installation and a counterpart (or every linked
+    one): its record and DNS first, then connections from here, the service's probes and
+    the counterpart's own agent. Prints each step and flow as passed, warning, failed or
+    untested, where it was tested from, and the fix for each failure. Exit status: 0 all
+    passed, 1 something failed, 3 something could not be tested from here."""
+    from controparte.agent.doctor import (  # noqa: PLC0415
+        MachineRole,
+        exit_code,
+        render_text,
+        report_dict,
+    )
     from controparte.agent.doctor_run import DoctorConfig, run_doctor  # noqa: PLC0415
     from controparte.agent.token import read_token  # noqa: PLC0415
 
+    if role is not None and role not in set(MachineRole):
+        fail(f"--role: {role!r} is not server or client", 2)
     run = DoctorConfig(
         code=from_code,
         server=server,
@@ -220,14 +238,14 @@ def doctor(
         feature=feature,
         dns=None if dns_server is None else _host_port("--dns", dns_server),
         timeout=timeout,
+        role=None if role is None else MachineRole(role),
     )
     diagnoses = run_doctor(run)
     if as_json:
         typer.echo(json.dumps(report_dict(diagnoses), indent=2))
     else:
         typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
-    if any(c.status is Status.FAILED for d in diagnoses for c in d.checks):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(diagnoses))
 
 
 def _host_port(flag: str, value: str) -> tuple[str, int]:
