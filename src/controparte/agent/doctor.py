@@ -169,6 +169,8 @@ class Facts:
     dns: DnsFinding | None = None
     command: str = "controparte doctor"
     """How doctor was started here, to tell the other side what to run."""
+    server: str = "URL"
+    """The service's URL, for the commands doctor suggests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +345,7 @@ def wants_counterpart_probe(
 
 
 def _record_step(
-    party: Party, record: Record | None, towards_failed: bool, mine: bool
+    party: Party, record: Record | None, towards_failed: bool, *, mine: bool, server: str
 ) -> Check | None:
     """Whether the registry's record of `party` is kept current by its agent (None:
     the service did not say when it was last seen)."""
@@ -351,9 +353,8 @@ def _record_step(
     title = f"registry: {party.name} is kept current"
     if record is None:
         return None
-    agent = f"on {party.label}'s server: `controparte agent --server URL --code {party.code}`"
-    if mine:
-        agent = f"on this server: `controparte agent --server URL --code {party.code}`"
+    command = f"`controparte agent --server {server} --code {party.code} --token-file FILE`"
+    agent = f"on this server: {command}" if mine else f"on {party.label}'s server: {command}"
     if record.last_seen is None:
         if party.live:
             return Check(
@@ -378,12 +379,13 @@ def _record_step(
             ("service",),
         )
     seen = f"last heartbeat {record.age_text()}"
+    said = f"{party.name} sent its last heartbeat {record.age_text()}"
     if not record.stale:
         return Check(step_id, title, Status.PASSED, seen, tested_from=("service",))
     limit = "" if record.stale_after is None else f" (stale after {_duration(record.stale_after)})"
     reason = (
-        f"{party.name}'s {seen}{limit}: its agent is not running, or its address changed"
-        " and nothing updated the record"
+        f"{said}{limit}: its agent is not running, or its address changed and nothing"
+        " updated the record"
     )
     fix = f"start its agent {agent}; until it beats, its registered address may be wrong"
     if not towards_failed:
@@ -910,7 +912,9 @@ def diagnose(
     )
     steps = [
         step
-        for step in (_record_step(other, facts.record, towards_failed, mine=False),)
+        for step in (
+            _record_step(other, facts.record, towards_failed, mine=False, server=facts.server),
+        )
         if step is not None
     ]
     if facts.own_record is not None and facts.own_record.stale:
@@ -918,7 +922,9 @@ def diagnose(
             c.status is Status.FAILED and c.flow is not None and c.flow.destination is here
             for c in checks
         )
-        mine = _record_step(plan.party(here), facts.own_record, towards_me, mine=True)
+        mine = _record_step(
+            plan.party(here), facts.own_record, towards_me, mine=True, server=facts.server
+        )
         steps += [mine] if mine is not None else []
     dns = _dns_step(other, facts.dns)
     if dns is not None:
@@ -1031,10 +1037,9 @@ def render_text(diagnosis: Diagnosis) -> str:
         f" the {diagnosis.here.value}",
         f"  caller {_party_line(plan.caller)}",
         f"  callee {_party_line(plan.callee)}",
-        f"  this machine: the {diagnosis.machine.value}"
-        if diagnosis.machine is MachineRole.SERVER
-        else "  this machine: a client",
-        f"    ({diagnosis.machine_why})",
+        "  this machine: "
+        + ("the server" if diagnosis.machine is MachineRole.SERVER else "a client")
+        + (f" ({diagnosis.machine_why})" if diagnosis.machine_why else ""),
         "",
     ]
     for check in diagnosis.all_checks:

@@ -375,6 +375,7 @@ def _check_one(
             own_record=record_of(own, now),
             dns=found,
             command=_command(config),
+            server=config.server,
         )
     return diagnose(the_plan, wanted.here, facts, machine=machine, machine_why=why)
 

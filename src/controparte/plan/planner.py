@@ -102,6 +102,7 @@ class Flow:
     rules: tuple[Rule, ...] = ()
     blocked: str | None = None  # why the rules make this flow impossible as registered
     fix: str | None = None
+    any_of: str | None = None  # TEMP until altres lands
 
     @property
     def ports_text(self) -> str:
@@ -292,6 +293,7 @@ def _start_live_flows(
                 live.start_live_port,
                 f"start-live: {src.name} -> {host}:{live.start_live_port}",
                 (rule,),
+                any_of=f"start-live:{src.code}",
             )
         )
     return flows
