@@ -190,7 +190,7 @@ def test_limiter_forgets_old_entries_when_full() -> None:
     limiter.acquire("B")
     clock.now += 10
     limiter.acquire("C")  # A and B are forgotten, not kept forever
-    assert set(limiter._last) == {"c"}
+    assert set(limiter._taken) == {"c"}
 
 
 # -- the report -----------------------------------------------------------------------------------
