@@ -243,3 +243,18 @@ async def test_a_requester_may_ask_for_a_few_probes_a_minute(api: Api) -> None:
     async with api.bearer(other) as http:
         theirs = await http.post(PROBE.format("PA-3"), json={"counterpart": names[-1]})
     assert theirs.status_code == 200, theirs.text
+
+
+async def test_openapi_describes_the_counterparts_and_their_probe(api: Api) -> None:
+    async with api.client() as http:
+        document = (await http.get("/openapi.json")).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    assert set(paths["/v1/installations/{code}/counterparts"]) == {"get"}
+    probe = paths["/v1/installations/{code}/probe-counterpart"]
+    assert set(probe) == {"post"}
+    assert {"200", "403", "429"} <= set(probe["post"]["responses"])
+    assert set(schemas["ProbeCounterpartIn"]["properties"]) == {"counterpart"}
+    assert "source" in schemas["ProbeOut"]["properties"]
+    assert {"private_port", "last_seen", "stale", "stale_after", "links"} <= set(
+        schemas["CounterpartOut"]["properties"]
+    )
