@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import http.server
 import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from controparte.service.links import Links
 from controparte.service.probe import ProbeTarget, run_probe
 from tests.agentproc import AgentRunner, issue_token, write_token
 from tests.conftest import StartServer
+from tests.httpstub import serving
 from tests.processes import free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -270,26 +270,16 @@ class _NoSuchRoute(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def older_service() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRoute)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def test_a_service_without_the_routes(older_service: str) -> None:
-    api = ServiceApi(older_service, "cpt_a-token")
-    try:
-        with pytest.raises(ControparteError, match="has no counterparts API"):
-            api.counterparts(CODE)
-        (dial,) = api.probe_counterpart(CODE, "far")
-        assert dial.reach is None
-        assert dial.unavailable == f"{older_service} does not probe counterparts (an older service)"
-    finally:
-        api.close()
+def test_a_service_without_the_routes() -> None:
+    with serving(_NoSuchRoute) as older_service:
+        api = ServiceApi(older_service, "cpt_a-token")
+        try:
+            with pytest.raises(ControparteError, match="has no counterparts API"):
+                api.counterparts(CODE)
+            with pytest.raises(ControparteError, match="has no links API"):
+                api.links(CODE)
+            (dial,) = api.probe_counterpart(CODE, "far")
+        finally:
+            api.close()
+    assert dial.reach is None
+    assert dial.unavailable == f"{older_service} does not probe counterparts (an older service)"

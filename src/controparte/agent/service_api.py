@@ -84,6 +84,19 @@ class ServiceApi:
             raise ControparteError(f"{what}: {self.server} did not answer a JSON object")
         return {str(k): v for k, v in body.items()}
 
+    def _list(
+        self, response: httpx.Response, what: str, key: str, no_api: str
+    ) -> list[dict[str, object]]:
+        """The objects listed under `key` in the answer (or the answer itself, a list).
+        ControparteError `no_api` when the service has no such route."""
+        if response.status_code in (404, 405) and _no_route(response):
+            raise ControparteError(no_api)
+        body = self._json(response, what)
+        items = body.get(key) if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise ControparteError(f"{what}: {self.server} did not answer a list")
+        return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+
     def installation(self, code: str) -> dict[str, object]:
         """The service's view of `code`: the full record with a token, else the public
         view."""
@@ -106,31 +119,25 @@ class ServiceApi:
         cannot be used (no such API, no credential, unreachable)."""
         quoted = urllib.parse.quote(code, safe="")
         response = self._request("GET", f"/v1/installations/{quoted}/counterparts")
-        if response.status_code in (404, 405) and _no_route(response):
-            raise ControparteError(
-                f"{self.server} has no counterparts API"
-                " (/v1/installations/{code}/counterparts): it is older than this doctor"
-            )
-        body = self._json(response, f"counterparts of {code}")
-        items = body.get("counterparts") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise ControparteError(f"counterparts of {code}: {self.server} did not answer a list")
-        return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+        return self._list(
+            response,
+            f"counterparts of {code}",
+            "counterparts",
+            f"{self.server} has no counterparts API (/v1/installations/{{code}}/counterparts):"
+            " it is older than this doctor",
+        )
 
     def links(self, code: str) -> list[dict[str, object]]:
         """The links where `code` is caller or callee. ControparteError when the
         service has no links API."""
         response = self._request("GET", "/v1/links", code=code)
-        if response.status_code in (404, 405) and _no_route(response):
-            raise ControparteError(
-                f"{self.server} has no links API (/v1/links): name the counterpart with"
-                " --to and the feature with --feature"
-            )
-        body = self._json(response, f"links of {code}")
-        items = body.get("links") if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            raise ControparteError(f"links of {code}: {self.server} did not answer a list")
-        return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+        return self._list(
+            response,
+            f"links of {code}",
+            "links",
+            f"{self.server} has no links API (/v1/links): name the counterpart with --to and"
+            " the feature with --feature",
+        )
 
     def probe(self, code: str, *, sleep: float = MAX_PROBE_WAIT) -> ProbeFinding:
         """The service's probe of this installation's own public port; why not, when
