@@ -20,7 +20,7 @@ import pytest
 
 from tests.netns.conftest import Site, World
 from tests.netns.test_doctor_netns import EGRESS_LIVE_RANGE_DROPPED
-from tests.netns.test_doctor_truth import CASES
+from tests.netns.test_doctor_truth import CASES, Case
 from tests.processes import controparte_command
 
 pytestmark = pytest.mark.integration
@@ -62,12 +62,14 @@ SCENARIOS: dict[str, Callable[[Site], str]] = {
     "missing-forward": _missing_forward,
     "live-egress": _live_egress,
 }
-SCENARIOS |= {
-    re.sub(r"[^a-z0-9]+", "-", case.name.lower()).strip("-"): (
-        lambda site, setup=case.setup: setup(site)[0]
-    )
-    for case in CASES
-}
+
+
+def _code_of(case: Case) -> Callable[[Site], str]:
+    """The case's situation, set up; the caller's code."""
+    return lambda site: case.setup(site)[0]
+
+
+SCENARIOS |= {re.sub(r"[^a-z0-9]+", "-", c.name.lower()).strip("-"): _code_of(c) for c in CASES}
 
 
 def normalise(text: str) -> list[str]:

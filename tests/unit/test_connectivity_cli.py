@@ -397,6 +397,49 @@ def test_firewall_leaves_out_rules_for_a_counterpart_without_address(seeded: Run
     assert [line for line in script.splitlines() if not line.startswith("#")] == []
 
 
+PROBE = "controparte probe: the service's outside-in probe"
+
+
+def test_firewall_admits_the_services_probe_where_inbound_is_limited(seeded: Run) -> None:
+    run = seeded
+    ok(run("link", "add", "PA-3", "AZ-1", "--feature", "einvoice"))
+    without = ok(run("firewall", "AZ-1")).stdout
+    (note,) = [line for line in without.splitlines() if "outside-in probe" in line]
+    assert note.startswith("# the service's outside-in probe (controparte doctor) will not")
+    assert "set probe_sources" in note
+    assert PROBE not in without
+    report = json.loads(ok(run("firewall", "AZ-1", "--json")).stdout)
+    assert (report["probe_sources"], report["probe_rules"]) == ([], [])
+    assert note[2:] in report["notes"]
+
+    env = {"CONTROPARTE_PROBE_SOURCES": "192.0.2.53,2001:db8:53::1"}
+    script = ok(run("firewall", "AZ-1", env=env)).stdout
+    assert "will not get through" not in script
+    assert [line for line in script.splitlines() if PROBE in line] == [
+        "add rule inet filter input ip saddr { 192.0.2.53 } tcp dport 4443 ct state new"
+        f' accept comment "{PROBE}"',
+        "add rule inet filter input ip6 saddr { 2001:db8:53::1 } tcp dport 4443 ct state new"
+        f' accept comment "{PROBE}"',
+    ]
+    report = json.loads(ok(run("firewall", "AZ-1", "--json", env=env)).stdout)
+    assert report["probe_sources"] == ["192.0.2.53", "2001:db8:53::1"]
+    (rule,) = report["probe_rules"]
+    assert (rule["action"], rule["ports"], rule["peer"]["addresses"]) == (
+        "inbound",
+        {"low": 4443, "high": 4443},
+        ["192.0.2.53", "2001:db8:53::1"],
+    )
+    assert report["script"] == script
+
+
+def test_no_probe_note_without_a_limited_inbound_rule(seeded: Run) -> None:
+    # Remote access comes from PA-3's clients, wherever they are: AZ-1 lets anyone in.
+    ok(seeded("link", "add", "PA-3", "AZ-1", "--feature", "remote-access"))
+    script = ok(seeded("firewall", "AZ-1")).stdout
+    assert "tcp dport 4443 ct state new accept" in script
+    assert "probe" not in script
+
+
 def test_firewall_with_no_links(seeded: Run) -> None:
     out = ok(seeded("firewall", "AZ-1")).stdout
     assert "# no links: nothing to allow" in out

@@ -41,11 +41,28 @@ class ServiceApi:
     def close(self) -> None:
         self._client.close()
 
-    def _request(self, method: str, path: str, **params: str) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, body: object = None, **params: str
+    ) -> httpx.Response:
         try:
-            return self._client.request(method, path, params=params or None)
+            return self._client.request(method, path, params=params or None, json=body)
         except httpx.HTTPError as exc:
             raise ControparteError(f"cannot reach {self.server}: {exc}") from None
+
+    def _post_waiting(self, path: str, body: object, sleep: float) -> httpx.Response:
+        """POST `body` to `path`; on a 429 whose Retry-After is at most `sleep` seconds,
+        wait that long and ask once more."""
+        response = self._request("POST", path, body)
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        if response.status_code == 429 and wait is not None and wait <= sleep:
+            time.sleep(wait)
+            response = self._request("POST", path, body)
+        return response
+
+    def _refused(self, response: httpx.Response) -> str:
+        """Why the service did not do what was asked, from its error answer."""
+        said = error_detail(response.content) or response.reason_phrase
+        return f"the service answered HTTP {response.status_code}: {said}"
 
     def _json(self, response: httpx.Response, what: str) -> object:
         if response.status_code == 404:
@@ -66,6 +83,19 @@ class ServiceApi:
             raise ControparteError(f"{what}: {self.server} did not answer a JSON object")
         return {str(k): v for k, v in body.items()}
 
+    def _list(
+        self, response: httpx.Response, what: str, key: str, no_api: str
+    ) -> list[dict[str, object]]:
+        """The objects listed under `key` in the answer (or the answer itself, a list).
+        ControparteError `no_api` when the service has no such route."""
+        if response.status_code in (404, 405) and _no_route(response):
+            raise ControparteError(no_api)
+        body = self._json(response, what)
+        items = body.get(key) if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise ControparteError(f"{what}: {self.server} did not answer a list")
+        return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+
     def installation(self, code: str) -> dict[str, object]:
         """The service's view of `code`: the full record with a token, else the public
         view."""
@@ -80,20 +110,33 @@ class ServiceApi:
         quoted = urllib.parse.quote(name, safe="")
         return self._object(self._request("GET", f"/v1/resolve/{quoted}"), f"resolve {name}")
 
+    def counterparts(self, code: str) -> list[dict[str, object]]:
+        """Every installation linked to `code`, either direction, as the registry holds
+        it (`GET /v1/installations/{code}/counterparts`): code, label, fqdn, kind, ip,
+        ipv6, port, private_port, last_seen, stale, stale_after, updated,
+        agent_version and links [{feature, a, b}]. ControparteError when the service
+        cannot be used (no such API, no credential, unreachable)."""
+        quoted = urllib.parse.quote(code, safe="")
+        response = self._request("GET", f"/v1/installations/{quoted}/counterparts")
+        return self._list(
+            response,
+            f"counterparts of {code}",
+            "counterparts",
+            f"{self.server} has no counterparts API (/v1/installations/{{code}}/counterparts):"
+            " it is older than this doctor",
+        )
+
     def links(self, code: str) -> list[dict[str, object]]:
         """The links where `code` is caller or callee. ControparteError when the
         service has no links API."""
         response = self._request("GET", "/v1/links", code=code)
-        if response.status_code in (404, 405) and _no_route(response):
-            raise ControparteError(
-                f"{self.server} has no links API (/v1/links): name the counterpart with"
-                " --to and the feature with --feature"
-            )
-        body = self._json(response, f"links of {code}")
-        items = body.get("links") if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            raise ControparteError(f"links of {code}: {self.server} did not answer a list")
-        return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+        return self._list(
+            response,
+            f"links of {code}",
+            "links",
+            f"{self.server} has no links API (/v1/links): name the counterpart with --to and"
+            " the feature with --feature",
+        )
 
     def probe(self, code: str, *, sleep: float = MAX_PROBE_WAIT) -> Dial:
         """The service's probe of this installation's own public port; why not, when
@@ -103,25 +146,46 @@ class ServiceApi:
                 Source.SERVICE, "no --token-file: the probe needs this installation's token"
             )
         path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/probe"
-        for attempt in range(2):
-            try:
-                response = self._request("POST", path)
-            except ControparteError as exc:
-                return Dial.none(Source.SERVICE, str(exc))
-            wait = parse_retry_after(response.headers.get("Retry-After"))
-            if response.status_code == 429 and attempt == 0 and wait is not None and wait <= sleep:
-                time.sleep(wait)
-                continue
-            break
+        try:
+            response = self._post_waiting(path, None, sleep)
+        except ControparteError as exc:
+            return Dial.none(Source.SERVICE, str(exc))
         if response.status_code == 200:
             try:
                 return Dial.from_json(Source.SERVICE, response.json())
             except ValueError:
                 return Dial.none(Source.SERVICE, f"{self.server} did not answer a probe result")
-        said = error_detail(response.content) or response.reason_phrase
-        return Dial.none(
-            Source.SERVICE, f"the service answered HTTP {response.status_code}: {said}"
-        )
+        return Dial.none(Source.SERVICE, self._refused(response))
+
+    def probe_counterpart(
+        self, code: str, counterpart: str, *, sleep: float = MAX_PROBE_WAIT
+    ) -> tuple[Dial, ...]:
+        """The service's connections from outside to the registered public address(es)
+        and port of `counterpart`, linked to `code` (one `Dial` per address); a single
+        `Dial.none` saying why when the service did not dial (no token, not linked, no
+        address registered, rate-limited, an older service, unreachable)."""
+
+        def none(reason: str) -> tuple[Dial, ...]:
+            return (Dial.none(Source.SERVICE, reason),)
+
+        if self.token is None:
+            return none("no --token-file: the service's probe needs this installation's token")
+        path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/probe-counterpart"
+        try:
+            response = self._post_waiting(path, {"counterpart": counterpart}, sleep)
+        except ControparteError as exc:
+            return none(str(exc))
+        if response.status_code in (404, 405) and _no_route(response):
+            return none(f"{self.server} does not probe counterparts (an older service)")
+        if response.status_code != 200:
+            return none(self._refused(response))
+        try:
+            body = response.json()
+            reports = body["reports"]
+            dials = tuple(Dial.from_json(Source.SERVICE, r) for r in reports)
+        except (ValueError, KeyError, TypeError):
+            return none(f"{self.server} did not answer dial reports")
+        return dials or none(f"{self.server} dialled nothing")
 
 
 def _no_route(response: httpx.Response) -> bool:

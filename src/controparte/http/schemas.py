@@ -174,7 +174,10 @@ class ProbeOut(BaseModel):
         " forward); timeout: no answer (a firewall drops it); unreachable: rejected on"
         " the way (ICMP, no route)"
     )
-    address: str = Field(description="The registered address dialled (the request's own)")
+    address: str = Field(
+        description="The registered address dialled (the request's own; for a"
+        " counterpart, one of its registered addresses)"
+    )
     port: int = Field(description="The registered public port dialled")
     elapsed_ms: int = Field(description="Milliseconds until connected, or until it failed")
     nonce_verified: bool | None = Field(
@@ -186,6 +189,58 @@ class ProbeOut(BaseModel):
         default=None, description="The installation code the answering agent claimed"
     )
     detail: str = Field(description="What the result means, in words")
+    source: str | None = Field(
+        default=None,
+        description="The address the connection left from: the setting probe_sources'"
+        " address of the target's family (the service's public address behind NAT),"
+        " else the local address the service's host dials from; null when unknown",
+    )
+
+
+class ProbeCounterpartIn(BaseModel):
+    """Which counterpart to probe: never an address, only an installation linked to the
+    requester, which the service dials at its registered address(es) and port."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counterpart: str = Field(
+        min_length=1, max_length=253, description="Code, label or <label>.<zone>"
+    )
+
+
+class ProbeCounterpartOut(BaseModel):
+    """The service's connections to a counterpart's registered public port: one per
+    registered address (IPv4, then IPv6), connect only (`nonce_verified` null)."""
+
+    reports: list[ProbeOut]
+
+
+class CounterpartLinkOut(BaseModel):
+    """A link between the installation and this counterpart: `a` calls `b`."""
+
+    feature: str
+    a: str
+    b: str
+
+
+class CounterpartOut(_Published):
+    """An installation linked to the one asking, as the registry holds it: what DNS
+    publishes, and what the doctor needs besides (`service/counterparts.py`)."""
+
+    private_port: int | None = Field(description="The port MxServer listens on behind NAT")
+    last_seen: datetime | None = Field(description="The last heartbeat, null: never")
+    stale: bool = Field(description="Not seen for longer than stale_after")
+    stale_after: float = Field(description="Seconds without a heartbeat before 'stale'")
+    updated: datetime = Field(description="When the record last changed")
+    agent_version: str | None
+    links: list[CounterpartLinkOut]
+
+
+class CounterpartsOut(BaseModel):
+    """Every installation linked to `code`, either direction, by code."""
+
+    code: str
+    counterparts: list[CounterpartOut]
 
 
 class HistoryEntry(BaseModel):

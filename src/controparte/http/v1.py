@@ -11,6 +11,8 @@
 | POST   /v1/installations/{code}/heartbeat| the installation             |
 | GET    /v1/installations/{code}/history  | admin or the installation    |
 | POST   /v1/installations/{code}/probe    | the installation, from its registered address |
+| GET    /v1/installations/{code}/counterparts | admin or the installation |
+| POST   /v1/installations/{code}/probe-counterpart | the installation (a linked counterpart) |
 | GET    /v1/resolve/{name}                | anyone (what DNS publishes)  |
 | GET    /v1/links[?code=CODE]             | admin; with `code`: admin or that installation |
 | POST   /v1/links                         | admin                        |
@@ -29,6 +31,7 @@ runs the same function, is what the OpenAPI document describes.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -42,6 +45,7 @@ from controparte.http.clientaddr import Client
 from controparte.http.context import Context
 from controparte.http.replies import JSON
 from controparte.http.schemas import (
+    CounterpartsOut,
     ErrorOut,
     HeartbeatOut,
     HistoryEntry,
@@ -57,6 +61,8 @@ from controparte.http.schemas import (
     LinkOut,
     LinksAdded,
     PlanOut,
+    ProbeCounterpartIn,
+    ProbeCounterpartOut,
     ProbeOut,
     ResolveOut,
     TokenOut,
@@ -65,7 +71,9 @@ from controparte.model import Installation, Link
 from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role as PlanRole
 from controparte.plan.wire import plan_dict
-from controparte.service.probe import choose_target, run_probe
+from controparte.service import counterparts as counterpart_facts
+from controparte.service.counterparts import Counterpart, linked_counterpart
+from controparte.service.probe import choose_target, counterpart_targets, run_dial, run_probe
 from controparte.service.status import public_view
 from controparte.store import Origin
 
@@ -310,8 +318,71 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
     target = choose_target(inst, client.address)
     ctx.services.probes.acquire(inst.code)
     assert token is not None  # `Itself` has authenticated it
-    report = await run_probe(target, code=inst.code, token=token)
+    sources = ctx.services.settings.probe_sources
+    report = await run_probe(target, code=inst.code, token=token, sources=sources)
     return ProbeOut.model_validate(report.to_json())
+
+
+# -- counterparts: what the registry knows of them, and the probe of one ------------------
+
+
+@link_routes.get(
+    "/installations/{code}/counterparts",
+    summary="Every installation linked to this one, either direction, with what the"
+    " registry knows of each (admin, or the installation itself)",
+    dependencies=[Depends(admin_or_itself)],
+)
+def list_counterparts(code: str, ctx: Ctx) -> CounterpartsOut:
+    """For each counterpart: what DNS publishes, the port MxServer listens on, when it
+    was last seen and whether that is longer ago than the service's `stale_after`,
+    its agent's version, and the links between the two."""
+    settings = ctx.services.settings
+    inst = ctx.services.registry.find(code)
+    found = counterpart_facts.counterparts(ctx.services.registry, inst)
+    return CounterpartsOut.model_validate(
+        {
+            "code": inst.code,
+            "counterparts": [
+                counterpart_facts.view(c, settings.zone, settings.stale_after) for c in found
+            ],
+        }
+    )
+
+
+def linked(inst: Itself, body: ProbeCounterpartIn, ctx: Ctx) -> Counterpart:
+    """The counterpart the body names, linked to the requester (a store read: in the
+    thread pool)."""
+    return linked_counterpart(ctx.services.registry, inst, body.counterpart)
+
+
+@heartbeat_routes.post(
+    "/installations/{code}/probe-counterpart",
+    summary="Dial a linked counterpart's registered public address(es) and port from"
+    " outside, connect only (the installation; rate-limited per requester and per"
+    " counterpart)",
+    responses={
+        429: {
+            "model": ErrorOut,
+            "description": "This counterpart was probed too recently, or this"
+            " installation asked for too many probes: see Retry-After",
+        }
+    },
+)
+async def probe_counterpart(
+    inst: Itself, counterpart: Annotated[Counterpart, Depends(linked)], ctx: Ctx
+) -> ProbeCounterpartOut:
+    """403 when the counterpart is not linked to this installation, or has no
+    registered address or public port: the service dials only those, never an address
+    the requester names. One probe of a counterpart per 5 s whoever asks, and 10 per
+    minute per requester (429 with Retry-After). Each registered address (IPv4, IPv6)
+    is dialled at the public port, at once; connect timeout 3 s; nothing is sent."""
+    services = ctx.services
+    targets = counterpart_targets(counterpart.installation)
+    services.probe_requesters.acquire(inst.code)
+    services.counterpart_probes.acquire(counterpart.installation.code)
+    sources = services.settings.probe_sources
+    reports = await asyncio.gather(*(run_dial(t, sources=sources) for t in targets))
+    return ProbeCounterpartOut(reports=[ProbeOut.model_validate(r.to_json()) for r in reports])
 
 
 # -- resolution ---------------------------------------------------------------------------
