@@ -30,11 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
-
 from controparte.agent.doctor import (
     Attempt,
     Diagnosis,
@@ -49,14 +44,19 @@ from controparte.agent.doctor import (
     local_ports,
     wants_counterpart_probe,
 )
-from controparte.agent.evidence import Dial, Status
+from controparte.agent.evidence import Dial
+from controparte.agent.resolution import (
+    ask_servers,
+    judge_resolution,
+    system_lookup,
+    zone_servers,
+)
 from controparte.agent.service_api import ServiceApi
 from controparte.errors import (
     NotFoundError,
     ValidationError,
 )
 from controparte.model.probe import Reach, classify_error
-from controparte.model.zone import SRV_SERVICE
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
 
@@ -104,37 +104,23 @@ class Counterpart:
 def resolve_counterpart(
     fqdn: str, other: Party, server: tuple[str, int] | None, *, timeout: float
 ) -> DnsFinding:
-    """How MxServer would find the counterpart by name, judged against the registry."""
-    try:
-        resolver = dns.resolver.Resolver(configure=server is None)
-        if server is not None:
-            resolver.nameservers = [server[0]]
-            resolver.port = server[1]
-        resolver.lifetime = max(timeout, 2.0)
-        name = dns.name.from_text(fqdn)
-        found: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            answer = resolver.resolve(name, rdtype, raise_on_no_answer=False)
-            found += sorted(rd.to_text() for rd in answer.rrset or ())
-        srv = resolver.resolve(
-            dns.name.from_text(SRV_SERVICE, origin=name), "SRV", raise_on_no_answer=False
-        )
-    except dns.exception.DNSException as exc:
-        return DnsFinding(Status.FAILED, f"no DNS answer for {fqdn}: {exc}", "check DNS")
-    port: int | None = None
-    if srv.rrset is not None and srv.rrset.rdtype == dns.rdatatype.SRV:
-        port = int(sorted(srv.rrset, key=lambda rd: (rd.priority, -rd.weight))[0].port)
-    if set(found) != set(other.addresses) or port != other.port:
-        return DnsFinding(
-            Status.FAILED,
-            f"DNS serves {', '.join(found) or 'no address'} port {port} for {fqdn}, the"
-            f" registry holds {', '.join(other.addresses)} port {other.port}",
-            "DNS still serves the old address: a secondary or a cache is behind",
-            tuple(found),
-            port,
-        )
+    """How MxServer on this machine would find the counterpart by name (the system's
+    resolver), what the zone's name servers (or `server`) say, judged against the
+    registry (`resolution.judge_resolution`)."""
+    zone = fqdn[len(other.label) + 1 :] if fqdn.startswith(other.label + ".") else fqdn
+    system = system_lookup(fqdn, timeout)
+    servers = ask_servers(zone_servers(zone, timeout, override=server), fqdn, timeout)
+    verdict = judge_resolution(
+        fqdn,
+        zone,
+        system,
+        servers,
+        registry_addresses=other.addresses,
+        registry_port=other.port,
+    )
+    tests = tuple({"kind": "dns", "from": "here", "detail": line} for line in verdict.evidence)
     return DnsFinding(
-        Status.PASSED, f"{fqdn}: {', '.join(found)}, port {port}", None, tuple(found), port
+        verdict.status, verdict.reason, verdict.fix, verdict.addresses, verdict.port, tests
     )
 
 

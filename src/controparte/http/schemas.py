@@ -422,6 +422,11 @@ class FlowOut(BaseModel):
     rules: list[RuleOut]
     blocked: str | None = Field(description="Why the flow cannot happen as registered")
     fix: str | None
+    any_of: str | None = Field(
+        None,
+        description="The group of alternatives (flows with the same value): possible when"
+        " one of them is",
+    )
 
 
 class PlanOut(BaseModel):
