@@ -118,7 +118,9 @@ def resolve_counterpart(
         registry_addresses=other.addresses,
         registry_port=other.port,
     )
-    tests = tuple({"kind": "dns", "from": "here", "detail": line} for line in verdict.evidence)
+    tests: tuple[dict[str, object], ...] = tuple(
+        {"kind": "dns", "from": "here", "detail": line} for line in verdict.evidence
+    )
     return DnsFinding(
         verdict.status, verdict.reason, verdict.fix, verdict.addresses, verdict.port, tests
     )
