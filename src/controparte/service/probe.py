@@ -128,17 +128,20 @@ def choose_target(inst: Installation, client_address: str | None) -> ProbeTarget
 
 class ProbeLimiter:
     """One probe per installation per `interval` seconds (codes compared without
-    regard to case). Thread-safe; `clock` is injected for tests."""
+    regard to case). Thread-safe; `clock` is injected for tests. `done` says what the
+    installation did too recently, in the refusal's words (the relay has its own)."""
 
     def __init__(
         self,
         interval: float = PROBE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 100_000,
+        done: str = "was probed",
     ) -> None:
         self.interval = interval
         self.clock = clock
         self.max_entries = max_entries
+        self.done = done
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -152,7 +155,7 @@ class ProbeLimiter:
             if last is not None and now - last < self.interval:
                 wait = max(1, math.ceil(self.interval - (now - last)))
                 raise RateLimitedError(
-                    f"installation {code!r} was probed less than {self.interval:g} s ago;"
+                    f"installation {code!r} {self.done} less than {self.interval:g} s ago;"
                     f" try again in {wait} s",
                     retry_after=wait,
                 )

@@ -13,6 +13,7 @@ from controparte.service.links import Links
 from controparte.service.plans import Plans
 from controparte.service.probe import ProbeLimiter
 from controparte.service.registry import Registry
+from controparte.service.relay import Relay
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -34,6 +35,7 @@ class Services:
     catalog: Catalog
     links: Links
     plans: Plans
+    relay: Relay
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -74,4 +76,5 @@ def open_services(
         catalog=catalog,
         links=Links(registry, catalog),
         plans=Plans(registry, catalog),
+        relay=Relay(registry),
     )
