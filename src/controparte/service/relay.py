@@ -121,8 +121,8 @@ def agent_report(result: Reach, elapsed_ms: int, line: str, source: str | None) 
     address its report came from."""
     if elapsed_ms < 0:
         raise ValidationError("elapsed_ms", "cannot be negative")
-    if len(line.encode()) > MAX_LINE:
-        raise ValidationError("line", f"at most {MAX_LINE} bytes")
+    if len(line) > MAX_LINE:
+        raise ValidationError("line", f"at most {MAX_LINE} characters")
     body = {"result": result.value, "elapsed_ms": elapsed_ms, "line": line, "source": source}
     return json.dumps(body)
 
