@@ -78,7 +78,7 @@ def relay_target(requester: Installation, family: int | None = None) -> ProbeTar
     else:
         address, which = requester.ipv4, "IPv4"
     if address is None:
-        wanted = "a public address" if family is None else f"a public {which} address"
+        wanted = "public address" if family is None else f"public {which} address"
         raise ForbiddenError(
             f"installation {requester.code!r} has no {wanted} registered: the relay dials"
             " only a registered address; a heartbeat from the installation registers it"
