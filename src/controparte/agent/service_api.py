@@ -165,7 +165,7 @@ class ServiceApi:
             response = self._post_patiently(path, body)
             if response.status_code != 202:
                 return Dial.none(source, self._relay_refused(response, counterpart))
-            rid = str(self._object(response, "relay")["id"])
+            rid = str(response.json()["id"])
             while (left := deadline - time.monotonic()) > 0:
                 seconds = max(1, min(RELAY_MAX_WAIT, int(left)))
                 answer = self._object(
@@ -183,7 +183,7 @@ class ServiceApi:
                         f"{counterpart}'s agent took the relay request but sent no report in"
                         " time (it may have reached its own limit of dials per minute)",
                     )
-        except (ControparteError, ValueError) as exc:
+        except (ControparteError, ValueError, KeyError, TypeError) as exc:
             return Dial.none(source, f"the relay failed: {exc}")
         return Dial.none(source, f"{counterpart}'s agent did not report within {wait:g} s")
 
