@@ -86,7 +86,8 @@ def test_a_relayed_dial_end_to_end(
         time.sleep(0.2)
         dial = relay(server, "A-1", tokens["A-1"], "B-1")
     assert dial.source is Source.COUNTERPART, dial
-    assert (dial.reach, dial.nonce_verified, dial.agent_code) == (Reach.OPEN, True, "A-1"), dial.unavailable
+    found = (dial.reach, dial.nonce_verified, dial.agent_code)
+    assert found == (Reach.OPEN, True, "A-1"), dial.unavailable
     assert (dial.address, dial.port, dial.from_address) == (LOOPBACK, listening, LOOPBACK)
     listener.wait_log(f"answered a probe from {LOOPBACK}")
     b_agent.wait_log(rf"relay: dialled {LOOPBACK} port {listening} for A-1: open")

@@ -210,7 +210,7 @@ GOOD = {"id": "e" * 32, "address": "192.0.2.1", "port": 4443, "nonce": NONCE, "r
     ],
 )
 def test_the_agent_drops_a_request_it_must_not_dial(change: dict[str, object]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - each says its own reason
+    with pytest.raises(ValueError):  # each says its own reason
         RelayTask.from_json({**GOOD, **change})
 
 
