@@ -105,4 +105,6 @@ def test_a_relayed_dial_end_to_end(
     assert (no_agent.unavailable or "").startswith(
         "G-1's agent does not take relay requests: last asked never; it runs an older agent,"
     )
+    assert b_agent.stop() == 0  # SIGTERM ends the relay's long poll too (no SIGKILL)
+    assert "relay: stopped" in b_agent.log()
     assert "cpt_" not in b_agent.log()  # the token is never logged

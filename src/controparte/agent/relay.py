@@ -49,7 +49,14 @@ from controparte.agent.schedule import parse_retry_after, retry_delay
 from controparte.agent.token import read_token
 from controparte.agent.wire import error_detail
 from controparte.errors import ControparteError
-from controparte.model.probe import MAX_LINE, Reach, classify_error, probe_line
+from controparte.model.probe import (
+    CONNECT_TIMEOUT,
+    MAX_LINE,
+    READ_TIMEOUT,
+    Reach,
+    classify_error,
+    probe_line,
+)
 
 log = logging.getLogger("controparte.agent")
 
@@ -58,8 +65,6 @@ POLL_WAIT = 25.0
 """Seconds each long poll asks the service to wait for a request (its most is 30)."""
 HTTP_TIMEOUT = 15.0
 """Seconds beyond the poll's wait before an answer is given up on."""
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 2.0
 MAX_DIALS = 10
 DIAL_WINDOW = 60.0
 BACKOFF_CAP = 60.0
@@ -131,17 +136,6 @@ class DialBudget:
         return True
 
 
-async def _first_line(reader: asyncio.StreamReader) -> bytes:
-    """Bytes up to and without the first LF, at most MAX_LINE of them."""
-    data = b""
-    while len(data) < MAX_LINE and b"\n" not in data:
-        chunk = await reader.read(MAX_LINE - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0]
-
-
 async def dial(
     task: RelayTask,
     *,
@@ -158,7 +152,8 @@ async def dial(
     start = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(task.address, task.port, local_addr=local), connect_timeout
+            asyncio.open_connection(task.address, task.port, local_addr=local, limit=MAX_LINE),
+            connect_timeout,
         )
     except (OSError, TimeoutError) as exc:
         elapsed = round((time.monotonic() - start) * 1000)
@@ -168,14 +163,14 @@ async def dial(
     try:
         writer.write(probe_line(task.nonce))
         await asyncio.wait_for(writer.drain(), read_timeout)
-        line = await asyncio.wait_for(_first_line(reader), read_timeout)
-    except (OSError, TimeoutError):
-        pass  # open, but it said nothing usable in time
+        line = await asyncio.wait_for(reader.readline(), read_timeout)
+    except (OSError, TimeoutError, ValueError):
+        pass  # open, but it said nothing usable in time (ValueError: no LF in MAX_LINE)
     finally:
         writer.close()
         with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-    text = line.rstrip(b"\r").decode("ascii", "replace")
+    text = line.rstrip(b"\r\n").decode("ascii", "replace")
     return DialResult(Reach.OPEN, elapsed, text)
 
 
