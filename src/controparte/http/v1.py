@@ -360,13 +360,7 @@ def relay_ask(body: RelayCreate, inst: Itself, ctx: Ctx) -> RelayCreated:
     caller names), sends `CONTROPARTE-PROBE <nonce>` and reports; read the outcome at
     `.../relay/{id}`. One request per installation per 5 s, 4 pending per agent (429)."""
     asked = ctx.services.relay.request(inst, body.counterpart, body.family)
-    return RelayCreated(
-        id=asked.id,
-        expires=asked.expires,
-        agent=asked.agent,
-        address=asked.address,
-        port=asked.port,
-    )
+    return RelayCreated.model_validate(asked, from_attributes=True)
 
 
 @heartbeat_routes.get(
@@ -408,19 +402,7 @@ async def relay_tasks(inst: Itself, request: Request, ctx: Ctx, wait: RelayWait 
             break
         if await run_in_threadpool(relay.waiting, inst):
             claimed = await run_in_threadpool(relay.claim, inst)
-    return RelayTasks(
-        requests=[
-            RelayTask(
-                id=r.id,
-                address=r.address,
-                port=r.port,
-                nonce=r.nonce,
-                requester=r.requester,
-                expires=r.expires,
-            )
-            for r in claimed
-        ]
-    )
+    return RelayTasks(requests=[RelayTask.model_validate(r, from_attributes=True) for r in claimed])
 
 
 @heartbeat_routes.post(
