@@ -47,14 +47,14 @@ TABLES = (
     "tsig_keys",
     "links",
     "firewall_seen",
+    "relay_requests",
+    "relay_polls",
     "admin_tokens",
     "history",
     "journal",
 )
 """The tables copied row for row, each after the tables it refers to; the one row of
-`zone_state` is carried apart (PostgreSQL keeps the last seq in it). The relay's tables
-(`relay_requests`, `relay_polls`) are not copied: their rows live a minute or two, and
-the agents' next polls make them again."""
+`zone_state` is carried apart (PostgreSQL keeps the last seq in it)."""
 
 IDENTITIES = ("admin_tokens", "history")
 """Tables whose `id` PostgreSQL hands out (an identity column): after the copy it goes
