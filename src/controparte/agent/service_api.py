@@ -23,6 +23,10 @@ HTTP_TIMEOUT = 20.0
 MAX_PROBE_WAIT = 10.0
 """The longest Retry-After the doctor waits for to ask the probe again."""
 USER_AGENT = f"controparte-doctor/{__version__}"
+RELAY_WAIT = 20.0
+"""Seconds the doctor waits for a counterpart agent's relayed dial, by default."""
+RELAY_MAX_WAIT = 30
+"""The longest wait the service's long poll takes."""
 
 
 class ServiceApi:
@@ -42,22 +46,25 @@ class ServiceApi:
         self._client.close()
 
     def _request(
-        self, method: str, path: str, body: object = None, **params: str
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, object] | None = None,
+        timeout: float | None = None,
+        **params: str,
     ) -> httpx.Response:
+        """One request (`body` as JSON; `timeout` instead of the client's)."""
         try:
-            return self._client.request(method, path, params=params or None, json=body)
+            return self._client.request(
+                method,
+                path,
+                params=params or None,
+                json=body,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except httpx.HTTPError as exc:
             raise ControparteError(f"cannot reach {self.server}: {exc}") from None
-
-    def _post_waiting(self, path: str, body: object, sleep: float) -> httpx.Response:
-        """POST `body` to `path`; on a 429 whose Retry-After is at most `sleep` seconds,
-        wait that long and ask once more."""
-        response = self._request("POST", path, body)
-        wait = parse_retry_after(response.headers.get("Retry-After"))
-        if response.status_code == 429 and wait is not None and wait <= sleep:
-            time.sleep(wait)
-            response = self._request("POST", path, body)
-        return response
 
     def _refused(self, response: httpx.Response) -> str:
         """Why the service did not do what was asked, from its error answer."""
@@ -95,6 +102,18 @@ class ServiceApi:
         if not isinstance(items, list):
             raise ControparteError(f"{what}: {self.server} did not answer a list")
         return [{str(k): v for k, v in i.items()} for i in items if isinstance(i, dict)]
+
+    def _post_patiently(
+        self, path: str, body: dict[str, object] | None = None, *, sleep: float = MAX_PROBE_WAIT
+    ) -> httpx.Response:
+        """POST; once more after the Retry-After of a 429 when it is at most `sleep`."""
+        for _ in range(2):
+            response = self._request("POST", path, body=body)
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            if response.status_code != 429 or wait is None or wait > sleep:
+                break
+            time.sleep(wait)
+        return response
 
     def installation(self, code: str) -> dict[str, object]:
         """The service's view of `code`: the full record with a token, else the public
@@ -147,7 +166,7 @@ class ServiceApi:
             )
         path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/probe"
         try:
-            response = self._post_waiting(path, None, sleep)
+            response = self._post_patiently(path, sleep=sleep)
         except ControparteError as exc:
             return Dial.none(Source.SERVICE, str(exc))
         if response.status_code == 200:
@@ -172,7 +191,7 @@ class ServiceApi:
             return none("no --token-file: the service's probe needs this installation's token")
         path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/probe-counterpart"
         try:
-            response = self._post_waiting(path, {"counterpart": counterpart}, sleep)
+            response = self._post_patiently(path, {"counterpart": counterpart}, sleep=sleep)
         except ControparteError as exc:
             return none(str(exc))
         if response.status_code in (404, 405) and _no_route(response):
@@ -186,6 +205,62 @@ class ServiceApi:
         except (ValueError, KeyError, TypeError):
             return none(f"{self.server} did not answer dial reports")
         return dials or none(f"{self.server} dialled nothing")
+
+    def relay(
+        self, code: str, counterpart: str, *, family: int | None = None, wait: float = RELAY_WAIT
+    ) -> Dial:
+        """`counterpart`'s agent dials this installation's registered public address and
+        port, asked through the service (the relay), within `wait` seconds; the dial, or
+        `Dial.none` saying why none was made (no token, not linked, no address or port
+        registered, the counterpart's agent takes no relay requests, too many requests,
+        no report in time, a service without the relay)."""
+        source = Source.COUNTERPART
+        if self.token is None:
+            return Dial.none(source, "no --token-file: the relay needs this installation's token")
+        path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/relay"
+        body: dict[str, object] = {"counterpart": counterpart}
+        if family is not None:
+            body["family"] = family
+        deadline = time.monotonic() + wait
+        try:
+            response = self._post_patiently(path, body)
+            if response.status_code != 202:
+                return Dial.none(source, self._relay_refused(response, counterpart))
+            rid = str(response.json()["id"])
+            while (left := deadline - time.monotonic()) > 0:
+                seconds = max(1, min(RELAY_MAX_WAIT, int(left)))
+                answer = self._object(
+                    self._request(
+                        "GET", f"{path}/{rid}", timeout=seconds + HTTP_TIMEOUT, wait=str(seconds)
+                    ),
+                    "relay",
+                )
+                report = answer.get("report")
+                if answer.get("state") == "done" and isinstance(report, dict):
+                    return Dial.from_json(source, {str(k): v for k, v in report.items()})
+                if answer.get("state") == "expired":
+                    return Dial.none(
+                        source,
+                        f"{counterpart}'s agent took the relay request but sent no report in"
+                        " time (it may have reached its own limit of dials per minute)",
+                    )
+        except (ControparteError, ValueError, KeyError, TypeError) as exc:
+            return Dial.none(source, f"the relay failed: {exc}")
+        return Dial.none(source, f"{counterpart}'s agent did not report within {wait:g} s")
+
+    def _relay_refused(self, response: httpx.Response, counterpart: str) -> str:
+        """Why the service took no relay request, in words doctor can print."""
+        said = error_detail(response.content) or response.reason_phrase
+        status = response.status_code
+        if status in (404, 405) and _no_route(response):
+            return (
+                f"{self.server} has no relay (an older service): {counterpart}'s agent cannot dial"
+            )
+        if status == 429:
+            return f"the service refused the relay for now (too many requests): {said}"
+        if status in (403, 409):
+            return said
+        return f"the service answered HTTP {status} to the relay: {said}"
 
 
 def _no_route(response: httpx.Response) -> bool:

@@ -67,15 +67,25 @@ def agent(
     once: Annotated[
         bool, typer.Option("--once", help="One heartbeat, then exit (0 when accepted).")
     ] = False,
+    no_relay: Annotated[
+        bool,
+        typer.Option(
+            "--no-relay",
+            help="Do not take dial requests of linked installations (the relay, on by"
+            " default: it dials only their registered public address and port).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every heartbeat, not only changes.")
     ] = False,
 ) -> None:
-    """Heartbeat the service so that this installation's name follows its public address.
+    """Heartbeat the service so that this installation's name follows its public address,
+    and (unless --no-relay) dial a linked installation's registered public port when it
+    asks the service to test a flow from this side.
     `controparte agent listen` answers the service's probe instead (see its --help)."""
     if ctx.invoked_subcommand is not None:
         given = [server, code, token_file, port, private_port, interval, bind]
-        if any(v is not None for v in given) or once or verbose:
+        if any(v is not None for v in given) or once or verbose or no_relay:
             fail(
                 f"the heartbeat options go without a subcommand; give"
                 f" `controparte agent {ctx.invoked_subcommand}` its own options",
@@ -107,6 +117,7 @@ def agent(
             interval=interval,
             bind=bind,
             once=once,
+            relay=not no_relay,
         )
         exit_code = run_agent(config, verbose=verbose)
     if exit_code:

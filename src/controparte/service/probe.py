@@ -47,7 +47,9 @@ from dataclasses import dataclass
 from controparte.errors import ForbiddenError, RateLimitedError, ValidationError
 from controparte.model import Installation
 from controparte.model.probe import (
+    CONNECT_TIMEOUT,
     MAX_LINE,
+    READ_TIMEOUT,
     Answer,
     Reach,
     check_answer,
@@ -56,8 +58,6 @@ from controparte.model.probe import (
     probe_line,
 )
 
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 2.0
 PROBE_INTERVAL = 5.0
 """Seconds between two probes of one installation (of its own port, or as a
 counterpart)."""

@@ -17,6 +17,7 @@ from controparte.service.probe import (
     ProbeLimiter,
 )
 from controparte.service.registry import Registry
+from controparte.service.relay import Relay
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -43,6 +44,7 @@ class Services:
     catalog: Catalog
     links: Links
     plans: Plans
+    relay: Relay
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -92,4 +94,5 @@ def open_services(
         catalog=catalog,
         links=Links(registry, catalog),
         plans=Plans(registry, catalog),
+        relay=Relay(registry),
     )
