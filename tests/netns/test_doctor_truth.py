@@ -313,7 +313,12 @@ def test_the_service_dials_the_counterpart_only_when_linked(site: Site) -> None:
     found = _find(run, f"outbound:{code}->{B}")
     assert found["status"] == "failed"
     assert "either this side's egress or studio-b's inbound" in str(found["fix"])
-    assert [t["from"] for t in found["tests"]] == ["here"]  # type: ignore[attr-defined]
+    tests = found["tests"]
+    assert [(t["from"], t["result"]) for t in tests] == [  # type: ignore[attr-defined]
+        ("here", "timeout"),
+        ("service", None),  # not made: not linked
+    ]
+    assert "not linked" in str(tests[1]["detail"])  # type: ignore[index]
 
 
 def test_firewall_rules_let_the_probe_in(site: Site, world: World) -> None:
