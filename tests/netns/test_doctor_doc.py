@@ -35,13 +35,16 @@ VARYING = (
     (re.compile(r"\bin \d+\.\d s\b"), "in N s"),
     (re.compile(r"\b\d+ (s|min|h|d) ago\b"), "N ago"),
     (re.compile(r"\b(wait|within|for) \d+ s\b"), r"\1 N s"),
+    (re.compile(r"\bserial \d+"), "serial N"),
 )
 
 
 def _missing_forward(site: Site) -> str:
-    return site.caller(
+    code = site.caller(
         "doc1", code="SHOP-1", label="shop", port=8443, private_port=8000, listen_on=8000
     )
+    site.world.link(code, "B1", "einvoice")
+    return code
 
 
 def _live_egress(site: Site) -> str:
@@ -54,6 +57,7 @@ def _live_egress(site: Site) -> str:
         forward=True,
         listen_on=8000,
     )
+    site.world.link(code, "L1", "einvoice")
     site.nft("a", EGRESS_LIVE_RANGE_DROPPED)
     return code
 

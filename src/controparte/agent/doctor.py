@@ -627,21 +627,18 @@ def _check_outbound(plan: Plan, flow: Flow, here: Role, facts: Facts) -> Check:
         )
     if not failed:
         return _flow_check(flow, Status.PASSED, reason, None, ("here",), tests=tests)
-    if facts.record is not None and facts.record.stale and not destination.live:
-        return _flow_check(
-            flow,
-            Status.FAILED,
-            reason,
-            f"{destination.name}'s record is stale (see the registry step): its address"
-            " may not be its own any more; get its agent running first",
-            ("here", "service"),
-            tests=tests,
-        )
     probe = facts.counterpart_probe
     fix, sources = _outbound_fix(plan, flow, here, failed[0].reach, probe)
+    made = tuple(d for d in probe or () if d.made)
     tests += tuple(d.to_json() for d in probe or ())
-    if probe:
-        reason += "; " + "; ".join(_dial_text(d) for d in probe)
+    if made:
+        reason += "; " + "; ".join(_dial_text(d) for d in made)
+    if facts.record is not None and facts.record.stale and not destination.live:
+        fix = (
+            f"{destination.name}'s record is stale (see the registry step): its address"
+            " may not be its own any more; get its agent running first"
+        )
+        sources = ("here", "service") if made else ("here",)
     return _flow_check(flow, Status.FAILED, reason, fix, sources, tests=tests)
 
 

@@ -160,8 +160,9 @@ def _resolve(
         answer = resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
     except dns.resolver.NXDOMAIN:
         return Outcome.NXDOMAIN, None, f"{qname} does not exist (NXDOMAIN)"
-    except dns.exception.Timeout as exc:
-        return Outcome.TIMEOUT, None, str(exc)
+    except dns.exception.Timeout:
+        asked = ", ".join(str(server) for server in resolver.nameservers) or "no server"
+        return Outcome.TIMEOUT, None, f"no answer from {asked} within {resolver.lifetime:g} s"
     except dns.resolver.NoNameservers as exc:
         said = {str(error[3]) for error in exc.kwargs.get("errors", ())}
         for rcode, outcome in (("SERVFAIL", Outcome.SERVFAIL), ("REFUSED", Outcome.REFUSED)):
