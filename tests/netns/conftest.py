@@ -137,18 +137,7 @@ class World:
 
     def link(self, a: str, b: str, feature: str) -> None:
         """`controparte link add A B --feature F`, as the operator, on the registry."""
-        done = subprocess.run(
-            [*controparte_command(), "link", "add", a, b, "--feature", feature],
-            check=False,
-            capture_output=True,
-            text=True,
-            env=clean_env(
-                CONTROPARTE_DATA=str(self.settings.data),
-                CONTROPARTE_FEATURES=str(self.catalog),
-                CONTROPARTE_ALLOW_NON_GLOBAL="1",
-            ),
-        )
-        assert done.returncode == 0, f"link add: {done.stdout}{done.stderr}"
+        self.operator("link", "add", a, b, "--feature", feature)
 
     def controparte(self, role: str, *args: str, check: bool = True) -> str:
         """`controparte ARGS` in `role`'s namespace; its stdout."""
@@ -185,41 +174,20 @@ class World:
 
     def agent(self, role: str, code: str, port: int, private_port: int | None = None) -> None:
         """`controparte agent` for `code` running in `role` (heartbeats and the relay)."""
-        extra = [] if private_port is None else ["--private-port", str(private_port)]
-        process = self.lab.spawn(
-            role,
-            *controparte_command(),
-            "agent",
-            "--server",
-            SERVER_URL,
-            "--code",
-            code,
-            "--token-file",
-            str(self.tokens[code]),
-            "--port",
-            str(port),
-            *extra,
-            name=f"agent-{code}",
-        )
+        argv = self._agent_args(code, port, private_port)
+        process = self.lab.spawn(role, *controparte_command(), *argv, name=f"agent-{code}")
         process.wait_log("relay")
+
+    def _agent_args(self, code: str, port: int, private_port: int | None) -> list[str]:
+        """`agent --server ... --code CODE --token-file ... --port PORT [--private-port]`."""
+        extra = [] if private_port is None else ["--private-port", str(private_port)]
+        token = str(self.tokens[code])
+        return ["agent", "--server", SERVER_URL, "--code", code, "--token-file", token,
+                "--port", str(port), *extra]  # fmt: skip
 
     def heartbeat(self, role: str, code: str, port: int, private_port: int | None = None) -> None:
         """One heartbeat from `role`'s namespace: the service registers its address."""
-        extra = [] if private_port is None else ["--private-port", str(private_port)]
-        self.controparte(
-            role,
-            "agent",
-            "--server",
-            SERVER_URL,
-            "--code",
-            code,
-            "--token-file",
-            str(self.tokens[code]),
-            "--port",
-            str(port),
-            "--once",
-            *extra,
-        )
+        self.controparte(role, *self._agent_args(code, port, private_port), "--once")
 
     def listen_agent(
         self, role: str, code: str, port: int, token_of: str | None = None

@@ -90,8 +90,9 @@ def test_everything_open_between_on_premises_servers_passes(site: Site, world: W
         f"return:{code}->{B}": "passed",
     }
     tests = run.flows[f"return:{B}->{code}"]["tests"]
-    assert [t["from"] for t in tests] == ["counterpart-agent", "service"]  # type: ignore[index]
-    for dial, origin in zip(tests, (CALLEE_ADDRESS, SERVICE), strict=True):  # type: ignore[call-overload]
+    assert isinstance(tests, list)
+    assert [t["from"] for t in tests] == ["counterpart-agent", "service"]
+    for dial, origin in zip(tests, (CALLEE_ADDRESS, SERVICE), strict=True):
         assert dial["result"] == "open"
         assert dial["address"] == CALLER_ADDRESS
         assert dial["port"] == 8443

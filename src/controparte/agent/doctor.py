@@ -727,15 +727,7 @@ def _check_inbound(plan: Plan, flow: Flow, here: Role, facts: Facts) -> Check:
     assert probe is not None and probe.reach is not None
     text = _dial_text(probe)
     if probe.reach is Reach.OPEN and probe.nonce_verified is False:
-        return _flow_check(
-            flow,
-            Status.FAILED,
-            f"{text}: public port {me.port} reaches another machine, not this one",
-            f"correct the port forward on {me.label}'s router: public {me.port} must go to"
-            f" this machine, {_listening_port(me)}",
-            ("service",),
-            tests=tests,
-        )
+        return _another_machine(flow, me, text, "service", tests)
     if probe.reach is not Reach.OPEN:
         fix = _inbound_fix(me, probe.reach, facts.local)
         if probe.reach is not Reach.REFUSED and probe.from_address:
@@ -772,6 +764,22 @@ def _check_inbound(plan: Plan, flow: Flow, here: Role, facts: Facts) -> Check:
     )
 
 
+def _another_machine(
+    flow: Flow, me: Party, text: str, source: str, tests: tuple[dict[str, object], ...]
+) -> Check:
+    """A dial to this installation's public port answered by another installation's
+    agent: the port forward goes to the wrong machine."""
+    return _flow_check(
+        flow,
+        Status.FAILED,
+        f"{text}: public port {me.port} reaches another machine, not this one",
+        f"correct the port forward on {me.label}'s router: public {me.port} must go to"
+        f" this machine, {_listening_port(me)}",
+        (source,),
+        tests=tests,
+    )
+
+
 def _judge_relay(
     flow: Flow,
     me: Party,
@@ -787,15 +795,7 @@ def _judge_relay(
     text = _dial_text(relay).replace("the counterpart's agent", f"{other.label}'s agent", 1)
     if relay.reach is Reach.OPEN:
         if relay.nonce_verified is False:
-            return _flow_check(
-                flow,
-                Status.FAILED,
-                f"{text}: public port {me.port} reaches another machine, not this one",
-                f"correct the port forward on {me.label}'s router: public {me.port} must go"
-                f" to this machine, {_listening_port(me)}",
-                ("counterpart-agent",),
-                tests=tests,
-            )
+            return _another_machine(flow, me, text, "counterpart-agent", tests)
         reason = text
         if probe is not None and probe.reach is not Reach.OPEN:
             source = f" from {probe.from_address}" if probe.from_address else ""
