@@ -155,6 +155,13 @@ def _address(key: str, value: object) -> str:
         raise ConfigError(f"{key}: {text!r} is not an IP address") from None
 
 
+def _addresses(key: str, value: object) -> tuple[str, ...]:
+    """IP addresses, canonical, each once: a list, or text separated by commas."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    found = (_address(key, item) for item in items)
+    return tuple(dict.fromkeys(a for a in found if a))
+
+
 def _networks(key: str, value: object) -> tuple[str, ...]:
     """Trusted proxy addresses or networks: a list, or text separated by commas."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -417,6 +424,13 @@ class Settings:
     notify_source: str = setting("", _keyed(_address))
     """The address NOTIFYs leave from ("": the system's choice): secondaries match it
     against their list of primaries."""
+    probe_sources: tuple[str, ...] = setting((), _keyed(_addresses))
+    """The public addresses the service's probes leave from (IPv4, IPv6; one per node
+    and family when the nodes sit behind NAT): `controparte firewall` admits them where
+    it limits inbound to the counterparts, and the probes report the one of the
+    target's family as their `source`. Empty: the probes report the local address the
+    host dials from, and `controparte firewall` notes that its inbound rules keep the
+    probe out."""
     features: Path | None = setting(None, _keyed(_optional_path))
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""

@@ -18,7 +18,6 @@ import http.server
 import re
 import shlex
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from controparte.service import Registry
 from tests.agentproc import issue_token
 from tests.conftest import StartServer
 from tests.debtools import tool
+from tests.httpstub import serving
 from tests.processes import clean_env, controparte_command
 from tests.realserver import ServerProcess
 
@@ -373,15 +373,8 @@ class _CheckIp(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def checkip() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CheckIp)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(_CheckIp) as url:
+        yield url + "/"
 
 
 def test_ddclient(world: World, checkip: str) -> None:

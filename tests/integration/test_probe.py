@@ -1,11 +1,14 @@
 """The probe on loopback sockets: `run_probe` against the agent's listener and against
-other things that may sit on a port, and `POST /v1/installations/{code}/probe` against a
-real server with `controparte agent listen` as a subprocess."""
+other things that may sit on a port, `POST /v1/installations/{code}/probe` against a
+real server with `controparte agent listen` as a subprocess, and the doctor's client of
+the counterparts and of their probe (`agent/service_api.py`) against a real server, and
+against an HTTP server without those routes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,12 +16,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from controparte.agent.evidence import Source
 from controparte.agent.listen import ListenConfig, ProbeListener
+from controparte.agent.service_api import ServiceApi
+from controparte.errors import ControparteError
 from controparte.model.probe import Reach
+from controparte.plan.catalog import load_catalog
 from controparte.service import Registry
+from controparte.service.links import Links
 from controparte.service.probe import ProbeTarget, run_probe
 from tests.agentproc import AgentRunner, issue_token, write_token
 from tests.conftest import StartServer
+from tests.httpstub import serving
 from tests.processes import free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -150,6 +159,7 @@ def test_probe_endpoint(start_server: StartServer, agents: AgentRunner, tmp_path
     assert (body["address"], body["port"]) == ("127.0.0.1", port)
     assert body["nonce_verified"] is True
     assert body["agent_code"] == CODE
+    assert body["source"] == "127.0.0.1"  # the host dials from it; no probe_sources set
     listener.wait_log("answered a probe from 127.0.0.1")
 
     again = httpx.post(url, headers=auth, timeout=10)
@@ -185,3 +195,91 @@ def test_socket_families_are_what_listen_binds(tmp_path: Path) -> None:
             await listener.stop()
 
     asyncio.run(main())
+
+
+def test_the_doctors_client_of_counterparts_and_their_probe(
+    start_server: StartServer,
+) -> None:
+    """A listener that accepts (the kernel's backlog does) and a closed port."""
+    with socket.create_server(("127.0.0.1", 0)) as listening_socket:
+        open_port = int(listening_socket.getsockname()[1])
+        closed = free_tcp_port()
+
+        def seed(registry: Registry) -> None:
+            registry.add(CODE, "shop-42", ipv4="192.0.2.42", port=4443)
+            registry.add("FAR-1", "far", ipv4="127.0.0.1", port=open_port)
+            registry.add("SHUT-2", "shut", ipv4="127.0.0.1", port=closed)
+            registry.add("ALONE-3", "alone", ipv4="127.0.0.1", port=closed)
+            links = Links(registry, load_catalog())
+            links.add(CODE, "FAR-1", ["einvoice"])
+            links.add("SHUT-2", CODE, ["realtime"])
+
+        server = start_server(env={"CONTROPARTE_PROBE_SOURCES": "2001:db8:53::1"}, seed=seed)
+        server.wait_http()
+        api = ServiceApi(server.http_url, issue_token(server, CODE))
+        try:
+            found = api.counterparts(CODE)
+            assert [(c["code"], c["port"], c["stale"]) for c in found] == [
+                ("FAR-1", open_port, False),
+                ("SHUT-2", closed, False),
+            ]
+            assert found[1]["links"] == [{"feature": "realtime", "a": "SHUT-2", "b": CODE}]
+
+            (dial,) = api.probe_counterpart(CODE, "far")
+            assert (dial.source, dial.reach, dial.address, dial.port) == (
+                Source.SERVICE,
+                Reach.OPEN,
+                "127.0.0.1",
+                open_port,
+            )
+            assert dial.from_address == "127.0.0.1"  # no IPv4 probe source: the local one
+            (shut,) = api.probe_counterpart(CODE, "SHUT-2")
+            assert (shut.reach, shut.port) == (Reach.REFUSED, closed)
+            # Probed a moment ago: the client waits the Retry-After once, then gets it.
+            (again,) = api.probe_counterpart(CODE, "far")
+            assert again.reach is Reach.OPEN
+            (busy,) = api.probe_counterpart(CODE, "far", sleep=0)
+            assert busy.reach is None
+            assert busy.unavailable is not None and "HTTP 429" in busy.unavailable
+
+            (alone,) = api.probe_counterpart(CODE, "alone")
+            assert alone.reach is None and alone.unavailable is not None
+            assert "HTTP 403" in alone.unavailable and "is not linked to" in alone.unavailable
+            with pytest.raises(ControparteError, match="HTTP 401"):  # not its own
+                api.counterparts("FAR-1")
+        finally:
+            api.close()
+        tokenless = ServiceApi(server.http_url, None)
+        try:
+            (none,) = tokenless.probe_counterpart(CODE, "far")
+            assert none.unavailable is not None and "token" in none.unavailable
+        finally:
+            tokenless.close()
+
+
+class _NoSuchRoute(http.server.BaseHTTPRequestHandler):
+    """An HTTP server of another kind: every path is a plain 404."""
+
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    def do_POST(self) -> None:
+        self.send_error(404)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_service_without_the_routes() -> None:
+    with serving(_NoSuchRoute) as older_service:
+        api = ServiceApi(older_service, "cpt_a-token")
+        try:
+            with pytest.raises(ControparteError, match="has no counterparts API"):
+                api.counterparts(CODE)
+            with pytest.raises(ControparteError, match="has no links API"):
+                api.links(CODE)
+            (dial,) = api.probe_counterpart(CODE, "far")
+        finally:
+            api.close()
+    assert dial.reach is None
+    assert dial.unavailable == f"{older_service} does not probe counterparts (an older service)"

@@ -5,25 +5,31 @@
     svc        198.51.100.2                         controparte serve: DNS :53, HTTP :8080
     sl         198.51.100.18, .19, .20              start-live hosts, listening on 443
     live       198.51.100.34                        the Live gateway of live-l (L1), :9100
+    dns2       198.51.100.42                        a name server a test may start (NSD)
     a          203.0.113.2                          the caller's MxServer host (per test)
-    b          203.0.113.6                          studio-b (B1): NAT 8443 -> MxServer :8000
+    b          203.0.113.6                          studio-b (B1): NAT 8443 -> MxServer :8000,
+                                                    its agent running (heartbeats, relay)
 
 Every host is joined to `net` by its own veth pair (/30 or /28 links). studio-b's port
 forward is an nftables `redirect` in its own namespace (its host is its own NAT), as
 `controparte firewall` renders it. The caller's resolver (`/etc/netns/<a>/hosts`) knows
 the start-live names of the test's feature catalog (`CATALOG`), which the doctor reads
-with `--features`. Each test makes its own caller installation (the probe is limited
-per installation) with the `site` fixture, which undoes the test's firewall rules and
-stops its processes afterwards.
+with `--features`, and asks the service's DNS (`/etc/netns/<a>/resolv.conf`): the
+zone's name server answers for the zone, as a resolver would. The service's probes come
+from its own address, which the setting `probe_sources` declares. Each test makes its
+own caller installation (the probe is limited per installation) with the `site`
+fixture, which undoes the test's firewall rules and stops its processes afterwards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +39,7 @@ from controparte.service.access import Access
 from controparte.service.credentials import ServerSecret
 from controparte.settings import Settings, load_settings
 from controparte.store import open_store
+from controparte.store.base import Origin
 from tests.agentproc import write_token
 from tests.netns.netlab import Lab, unavailable
 from tests.processes import LoggedProcess, clean_env, controparte_command
@@ -43,6 +50,7 @@ DNS_AT = f"{SERVICE}:53"
 CALLER_ADDRESS = "203.0.113.2"
 CALLEE_ADDRESS = "203.0.113.6"
 LIVE_ADDRESS = "198.51.100.34"
+DNS2_ADDRESS = "198.51.100.42"
 START_LIVE = {
     "start-live.example.test": "198.51.100.18",
     "start-live01.example.test": "198.51.100.19",
@@ -129,8 +137,16 @@ class World:
 
     def link(self, a: str, b: str, feature: str) -> None:
         """`controparte link add A B --feature F`, as the operator, on the registry."""
+        self.operator("link", "add", a, b, "--feature", feature)
+
+    def controparte(self, role: str, *args: str, check: bool = True) -> str:
+        """`controparte ARGS` in `role`'s namespace; its stdout."""
+        return self.lab.run(role, *controparte_command(), *args, check=check).stdout
+
+    def operator(self, *args: str) -> str:
+        """`controparte ARGS` as the operator, on the registry; its stdout."""
         done = subprocess.run(
-            [*controparte_command(), "link", "add", a, b, "--feature", feature],
+            [*controparte_command(), *args],
             check=False,
             capture_output=True,
             text=True,
@@ -138,31 +154,40 @@ class World:
                 CONTROPARTE_DATA=str(self.settings.data),
                 CONTROPARTE_FEATURES=str(self.catalog),
                 CONTROPARTE_ALLOW_NON_GLOBAL="1",
+                CONTROPARTE_PROBE_SOURCES=SERVICE,
             ),
         )
-        assert done.returncode == 0, f"link add: {done.stdout}{done.stderr}"
+        assert done.returncode == 0, f"{' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
 
-    def controparte(self, role: str, *args: str, check: bool = True) -> str:
-        """`controparte ARGS` in `role`'s namespace; its stdout."""
-        return self.lab.run(role, *controparte_command(), *args, check=check).stdout
+    def last_seen_ago(self, code: str, seconds: float) -> None:
+        """Make `code`'s last heartbeat `seconds` old (time passing, for staleness)."""
+        store = open_store(self.settings.data)
+        try:
+            with store.transaction(Origin("test", "test")) as tx:
+                inst = tx.get(code)
+                assert inst is not None and inst.last_seen is not None
+                when = datetime.now(UTC) - timedelta(seconds=seconds)
+                tx.update(inst, dataclasses.replace(inst, last_seen=when))
+        finally:
+            store.close()
+
+    def agent(self, role: str, code: str, port: int, private_port: int | None = None) -> None:
+        """`controparte agent` for `code` running in `role` (heartbeats and the relay)."""
+        argv = self._agent_args(code, port, private_port)
+        process = self.lab.spawn(role, *controparte_command(), *argv, name=f"agent-{code}")
+        process.wait_log("relay")
+
+    def _agent_args(self, code: str, port: int, private_port: int | None) -> list[str]:
+        """`agent --server ... --code CODE --token-file ... --port PORT [--private-port]`."""
+        extra = [] if private_port is None else ["--private-port", str(private_port)]
+        token = str(self.tokens[code])
+        return ["agent", "--server", SERVER_URL, "--code", code, "--token-file", token,
+                "--port", str(port), *extra]  # fmt: skip
 
     def heartbeat(self, role: str, code: str, port: int, private_port: int | None = None) -> None:
         """One heartbeat from `role`'s namespace: the service registers its address."""
-        extra = [] if private_port is None else ["--private-port", str(private_port)]
-        self.controparte(
-            role,
-            "agent",
-            "--server",
-            SERVER_URL,
-            "--code",
-            code,
-            "--token-file",
-            str(self.tokens[code]),
-            "--port",
-            str(port),
-            "--once",
-            *extra,
-        )
+        self.controparte(role, *self._agent_args(code, port, private_port), "--once")
 
     def listen_agent(
         self, role: str, code: str, port: int, token_of: str | None = None
@@ -284,16 +309,56 @@ class Site:
         """`controparte doctor --json` (`doctor_command`) in namespace a; its report."""
         argv = self.doctor_command(code, to, feature, "--json", *extra)
         done = self.world.lab.run("a", *argv, check=False)
-        assert done.returncode in (0, 1), f"doctor failed:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode in (0, 1, 3), f"doctor failed:\n{done.stdout}\n{done.stderr}"
         return DoctorRun(done.returncode, json.loads(done.stdout), done.stderr)
+
+    def resolver(self, *nameservers: str) -> None:
+        """The caller's resolver asks `nameservers` for this test."""
+        self.touched.add("resolver")
+        self.world.lab.resolv_conf("a", *nameservers)
+
+    def old_zone_copy(self) -> None:
+        """NSD in namespace dns2 serving the zone as it is now (a copy that will fall
+        behind), and the caller's resolver asking it."""
+        lab, directory = self.world.lab, self.world.directory / "dns2"
+        directory.mkdir(exist_ok=True)
+        zone = self.world.settings.zone
+        (directory / "zone.db").write_text(self.world.operator("zone", "export"))
+        (directory / "nsd.conf").write_text(
+            f"""server:
+    ip-address: {DNS2_ADDRESS}@53
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "{directory}"
+    database: ""
+    zonelistfile: "{directory / "zone.list"}"
+    xfrdfile: "{directory / "xfrd.state"}"
+    pidfile: "{directory / "nsd.pid"}"
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: "{zone}"
+    zonefile: "zone.db"
+"""
+        )
+        self.processes.append(
+            lab.spawn("dns2", "nsd", "-d", "-c", str(directory / "nsd.conf"), name="nsd-dns2")
+        )
+        lab.wait_port("a", f"{DNS2_ADDRESS}:53")
+        self.resolver(DNS2_ADDRESS)
 
     def close(self) -> None:
         for process in self.processes:
             process.stop()
         self.world.lab.flush_nft("a")  # the caller's rules are always the test's own
-        if "b" in self.touched:
-            self.world.lab.flush_nft("b")
-            self.world.lab.nft("b", NAT_B)
+        for role in self.touched - {"a", "resolver"}:
+            self.world.lab.flush_nft(role)
+            if role == "b":
+                self.world.lab.nft("b", NAT_B)
+        if "resolver" in self.touched:
+            self.world.lab.resolv_conf("a", SERVICE)
 
 
 def _build(lab: Lab, world: World) -> None:
@@ -303,7 +368,9 @@ def _build(lab: Lab, world: World) -> None:
     lab.add_host("live", [f"{LIVE_ADDRESS}/30"], "198.51.100.33/30")
     lab.add_host("a", [f"{CALLER_ADDRESS}/30"], "203.0.113.1/30")
     lab.add_host("b", [f"{CALLEE_ADDRESS}/30"], "203.0.113.5/30")
+    lab.add_host("dns2", [f"{DNS2_ADDRESS}/30"], "198.51.100.41/30")
     lab.hosts_file("a", START_LIVE)
+    lab.resolv_conf("a", SERVICE)
     # The registry, before the service starts (it creates the server secret).
     world.add(*CALLEE)
     world.add(*LIVE, kind="live", ipv4=LIVE_ADDRESS, port=9100)
@@ -314,6 +381,7 @@ def _build(lab: Lab, world: World) -> None:
         f"CONTROPARTE_HTTP={SERVICE}:8080",
         "CONTROPARTE_ALLOW_NON_GLOBAL=1",
         f"CONTROPARTE_FEATURES={world.catalog}",
+        f"CONTROPARTE_PROBE_SOURCES={SERVICE}",
     ]
     server = lab.spawn("svc", "env", *env, *controparte_command(), "serve", name="serve")
     lab.wait_port("svc", f"{SERVICE}:8080")
@@ -323,7 +391,7 @@ def _build(lab: Lab, world: World) -> None:
     # studio-b: MxServer on 8000 behind its own port forward 8443 -> 8000.
     lab.listen("b", f"{CALLEE_ADDRESS}:8000")
     lab.nft("b", NAT_B)
-    world.heartbeat("b", CALLEE[0], 8443, 8000)
+    world.agent("b", CALLEE[0], 8443, 8000)
 
 
 @pytest.fixture(scope="module")

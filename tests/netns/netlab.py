@@ -127,16 +127,27 @@ class Lab:
     def hosts_file(self, role: str, entries: Mapping[str, str]) -> None:
         """Names for `role`'s resolver: `ip netns exec` mounts /etc/netns/<ns>/hosts
         over /etc/hosts for the processes it starts."""
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{address} {name}" for name, address in entries.items()]
+        self.etc_file(role, "hosts", "\n".join(lines) + "\n")
+
+    def resolv_conf(self, role: str, *nameservers: str) -> None:
+        """`role`'s resolver asks `nameservers` (one try of 1 s each, so that a dead one
+        fails fast); the next `ip netns exec` sees it."""
+        lines = [f"nameserver {address}" for address in nameservers]
+        self.etc_file(role, "resolv.conf", "\n".join([*lines, "options timeout:1 attempts:1", ""]))
+
+    def etc_file(self, role: str, name: str, text: str) -> None:
+        """/etc/netns/<ns>/NAME, which `ip netns exec` mounts over /etc/NAME."""
         parent = Path("/etc/netns")
         if not parent.exists():
             parent.mkdir()
             self.etc_dirs.append(parent)  # made here: removed last, if left empty
         directory = parent / self.ns(role)
-        directory.mkdir()
-        self.etc_dirs.insert(0, directory)
-        lines = ["127.0.0.1 localhost", "::1 localhost"]
-        lines += [f"{address} {name}" for name, address in entries.items()]
-        (directory / "hosts").write_text("\n".join(lines) + "\n")
+        if not directory.exists():
+            directory.mkdir()
+            self.etc_dirs.insert(0, directory)
+        (directory / name).write_text(text)
 
     # -- running --------------------------------------------------------------------------
 

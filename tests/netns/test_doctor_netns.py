@@ -24,6 +24,7 @@ from tests.netns.conftest import (
     CALLER_ADDRESS,
     LIVE,
     SERVER_URL,
+    SERVICE,
     START_LIVE,
     DoctorRun,
     Site,
@@ -62,6 +63,7 @@ def towards_live(site: Site, slug: str, rules: str | None = None) -> tuple[str, 
     the agent listens, behind the nftables `rules`; its code and doctor's run towards
     live-l for einvoice."""
     code = site.caller(slug, port=9443, private_port=8000, forward=True, listen_on=8000)
+    site.world.link(code, L, "einvoice")
     if rules is not None:
         site.nft("a", rules)
     return code, site.doctor(code, "live-l", "einvoice")
@@ -76,8 +78,9 @@ def live_statuses(code: str, outbound: str, start_live: str) -> dict[str, str]:
 # -- nothing blocked -----------------------------------------------------------------------------
 
 
-def test_everything_open_between_on_premises_servers_passes(site: Site) -> None:
+def test_everything_open_between_on_premises_servers_passes(site: Site, world: World) -> None:
     code = site.caller("ok", port=8443, private_port=8000, forward=True, listen_on=8000)
+    world.link(code, B, "realtime")  # studio-b's agent dials back for linked pairs only
     run = site.doctor(code, "studio-b", "realtime")
     assert run.exit_code == 0, run.report
     assert run.status() == {
@@ -86,12 +89,16 @@ def test_everything_open_between_on_premises_servers_passes(site: Site) -> None:
         f"return:{B}->{code}": "passed",
         f"return:{code}->{B}": "passed",
     }
-    probe = run.flows[f"return:{B}->{code}"]["tests"][0]  # type: ignore[index]
-    assert probe["kind"] == "probe"
-    assert probe["result"] == "open"
-    assert probe["address"] == CALLER_ADDRESS
-    assert probe["port"] == 8443
-    assert probe["nonce_verified"] is True
+    tests = run.flows[f"return:{B}->{code}"]["tests"]
+    assert isinstance(tests, list)
+    assert [t["from"] for t in tests] == ["counterpart-agent", "service"]
+    for dial, origin in zip(tests, (CALLEE_ADDRESS, SERVICE), strict=True):
+        assert dial["result"] == "open"
+        assert dial["address"] == CALLER_ADDRESS
+        assert dial["port"] == 8443
+        assert dial["nonce_verified"] is True
+        assert dial["from_address"] == origin
+    assert run.flows[f"return:{B}->{code}"]["tested_from"] == ["counterpart-agent"]
     connect = run.flows[f"outbound:{code}->{B}"]["tests"][0]  # type: ignore[index]
     assert (connect["address"], connect["port"], connect["result"]) == (
         CALLEE_ADDRESS,
@@ -120,7 +127,7 @@ def test_a_missing_port_forward_at_the_caller_names_its_router(site: Site) -> No
         failed["fix"] == "add a port forward on shop-nofwd's router: public 8443 -> MxServer's 8000"
     )
     assert str(failed["reason"]) == (
-        f"the service's probe of {CALLER_ADDRESS}:8443 from outside was refused (a TCP"
+        f"the service's probe (from {SERVICE}) to {CALLER_ADDRESS}:8443 was refused (a TCP"
         " reset: nothing listens there)"
     )
 
@@ -128,6 +135,7 @@ def test_a_missing_port_forward_at_the_caller_names_its_router(site: Site) -> No
 def test_a_missing_port_forward_at_the_counterpart_names_its_side(site: Site) -> None:
     site.flush("b")  # studio-b's router loses its port forward 8443 -> 8000
     code = site.caller("theirs", port=8443, private_port=8000, forward=True, listen_on=8000)
+    site.world.link(code, B, "einvoice")
     run = site.doctor(code, "studio-b", "einvoice")
     assert run.exit_code == 1
     assert run.status() == {f"outbound:{code}->{B}": "failed", f"return:{B}->{code}": "passed"}
@@ -135,7 +143,7 @@ def test_a_missing_port_forward_at_the_counterpart_names_its_side(site: Site) ->
     assert f"connecting to {CALLEE_ADDRESS}:8443: refused" in str(failed["reason"])
     fix = str(failed["fix"])
     assert fix.startswith("on studio-b's side (run `controparte doctor` there)")
-    assert "add a port forward on studio-b's router: public 8443 -> the port MxServer" in fix
+    assert "add a port forward on studio-b's router: public 8443 -> MxServer's port 8000" in fix
     assert "egress" not in fix
 
 
@@ -197,17 +205,17 @@ def test_forward_to_another_installations_machine_fails_the_nonce(site: Site) ->
     assert run.exit_code == 1
     failed = run.flows[f"return:{B}->{code}"]
     assert failed["status"] == "failed"
+    (probe,) = [t for t in failed["tests"] if t["from"] == "service"]  # type: ignore[attr-defined]
     assert str(failed["reason"]) == (
-        f"the service's probe of {CALLER_ADDRESS}:8443 from outside connected in"
-        f" {failed['tests'][0]['elapsed_ms']} ms, but the controparte agent there answered"  # type: ignore[index]
+        f"the service's probe (from {SERVICE}) to {CALLER_ADDRESS}:8443 connected in"
+        f" {probe['elapsed_ms']} ms, but the controparte agent there answered"
         f" as {B!r} without this installation's proof: public port 8443 reaches another"
         " machine, not this one"
     )
     assert failed["fix"] == (
         "correct the port forward on shop-elsewhere's router: public 8443 must go to this"
-        " machine, MxServer's 8000"
+        " machine, MxServer's port 8000"
     )
-    probe = failed["tests"][0]  # type: ignore[index]
     assert (probe["result"], probe["nonce_verified"], probe["agent_code"]) == ("open", False, B)
 
 
@@ -264,6 +272,7 @@ def test_probe_dials_only_the_registered_address_and_only_when_asked_from_it(
 
 def test_text_output_of_remote_access_from_a_client(site: Site, world: World) -> None:
     code = site.caller("client", port=9443)
+    world.link(code, L, "remote-access")
     site.nft("a", EGRESS_LIVE_RANGE_DROPPED)
     argv = site.doctor_command(code, "live-l", "remote-access", timeout=1)
     done = world.lab.run("a", *argv, check=False)
@@ -273,8 +282,14 @@ def test_text_output_of_remote_access_from_a_client(site: Site, world: World) ->
         f"doctor: remote-access (Remote access (iDesk clients to the remote server)), from"
         f" shop-client ({code}), the caller"
     )
-    assert lines[4] == (
+    assert lines[3].startswith("  this machine: a client (nothing listens on port 9443 here")
+    flow = lines.index(
         f"FAILED    remote-access outbound: every client of shop-client ({code}) -> live-l (L1)"
     )
-    assert lines[6].startswith("          fix: open egress tcp 9000-9999 on shop-client's")
-    assert lines[-1] == "1 failed, 0 passed, 0 untested"
+    assert lines[flow + 1].endswith("[tested from this machine, the service]")
+    assert lines[flow + 2] == (
+        "          fix: open egress tcp 9000-9999 on shop-client's firewall (this machine's,"
+        " or the site's firewall or router), towards 198.51.100.34: the service reaches"
+        " live-l on its public port 9100, this machine does not"
+    )
+    assert lines[-1].startswith("1 failed, 2 passed, 0 warning(s), 0 untested: first fix:")

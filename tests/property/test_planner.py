@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controparte.plan.catalog import Catalog, LiveSettings, Topology, load_catalog
+from controparte.plan.catalog import Catalog, LiveSettings, Needed, Topology, load_catalog
 from controparte.plan.planner import (
     Action,
     Direction,
@@ -156,7 +156,9 @@ def assert_forwarded(flow: Flow, src: Party, dst: Party) -> None:
 
 
 def assert_start_live_flows(p: Plan, server: bool) -> None:
-    """443 to every start-live host: exactly for a non-Live server that calls a Live one."""
+    """443 to every start-live host: exactly for a non-Live server that calls a Live one;
+    the hosts of one source are one group of alternatives (the packaged catalog needs
+    any one of its three)."""
     expected_starts = {
         (p.party(f.source).code, host)
         for f in party_flows(p)
@@ -172,6 +174,10 @@ def assert_start_live_flows(p: Plan, server: bool) -> None:
         assert (rule.port_low, rule.port_high) == (LIVE.start_live_port,) * 2
         assert rule.names == (flow.host,)
         assert flow.blocked is None
+        group = f"start-live:{p.party(flow.source).code}"
+        assert flow.any_of == group
+        assert [f.host for f in p.alternatives(group)] == list(LIVE.start_live_hosts)
+    assert all(f.any_of is None for f in party_flows(p))
 
 
 # -- properties --------------------------------------------------------------------------
@@ -350,3 +356,41 @@ def test_each_seed_feature_matches_the_seed_for_every_live_combination(
     # Nothing else: every rule of the plan belongs to one of the flows above.
     if caller_live and callee_live:
         assert p.rules_for(CALLER) == p.rules_for(CALLEE) == ()
+
+
+# -- alternatives: the start-live hosts ----------------------------------------------------
+
+TWO_HOSTS = ("broker.example.test", "broker2.example.test")
+
+
+@pytest.mark.parametrize(
+    ("hosts", "needed", "group"),
+    [
+        (TWO_HOSTS, Needed.ANY_OF, "start-live:A-1"),
+        (TWO_HOSTS, Needed.ALL_OF, None),
+        (("broker.example.test",), Needed.ANY_OF, None),  # one host: simply required
+        (("broker.example.test",), Needed.ALL_OF, None),
+    ],
+)
+def test_start_live_hosts_are_one_group_of_alternatives_when_the_catalog_says_any_of(
+    hosts: tuple[str, ...], needed: Needed, group: str | None
+) -> None:
+    catalog = Catalog(LiveSettings(9000, 9999, 443, hosts, needed), CATALOG.features)
+    caller = Party("A-1", "a", False, ("192.0.2.1",), 4443, None)
+    callee = Party("B-2", "b", True, ("198.51.100.2",), 9100, None)
+    p = plan(caller, callee, catalog.feature("realtime"), catalog)
+    starts = start_live_flows(p)
+    assert [f.host for f in starts] == list(hosts)
+    assert [f.any_of for f in starts] == [group] * len(hosts)
+    # Each host keeps its own rule either way: the failover needs every one allowed.
+    assert [r.names for f in starts for r in f.rules] == [(h,) for h in hosts]
+    notes = [n for n in p.notes if "alternatives" in n]
+    if group is None:
+        assert notes == []
+    else:
+        assert p.alternatives(group) == tuple(starts)
+        assert notes == [
+            "a (A-1) needs port 443 on any one of broker.example.test, broker2.example.test:"
+            " they are alternatives (the Live launcher fails over from one to the next), and"
+            " each is allowed so that the failover works"
+        ]

@@ -12,7 +12,7 @@ import pytest
 
 from controparte.errors import ConfigError, ConflictError, ValidationError
 from controparte.model import Installation, Link
-from controparte.plan.catalog import load_catalog, packaged_catalog, parse_catalog
+from controparte.plan.catalog import Needed, load_catalog, packaged_catalog, parse_catalog
 from controparte.settings import load_settings
 from controparte.store import Origin, open_store
 from controparte.store.schema import MIGRATIONS
@@ -62,6 +62,14 @@ def test_an_operator_catalog_is_read_and_checked(tmp_path: Path) -> None:
         (GOOD.replace("server-async", "mesh"), "topology must be one of"),
         (GOOD.replace("port_range = [4000, 4999]", "port_range = [0, 10]"), "port number"),
         ("[features.x]\ntopology='clients'\n", "a [live] table is required"),
+        (
+            GOOD.replace("[features", 'start_live_hosts_needed = "some"\n[features'),
+            'live.start_live_hosts_needed must be "any-of" or "all-of", got \'some\'',
+        ),
+        (
+            GOOD.replace("[features", "start_live_hosts_needed = 2\n[features"),
+            "live.start_live_hosts_needed must be",
+        ),
     ],
 )
 def test_catalog_problems_are_named(text: str, message: str) -> None:
@@ -81,6 +89,22 @@ def test_the_packaged_catalog_is_the_seeds() -> None:
     ]
     assert (catalog.live.port_low, catalog.live.port_high) == (9000, 9999)
     assert len(catalog.live.start_live_hosts) == 3
+    assert catalog.live.start_live_hosts_needed is Needed.ANY_OF
+
+
+@pytest.mark.parametrize(
+    ("line", "needed"),
+    [
+        ("", Needed.ANY_OF),
+        ('start_live_hosts_needed = "any-of"\n', Needed.ANY_OF),
+        ('start_live_hosts_needed = "all-of"\n', Needed.ALL_OF),
+    ],
+)
+def test_the_start_live_hosts_are_alternatives_unless_the_catalog_needs_them_all(
+    line: str, needed: Needed
+) -> None:
+    catalog = parse_catalog(GOOD.replace("[features", line + "[features"))
+    assert catalog.live.start_live_hosts_needed is needed
 
 
 def test_live_check() -> None:

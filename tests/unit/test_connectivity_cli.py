@@ -168,6 +168,11 @@ def test_plan_table_shows_every_flow_what_each_side_allows_and_the_fix(seeded: R
     assert "NAT tcp 4443 -> 4443" in out
     assert out.count("BLOCKED") == 2  # the return flow's row and its explanation
     assert "BLOCKED #5: studio (ST-2) is Live" in out
+    # The three start-live hosts are alternatives: rows 2-4, and a note naming them.
+    assert out.count("outbound, any of 3") == 3
+    assert "azienda (AZ-1) needs port 443 on any one of start-live.controparte.test" in " ".join(
+        out.split()
+    )
     assert "fix: give azienda (AZ-1) a public port in 9000-9999" in " ".join(out.split())
 
 
@@ -237,8 +242,18 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
         ],
         "blocked": None,
         "fix": None,
+        "any_of": None,
     }
     assert [f["direction"] for f in found["flows"]] == ["outbound", "return"]
+    live = as_json(seeded("plan", "AZ-1", "ST-2", "--feature", "sprix", "--format", "json"))
+    assert isinstance(live, dict)
+    assert [(f["destination"]["host"], f["any_of"]) for f in live["flows"]] == [
+        (None, None),
+        ("start-live.controparte.test", "start-live:AZ-1"),
+        ("start-live01.controparte.test", "start-live:AZ-1"),
+        ("start-live02.controparte.test", "start-live:AZ-1"),
+        (None, None),
+    ]
     only_callee = as_json(
         seeded("plan", "AZ-1", "PA-3", "--feature", "sprix", "--format", "json", "--side", "callee")
     )
@@ -269,6 +284,27 @@ def test_plan_firewall_formats_default_to_the_caller(seeded: Run) -> None:
     assert "ip6tables -A INPUT -p tcp -s 2001:db8::10 --dport 9443" in callee
     windows = ok(run("plan", "AZ-1", "PA-3", "--feature", "realtime", "--format", "windows")).stdout
     assert "New-NetFirewallRule" in windows
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "nftables", "windows"])
+@pytest.mark.parametrize(
+    ("caller", "callee", "feature", "status"),
+    [
+        ("AZ-1", "ST-2", "primanota", 1),  # the Live studio cannot dial back to 4443
+        ("AZ-1", "ST-2", "remote-access", 0),
+        ("AZ-1", "PA-3", "realtime", 0),
+    ],
+)
+def test_plan_check_exits_1_when_a_flow_is_blocked_with_the_same_output(
+    seeded: Run, fmt: str, caller: str, callee: str, feature: str, status: int
+) -> None:
+    args = ("plan", caller, callee, "--feature", feature, "--format", fmt)
+    plain = ok(seeded(*args))
+    checked = seeded(*args, "--check")
+    assert checked.exit_code == status, checked.output
+    assert checked.stdout == plain.stdout and checked.stderr == plain.stderr == ""
+    said = "BLOCKED" in plain.stdout or '"blocked": true' in plain.stdout
+    assert said == bool(status)
 
 
 @pytest.mark.parametrize(
@@ -309,6 +345,7 @@ def test_plan_uses_the_operator_catalog(seeded: Run, tmp_path: Path) -> None:
     assert found["flows"][0]["blocked"].endswith("is outside 4000-4999")
     hosts = [f["destination"]["host"] for f in found["flows"] if f["destination"]["host"]]
     assert hosts == ["broker.example.test"]
+    assert all(f["any_of"] is None for f in found["flows"])  # one host: simply required
     env = {"CONTROPARTE_FEATURES": str(catalog)}
     assert "feature: unknown feature 'realtime' (known: backup)" in user_error(
         seeded("plan", "AZ-1", "ST-2", "--feature", "realtime", env=env)
@@ -395,6 +432,49 @@ def test_firewall_leaves_out_rules_for_a_counterpart_without_address(seeded: Run
     assert "# left out for einvoice: egress 9444 for nowhere (NO-4)" in script
     assert "# left out for einvoice: inbound 4443 for nowhere (NO-4)" in script
     assert [line for line in script.splitlines() if not line.startswith("#")] == []
+
+
+PROBE = "controparte probe: the service's outside-in probe"
+
+
+def test_firewall_admits_the_services_probe_where_inbound_is_limited(seeded: Run) -> None:
+    run = seeded
+    ok(run("link", "add", "PA-3", "AZ-1", "--feature", "einvoice"))
+    without = ok(run("firewall", "AZ-1")).stdout
+    (note,) = [line for line in without.splitlines() if "outside-in probe" in line]
+    assert note.startswith("# the service's outside-in probe (controparte doctor) will not")
+    assert "set probe_sources" in note
+    assert PROBE not in without
+    report = json.loads(ok(run("firewall", "AZ-1", "--json")).stdout)
+    assert (report["probe_sources"], report["probe_rules"]) == ([], [])
+    assert note[2:] in report["notes"]
+
+    env = {"CONTROPARTE_PROBE_SOURCES": "192.0.2.53,2001:db8:53::1"}
+    script = ok(run("firewall", "AZ-1", env=env)).stdout
+    assert "will not get through" not in script
+    assert [line for line in script.splitlines() if PROBE in line] == [
+        "add rule inet filter input ip saddr { 192.0.2.53 } tcp dport 4443 ct state new"
+        f' accept comment "{PROBE}"',
+        "add rule inet filter input ip6 saddr { 2001:db8:53::1 } tcp dport 4443 ct state new"
+        f' accept comment "{PROBE}"',
+    ]
+    report = json.loads(ok(run("firewall", "AZ-1", "--json", env=env)).stdout)
+    assert report["probe_sources"] == ["192.0.2.53", "2001:db8:53::1"]
+    (rule,) = report["probe_rules"]
+    assert (rule["action"], rule["ports"], rule["peer"]["addresses"]) == (
+        "inbound",
+        {"low": 4443, "high": 4443},
+        ["192.0.2.53", "2001:db8:53::1"],
+    )
+    assert report["script"] == script
+
+
+def test_no_probe_note_without_a_limited_inbound_rule(seeded: Run) -> None:
+    # Remote access comes from PA-3's clients, wherever they are: AZ-1 lets anyone in.
+    ok(seeded("link", "add", "PA-3", "AZ-1", "--feature", "remote-access"))
+    script = ok(seeded("firewall", "AZ-1")).stdout
+    assert "tcp dport 4443 ct state new accept" in script
+    assert "probe" not in script
 
 
 def test_firewall_with_no_links(seeded: Run) -> None:

@@ -1,6 +1,7 @@
 """The firewall renderers (`plan/firewall.py`) over every seed feature, every Live
-combination, IPv4/IPv6/unknown addresses and differing private ports: nftables output
-is checked by `nft -c` itself, iptables and Windows lines for their form."""
+combination, IPv4/IPv6/unknown addresses and differing private ports, with and without
+the rules that admit the service's probe: nftables output is checked by `nft -c`
+itself, iptables and Windows lines for their form."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from controparte.plan.catalog import load_catalog
-from controparte.plan.firewall import FORMATS, NFT_COMMENT_MAX, render_many, render_rules
-from controparte.plan.planner import Party, Plan, Role, plan
+from controparte.plan.firewall import (
+    FORMATS,
+    NFT_COMMENT_MAX,
+    PROBE_COMMENT,
+    probe_admissions,
+    render_many,
+    render_rules,
+)
+from controparte.plan.planner import Action, Initiator, Party, Plan, Role, Rule, plan
 from tests.debtools import tool
 
 CATALOG = load_catalog()
@@ -46,8 +54,19 @@ def every_plan() -> list[Plan]:
     return plans
 
 
+PROBE_SOURCES = ("192.0.2.53", "2001:db8:53::1")
+
+
 def scripts(fmt: str) -> list[str]:
-    return [render_rules(p, side, fmt) for p in every_plan() for side in Role]
+    """Each side of every plan, without and with the probe's admissions."""
+    out = []
+    for p in every_plan():
+        for side in Role:
+            out.append(render_rules(p, side, fmt))
+            rules = p.rules_for(side)
+            probe = probe_admissions(rules, PROBE_SOURCES)
+            out.append(render_many(["with the probe"], [(p, rules)], fmt, probe))
+    return out
 
 
 def rule_lines(script: str) -> list[str]:
@@ -86,6 +105,8 @@ def nft(tmp_path: Path) -> None:
 def test_nft_accepts_every_rendered_rule(tmp_path: Path) -> None:
     text = "".join(scripts("nftables"))
     assert "add rule" in text and "redirect to :4443" in text
+    probe = "ip6 saddr { 2001:db8:53::1 } tcp dport 4443 ct state new accept comment"
+    assert f'{probe} "{PROBE_COMMENT}"' in text
     result = nft_check(tmp_path, text)
     assert result.returncode == 0, result.stderr
 
@@ -233,3 +254,93 @@ def test_unknown_format_is_refused(fmt: str) -> None:
     assert render_rules(p, Role.CALLER, fmt)
     with pytest.raises(ValueError, match="unknown firewall format"):
         render_rules(p, Role.CALLER, fmt + "x")
+
+
+# -- the service's probe ------------------------------------------------------------------------
+
+
+def inbound(
+    peers: tuple[str, ...], low: int, high: int | None = None, side: Role = Role.CALLEE
+) -> Rule:
+    return Rule(side, Action.INBOUND, Initiator.SERVER, peers, "peer", low, high or low)
+
+
+def egress(peers: tuple[str, ...], port: int) -> Rule:
+    return Rule(Role.CALLEE, Action.EGRESS, Initiator.SERVER, peers, "peer", port, port)
+
+
+@pytest.mark.parametrize(
+    ("rules", "sources", "ports"),
+    [
+        ([inbound(("198.51.100.30",), 4443)], PROBE_SOURCES, [(4443, 4443)]),
+        ([inbound(("198.51.100.30",), 4443)], (), []),  # nothing to admit it from
+        ([inbound((), 4443)], PROBE_SOURCES, []),  # open to anyone: the probe gets in
+        ([egress(("198.51.100.30",), 4443)], PROBE_SOURCES, []),  # not inbound
+        (
+            [
+                inbound(("198.51.100.30",), 4443),
+                inbound(("203.0.113.9", "2001:db8::9"), 4443),  # same port: once
+                inbound(("203.0.113.9",), 9000, 9999),
+            ],
+            ("192.0.2.53",),
+            [(4443, 4443), (9000, 9999)],
+        ),
+    ],
+)
+def test_probe_admissions(
+    rules: list[Rule], sources: tuple[str, ...], ports: list[tuple[int, int]]
+) -> None:
+    found = probe_admissions(rules, sources)
+    assert [(r.port_low, r.port_high) for r in found] == ports
+    for rule in found:
+        assert (rule.action, rule.side, rule.peer_addresses) == (
+            Action.INBOUND,
+            Role.CALLEE,
+            sources,
+        )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "lines"),
+    [
+        (
+            "nftables",
+            [
+                "add rule inet filter input ip saddr { 192.0.2.53 } tcp dport 4443 ct state"
+                f' new accept comment "{PROBE_COMMENT}"',
+                "add rule inet filter input ip6 saddr { 2001:db8:53::1 } tcp dport 4443 ct"
+                f' state new accept comment "{PROBE_COMMENT}"',
+            ],
+        ),
+        (
+            "iptables",
+            [
+                "iptables -A INPUT -p tcp -s 192.0.2.53 --dport 4443 -m conntrack --ctstate NEW"
+                f' -m comment --comment "{PROBE_COMMENT}" -j ACCEPT',
+                "ip6tables -A INPUT -p tcp -s 2001:db8:53::1 --dport 4443 -m conntrack"
+                f' --ctstate NEW -m comment --comment "{PROBE_COMMENT}" -j ACCEPT',
+            ],
+        ),
+        (
+            "windows",
+            [
+                f'New-NetFirewallRule -DisplayName "{PROBE_COMMENT}" -Direction Inbound'
+                " -Protocol TCP -RemoteAddress 192.0.2.53,2001:db8:53::1 -LocalPort 4443"
+                " -Action Allow"
+            ],
+        ),
+    ],
+)
+def test_the_probe_is_admitted_after_the_counterparts_on_the_same_port(
+    fmt: str, lines: list[str]
+) -> None:
+    caller = Party("ST-2", "studio", False, ("198.51.100.20",), 9102, None)
+    callee = Party("AZ-1", "azienda", False, ("203.0.113.10",), 4443, None)
+    p = plan(caller, callee, CATALOG.feature("einvoice"), CATALOG)
+    rules = p.rules_for(Role.CALLEE)
+    without = rule_lines(render_many(["h"], [(p, rules)], fmt))
+    with_probe = rule_lines(
+        render_many(["h"], [(p, rules)], fmt, probe_admissions(rules, PROBE_SOURCES))
+    )
+    assert with_probe == without + lines
+    assert not any("probe" in line for line in without)

@@ -1,5 +1,6 @@
 """The probe without sockets: the line protocol, what a connection outcome means, where
-a probe may dial, the per-installation limit (fake clock) and the report's words."""
+a probe may dial (an installation's own port, a counterpart's), the address it names as
+its source, the limits (fake clock) and the report's words."""
 
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ from controparte.model.probe import (
     probe_line,
     probe_mac,
 )
-from controparte.service.probe import ProbeLimiter, ProbeTarget, choose_target, make_report
+from controparte.service.probe import (
+    ProbeLimiter,
+    ProbeTarget,
+    choose_source,
+    choose_target,
+    counterpart_targets,
+    make_report,
+)
 
 TOKEN = "cpt_the-installations-token"
 CODE = "ACME-0001"
@@ -159,7 +167,59 @@ def test_an_unknown_source_address_is_invalid() -> None:
         choose_target(inst(ipv4="203.0.113.7", port=9001), None)
 
 
-# -- one probe per installation per interval ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("installation", "targets"),
+    [
+        (V4, [ProbeTarget("203.0.113.7", 9001)]),
+        (DUAL, [ProbeTarget("203.0.113.7", 9001), ProbeTarget("2001:db8::7", 9001)]),
+        (inst(ipv6="2001:db8::7", port=9001), [ProbeTarget("2001:db8::7", 9001)]),
+    ],
+)
+def test_a_counterpart_is_dialled_at_each_registered_address(
+    installation: Installation, targets: list[ProbeTarget]
+) -> None:
+    assert list(counterpart_targets(installation)) == targets
+
+
+@pytest.mark.parametrize(
+    ("installation", "missing"),
+    [
+        (inst(port=9001), "no public address registered"),
+        (inst(ipv4="203.0.113.7"), "no public port registered"),
+        (inst(), "no public address registered"),
+    ],
+)
+def test_a_counterpart_without_address_or_port_is_forbidden(
+    installation: Installation, missing: str
+) -> None:
+    with pytest.raises(ForbiddenError, match=missing):
+        counterpart_targets(installation)
+
+
+SOURCES = ("192.0.2.53", "192.0.2.54", "2001:db8:53::1")
+
+
+@pytest.mark.parametrize(
+    ("configured", "target", "local", "source"),
+    [
+        ((), "203.0.113.7", "10.0.0.5", "10.0.0.5"),  # nothing configured: the local one
+        ((), "203.0.113.7", None, None),  # no route, nothing known
+        (SOURCES, "203.0.113.7", "10.0.0.5", "192.0.2.53"),  # behind NAT: the first
+        (SOURCES, "203.0.113.7", "192.0.2.54", "192.0.2.54"),  # this node's own
+        (SOURCES, "203.0.113.7", "::ffff:192.0.2.54", "::ffff:192.0.2.54"),
+        (SOURCES, "2001:db8::7", "fd00::5", "2001:db8:53::1"),
+        (SOURCES, "2001:db8::7", None, "2001:db8:53::1"),
+        (("192.0.2.53",), "2001:db8::7", "fd00::5", "fd00::5"),  # none of that family
+        (("2001:db8:53::1",), "203.0.113.7", None, None),
+    ],
+)
+def test_the_source_a_probe_names(
+    configured: tuple[str, ...], target: str, local: str | None, source: str | None
+) -> None:
+    assert choose_source(configured, target, local) == source
+
+
+# -- the limits -----------------------------------------------------------------------------------
 
 
 class Clock:
@@ -183,6 +243,26 @@ def test_limiter_allows_one_probe_per_interval_per_installation() -> None:
     limiter.acquire(CODE)
 
 
+def test_limiter_allows_a_few_per_window_per_requester() -> None:
+    clock = Clock()
+    limiter = ProbeLimiter(
+        60.0, clock, limit=3, refusal="{key} asked {limit} times in {interval:g} s"
+    )
+    for step in (0, 10, 10):
+        clock.now += step
+        limiter.acquire(CODE)
+    clock.now += 5
+    with pytest.raises(
+        RateLimitedError, match=f"^{CODE} asked 3 times in 60 s; try again in 35 s$"
+    ):
+        limiter.acquire(CODE)
+    clock.now += 35  # the first one is a minute old: one slot is free again
+    limiter.acquire(CODE)
+    with pytest.raises(RateLimitedError) as caught:
+        limiter.acquire(CODE)
+    assert caught.value.retry_after == 10
+
+
 def test_limiter_forgets_old_entries_when_full() -> None:
     clock = Clock()
     limiter = ProbeLimiter(interval=5.0, clock=clock, max_entries=2)
@@ -190,7 +270,7 @@ def test_limiter_forgets_old_entries_when_full() -> None:
     limiter.acquire("B")
     clock.now += 10
     limiter.acquire("C")  # A and B are forgotten, not kept forever
-    assert set(limiter._last) == {"c"}
+    assert set(limiter._taken) == {"c"}
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -224,5 +304,22 @@ def test_report(reach: Reach, answer: Answer | None, verified: bool | None, word
         "nonce_verified",
         "agent_code",
         "detail",
+        "source",
     }
     assert (body["address"], body["port"], body["result"]) == ("203.0.113.7", 9001, reach.value)
+    assert body["source"] is None
+
+
+@pytest.mark.parametrize(
+    ("reach", "words"),
+    [
+        (Reach.OPEN, "port 9001 of 203.0.113.7 is open: the connection was made (connect only"),
+        (Reach.REFUSED, "TCP reset on port 9001"),
+        (Reach.TIMEOUT, "within 3 s"),
+    ],
+)
+def test_connect_only_report(reach: Reach, words: str) -> None:
+    report = make_report(TARGET, reach, 0.002, connect_only=True, source="192.0.2.53")
+    assert (report.nonce_verified, report.agent_code) == (None, None)
+    assert words in report.detail
+    assert report.to_json()["source"] == "192.0.2.53"

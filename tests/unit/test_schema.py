@@ -40,6 +40,8 @@ def test_a_new_database_gets_every_version_and_a_serial_from_the_clock(tmp_path:
         "tsig_keys",
         "links",
         "firewall_seen",
+        "relay_requests",
+        "relay_polls",
     }
     [(serial,)] = conn.execute("SELECT serial FROM zone_state").fetchall()
     assert before <= serial <= int(time.time())

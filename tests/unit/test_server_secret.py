@@ -122,17 +122,24 @@ def test_nodes_opening_at_once_agree_on_one_secret(tmp_path: Path, database: str
 
 
 def back_to_version_4(data: Path, database: str) -> None:
-    """Undo schema version 5 in the store, as a store written before it would be."""
-    assert len(MIGRATIONS) == 5, "the store made here is of the version before the last"
-    drop = "ALTER TABLE zone_state DROP COLUMN secret_fingerprint"
+    """Undo schema versions 5 and 6 in the store, as a store written before them would
+    be (6 only adds the relay's tables)."""
+    assert len(MIGRATIONS) == 6, "the versions after 4 are the ones undone here"
+    drop = (
+        "DROP TABLE relay_requests",
+        "DROP TABLE relay_polls",
+        "ALTER TABLE zone_state DROP COLUMN secret_fingerprint",
+    )
     if database:
         with psycopg.connect(database) as pg:  # commits on the way out
-            pg.execute(drop)
+            for statement in drop:
+                pg.execute(statement)
             pg.execute("UPDATE schema_version SET version = 4")
         return
     lite = sqlite3.connect(data / DB_FILE, isolation_level=None)
     try:
-        lite.execute(drop)
+        for statement in drop:
+            lite.execute(statement)
         lite.execute("PRAGMA user_version = 4")
     finally:
         lite.close()

@@ -42,6 +42,8 @@ def test_flags_beat_the_environment_beat_the_file_beat_the_default() -> None:
         ({}, {"CONTROPARTE_NOTIFY": "192.0.2.1:0"}, {}, "has no port"),
         ({}, {"CONTROPARTE_NOTIFY": "example.test:53"}, {}, "not an IP address"),
         ({}, {"CONTROPARTE_NOTIFY_SOURCE": "here"}, {}, "not an IP address"),
+        ({}, {"CONTROPARTE_PROBE_SOURCES": "192.0.2.1,nat"}, {}, "'nat' is not an IP address"),
+        ({}, {}, {"probe_sources": ["192.0.2.0/24"]}, "f.toml:probe_sources: '192.0.2.0/24'"),
         ({}, {"CONTROPARTE_JOURNAL_KEEP_ENTRIES": "-5"}, {}, "outside"),
     ],
 )
@@ -85,6 +87,25 @@ def test_secondaries_to_notify() -> None:
     ]
     toml = [{"host": "192.0.2.2", "port": 5301, "key": "xfr.example.test"}]
     assert settings_from({}, {}, {"notify": toml}).notify == (s.notify[1],)
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "sources"),
+    [
+        ({}, {}, ()),
+        ({"CONTROPARTE_PROBE_SOURCES": ""}, {}, ()),
+        (
+            {"CONTROPARTE_PROBE_SOURCES": " 192.0.2.1, [2001:DB8::1],192.0.2.1"},
+            {},
+            ("192.0.2.1", "2001:db8::1"),
+        ),
+        ({}, {"probe_sources": ["2001:db8:0::53", "192.0.2.53"]}, ("2001:db8::53", "192.0.2.53")),
+    ],
+)
+def test_probe_sources_are_addresses_canonical_each_once(
+    env: dict[str, str], file: dict[str, object], sources: tuple[str, ...]
+) -> None:
+    assert settings_from({}, env, file).probe_sources == sources
 
 
 def test_the_journal_is_kept_a_week_or_a_million_entries_by_default() -> None:

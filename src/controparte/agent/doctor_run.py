@@ -28,19 +28,28 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
+from datetime import UTC, datetime
 
 from controparte.agent.doctor import (
     Attempt,
     Diagnosis,
-    ProbeFinding,
+    DnsFinding,
+    Facts,
+    MachineRole,
+    Record,
     Target,
     checklist_for,
+    choose_machine,
     diagnose,
+    local_ports,
+    wants_counterpart_probe,
+)
+from controparte.agent.evidence import Dial
+from controparte.agent.resolution import (
+    ask_servers,
+    judge_resolution,
+    system_lookup,
+    zone_servers,
 )
 from controparte.agent.service_api import ServiceApi
 from controparte.errors import (
@@ -48,7 +57,6 @@ from controparte.errors import (
     ValidationError,
 )
 from controparte.model.probe import Reach, classify_error
-from controparte.model.zone import SRV_SERVICE
 from controparte.plan.catalog import Catalog
 from controparte.plan.planner import Party, Role, plan
 
@@ -70,6 +78,8 @@ class DoctorConfig:
     dns: tuple[str, int] | None = None
     """(address, port) of the DNS server to ask; None: this machine's resolver."""
     timeout: float = CONNECT_TIMEOUT
+    role: MachineRole | None = None
+    """What this machine is (`--role`); None: found out (`doctor.choose_machine`)."""
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
@@ -91,41 +101,29 @@ class Counterpart:
 # -- DNS, as MxServer finds the counterpart --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DnsView:
-    ipv4: tuple[str, ...] = ()
-    ipv6: tuple[str, ...] = ()
-    port: int | None = None
-    problem: str | None = None
-
-
-def dns_view(fqdn: str, server: tuple[str, int] | None, timeout: float = 5.0) -> DnsView:
-    """The A, AAAA and `_mxserver._tcp` SRV records of `fqdn`, from `server` or this
-    machine's resolver; `problem` says what went wrong instead of raising."""
-    try:
-        resolver = dns.resolver.Resolver(configure=server is None)
-        if server is not None:
-            resolver.nameservers = [server[0]]
-            resolver.port = server[1]
-        resolver.lifetime = timeout
-        name = dns.name.from_text(fqdn)
-        found: dict[str, list[str]] = {}
-        for rdtype in ("A", "AAAA"):
-            answer = resolver.resolve(name, rdtype, raise_on_no_answer=False)
-            found[rdtype] = sorted(rd.to_text() for rd in answer.rrset or ())
-        srv = resolver.resolve(
-            dns.name.from_text(SRV_SERVICE, origin=name), "SRV", raise_on_no_answer=False
-        )
-    except dns.resolver.NXDOMAIN:
-        return DnsView(problem=f"{fqdn} does not exist in DNS (NXDOMAIN)")
-    except dns.exception.DNSException as exc:
-        via = "" if server is None else f" from {_endpoint(*server)}"
-        return DnsView(problem=f"no DNS answer for {fqdn}{via}: {exc}")
-    port: int | None = None
-    if srv.rrset is not None and srv.rrset.rdtype == dns.rdatatype.SRV:
-        first = sorted(srv.rrset, key=lambda rd: (rd.priority, -rd.weight))[0]
-        port = int(first.port)
-    return DnsView(tuple(found["A"]), tuple(found["AAAA"]), port)
+def resolve_counterpart(
+    fqdn: str, other: Party, server: tuple[str, int] | None, *, timeout: float
+) -> DnsFinding:
+    """How MxServer on this machine would find the counterpart by name (the system's
+    resolver), what the zone's name servers (or `server`) say, judged against the
+    registry (`resolution.judge_resolution`)."""
+    zone = fqdn[len(other.label) + 1 :] if fqdn.startswith(other.label + ".") else fqdn
+    system = system_lookup(fqdn, timeout)
+    servers = ask_servers(zone_servers(zone, timeout, override=server), fqdn, timeout)
+    verdict = judge_resolution(
+        fqdn,
+        zone,
+        system,
+        servers,
+        registry_addresses=other.addresses,
+        registry_port=other.port,
+    )
+    tests: tuple[dict[str, object], ...] = tuple(
+        {"kind": "dns", "from": "here", "detail": line} for line in verdict.evidence
+    )
+    return DnsFinding(
+        verdict.status, verdict.reason, verdict.fix, verdict.addresses, verdict.port, tests
+    )
 
 
 # -- the parties -------------------------------------------------------------------------------
@@ -139,8 +137,9 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def own_party(view: Mapping[str, object]) -> Party:
-    """This installation as the service holds it."""
+def party_of(view: Mapping[str, object]) -> Party:
+    """An installation as the service shows it (its own record, a counterpart's, or the
+    public view, which has no private port)."""
     addresses = tuple(a for a in (_opt_str(view.get("ip")), _opt_str(view.get("ipv6"))) if a)
     return Party(
         str(view.get("code")),
@@ -152,32 +151,18 @@ def own_party(view: Mapping[str, object]) -> Party:
     )
 
 
-def counterpart_party(view: Mapping[str, object], published: DnsView) -> tuple[Party, list[str]]:
-    """The counterpart: code and kind from the service, addresses and port from DNS
-    (the registry's when DNS has none); notes on what disagrees."""
-    notes: list[str] = []
-    label = str(view.get("label"))
-    registered = tuple(a for a in (_opt_str(view.get("ip")), _opt_str(view.get("ipv6"))) if a)
-    registered_port = _opt_int(view.get("port"))
-    addresses = published.ipv4 + published.ipv6
-    port = published.port
-    if published.problem is not None:
-        notes.append(f"{published.problem}; the registry's view of {label} is used instead")
-        addresses, port = registered, registered_port
-    else:
-        if set(addresses) != set(registered):
-            notes.append(
-                f"DNS publishes {', '.join(addresses) or 'no address'} for {label}, the"
-                f" registry holds {', '.join(registered) or 'none'}: a cache or a secondary"
-                " is behind; the test uses what DNS says"
-            )
-        if port != registered_port:
-            notes.append(
-                f"DNS publishes port {port} for {label}, the registry holds"
-                f" {registered_port}; the test uses what DNS says"
-            )
-    party = Party(str(view.get("code")), label, view.get("kind") == "live", addresses, port, None)
-    return party, notes
+def record_of(view: Mapping[str, object], now: datetime) -> Record | None:
+    """When the registry last saw the installation, from its view (None: not said)."""
+    if "stale" not in view:
+        return None
+    seen = _opt_str(view.get("last_seen"))
+    after = view.get("stale_after")
+    return Record(
+        None if seen is None else datetime.fromisoformat(seen),
+        view.get("stale") is True,
+        float(after) if isinstance(after, (int, float)) else None,
+        now,
+    )
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -245,12 +230,13 @@ def local_listening(ports: Iterable[int], addresses: Iterable[str]) -> dict[int,
 
 @dataclass
 class _Run:
-    """Test results shared by the checks of one run (one probe, one look at each port)."""
+    """Test results shared by the checks of one run (one probe of this installation,
+    one look at each local port, one connection per target)."""
 
     config: DoctorConfig
     api: ServiceApi
     attempts: dict[Target, Attempt] = field(default_factory=dict)
-    probe: ProbeFinding | None = None
+    probe: Dial | None = None
     local: dict[int, bool] = field(default_factory=dict)
     looked: set[int] = field(default_factory=set)
 
@@ -262,7 +248,7 @@ class _Run:
             for attempt in pool.map(lambda t: connect(t, self.config.timeout), todo):
                 self.attempts[attempt.target] = attempt
 
-    def ask_probe(self) -> ProbeFinding:
+    def ask_probe(self) -> Dial:
         if self.probe is None:
             self.probe = self.api.probe(self.config.code)
         return self.probe
@@ -279,28 +265,38 @@ class _Run:
         self.looked.update(todo)
 
 
-def _counterparts(config: DoctorConfig, api: ServiceApi, me: Party) -> list[Counterpart]:
-    """What to check: `--to` with `--feature`, else the links of this installation."""
-    if config.to is not None and config.feature is not None:
-        return [Counterpart(config.to, config.feature, Role.CALLER)]
-    links = api.links(me.code)
-    wanted: list[Counterpart] = []
-    target = None
-    if config.to is not None:
-        target = api.resolve(config.to).get("code")
-    for link in links:
-        a, b, feature = str(link.get("a")), str(link.get("b")), str(link.get("feature"))
-        if config.feature is not None and feature != config.feature:
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """One check to make: the counterpart's view, the feature, this installation's role."""
+
+    view: Mapping[str, object]
+    feature: str
+    here: Role
+
+
+def _counterparts(config: DoctorConfig, api: ServiceApi, me: Party) -> list[_Wanted]:
+    """What to check: the links of this installation (the service's view of each
+    counterpart, private port and last heartbeat included), narrowed by `--to` and
+    `--feature`; `--to` with `--feature` and no such link: the counterpart's public
+    view, as the caller."""
+    linked = api.counterparts(me.code) if config.token is not None else []
+    target = None if config.to is None else api.resolve(config.to)
+    wanted: list[_Wanted] = []
+    for view in linked:
+        code = str(view.get("code"))
+        if target is not None and code.lower() != str(target.get("code")).lower():
             continue
-        if a.lower() == me.code.lower():
-            other, here = b, Role.CALLER
-        elif b.lower() == me.code.lower():
-            other, here = a, Role.CALLEE
-        else:
-            continue
-        if target is not None and other.lower() != str(target).lower():
-            continue
-        wanted.append(Counterpart(other, feature, here))
+        links = view.get("links")
+        for link in links if isinstance(links, list) else []:
+            if not isinstance(link, dict):
+                continue
+            feature = str(link.get("feature"))
+            if config.feature is not None and feature != config.feature:
+                continue
+            here = Role.CALLER if str(link.get("a")).lower() == me.code.lower() else Role.CALLEE
+            wanted.append(_Wanted(view, feature, here))
+    if not wanted and target is not None and config.feature is not None:
+        wanted.append(_Wanted(target, config.feature, Role.CALLER))
     if not wanted:
         about = f" with {config.to}" if config.to is not None else ""
         raise NotFoundError(
@@ -310,34 +306,66 @@ def _counterparts(config: DoctorConfig, api: ServiceApi, me: Party) -> list[Coun
     return wanted
 
 
+def _command(config: DoctorConfig) -> str:
+    """How to run doctor on the other side, with this run's server."""
+    return f"controparte doctor --server {config.server} --token-file ITS-TOKEN-FILE"
+
+
 def run_doctor(config: DoctorConfig) -> list[Diagnosis]:
     """Check every counterpart of this run; one diagnosis each, in order. Raises
     `ControparteError` when the facts cannot be had (the service unreachable, an
     unknown installation or feature)."""
     api = ServiceApi(config.server, config.token)
     try:
-        me = own_party(api.installation(config.code))
+        own = api.installation(config.code)
+        me = party_of(own)
         run = _Run(config, api)
+        run.look_local(local_ports(me))
         diagnoses = []
-        for counterpart in _counterparts(config, api, me):
-            feature = config.catalog.feature(counterpart.feature)
-            view = api.resolve(counterpart.name)
-            fqdn = str(view.get("fqdn"))
-            other, notes = counterpart_party(view, dns_view(fqdn, config.dns))
-            caller, callee = (me, other) if counterpart.here is Role.CALLER else (other, me)
-            the_plan = plan(caller, callee, feature, config.catalog)
-            needed = checklist_for(the_plan, counterpart.here)
-            run.connect_all(needed.connects)
-            probe = run.ask_probe() if needed.probe else None
-            run.look_local(needed.local_ports)
-            diagnoses.append(
-                diagnose(
-                    the_plan, counterpart.here, run.attempts, probe, local=run.local, notes=notes
-                )
-            )
+        for wanted in _counterparts(config, api, me):
+            diagnoses.append(_check_one(config, run, me, own, wanted))
         return diagnoses
     finally:
         api.close()
+
+
+def _check_one(
+    config: DoctorConfig, run: _Run, me: Party, own: Mapping[str, object], wanted: _Wanted
+) -> Diagnosis:
+    feature = config.catalog.feature(wanted.feature)
+    other = party_of(wanted.view)
+    caller, callee = (me, other) if wanted.here is Role.CALLER else (other, me)
+    the_plan = plan(caller, callee, feature, config.catalog)
+    machine, why = choose_machine(the_plan, wanted.here, run.local, config.role)
+    now = datetime.now(UTC)
+    found = resolve_counterpart(
+        str(wanted.view.get("fqdn")), other, config.dns, timeout=config.timeout
+    )
+    needed = checklist_for(the_plan, wanted.here, machine, found)
+    run.connect_all(needed.connects)
+    counterpart_probe = None
+    if wants_counterpart_probe(the_plan, wanted.here, run.attempts, found) and config.token:
+        counterpart_probe = run.api.probe_counterpart(me.code, other.code)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        probe = pool.submit(run.ask_probe) if needed.probe else None
+        relay = (
+            pool.submit(run.api.relay, me.code, other.code)
+            if needed.relay and config.token is not None
+            else None
+        )
+        facts = Facts(
+            attempts=dict(run.attempts),
+            self_probe=None if probe is None else probe.result(),
+            relay=None if relay is None else relay.result(),
+            counterpart_probe=counterpart_probe,
+            local=dict(run.local),
+            record=record_of(wanted.view, now),
+            own_record=record_of(own, now),
+            dns=found,
+            command=_command(config),
+            server=config.server,
+        )
+    return diagnose(the_plan, wanted.here, facts, machine=machine, machine_why=why)
 
 
 def _endpoint(host: str, port: int) -> str:

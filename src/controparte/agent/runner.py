@@ -42,6 +42,8 @@ class AgentConfig:
     interval: float | None = None  # None: what the server asks for, else 300 s
     bind: str | None = None
     once: bool = False
+    relay: bool = True
+    """Run the relay worker beside the heartbeats (`agent/relay.py`; never with `once`)."""
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):

@@ -67,15 +67,25 @@ def agent(
     once: Annotated[
         bool, typer.Option("--once", help="One heartbeat, then exit (0 when accepted).")
     ] = False,
+    no_relay: Annotated[
+        bool,
+        typer.Option(
+            "--no-relay",
+            help="Do not take dial requests of linked installations (the relay, on by"
+            " default: it dials only their registered public address and port).",
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every heartbeat, not only changes.")
     ] = False,
 ) -> None:
-    """Heartbeat the service so that this installation's name follows its public address.
+    """Heartbeat the service so that this installation's name follows its public address,
+    and (unless --no-relay) dial a linked installation's registered public port when it
+    asks the service to test a flow from this side.
     `controparte agent listen` answers the service's probe instead (see its --help)."""
     if ctx.invoked_subcommand is not None:
         given = [server, code, token_file, port, private_port, interval, bind]
-        if any(v is not None for v in given) or once or verbose:
+        if any(v is not None for v in given) or once or verbose or no_relay:
             fail(
                 f"the heartbeat options go without a subcommand; give"
                 f" `controparte agent {ctx.invoked_subcommand}` its own options",
@@ -107,6 +117,7 @@ def agent(
             interval=interval,
             bind=bind,
             once=once,
+            relay=not no_relay,
         )
         exit_code = run_agent(config, verbose=verbose)
     if exit_code:
@@ -198,19 +209,37 @@ def doctor(
         float,
         typer.Option("--timeout", metavar="SECONDS", help="Connect timeout of each test."),
     ] = 3.0,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            metavar="server|client",
+            help="What this machine is to the installation: its server or an iDesk client"
+            " (default: a client when the feature starts at the clients and nothing listens"
+            " on MxServer's port here, else the server).",
+        ),
+    ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/1).")
+        bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/2).")
     ] = False,
     settings: Settings,
 ) -> None:
-    """Test, from this machine, every flow between this installation and a counterpart
-    (or every linked one): connections from here, the service's probe of this
-    installation's own port, and what only the other side can test. Prints each flow as
-    passed, failed or untested, with the fix for each failure; exits 1 when one fails."""
-    from controparte.agent.doctor import Status, render_text, report_dict  # noqa: PLC0415
+    """Check every flow between this installation and a counterpart (or every linked
+    one): its record and DNS first, then connections from here, the service's probes and
+    the counterpart's own agent. Prints each step and flow as passed, warning, failed or
+    untested, where it was tested from, and the fix for each failure. Exit status: 0 all
+    passed, 1 something failed, 3 something could not be tested from here."""
+    from controparte.agent.doctor import (  # noqa: PLC0415
+        MachineRole,
+        exit_code,
+        render_text,
+        report_dict,
+    )
     from controparte.agent.doctor_run import DoctorConfig, run_doctor  # noqa: PLC0415
     from controparte.agent.token import read_token  # noqa: PLC0415
 
+    if role is not None and role not in set(MachineRole):
+        fail(f"--role: {role!r} is not server or client", 2)
     run = DoctorConfig(
         code=from_code,
         server=server,
@@ -220,14 +249,14 @@ def doctor(
         feature=feature,
         dns=None if dns_server is None else _host_port("--dns", dns_server),
         timeout=timeout,
+        role=None if role is None else MachineRole(role),
     )
     diagnoses = run_doctor(run)
     if as_json:
         typer.echo(json.dumps(report_dict(diagnoses), indent=2))
     else:
         typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
-    if any(c.status is Status.FAILED for d in diagnoses for c in d.checks):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(diagnoses))
 
 
 def _host_port(flag: str, value: str) -> tuple[str, int]:

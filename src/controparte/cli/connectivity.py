@@ -163,11 +163,18 @@ def plan_command(
     fmt: Annotated[
         PlanFormat, typer.Option("--format", help="table, the JSON schema, or firewall rules.")
     ] = PlanFormat.TABLE,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Exit with status 1 when a flow is BLOCKED (the output is the same)."
+        ),
+    ] = False,
     settings: Settings,
 ) -> None:
     """What must be open for caller A to use FEATURE with callee B: every flow (outbound
     and return), what each side must allow, and what is BLOCKED with its fix. A and B
-    are codes or labels; they need not be linked."""
+    are codes or labels; they need not be linked. With --check, the exit status is 1
+    when the rules block a flow, for scripts."""
     with _connectivity(settings) as (_links, plans):
         found = plans.plan(a, b, feature)
     if fmt is PlanFormat.TABLE:
@@ -176,6 +183,8 @@ def plan_command(
         typer.echo(json.dumps(plan_dict(found, side), indent=2))
     else:
         sys.stdout.write(render_rules(found, side or Role.CALLER, fmt.value))
+    if check and found.blocked:
+        raise typer.Exit(1)
 
 
 @with_settings(FEATURES, *STORE)

@@ -4,9 +4,11 @@ Builds renderables only; printing is the caller's.
 
 Row: `#`, the flow (direction, then from -> to), port(s), what the caller must allow,
 what the callee must allow, and `ok` or `BLOCKED` (the reason and the fix follow the
-table, by number). A rule reads `out tcp PORTS to PEER`, `in tcp PORT from PEER` or
-`NAT tcp PUBLIC -> PRIVATE` (the port forward to MxServer's listening port); `clients:`
-marks a rule for the network of every iDesk client rather than the server's.
+table, by number). A flow that is one of several alternatives says `any of N` after its
+direction (the plan's notes say which). A rule reads `out tcp PORTS to PEER`, `in tcp
+PORT from PEER` or `NAT tcp PUBLIC -> PRIVATE` (the port forward to MxServer's listening
+port); `clients:` marks a rule for the network of every iDesk client rather than the
+server's.
 """
 
 from __future__ import annotations
@@ -80,9 +82,12 @@ def plan_view(plan: Plan, side: Role | None = None) -> RenderableType:
         source = _end(plan, flow, flow.source, source=True)
         destination = _end(plan, flow, flow.destination, source=False)
         status = Text("BLOCKED", style="bold red") if flow.blocked else Text("ok", style="green")
+        kind = flow.direction.value
+        if flow.any_of is not None:
+            kind += f", any of {len(plan.alternatives(flow.any_of))}"
         table.add_row(
             str(number),
-            f"{flow.direction.value}\n{source} -> {destination}",
+            f"{kind}\n{source} -> {destination}",
             flow.ports_text,
             *allow,
             status,

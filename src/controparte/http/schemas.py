@@ -174,7 +174,10 @@ class ProbeOut(BaseModel):
         " forward); timeout: no answer (a firewall drops it); unreachable: rejected on"
         " the way (ICMP, no route)"
     )
-    address: str = Field(description="The registered address dialled (the request's own)")
+    address: str = Field(
+        description="The registered address dialled (the request's own; for a"
+        " counterpart, one of its registered addresses)"
+    )
     port: int = Field(description="The registered public port dialled")
     elapsed_ms: int = Field(description="Milliseconds until connected, or until it failed")
     nonce_verified: bool | None = Field(
@@ -186,6 +189,131 @@ class ProbeOut(BaseModel):
         default=None, description="The installation code the answering agent claimed"
     )
     detail: str = Field(description="What the result means, in words")
+    source: str | None = Field(
+        default=None,
+        description="The address the connection left from: the setting probe_sources'"
+        " address of the target's family (the service's public address behind NAT),"
+        " else the local address the service's host dials from; for a relay, the"
+        " address the counterpart agent's report came from; null when unknown",
+    )
+
+
+class ProbeCounterpartIn(BaseModel):
+    """Which counterpart to probe: never an address, only an installation linked to the
+    requester, which the service dials at its registered address(es) and port."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counterpart: str = Field(
+        min_length=1, max_length=253, description="Code, label or <label>.<zone>"
+    )
+
+
+class ProbeCounterpartOut(BaseModel):
+    """The service's connections to a counterpart's registered public port: one per
+    registered address (IPv4, then IPv6), connect only (`nonce_verified` null)."""
+
+    reports: list[ProbeOut]
+
+
+class CounterpartLinkOut(BaseModel):
+    """A link between the installation and this counterpart: `a` calls `b`."""
+
+    feature: str
+    a: str
+    b: str
+
+
+class CounterpartOut(_Published):
+    """An installation linked to the one asking, as the registry holds it: what DNS
+    publishes, and what the doctor needs besides (`service/counterparts.py`)."""
+
+    private_port: int | None = Field(description="The port MxServer listens on behind NAT")
+    last_seen: datetime | None = Field(description="The last heartbeat, null: never")
+    stale: bool = Field(description="Not seen for longer than stale_after")
+    stale_after: float = Field(description="Seconds without a heartbeat before 'stale'")
+    updated: datetime = Field(description="When the record last changed")
+    agent_version: str | None
+    links: list[CounterpartLinkOut]
+
+
+class CounterpartsOut(BaseModel):
+    """Every installation linked to `code`, either direction, by code."""
+
+    code: str
+    counterparts: list[CounterpartOut]
+
+
+class RelayCreate(BaseModel):
+    """Ask a linked counterpart's agent to dial this installation's registered public
+    address and port (the relay: `service/relay.py`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counterpart: str = Field(
+        description="The linked installation whose agent dials: code, label or <label>.<zone>"
+    )
+    family: Literal[4, 6] | None = Field(
+        default=None,
+        description="Dial the registered IPv4 (4) or IPv6 (6) address; default: IPv4 when"
+        " one is registered, else IPv6",
+    )
+
+
+class RelayCreated(BaseModel):
+    """A relay request taken: read its outcome at `.../relay/{id}` before `expires`."""
+
+    id: str = Field(description="The request's id (32 hex digits)")
+    expires: datetime = Field(description="When the request lapses unless reported")
+    agent: str = Field(description="The code of the installation whose agent dials")
+    address: str = Field(description="The registered address it dials (this installation's)")
+    port: int = Field(description="The registered public port it dials")
+
+
+class RelayOut(BaseModel):
+    """A relay request's state, and the dial report once the agent sent it."""
+
+    state: Literal["pending", "done", "expired"] = Field(
+        description="pending: the agent has not reported yet; done: see report; expired:"
+        " no report came in time"
+    )
+    report: ProbeOut | None = Field(
+        description="The dial, judged against this request's token (null unless done)"
+    )
+
+
+class RelayTask(BaseModel):
+    """A dial an agent is asked to make: connect to `address`:`port`, send
+    `CONTROPARTE-PROBE <nonce>`, read one line, report."""
+
+    id: str
+    address: str = Field(description="An IP address: the requester's registered one")
+    port: int
+    nonce: str = Field(description="32 hex digits, for the probe line")
+    requester: str = Field(description="The code of the installation that asked")
+    expires: datetime
+
+
+class RelayTasks(BaseModel):
+    """The relay requests handed to an agent (claimed by this answer)."""
+
+    requests: list[RelayTask]
+
+
+class RelayDone(BaseModel):
+    """An agent's report of one dial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Literal["open", "refused", "timeout", "unreachable"] = Field(
+        description="As the probe's `result`"
+    )
+    elapsed_ms: int = Field(ge=0, le=600_000, description="Milliseconds until connected or failed")
+    line: str = Field(
+        default="",
+        max_length=256,
+        description="The one line the dialled port answered (empty: nothing, or not open)",
+    )
 
 
 class HistoryEntry(BaseModel):
@@ -367,6 +495,11 @@ class FlowOut(BaseModel):
     rules: list[RuleOut]
     blocked: str | None = Field(description="Why the flow cannot happen as registered")
     fix: str | None
+    any_of: str | None = Field(
+        None,
+        description="The group of alternatives (flows with the same value): possible when"
+        " one of them is",
+    )
 
 
 class PlanOut(BaseModel):

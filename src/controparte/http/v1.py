@@ -11,6 +11,12 @@
 | POST   /v1/installations/{code}/heartbeat| the installation             |
 | GET    /v1/installations/{code}/history  | admin or the installation    |
 | POST   /v1/installations/{code}/probe    | the installation, from its registered address |
+| GET    /v1/installations/{code}/counterparts | admin or the installation |
+| POST   /v1/installations/{code}/probe-counterpart | the installation (a linked counterpart) |
+| POST   /v1/installations/{code}/relay    | the installation (a linked agent dials it) |
+| GET    /v1/installations/{code}/relay/{id}[?wait=S] | the installation that asked |
+| GET    /v1/installations/{code}/relay-requests[?wait=S] | the installation (its agent) |
+| POST   /v1/installations/{code}/relay-requests/{id} | the installation (its agent) |
 | GET    /v1/resolve/{name}                | anyone (what DNS publishes)  |
 | GET    /v1/links[?code=CODE]             | admin; with `code`: admin or that installation |
 | POST   /v1/links                         | admin                        |
@@ -29,11 +35,14 @@ runs the same function, is what the OpenAPI document describes.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from controparte.errors import NotFoundError
 from controparte.http import heartbeat as heartbeat_core
@@ -42,6 +51,7 @@ from controparte.http.clientaddr import Client
 from controparte.http.context import Context
 from controparte.http.replies import JSON
 from controparte.http.schemas import (
+    CounterpartsOut,
     ErrorOut,
     HeartbeatOut,
     HistoryEntry,
@@ -57,15 +67,27 @@ from controparte.http.schemas import (
     LinkOut,
     LinksAdded,
     PlanOut,
+    ProbeCounterpartIn,
+    ProbeCounterpartOut,
     ProbeOut,
+    RelayCreate,
+    RelayCreated,
+    RelayDone,
+    RelayOut,
+    RelayTask,
+    RelayTasks,
     ResolveOut,
     TokenOut,
 )
 from controparte.model import Installation, Link
+from controparte.model.probe import Reach
 from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role as PlanRole
 from controparte.plan.wire import plan_dict
-from controparte.service.probe import choose_target, run_probe
+from controparte.service import counterparts as counterpart_facts
+from controparte.service.counterparts import Counterpart, linked_counterpart
+from controparte.service.probe import choose_target, counterpart_targets, run_dial, run_probe
+from controparte.service.relay import relay_report
 from controparte.service.status import public_view
 from controparte.store import Origin
 
@@ -310,8 +332,169 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
     target = choose_target(inst, client.address)
     ctx.services.probes.acquire(inst.code)
     assert token is not None  # `Itself` has authenticated it
-    report = await run_probe(target, code=inst.code, token=token)
+    sources = ctx.services.settings.probe_sources
+    report = await run_probe(target, code=inst.code, token=token, sources=sources)
     return ProbeOut.model_validate(report.to_json())
+
+
+# -- counterparts: what the registry knows of them, and the probe of one ------------------
+
+
+@link_routes.get(
+    "/installations/{code}/counterparts",
+    summary="Every installation linked to this one, either direction, with what the"
+    " registry knows of each (admin, or the installation itself)",
+    dependencies=[Depends(admin_or_itself)],
+)
+def list_counterparts(code: str, ctx: Ctx) -> CounterpartsOut:
+    """For each counterpart: what DNS publishes, the port MxServer listens on, when it
+    was last seen and whether that is longer ago than the service's `stale_after`,
+    its agent's version, and the links between the two."""
+    settings = ctx.services.settings
+    inst = ctx.services.registry.find(code)
+    found = counterpart_facts.counterparts(ctx.services.registry, inst)
+    return CounterpartsOut.model_validate(
+        {
+            "code": inst.code,
+            "counterparts": [
+                counterpart_facts.view(c, settings.zone, settings.stale_after) for c in found
+            ],
+        }
+    )
+
+
+def linked(inst: Itself, body: ProbeCounterpartIn, ctx: Ctx) -> Counterpart:
+    """The counterpart the body names, linked to the requester (a store read: in the
+    thread pool)."""
+    return linked_counterpart(ctx.services.registry, inst, body.counterpart)
+
+
+@heartbeat_routes.post(
+    "/installations/{code}/probe-counterpart",
+    summary="Dial a linked counterpart's registered public address(es) and port from"
+    " outside, connect only (the installation; rate-limited per requester and per"
+    " counterpart)",
+    responses={
+        429: {
+            "model": ErrorOut,
+            "description": "This counterpart was probed too recently, or this"
+            " installation asked for too many probes: see Retry-After",
+        }
+    },
+)
+async def probe_counterpart(
+    inst: Itself, counterpart: Annotated[Counterpart, Depends(linked)], ctx: Ctx
+) -> ProbeCounterpartOut:
+    """403 when the counterpart is not linked to this installation, or has no
+    registered address or public port: the service dials only those, never an address
+    the requester names. One probe of a counterpart per 5 s whoever asks, and 10 per
+    minute per requester (429 with Retry-After). Each registered address (IPv4, IPv6)
+    is dialled at the public port, at once; connect timeout 3 s; nothing is sent."""
+    services = ctx.services
+    targets = counterpart_targets(counterpart.installation)
+    services.probe_requesters.acquire(inst.code)
+    services.counterpart_probes.acquire(counterpart.installation.code)
+    sources = services.settings.probe_sources
+    reports = await asyncio.gather(*(run_dial(t, sources=sources) for t in targets))
+    return ProbeCounterpartOut(reports=[ProbeOut.model_validate(r.to_json()) for r in reports])
+
+
+# -- relay: a linked counterpart's agent dials this installation (service/relay.py) -------
+
+RELAY_MAX_WAIT = 30.0
+"""The longest `wait` of the relay's long polls (seconds)."""
+RELAY_RECHECK = 0.2
+"""Seconds between two reads of a request whose outcome a requester waits for."""
+AGENT_RECHECK = 0.5
+"""Seconds between two looks for new requests while an agent waits for them."""
+
+RelayWait = Annotated[
+    float, Query(ge=0, le=RELAY_MAX_WAIT, description="Seconds to wait for something to tell")
+]
+
+
+@heartbeat_routes.post(
+    "/installations/{code}/relay",
+    status_code=202,
+    summary="Have a linked counterpart's agent dial my registered public address and port",
+    responses={
+        409: {"model": ErrorOut, "description": "The counterpart's agent takes no relay requests"},
+        429: {"model": ErrorOut, "description": "Asked too recently: see Retry-After"},
+    },
+)
+def relay_ask(body: RelayCreate, inst: Itself, ctx: Ctx) -> RelayCreated:
+    """The counterpart (linked to this installation for some feature, either way; else
+    403) must run an agent that asks for relay requests (else 409). Its agent dials this
+    installation's registered public port at its registered address (never one the
+    caller names), sends `CONTROPARTE-PROBE <nonce>` and reports; read the outcome at
+    `.../relay/{id}`. One request per installation per 5 s, 4 pending per agent (429)."""
+    asked = ctx.services.relay.request(inst, body.counterpart, body.family)
+    return RelayCreated.model_validate(asked, from_attributes=True)
+
+
+@heartbeat_routes.get(
+    "/installations/{code}/relay/{request_id}",
+    summary="The outcome of my relay request (waits up to `wait` seconds for it)",
+)
+async def relay_outcome(
+    request_id: str, inst: Itself, token: Token, ctx: Ctx, wait: RelayWait = 0
+) -> RelayOut:
+    """Answers when the agent has reported, the request expired, or `wait` elapsed. The
+    line the port answered is judged against this request's own token, as the probe's
+    is: `nonce_verified` true means this installation's agent answered there."""
+    relay = ctx.services.relay
+    deadline = time.monotonic() + wait
+    while True:
+        found, state = await run_in_threadpool(relay.get, inst, request_id)
+        left = deadline - time.monotonic()
+        if state != "pending" or left <= 0:
+            break
+        await asyncio.sleep(min(RELAY_RECHECK, left))
+    assert token is not None  # `Itself` has authenticated it
+    report = relay_report(found, token)
+    return RelayOut(state=state, report=None if report is None else ProbeOut.model_validate(report))
+
+
+@heartbeat_routes.get(
+    "/installations/{code}/relay-requests",
+    summary="The dials my agent is asked to make (waits up to `wait` seconds for one)",
+)
+async def relay_tasks(inst: Itself, request: Request, ctx: Ctx, wait: RelayWait = 0) -> RelayTasks:
+    """Records that this installation's agent takes relay requests, and hands it those
+    waiting, now claimed: each to be dialled and reported once, before it expires."""
+    relay = ctx.services.relay
+    deadline = time.monotonic() + wait
+    claimed = await run_in_threadpool(relay.claim, inst)
+    while not claimed and (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(AGENT_RECHECK, left))
+        if await request.is_disconnected():
+            break
+        if await run_in_threadpool(relay.waiting, inst):
+            claimed = await run_in_threadpool(relay.claim, inst)
+    return RelayTasks(requests=[RelayTask.model_validate(r, from_attributes=True) for r in claimed])
+
+
+@heartbeat_routes.post(
+    "/installations/{code}/relay-requests/{request_id}",
+    status_code=204,
+    response_class=Response,
+    summary="My agent's report of one dial it was asked to make",
+)
+def relay_report_in(
+    request_id: str, body: RelayDone, inst: Itself, client: ClientDep, ctx: Ctx
+) -> Response:
+    """Only for a request this installation's agent claimed, not reported yet and not
+    expired (404 otherwise). The address the report comes from is kept as the dial's
+    source."""
+    ctx.services.relay.finish(
+        inst,
+        request_id,
+        result=Reach(body.result),
+        elapsed_ms=body.elapsed_ms,
+        line=body.line,
+        source=client.address,
+    )
+    return Response(status_code=204)
 
 
 # -- resolution ---------------------------------------------------------------------------

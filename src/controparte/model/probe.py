@@ -45,6 +45,10 @@ AGENT_WORD = "CONTROPARTE-AGENT"
 MAC_CONTEXT = "controparte-probe-v1"
 MAX_LINE = 256
 """The longest line either side sends or reads (bytes, with the LF)."""
+CONNECT_TIMEOUT = 3.0
+"""Seconds a prober (the service, or an agent for the relay) waits for the connection."""
+READ_TIMEOUT = 2.0
+"""Seconds a prober then waits for the answer line."""
 
 _NONCE_RE = re.compile(r"[0-9a-f]{32}")
 _MAC_RE = re.compile(r"[0-9a-f]{64}")

@@ -29,6 +29,15 @@ class Topology(enum.StrEnum):
     CLIENTS = "clients"
 
 
+class Needed(enum.StrEnum):
+    """How many of a set of destinations a feature needs (`live.start_live_hosts_needed`):
+    any one of them (they are alternatives: the Live launcher fails over from one to the
+    next) or every one."""
+
+    ANY_OF = "any-of"
+    ALL_OF = "all-of"
+
+
 @dataclass(frozen=True, slots=True)
 class Feature:
     """One feature of the catalog: its id (as links name it), name and topology."""
@@ -45,12 +54,13 @@ class Feature:
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
     """The catalog's `[live]` table: the Live gateways' port range and the start-live
-    broker (its port and host names)."""
+    broker (its port, its host names, and whether any one of them or all are needed)."""
 
     port_low: int
     port_high: int
     start_live_port: int
     start_live_hosts: tuple[str, ...]
+    start_live_hosts_needed: Needed = Needed.ANY_OF
 
     def in_range(self, port: int | None) -> bool:
         return port is not None and self.port_low <= port <= self.port_high
@@ -115,7 +125,8 @@ def parse_catalog(text: str, source: str = "features") -> Catalog:
 
 
 def _live_settings(live: Any, source: str) -> LiveSettings:
-    """The `[live]` table: the Live port range and the start-live hosts and port."""
+    """The `[live]` table: the Live port range and the start-live hosts and port, and
+    which of those hosts are needed (default any one)."""
     if not isinstance(live, dict):
         raise ConfigError(f"{source}: a [live] table is required")
     port_range = live.get("port_range")
@@ -131,11 +142,19 @@ def _live_settings(live: Any, source: str) -> LiveSettings:
     for host in hosts:
         if len(host) > 253 or not _HOST_RE.fullmatch(host.lower().rstrip(".")):
             raise ConfigError(f"{source}: live.start_live_hosts: {host!r} is not a host name")
+    needed = live.get("start_live_hosts_needed", Needed.ANY_OF.value)
+    if needed not in tuple(n.value for n in Needed):
+        raise ConfigError(
+            f"{source}: live.start_live_hosts_needed must be "
+            + " or ".join(f'"{n.value}"' for n in Needed)
+            + f", got {needed!r}"
+        )
     return LiveSettings(
         low,
         high,
         _port(f"{source}: live.start_live_port", live.get("start_live_port", 443)),
         tuple(h.lower().rstrip(".") for h in hosts),
+        Needed(needed),
     )
 
 

@@ -7,13 +7,18 @@ prerouting (for the port forward when this host does the NAT itself; on a separa
 router, forward the public port there instead). Peers known only by name (the
 start-live hosts) are matched by port, with the names in the comment, since packet
 filters match addresses.
+
+Where an inbound rule admits only named peers (the counterparts), the service's
+outside-in probe would be kept out: `probe_admissions` makes the rules that admit the
+probe's source addresses on the same ports, which `render_many` writes last, under
+their own comment (`PROBE_COMMENT`).
 """
 
 from __future__ import annotations
 
 import abc
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -22,6 +27,8 @@ from controparte.plan.planner import Action, Initiator, Plan, Role, Rule
 FORMATS = ("nftables", "iptables", "windows")
 NFT_COMMENT_MAX = 128  # nft refuses longer comments
 IPTABLES_COMMENT_MAX = 256  # the comment match's limit
+PROBE_COMMENT = "controparte probe: the service's outside-in probe"
+PROBE_PEER = "the service's probe"
 
 
 def _v(address: str) -> int:
@@ -33,6 +40,37 @@ def _comment(feature_ids: Sequence[str], rule: Rule) -> str:
     if rule.names and list(rule.names) != [rule.peer_name]:
         text += " (" + ", ".join(rule.names) + ")"
     return text.replace('"', "'")
+
+
+def limits_inbound(rule: Rule) -> bool:
+    """Whether `rule` lets connections in from named peer addresses only."""
+    return rule.action is Action.INBOUND and bool(rule.peer_addresses)
+
+
+def probe_admissions(rules: Iterable[Rule], sources: Sequence[str]) -> tuple[Rule, ...]:
+    """For each port (range) on which one of `rules` lets connections in from named
+    peers only, a rule that lets the service's probe in from `sources` (the setting
+    `probe_sources`) on the same port: in the order of `rules`, each port once. None
+    without `sources`."""
+    if not sources:
+        return ()
+    admitted: dict[tuple[Role, int, int], Rule] = {}
+    for rule in rules:
+        if limits_inbound(rule):
+            admitted.setdefault(
+                (rule.side, rule.port_low, rule.port_high),
+                Rule(
+                    rule.side,
+                    Action.INBOUND,
+                    Initiator.SERVER,
+                    tuple(sources),
+                    PROBE_PEER,
+                    rule.port_low,
+                    rule.port_high,
+                    why=f"in from {PROBE_PEER} (setting probe_sources) on {rule.ports_text}",
+                ),
+            )
+    return tuple(admitted.values())
 
 
 def _forwards(rule: Rule, family: int) -> bool:
@@ -154,10 +192,14 @@ _RENDERERS: dict[str, Callable[[Sequence[tuple[str, Rule]]], list[str]]] = {
 
 
 def render_many(
-    header: Sequence[str], parts: Sequence[tuple[Plan, Sequence[Rule]]], fmt: str
+    header: Sequence[str],
+    parts: Sequence[tuple[Plan, Sequence[Rule]]],
+    fmt: str,
+    probe: Sequence[Rule] = (),
 ) -> str:
     """A script in `fmt` (one of FORMATS): the `header` lines as comments, then the
-    rules of every (plan, rules) part in order. A rule that several parts need (the
+    rules of every (plan, rules) part in order, then the `probe` rules (see
+    `probe_admissions`) under PROBE_COMMENT. A rule that several parts need (the
     same peer, ports and action for several features) is written once, its comment
     naming every feature; identical lines are written once."""
     if fmt not in _RENDERERS:
@@ -169,6 +211,7 @@ def render_many(
             if plan.feature.id not in ids:
                 ids.append(plan.feature.id)
     items = [(_comment(ids, rule), rule) for rule, ids in merged.items()]
+    items += [(PROBE_COMMENT, rule) for rule in probe]
     lines = [f"# {line}" if line else "#" for line in header]
     body = list(dict.fromkeys(_RENDERERS[fmt](items)))
     if not body:

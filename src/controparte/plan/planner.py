@@ -10,7 +10,9 @@ The rules are the seed's (see ../shared/seed/README.md):
   NAT (port forward: public port -> the port MxServer listens on) and firewall;
 - a Live destination is reached on a port of the Live range: the non-Live source must be
   allowed out on that whole range and, for server features, on 443 to each start-live
-  host;
+  host; the start-live hosts are alternatives unless the catalog says otherwise
+  (`live.start_live_hosts_needed`): their flows form one "any of" group, possible when
+  one of them is, yet each keeps its rule (the launcher fails over to the others);
 - Live servers may only open connections to ports in the Live range: a flow from a Live
   server to a non-Live destination whose public port lies outside it cannot happen;
 - where both ends are Live the cloud's own network carries the flow.
@@ -22,7 +24,7 @@ import enum
 from dataclasses import dataclass, field
 
 from controparte.model import Installation, Kind
-from controparte.plan.catalog import Catalog, Feature, LiveSettings, Topology
+from controparte.plan.catalog import Catalog, Feature, LiveSettings, Needed, Topology
 
 
 class Role(enum.StrEnum):
@@ -87,7 +89,9 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """One TCP connection that must be possible."""
+    """One TCP connection that must be possible; or, when `any_of` names a group, one of
+    several alternatives of which one must be possible (the flows with the same `any_of`
+    in a plan: the start-live hosts of one source, `start-live:<code>`)."""
 
     id: str
     direction: Direction
@@ -102,6 +106,7 @@ class Flow:
     rules: tuple[Rule, ...] = ()
     blocked: str | None = None  # why the rules make this flow impossible as registered
     fix: str | None = None
+    any_of: str | None = None  # the group of alternatives this flow belongs to, if any
 
     @property
     def ports_text(self) -> str:
@@ -150,6 +155,10 @@ class Plan:
     @property
     def blocked(self) -> tuple[Flow, ...]:
         return tuple(f for f in self.flows if f.blocked)
+
+    def alternatives(self, group: str) -> tuple[Flow, ...]:
+        """The flows of the "any of" group `group`, in plan order."""
+        return tuple(f for f in self.flows if f.any_of == group)
 
     def rules_for(self, side: Role) -> tuple[Rule, ...]:
         """Every rule `side` must have, each once, in flow order."""
@@ -265,7 +274,15 @@ def _let_in(
 def _start_live_flows(
     src: Party, src_role: Role, dst: Party, origin: Initiator, live: LiveSettings
 ) -> list[Flow]:
-    """A non-Live server that calls a Live one also needs 443 to each start-live host."""
+    """A non-Live server that calls a Live one also needs 443 to the start-live hosts:
+    to any one of them (one group, `start-live:<code>`, when there are several), or to
+    each when the catalog says all are needed."""
+    several = len(live.start_live_hosts) > 1
+    group = (
+        f"start-live:{src.code}"
+        if several and live.start_live_hosts_needed is Needed.ANY_OF
+        else None
+    )
     flows = []
     for host in live.start_live_hosts:
         rule = Rule(
@@ -292,6 +309,7 @@ def _start_live_flows(
                 live.start_live_port,
                 f"start-live: {src.name} -> {host}:{live.start_live_port}",
                 (rule,),
+                any_of=group,
             )
         )
     return flows
@@ -323,7 +341,8 @@ def plan(
     unique: dict[str, Flow] = {}
     for flow in flows:
         unique.setdefault(flow.id, flow)
-    return Plan(feature, a, b, tuple(unique.values()), _notes(a, b))
+    found = tuple(unique.values())
+    return Plan(feature, a, b, found, _notes(a, b) + _alternatives_notes(a, b, found))
 
 
 def _server_flows(a: Party, b: Party, feature: Feature, live: LiveSettings) -> list[Flow]:
@@ -382,4 +401,20 @@ def _notes(a: Party, b: Party) -> tuple[str, ...]:
                 f"{party.port} -> {party.private_port}, and {party.port} is the one "
                 "to register"
             )
+    return tuple(notes)
+
+
+def _alternatives_notes(a: Party, b: Party, flows: tuple[Flow, ...]) -> tuple[str, ...]:
+    """One note per "any of" group: which flows are alternatives, and why each keeps
+    its rule."""
+    notes: list[str] = []
+    for group in dict.fromkeys(f.any_of for f in flows if f.any_of is not None):
+        members = [f for f in flows if f.any_of == group]
+        source = a if members[0].source is Role.CALLER else b
+        hosts = ", ".join(f.host for f in members if f.host)
+        notes.append(
+            f"{source.name} needs port {members[0].ports_text} on any one of {hosts}:"
+            " they are alternatives (the Live launcher fails over from one to the next),"
+            " and each is allowed so that the failover works"
+        )
     return tuple(notes)

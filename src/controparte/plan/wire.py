@@ -17,7 +17,8 @@ stable, documented schema, `controparte.plan/1`. Pure: a `Plan` in, plain dicts 
              "destination": {"role", "code", "label", "host": str | null,
                              "addresses": [str], "ports": PORTS | null},
              "rules": [RULE, ...],
-             "blocked": str | null, "fix": str | null}
+             "blocked": str | null, "fix": str | null,
+             "any_of": str | null}                 # a group of alternatives
     RULE  = {"side": "caller" | "callee", "action": "egress" | "inbound" | "port-forward",
              "origin": "server" | "clients",
              "peer": {"name", "addresses": [str], "hosts": [str]},
@@ -25,9 +26,12 @@ stable, documented schema, `controparte.plan/1`. Pure: a `Plan` in, plain dicts 
     PORTS = {"low": int, "high": int}
 
 A flow to a start-live host has `host` set; its destination `role`, `code` and `label`
-are the Live party it leads to. `peer.addresses` empty means the peer's address is
-unknown (any); `peer.hosts` names peers known only by name. New keys may be added to
-objects in later versions of the same schema; existing keys keep their meaning.
+are the Live party it leads to. Flows with the same `any_of` are alternatives (the
+start-live hosts of one source, `start-live:<code>`, unless the catalog needs them
+all): the group is possible when one of them is; `null`: the flow itself is required.
+`peer.addresses` empty means the peer's address is unknown (any); `peer.hosts` names
+peers known only by name. New keys may be added to objects in later versions of the
+same schema; existing keys keep their meaning.
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def flow_dict(plan: Plan, flow: Flow, side: Role | None = None) -> dict[str, Any
         "rules": [rule_dict(r) for r in flow.rules if side is None or r.side is side],
         "blocked": flow.blocked,
         "fix": flow.fix,
+        "any_of": flow.any_of,
     }
 
 

@@ -11,6 +11,10 @@ Contracts:
   widened to "anyone". Exceptions, by nature: the start-live hosts are known by name
   (matched by port, named in the comment), and remote access comes from the caller's
   iDesk clients, wherever they are.
+- Where an inbound rule is limited to counterparts' addresses, the service's probe
+  sources (the setting `probe_sources`) are admitted on the same port, with a comment
+  of their own (`plan/firewall.py:probe_admissions`); without `probe_sources` a note
+  says that the probe will not get through, and which setting fixes that.
 - `firewall` compares each counterpart's addresses with what the previous run for
   `code` saw and reports the differences. `record(report)` then stores the addresses the
   report showed as the ones seen now; `firewall(code, record=True)` does both at once. A
@@ -28,13 +32,18 @@ from controparte.errors import ValidationError
 from controparte.model import Installation, Link
 from controparte.model.installation import utcnow
 from controparte.plan.catalog import Catalog
-from controparte.plan.firewall import render_many
+from controparte.plan.firewall import limits_inbound, probe_admissions, render_many
 from controparte.plan.planner import Action, Initiator, Party, Plan, Role, Rule, plan
 from controparte.plan.wire import rule_dict
 from controparte.service.registry import Registry
 from controparte.store import Origin, SeenAddresses
 
 FIREWALL_SCHEMA = "controparte.firewall/1"
+PROBE_KEPT_OUT = (
+    "the service's outside-in probe (controparte doctor) will not get through the"
+    " inbound rules limited to the counterparts: set probe_sources to the service's"
+    " public addresses (CONTROPARTE_PROBE_SOURCES) to admit it as well"
+)
 
 
 def addresses_of(inst: Installation) -> tuple[str, ...]:
@@ -111,6 +120,9 @@ class FirewallReport:
     changes: tuple[AddressChange, ...]
     previous_run: datetime | None
     notes: tuple[str, ...]
+    probe_sources: tuple[str, ...] = ()
+    probe: tuple[Rule, ...] = ()
+    """The rules that admit the service's probe (`probe_admissions`)."""
 
     def header(self) -> list[str]:
         """The lines a script starts with (as comments): who, what, and every warning."""
@@ -135,7 +147,8 @@ class FirewallReport:
 
     def script(self, fmt: str) -> str:
         """The rules in `fmt` (nftables, iptables or windows), each distinct line once."""
-        return render_many(self.header(), [(p.plan, p.rules) for p in self.parts], fmt)
+        parts = [(p.plan, p.rules) for p in self.parts]
+        return render_many(self.header(), parts, fmt, self.probe)
 
     def to_dict(self, fmt: str) -> dict[str, Any]:
         """The report in schema `controparte.firewall/1` (see docs/connectivity.md)."""
@@ -163,6 +176,8 @@ class FirewallReport:
             "previous_run": None if self.previous_run is None else self.previous_run.isoformat(),
             "changes": [c.to_dict() for c in self.changes],
             "notes": list(self.notes),
+            "probe_sources": list(self.probe_sources),
+            "probe_rules": [rule_dict(r) for r in self.probe],
             "format": fmt,
             "script": self.script(fmt),
         }
@@ -216,6 +231,10 @@ class Plans:
                 parts.append(part)
         previous = self.registry.store.firewall_seen(inst.code)
         previous_run = max((p.at for p in previous.values()), default=None)
+        sources = self.registry.settings.probe_sources
+        rules = [r for part in parts for r in part.rules]
+        if not sources and any(limits_inbound(r) for r in rules):
+            notes.append(PROBE_KEPT_OUT)
         report = FirewallReport(
             inst,
             tuple(parts),
@@ -223,6 +242,8 @@ class Plans:
             tuple(self._address_changes(counterparts, previous, previous_run)),
             previous_run,
             tuple(dict.fromkeys(notes)),
+            sources,
+            probe_admissions(rules, sources),
         )
         if record:
             self.record(report, now)

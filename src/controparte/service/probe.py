@@ -1,21 +1,34 @@
-"""The outside-in probe (`POST /v1/installations/{code}/probe`): the service dials the
-installation's registered public address and port, and says what happened.
+"""The outside-in probes: the service dials an installation's registered public address
+and port, and says what happened.
 
-Rules, all checked before any socket is opened:
-- The target is never the caller's choice: it is the installation's registered public
-  port, at the registered address (IPv4 or IPv6) that equals the request's source
-  address (after the trusted-proxy rule). A request from any other address is refused
-  (`ForbiddenError`, 403): the address must have come from the installation itself (a
-  heartbeat does that), so the service dials only the machine that asks, never a third
-  party's host.
+- `POST /v1/installations/{code}/probe`: the installation's own port (`choose_target`,
+  `run_probe`). The target is never the caller's choice: it is the installation's
+  registered public port, at the registered address (IPv4 or IPv6) that equals the
+  request's source address (after the trusted-proxy rule). A request from any other
+  address is refused (`ForbiddenError`, 403): the address must have come from the
+  installation itself (a heartbeat does that), so the service dials only the machine
+  that asks, never a third party's host. The probe line (`model/probe.py`) is sent and
+  its answer checked with the token of the request.
+- `POST /v1/installations/{code}/probe-counterpart`: a counterpart linked to `code`
+  (`counterpart_targets`, `run_dial`): each registered public address (IPv4, IPv6) at
+  the registered public port, never an address the requester names; connect only,
+  since the service holds no token of the counterpart to check an answer with. No
+  registered address or port: `ForbiddenError`.
 - An installation with no registered port cannot be probed (`ValidationError`, 422).
-- At most one probe per installation per `ProbeLimiter.interval` seconds
-  (`RateLimitedError` carrying `retry_after`: 429 with Retry-After).
+- Rate limits (`ProbeLimiter`, `RateLimitedError` carrying `retry_after`: 429 with
+  Retry-After): one probe of an installation's own port per `PROBE_INTERVAL` s; one
+  probe of a given counterpart per `PROBE_INTERVAL` s whoever asks (its own slot, so a
+  counterpart's probes never hold up the installation's own); and at most
+  `REQUESTER_LIMIT` counterpart probes per requester per `REQUESTER_WINDOW` s.
 - Bounded: the connection must be made within `CONNECT_TIMEOUT`; then the probe line
   (`model/probe.py`) is sent and at most `MAX_LINE` bytes are read within `READ_TIMEOUT`.
+- Every report names its `source`: the address the connection leaves from towards the
+  target (`choose_source`: a configured `probe_sources` address of the target's family,
+  else the local address the host uses towards it).
 
-Pure parts: `choose_target`, `ProbeLimiter` (its clock injected), `make_report`. The
-socket part, `run_probe`, is a thin asyncio shell around them.
+Pure parts: `choose_target`, `counterpart_targets`, `choose_source`, `ProbeLimiter`
+(its clock injected), `make_report`. The socket parts, `run_probe`, `run_dial` and
+`local_source`, are thin shells around them.
 """
 
 from __future__ import annotations
@@ -24,15 +37,19 @@ import asyncio
 import contextlib
 import ipaddress
 import math
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controparte.errors import ForbiddenError, RateLimitedError, ValidationError
 from controparte.model import Installation
 from controparte.model.probe import (
+    CONNECT_TIMEOUT,
     MAX_LINE,
+    READ_TIMEOUT,
     Answer,
     Reach,
     check_answer,
@@ -41,10 +58,12 @@ from controparte.model.probe import (
     probe_line,
 )
 
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 2.0
 PROBE_INTERVAL = 5.0
-"""Seconds between two probes of one installation."""
+"""Seconds between two probes of one installation (of its own port, or as a
+counterpart)."""
+REQUESTER_LIMIT = 10
+REQUESTER_WINDOW = 60.0
+"""At most REQUESTER_LIMIT counterpart probes per requester per REQUESTER_WINDOW s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,8 @@ class ProbeReport:
     nonce_verified: bool | None
     agent_code: str | None
     detail: str
+    source: str | None = None
+    """The address the connection left from (`choose_source`), when known."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -77,19 +98,24 @@ class ProbeReport:
             "nonce_verified": self.nonce_verified,
             "agent_code": self.agent_code,
             "detail": self.detail,
+            "source": self.source,
         }
 
 
-def _same_address(a: str, b: str) -> bool:
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`text` as an address (an IPv4-mapped IPv6 address as its IPv4 one), or None."""
     try:
-        first, second = ipaddress.ip_address(a), ipaddress.ip_address(b)
+        found = ipaddress.ip_address(text)
     except ValueError:
-        return False
-    if isinstance(first, ipaddress.IPv6Address) and first.ipv4_mapped is not None:
-        first = first.ipv4_mapped
-    if isinstance(second, ipaddress.IPv6Address) and second.ipv4_mapped is not None:
-        second = second.ipv4_mapped
-    return first == second
+        return None
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return found.ipv4_mapped
+    return found
+
+
+def _same_address(a: str, b: str) -> bool:
+    first, second = _address(a), _address(b)
+    return first is not None and first == second
 
 
 def choose_target(inst: Installation, client_address: str | None) -> ProbeTarget:
@@ -126,40 +152,82 @@ def choose_target(inst: Installation, client_address: str | None) -> ProbeTarget
     )
 
 
+def counterpart_targets(inst: Installation) -> tuple[ProbeTarget, ...]:
+    """Where a probe of counterpart `inst` dials: each registered public address (IPv4,
+    then IPv6) at the registered public port. ForbiddenError when it has no registered
+    address or no registered port: the probe dials nothing else."""
+    registered = [a for a in (inst.ipv4, inst.ipv6) if a is not None]
+    if not registered or inst.port is None:
+        missing = "public address" if not registered else "public port"
+        raise ForbiddenError(
+            f"installation {inst.code!r} has no {missing} registered: the service probes"
+            " a counterpart only at its registered address and public port, which its"
+            " heartbeats (controparte agent) or an operator register"
+        )
+    return tuple(ProbeTarget(address, inst.port) for address in registered)
+
+
+def choose_source(configured: Sequence[str], target: str, local: str | None) -> str | None:
+    """The address a probe of `target` leaves from, as the service's reports name it:
+    with `configured` addresses (the setting `probe_sources`) of the target's family,
+    `local` when it is one of them (no NAT on this host), else the first of them;
+    without any of that family, `local` (the address the host dials from, None when
+    unknown)."""
+    wanted = _address(target)
+    family = [
+        a
+        for a in configured
+        if (found := _address(a)) is not None
+        and wanted is not None
+        and found.version == wanted.version
+    ]
+    if not family:
+        return local
+    if local is not None and any(_same_address(local, a) for a in family):
+        return local
+    return family[0]
+
+
 class ProbeLimiter:
-    """One probe per installation per `interval` seconds (codes compared without
-    regard to case). Thread-safe; `clock` is injected for tests."""
+    """At most `limit` probes per key per `interval` seconds (keys compared without
+    regard to case): installation codes, as target or as requester. A refusal's
+    message is `refusal` formatted with `key`, `interval` and `limit`. Thread-safe;
+    `clock` is injected for tests."""
 
     def __init__(
         self,
         interval: float = PROBE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 100_000,
+        *,
+        limit: int = 1,
+        refusal: str = "installation {key!r} was probed less than {interval:g} s ago",
     ) -> None:
         self.interval = interval
         self.clock = clock
         self.max_entries = max_entries
-        self._last: dict[str, float] = {}
+        self.limit = limit
+        self.refusal = refusal
+        self._taken: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, code: str) -> None:
-        """Take the probe slot of `code`, or raise RateLimitedError with the seconds
-        until the next one is allowed (rounded up, at least 1)."""
+    def acquire(self, key: str) -> None:
+        """Take a probe slot of `key`, or raise RateLimitedError with the seconds until
+        the next one is free (rounded up, at least 1)."""
         now = self.clock()
-        key = code.lower()
         with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                wait = max(1, math.ceil(self.interval - (now - last)))
-                raise RateLimitedError(
-                    f"installation {code!r} was probed less than {self.interval:g} s ago;"
-                    f" try again in {wait} s",
-                    retry_after=wait,
-                )
-            if len(self._last) >= self.max_entries:
-                for old in [k for k, t in self._last.items() if now - t >= self.interval]:
-                    del self._last[old]
-            self._last[key] = now
+            taken = self._taken.get(key.lower(), deque())
+            while taken and now - taken[0] >= self.interval:
+                taken.popleft()
+            if len(taken) >= self.limit:
+                wait = max(1, math.ceil(self.interval - (now - taken[0])))
+                said = self.refusal.format(key=key, interval=self.interval, limit=self.limit)
+                raise RateLimitedError(f"{said}; try again in {wait} s", retry_after=wait)
+            if len(self._taken) >= self.max_entries:
+                for old in [k for k, t in self._taken.items() if now - t[-1] >= self.interval]:
+                    del self._taken[old]
+            taken.append(now)
+            self._taken[key.lower()] = taken
 
 
 def make_report(
@@ -168,14 +236,22 @@ def make_report(
     elapsed: float,
     answer: Answer | None = None,
     *,
+    connect_only: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT,
+    source: str | None = None,
 ) -> ProbeReport:
     """The report of a probe of `target` whose connection attempt came out as `reach`
-    after `elapsed` seconds; `answer` is what the port sent back (when open)."""
+    after `elapsed` seconds; `answer` is what the port sent back (when open), or
+    nothing was sent (`connect_only`); `source` as `ProbeReport.source`."""
     where = f"port {target.port} of {target.address}"
     verified = answer.verified if answer is not None and reach is Reach.OPEN else None
     claimed = answer.code if answer is not None and reach is Reach.OPEN else None
-    if reach is Reach.OPEN:
+    if reach is Reach.OPEN and connect_only:
+        detail = (
+            f"{where} is open: the connection was made (connect only: which machine the"
+            " port reaches is not checked)"
+        )
+    elif reach is Reach.OPEN:
         if verified is True:
             detail = (
                 f"{where} is open and the controparte agent there answered the nonce"
@@ -216,7 +292,46 @@ def make_report(
         verified,
         claimed,
         detail,
+        source,
     )
+
+
+def local_source(target: ProbeTarget) -> str | None:
+    """The local address this host dials `target` from: a UDP socket connected towards
+    it (nothing is sent; the kernel picks the route and the address). None when there
+    is no route."""
+    family = socket.AF_INET6 if ":" in target.address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.connect((target.address, target.port))
+            return str(udp.getsockname()[0])
+    except OSError:
+        return None
+
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect(
+    target: ProbeTarget, connect_timeout: float, clock: Callable[[], float]
+) -> tuple[Streams | Reach, float, str | None]:
+    """Connect to `target`: the streams (or why not), the seconds it took, and the
+    local address the connection left from (when not connected: `local_source`)."""
+    start = clock()
+    try:
+        streams = await asyncio.wait_for(
+            asyncio.open_connection(target.address, target.port), connect_timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        return classify_error(exc), clock() - start, local_source(target)
+    sockname = streams[1].get_extra_info("sockname")
+    return streams, clock() - start, None if sockname is None else str(sockname[0])
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
 async def _read_line(reader: asyncio.StreamReader) -> bytes:
@@ -235,24 +350,21 @@ async def run_probe(
     *,
     code: str,
     token: str,
+    sources: Sequence[str] = (),
     connect_timeout: float = CONNECT_TIMEOUT,
     read_timeout: float = READ_TIMEOUT,
     clock: Callable[[], float] = time.monotonic,
 ) -> ProbeReport:
     """Dial `target`, send a probe with a fresh nonce, judge the answer against `code`
-    and `token` (the token of the request that asked). Never raises for network
-    trouble: every outcome is a report."""
+    and `token` (the token of the request that asked); `sources` is the setting
+    `probe_sources` (see `choose_source`). Never raises for network trouble: every
+    outcome is a report."""
     nonce = new_nonce()
-    start = clock()
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.address, target.port), connect_timeout
-        )
-    except (OSError, TimeoutError) as exc:
-        return make_report(
-            target, classify_error(exc), clock() - start, connect_timeout=connect_timeout
-        )
-    elapsed = clock() - start
+    streams, elapsed, local = await _connect(target, connect_timeout, clock)
+    source = choose_source(sources, target.address, local)
+    if isinstance(streams, Reach):
+        return make_report(target, streams, elapsed, connect_timeout=connect_timeout, source=source)
+    reader, writer = streams
     line = b""
     try:
         writer.write(probe_line(nonce))
@@ -261,8 +373,34 @@ async def run_probe(
     except (OSError, TimeoutError):
         pass  # open, but it said nothing usable in time
     finally:
-        writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        await _close(writer)
     answer = check_answer(line, token=token, code=code, nonce=nonce)
-    return make_report(target, Reach.OPEN, elapsed, answer, connect_timeout=connect_timeout)
+    return make_report(
+        target, Reach.OPEN, elapsed, answer, connect_timeout=connect_timeout, source=source
+    )
+
+
+async def run_dial(
+    target: ProbeTarget,
+    *,
+    sources: Sequence[str] = (),
+    connect_timeout: float = CONNECT_TIMEOUT,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProbeReport:
+    """Connect to `target` and close at once (connect only; `sources` as for
+    `run_probe`). Never raises for network trouble: every outcome is a report."""
+    streams, elapsed, local = await _connect(target, connect_timeout, clock)
+    source = choose_source(sources, target.address, local)
+    if isinstance(streams, Reach):
+        reach = streams
+    else:
+        reach = Reach.OPEN
+        await _close(streams[1])
+    return make_report(
+        target,
+        reach,
+        elapsed,
+        connect_only=True,
+        connect_timeout=connect_timeout,
+        source=source,
+    )

@@ -11,8 +11,13 @@ from controparte.service.credentials import ServerSecret, adopt_secret
 from controparte.service.heartbeat import HeartbeatWriter
 from controparte.service.links import Links
 from controparte.service.plans import Plans
-from controparte.service.probe import ProbeLimiter
+from controparte.service.probe import (
+    REQUESTER_LIMIT,
+    REQUESTER_WINDOW,
+    ProbeLimiter,
+)
 from controparte.service.registry import Registry
+from controparte.service.relay import Relay
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -31,9 +36,15 @@ class Services:
     heartbeats: HeartbeatWriter
     throttle: FailureThrottle
     probes: ProbeLimiter
+    """One probe of an installation's own port per few seconds."""
+    counterpart_probes: ProbeLimiter
+    """One probe of a counterpart per few seconds, whoever asks."""
+    probe_requesters: ProbeLimiter
+    """A few counterpart probes per requester per minute."""
     catalog: Catalog
     links: Links
     plans: Plans
+    relay: Relay
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -71,7 +82,17 @@ def open_services(
         ),
         throttle=FailureThrottle(),
         probes=ProbeLimiter(),
+        counterpart_probes=ProbeLimiter(
+            refusal="installation {key!r} was probed as a counterpart less than {interval:g} s ago"
+        ),
+        probe_requesters=ProbeLimiter(
+            REQUESTER_WINDOW,
+            limit=REQUESTER_LIMIT,
+            refusal="installation {key!r} asked for {limit} counterpart probes in the"
+            " last {interval:g} s",
+        ),
         catalog=catalog,
         links=Links(registry, catalog),
         plans=Plans(registry, catalog),
+        relay=Relay(registry),
     )

@@ -21,9 +21,10 @@ Contracts:
   pruned (`prune_journal`), whole serials at a time, and the floor moves up with them.
 - `dns_snapshot()` returns the records, the serial and the last journal sequence
   number read in one consistent view.
-- Counterpart links (caller, callee, feature) and the addresses `controparte firewall`
-  last saw for each counterpart belong to their installations: removing an installation
-  removes them. Neither changes what DNS serves (no journal entry, no new serial).
+- Counterpart links (caller, callee, feature), the addresses `controparte firewall`
+  last saw for each counterpart, and relay requests and polls belong to their
+  installations: removing an installation removes them. None changes what DNS serves
+  (no journal entry, no new serial), nor the audit history.
 """
 
 from __future__ import annotations
@@ -94,6 +95,27 @@ class SeenAddresses:
     counterpart: str
     addresses: tuple[str, ...]
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRequest:
+    """A dial that installation `requester` asked the agent of installation `agent` to
+    make to `address`:`port` (the requester's own registered public address and port),
+    sending the probe line with `nonce`. Pending until `finished` (then `report` holds
+    the agent's report, JSON text) or until `expires`; `claimed` is when the agent
+    took it."""
+
+    id: str
+    requester: str
+    agent: str
+    address: str
+    port: int
+    nonce: str
+    created: datetime
+    expires: datetime
+    claimed: datetime | None = None
+    report: str | None = None
+    finished: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +278,37 @@ class Store(Protocol):
 
     def firewall_seen(self, code: str) -> dict[str, SeenAddresses]:
         """What `controparte firewall` last saw for `code`, by counterpart code."""
+        ...
+
+    def add_relay(self, request: RelayRequest, max_pending: int, purge_before: datetime) -> bool:
+        """Store `request` unless its agent has `max_pending` requests pending (not
+        finished, not expired at `request.created`): False then, and nothing is stored.
+        Requests that expired before `purge_before` are removed on the way. Atomic
+        among processes and nodes."""
+        ...
+
+    def relay(self, request_id: str) -> RelayRequest | None:
+        """The relay request `request_id`, if it is still kept."""
+        ...
+
+    def relays_waiting(self, agent: str, now: datetime) -> bool:
+        """Whether a request for `agent`'s agent waits to be claimed (not expired at
+        `now`). A read only: cheap enough to ask often."""
+        ...
+
+    def claim_relays(self, agent: str, now: datetime) -> list[RelayRequest]:
+        """Record that `agent`'s agent asked for its requests at `now`, and claim them:
+        those not yet claimed nor expired at `now`, oldest first, now marked claimed."""
+        ...
+
+    def finish_relay(self, request_id: str, agent: str, report: str, now: datetime) -> bool:
+        """Record `report` (JSON text) as the outcome of request `request_id`, claimed by
+        `agent`'s agent, unfinished and not expired at `now`; False when there is no
+        such request (then nothing changes)."""
+        ...
+
+    def relay_polled(self, agent: str) -> datetime | None:
+        """When `agent`'s agent last asked for its relay requests (None: never)."""
         ...
 
     def change_listener(self) -> ChangeListener | None:

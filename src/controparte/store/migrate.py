@@ -47,6 +47,8 @@ TABLES = (
     "tsig_keys",
     "links",
     "firewall_seen",
+    "relay_requests",
+    "relay_polls",
     "admin_tokens",
     "history",
     "journal",

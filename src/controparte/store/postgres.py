@@ -63,6 +63,7 @@ from controparte.store.base import (
     Origin,
 )
 from controparte.store.reads import Reads
+from controparte.store.relays import Relays, Runner
 from controparte.store.rows import ADOPT_FINGERPRINT, COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
 from controparte.store.schema import SCHEMA_LOCK, migrate_postgres
 from controparte.store.watchdog import Watchdog, shut_down
@@ -80,6 +81,10 @@ journal."""
 
 PRUNE_LOCK = SCHEMA_LOCK + 1
 """The advisory lock of a journal pruning: one node prunes at a time, others skip."""
+
+RELAY_LOCK_CLASS = 0x72656C61
+"""The first key of the advisory locks that make the relay requests for one agent take
+turns ("rela"; the second is the hash of the agent's code in lower case)."""
 
 CONNECT_OPTIONS: Mapping[str, str] = {
     "connect_timeout": "2",  # libpq's least
@@ -483,12 +488,13 @@ class _Transaction:
             self.conn.execute(_JOURNAL_STEP, params)
 
 
-class PostgresStore(Reads):
+class PostgresStore(Reads, Relays):
     """`Store` on a PostgreSQL database (`url`: postgresql://...), shared by any number
     of processes and nodes."""
 
     PLACEHOLDER = "%s"
     NO_LIMIT = None
+    RELAY_LOCK = f"SELECT pg_advisory_xact_lock({RELAY_LOCK_CLASS}, hashtext(%s))"
 
     def __init__(
         self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT
@@ -690,6 +696,18 @@ class PostgresStore(Reads):
                 return removed.rowcount
 
         return self._retrying("cannot prune the journal", prune)
+
+    def _relay_write(self, work: Callable[[Runner], T]) -> T:
+        def once() -> T:
+            with self._transaction(Origin(actor="controparte", via="relay")) as tx:
+
+                def run(sql: str, params: Sequence[object]) -> list[Row]:
+                    cursor = tx.conn.execute(sql, params)
+                    return cursor.fetchall() if cursor.description is not None else []
+
+                return work(run)
+
+        return self._retrying("cannot write the relay's requests", once)
 
     def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         with self._failures("cannot read the store"), self._view() as conn:

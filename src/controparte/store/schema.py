@@ -273,6 +273,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite="ALTER TABLE zone_state ADD COLUMN secret_fingerprint TEXT;",
         postgres="ALTER TABLE zone_state ADD COLUMN secret_fingerprint text;",
     ),
+    # 6: the relay (`service/relay.py`): dial requests one installation (the requester)
+    # asks the agent of a linked one (the agent) to make to the requester's registered
+    # public address and port, and when each agent last asked for its requests. Rows
+    # live about two minutes (purged as new requests come); stamps are `rows.stamp`
+    # text, compared as text.
+    Migration(
+        sqlite=f"""
+        CREATE TABLE relay_requests (
+            id        TEXT PRIMARY KEY,
+            requester TEXT NOT NULL {_CODE_OF_INSTALLATION},
+            agent     TEXT NOT NULL {_CODE_OF_INSTALLATION},
+            address   TEXT NOT NULL,
+            port      INTEGER NOT NULL,
+            nonce     TEXT NOT NULL,
+            created   TEXT NOT NULL,
+            expires   TEXT NOT NULL,
+            claimed   TEXT,
+            report    TEXT,
+            finished  TEXT
+        );
+        CREATE INDEX relay_requests_by_agent ON relay_requests (agent, expires);
+        CREATE TABLE relay_polls (
+            code TEXT PRIMARY KEY {_CODE_OF_INSTALLATION},
+            at   TEXT NOT NULL
+        );
+        """,
+        postgres=f"""
+        CREATE TABLE relay_requests (
+            id        text COLLATE "C" PRIMARY KEY,
+            requester {_PG_CODE_OF_INSTALLATION} NOT NULL,
+            agent     {_PG_CODE_OF_INSTALLATION} NOT NULL,
+            address   text NOT NULL,
+            port      integer NOT NULL,
+            nonce     text NOT NULL,
+            created   text COLLATE "C" NOT NULL,
+            expires   text COLLATE "C" NOT NULL,
+            claimed   text COLLATE "C",
+            report    text,
+            finished  text COLLATE "C"
+        );
+        CREATE INDEX relay_requests_by_agent ON relay_requests (agent, expires);
+        CREATE TABLE relay_polls (
+            code {_PG_CODE_OF_INSTALLATION} PRIMARY KEY,
+            at   text COLLATE "C" NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -36,6 +36,7 @@ from controparte.store.base import (
     Origin,
 )
 from controparte.store.reads import Reads
+from controparte.store.relays import Relays, Runner
 from controparte.store.rows import (
     ADOPT_FINGERPRINT,
     COLUMNS,
@@ -228,7 +229,7 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore(Reads):
+class SqliteStore(Reads, Relays):
     """`Store` on one SQLite file in WAL mode."""
 
     PLACEHOLDER = "?"
@@ -458,6 +459,11 @@ class SqliteStore(Reads):
                 (floor_seq, floor_serial),
             )
             return int(removed)
+
+    def _relay_write(self, work: Callable[[Runner], T]) -> T:
+        with self.transaction(Origin(actor="controparte", via="relay")):
+            conn = self._conn
+            return work(lambda sql, params: conn.execute(sql, params).fetchall())
 
     def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         conn = self._reader()
