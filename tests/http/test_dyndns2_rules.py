@@ -175,6 +175,8 @@ def _basic(text: str) -> str:
         ("Bearer abc", None),
         ("Basic", None),
         ("Basic !!!", None),
+        ("Basic QTE6c2Vjcm\xdf}V0", None),  # a Latin-1 byte, as Starlette decodes headers
+        ("Basic " + base64.b64encode(b"A-1:\xff").decode(), None),  # not UTF-8
         (_basic("no-colon"), None),
         (_basic("A-1:tok:en"), ("A-1", "tok:en")),
         (_basic("A-1:"), ("A-1", "")),

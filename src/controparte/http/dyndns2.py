@@ -27,7 +27,6 @@ transaction, on the installation as that transaction reads it.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import ipaddress
 import urllib.parse
@@ -190,7 +189,7 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
         return None
     username, sep, password = decoded.partition(":")
     if not sep:
