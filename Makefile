@@ -45,6 +45,7 @@ bench: debs $(STAMP)
 	$(BIN)/python bench/heartbeat_bench.py --http-workers 2
 	$(BIN)/python bench/pg_bench.py
 	$(BIN)/python bench/xfr_bench.py
+	$(BIN)/python bench/fuzz_bench.py
 
 # Zone transfers alone: AXFR against Knot, DNS answers meanwhile, update -> answer on an
 # NSD secondary.
