@@ -27,7 +27,8 @@ RESPONSE = "response"
 OPCODE = "opcode"
 """An opcode we do not serve: NOTIMP."""
 QDCOUNT = "qdcount"
-"""A QUERY without exactly one question (RFC 9619): FORMERR."""
+"""A QUERY without exactly one question (RFC 9619), an UPDATE without exactly one zone
+(RFC 2136 3.1.1): FORMERR."""
 ANSWER = "answer"
 """A QUERY with records in its answer section: FORMERR."""
 QUESTION = "question"
@@ -36,10 +37,10 @@ label type that is not plain: FORMERR."""
 QTYPE = "qtype"
 """A question for a type that only stands in a record (OPT, TKEY, TSIG): FORMERR."""
 RECORDS = "records"
-"""The authority or additional records do not frame the rest of the message exactly
-(cut short, trailing bytes, a bad name), or hold more than one OPT, or an OPT that is
-not owned by the root, not in the additional section or whose options do not fill its
-RDATA exactly: FORMERR."""
+"""The records after the question (an UPDATE's prerequisites and updates too) do not
+frame the rest of the message exactly (cut short, trailing bytes, a bad name), or hold
+more than one OPT, or an OPT that is not owned by the root, not in the additional
+section or whose options do not fill its RDATA exactly: FORMERR."""
 
 REASONS = (SHORT, RESPONSE, OPCODE, QDCOUNT, ANSWER, QUESTION, QTYPE, RECORDS)
 
@@ -54,8 +55,9 @@ _FORMERR = int(dns.rcode.FORMERR)
 
 def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pass over the bytes, on purpose
     """The reason `wire` is rejected, or None when it goes on to be answered: a QUERY
-    whose header and records frame the message exactly, or (with `updates`) an UPDATE,
-    which the updater parses itself."""
+    (or, with `updates`, an UPDATE: its zone section stands where the question does,
+    its prerequisites and updates where the answer and authority do) whose header and
+    records frame the message exactly."""
     size = len(wire)
     if size < _HEADER:
         return SHORT
@@ -63,11 +65,11 @@ def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pas
     if flags & 0x80:
         return RESPONSE
     opcode = flags >> 3 & 0x0F
-    if opcode:
-        return None if updates and opcode == _UPDATE else OPCODE
+    if opcode and not (updates and opcode == _UPDATE):
+        return OPCODE
     if wire[4] or wire[5] != 1:
         return QDCOUNT
-    if wire[6] or wire[7]:
+    if not opcode and (wire[6] or wire[7]):
         return ANSWER
     pos = _HEADER
     while True:  # the question's name: plain labels only (nothing earlier to point at)
@@ -82,12 +84,11 @@ def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pas
     pos += 5
     if pos > size or pos - _HEADER - 4 > _MAX_NAME:
         return QUESTION
-    if (wire[pos - 4] << 8 | wire[pos - 3]) in _RECORD_ONLY_TYPES:
+    if not opcode and (wire[pos - 4] << 8 | wire[pos - 3]) in _RECORD_ONLY_TYPES:
         return QTYPE
-    authority = wire[8] << 8 | wire[9]
-    records = authority + (wire[10] << 8 | wire[11])
+    before = (wire[6] << 8 | wire[7]) + (wire[8] << 8 | wire[9])  # answer, authority
     opts = 0
-    for index in range(records):
+    for index in range(before + (wire[10] << 8 | wire[11])):
         start = pos
         while True:  # a record's name: labels, ending with the root or an earlier pointer
             if pos >= size:
@@ -109,7 +110,7 @@ def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pas
         end = pos + 10 + (wire[pos + 8] << 8 | wire[pos + 9])
         if (wire[pos] << 8 | wire[pos + 1]) == _OPT:
             opts += 1
-            if opts > 1 or index < authority or pos != start + 1 or end > size:
+            if opts > 1 or index < before or pos != start + 1 or end > size:
                 return RECORDS
             option = pos + 10
             while option < end:  # each option: code, length, data, filling the RDATA
