@@ -98,6 +98,10 @@ MAX_YIELD = 20.0
 """The longest pause, in times the work: a transfer always moves on."""
 FOLLOWER_STOP_TIMEOUT = 2.0
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
+TCP_BACKLOG = 1024
+"""Connections the kernel completes before the server accepts them (capped by
+net.core.somaxconn): a client opening connections by the hundred must not fill the
+queue that others wait in (asyncio's default is 100)."""
 BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
@@ -459,6 +463,7 @@ class DnsServer:
                     reuse_address=True,
                     reuse_port=True,
                     limit=70_000,
+                    backlog=TCP_BACKLOG,
                 )
             except OSError:
                 udp.close()
