@@ -39,11 +39,10 @@ import os
 import random
 import select
 import selectors
-import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,6 @@ from common import (
     HOST,
     ZONE,
     LoggedProcess,
-    ServerProcess,
     cpu_seconds,
     free_port,
     load_average,
@@ -69,6 +67,7 @@ from common import (
 from controparte.dns.zone import load_zone
 from controparte.dns.zonefile import zone_text
 from controparte.model import ZoneConfig
+from dns_bench import ControparteServer, KnotServer, Server, serving
 
 INSTALLATIONS = 1_000
 PREFIX = "host"
@@ -79,97 +78,17 @@ ATTACKER, VICTIM = "127.0.0.2", "127.0.0.3"
 MAX_HELD = 2_000
 TCP_QUERY_EVERY = 0.1
 TCP_TIMEOUT = 1.0
-START_TIMEOUT = 30.0
 
 
 # -- the servers -------------------------------------------------------------------------
 
 
-class Server:
-    """A name server process over the bench's zone, on its own port."""
-
-    def __init__(self, name: str, port: int) -> None:
-        self.name = name
-        self.port = port
-        self.process: LoggedProcess | None = None
-
-    def spawn(self) -> LoggedProcess:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        self.process = self.spawn()
-        query = dns.message.make_query(f"{PREFIX}-1.{ZONE}", "A")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not self.process.running():
-                raise RuntimeError(f"{self.name} exited:\n{self.process.log_tail()}")
-            with contextlib.suppress(dns.exception.Timeout, OSError):
-                if dns.query.udp(query, HOST, timeout=0.2, port=self.port).answer:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer in {START_TIMEOUT} s")
-
-    def pids(self) -> list[int]:
-        assert self.process is not None
-        return self.process.pids()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            family = self.process.pids()
-            self.process.stop()
-            for pid in family[1:]:  # a worker its parent left behind: ours, by id
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.process = None
-
-
-class Controparte(Server):
-    def __init__(self, data: Path) -> None:
-        self.serve = ServerProcess(data, for_bench=True)
-        super().__init__("controparte", self.serve.port)
-
-    def spawn(self) -> LoggedProcess:
-        return self.serve.spawn(new_session=True)
-
-
-class Knot(Server):
-    def __init__(self, home: Path, zonefile: Path) -> None:
-        super().__init__("knot", free_port(for_bench=True))
-        self.home = home
-        for sub in ("run", "db", "zones"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
-        self.config = home / "knot.conf"
-        self.config.write_text(
-            f"""server:
-    rundir: "{home / "run"}"
-    listen: {HOST}@{self.port}
-log:
-  - target: stderr
-    any: warning
-database:
-    storage: "{home / "db"}"
-template:
-  - id: default
-    storage: "{home / "zones"}"
-    zonefile-load: whole
-    zonefile-sync: -1
-    journal-content: none
-zone:
-  - domain: {ZONE}
-    file: "{zonefile}"
-""",
-            encoding="ascii",
-        )
-
-    def spawn(self) -> LoggedProcess:
-        argv = [tool("knotd"), "-c", str(self.config)]
-        return LoggedProcess(argv, self.home / "knot.log", os.environ, new_session=True)
-
-
 class Nsd(Server):
-    def __init__(self, home: Path, zonefile: Path) -> None:
-        super().__init__("nsd", free_port(for_bench=True))
-        self.home = home
+    """NSD (`nsd -d`) over `zonefile`, defaults but its paths (as `KnotServer` for Knot)."""
+
+    def __init__(self, workdir: Path, zonefile: Path) -> None:
+        super().__init__("nsd", workdir, free_port(for_bench=True))
+        home = self.home = workdir / "nsd"
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "nsd.conf"
         self.config.write_text(
@@ -197,7 +116,7 @@ zone:
 
     def spawn(self) -> LoggedProcess:
         argv = [tool("nsd"), "-d", "-c", str(self.config)]
-        return LoggedProcess(argv, self.home / "nsd.log", os.environ, new_session=True)
+        return LoggedProcess(argv, self.log_path, os.environ, new_session=True)
 
 
 # -- the load ---------------------------------------------------------------------------
@@ -377,27 +296,17 @@ def slots(server: Server, args: argparse.Namespace) -> SlotRun:
 # -- the run ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def serving(server: Server) -> Iterator[Server]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / "data"
     data.mkdir()
-    controparte = Controparte(data)
+    controparte = ControparteServer(work, data, 1, "flood")
     with controparte.serve.registry() as registry:
         add_installations(registry, PREFIX, INSTALLATIONS)
-    with controparte.serve.registry() as registry:
         settings = controparte.serve.settings
         zone = load_zone(registry.store, ZoneConfig.from_settings(settings))
     zonefile = work / "zone.db"
     zonefile.write_text(zone_text(zone), encoding="ascii")
-    servers = [controparte, Knot(work / "knot", zonefile), Nsd(work / "nsd", zonefile)]
+    servers = [controparte, KnotServer(work, zonefile, "flood"), Nsd(work, zonefile)]
     cached = valid_queries(1_000, seed=3)
     malformed = malformed_mix()
     result: dict[str, Any] = {
@@ -406,7 +315,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "servers": {},
     }
     for server in servers:
-        with serving(server):
+        with serving(server, f"{PREFIX}-1"):
             print(f"== {server.name}", flush=True)
             figures = {
                 "cached": asdict(flood(server, cached, "cached answers", args)),
