@@ -36,6 +36,7 @@ import uvicorn
 import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from controparte import fdlimit
 from controparte.dns.server import DnsServer
 from controparte.http.app import create_app
 from controparte.service.pruning import JournalPruner
@@ -296,6 +297,9 @@ def http_worker(
 def run(settings: Settings) -> None:
     """Serve DNS and HTTP until SIGINT or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings, too_low = fdlimit.fit(settings, fdlimit.raise_soft_limit())
+    if too_low is not None:
+        log.warning("%s", too_low)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -393,7 +393,14 @@ class Settings:
     allow_non_global: bool = setting(False, _keyed(_bool))
     edns_udp_size: int = setting(1232, _whole(512, 65535))
     tcp_idle_timeout: float = setting(10.0, _number(0.1, 3600))
+    """Seconds a DNS TCP connection may wait for its next query, or take to send one
+    or to read an answer, before the server closes it (RFC 7766 6.2.3)."""
     tcp_max_connections: int = setting(1024, _whole(1, 1_000_000))
+    """DNS TCP connections open at once; more are closed at once. Lowered at start,
+    with a warning, to what the file-descriptor limit leaves room for."""
+    tcp_max_connections_per_client: int = setting(16, _whole(1, 1_000_000))
+    """DNS TCP connections open at once from one client (an IPv4 address, an IPv6
+    /64), so that one client cannot hold every slot."""
     journal_poll_interval: float = setting(0.02, _number(0.01, 60))
     """On SQLite, seconds between looks at the journal for changes other processes made
     (HTTP workers, a CLI, another server): the worst-case delay before DNS serves them.

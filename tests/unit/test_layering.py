@@ -29,7 +29,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "cli": frozenset(
         {"errors", "settings", "model", "plan", "store", "service", "dns", "agent", "serve"}
     ),
-    "serve": frozenset({"errors", "settings", "model", "plan", "store", "service", "dns", "http"}),
+    "fdlimit": frozenset({"errors", "settings"}),
+    "serve": frozenset(
+        {"errors", "settings", "model", "plan", "store", "service", "dns", "http", "fdlimit"}
+    ),
     "__main__": frozenset({"cli"}),
     "__init__": frozenset(),
 }
@@ -43,6 +46,8 @@ PURE_DNS = frozenset(
         "answer",
         "fastpath",
         "engine",
+        "screen",
+        "slots",
         "update",
         "zonefile",
         "notify",

@@ -31,6 +31,9 @@ from controparte.dns.zone import Zone
 HEADER = struct.Struct("!HHHHHH")
 TCP_MAX = 65535
 NO_EDNS_UDP_MAX = 512
+_QR_BYTE = 0x80  # QR in the third header byte
+_OPCODE_RD_BYTE = 0x79  # the opcode and RD in the third header byte
+_NO_COUNTS = bytes(8)
 
 # Query types that are not data types: refused or rejected before lookup.
 _TRANSFER = {RdataType.AXFR, RdataType.IXFR}
@@ -47,14 +50,12 @@ _RCODE = {
 
 def header_only(wire: bytes, rcode: int) -> bytes | None:
     """A bare response (no sections) to a query we could not parse: same ID and opcode,
-    RD copied. None for a datagram that is no query at all."""
-    if len(wire) < HEADER.size:
+    RD copied. None for a datagram that is no query at all. Byte arithmetic on plain
+    ints (dnspython's flag enums cost microseconds): it answers garbage floods."""
+    if len(wire) < HEADER.size or wire[2] & _QR_BYTE:
         return None
-    qid, flags = struct.unpack_from("!HH", wire)
-    if flags & dns.flags.QR:
-        return None
-    out_flags = dns.flags.QR | (flags & (0x7800 | dns.flags.RD)) | (rcode & 0xF)
-    return HEADER.pack(qid, out_flags, 0, 0, 0, 0)
+    flags = _QR_BYTE | (wire[2] & _OPCODE_RD_BYTE)
+    return bytes((wire[0], wire[1], flags, int(rcode) & 0x0F)) + _NO_COUNTS
 
 
 def udp_limit(query: dns.message.Message, edns_udp_size: int) -> int:

@@ -1,23 +1,27 @@
 """The engine: one current zone snapshot, and request bytes -> response bytes through
-the answer cache, the fast path and the general path, in that order.
+the answer cache, the screen, the fast path and the general path, in that order.
 
 Every response depends only on the query bytes after the ID, the transport and the
 snapshot, so it is cached by those; a new snapshot starts with empty caches.
-Only responses to opcode QUERY are cached (an UPDATE changes data; the server routes
-UPDATEs around the engine when it can apply them, and the engine answers NOTIMP).
+Only opcode QUERY gets past the screen, so only its responses are cached (an UPDATE
+changes data; the server routes UPDATEs around the engine when it can apply them, and
+the engine's screen answers NOTIMP).
 `answer` never raises: an internal error is logged, counted and answered SERVFAIL.
+What the screen rejects (`dns/screen.py`) is counted by reason, never logged: a flood
+of garbage must not cost a log line a packet.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.rcode
 
 from controparte.dns.answer import answer as general_answer
 from controparte.dns.answer import header_only
 from controparte.dns.fastpath import FastPath
+from controparte.dns.screen import rejection, screen
 from controparte.dns.zone import Zone
 
 log = logging.getLogger("controparte.dns")
@@ -25,7 +29,6 @@ log = logging.getLogger("controparte.dns")
 CACHE_MAX_ENTRIES = 500_000
 CACHE_MAX_QUERY = 512  # longer queries are answered, never cached
 _CACHED_RCODES = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
-_OPCODE_BITS = 0x78  # in the third header byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,8 @@ class Current:
 
 @dataclass(slots=True)
 class Counters:
-    """Queries received, and how each was answered (for metrics)."""
+    """Queries received, and how each was answered (for metrics); datagrams the screen
+    rejected by reason, apart (they are no queries)."""
 
     queries: int = 0
     cache_hits: int = 0
@@ -46,6 +50,7 @@ class Counters:
     general: int = 0
     dropped: int = 0
     internal_errors: int = 0
+    malformed: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -62,17 +67,30 @@ class Engine:
     def swap(self, zone: Zone) -> None:
         self.current = Current(zone, FastPath(zone))
 
+    def reject(self, wire: bytes, *, updates: bool = False) -> str | None:
+        """`screen` (UPDATE passes with `updates`), the rejection counted: its reason,
+        or None when `wire` goes on to be answered."""
+        reason = screen(wire, updates=updates)
+        if reason is not None:
+            malformed = self.counters.malformed
+            malformed[reason] = malformed.get(reason, 0) + 1
+        return reason
+
     def answer(self, wire: bytes, tcp: bool) -> bytes | None:
-        """The response to one query (None: send nothing). Never raises."""
+        """The response to one request (None: send nothing). Never raises."""
         current = self.current
         counters = self.counters
-        counters.queries += 1
         cache = current.zone.tcp_cache if tcp else current.zone.udp_cache
         key = wire[2:]
         hit = cache.get(key)
         if hit is not None:
+            counters.queries += 1
             counters.cache_hits += 1
             return wire[:2] + hit
+        reason = self.reject(wire)
+        if reason is not None:
+            return rejection(wire, reason)
+        counters.queries += 1
         try:
             response = current.fast.answer(wire, tcp)
             if response is None:
@@ -87,11 +105,7 @@ class Engine:
         if response is None:
             counters.dropped += 1
             return None
-        if (
-            len(key) <= CACHE_MAX_QUERY
-            and not wire[2] & _OPCODE_BITS  # only QUERY: never an UPDATE or other opcode
-            and response[3] & 0x0F in _CACHED_RCODES
-        ):
+        if len(key) <= CACHE_MAX_QUERY and response[3] & 0x0F in _CACHED_RCODES:
             if len(cache) >= CACHE_MAX_ENTRIES:
                 cache.clear()
             cache[key] = response[2:]

@@ -4,8 +4,12 @@
   machinery costs several times more per packet than the answer itself).
   `dns_workers` > 1 adds processes with their own socket on the same port
   (SO_REUSEPORT), each with its own snapshot following the same journal.
+- Before anything else, a datagram or TCP message the answer cache does not know is
+  screened from its header and framing (`dns/screen.py`): garbage is dropped or
+  answered NOTIMP/FORMERR, header only, and counted by reason, never logged.
 - TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
-  an idle timeout; a cap on concurrent connections.
+  an idle timeout; a cap on concurrent connections, in all and per client
+  (`dns/slots.py`: an IPv4 address, an IPv6 /64).
 - The follower (`Follower`, a thread of its own) reads the store's journal, builds the
   next snapshot and swaps the engine's one reference (CoreDNS's rule: reload off the
   serving path, swap one pointer); the event loop never reads the store or builds a
@@ -58,6 +62,8 @@ from typing import Any
 
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
+from controparte.dns.screen import REASONS, rejection
+from controparte.dns.slots import REFUSALS, Slots, client_of
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
@@ -92,6 +98,10 @@ MAX_YIELD = 20.0
 """The longest pause, in times the work: a transfer always moves on."""
 FOLLOWER_STOP_TIMEOUT = 2.0
 """Seconds `DnsServer.stop` waits for a catch-up in progress (the thread is a daemon)."""
+TCP_BACKLOG = 1024
+"""Connections the kernel completes before the server accepts them (capped by
+net.core.somaxconn): a client opening connections by the hundred must not fill the
+queue that others wait in (asyncio's default is 100)."""
 BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
@@ -295,13 +305,17 @@ def udp_loop(
     engine: Engine,
     running: Callable[[], bool],
     hand_off: HandOff | None = None,
+    *,
+    updates: bool = False,
 ) -> None:
     """Answer datagrams until `running()` is false (checked after each datagram).
-    A datagram the answer cache does not know is offered to `hand_off` first, when
-    given; what it does not take the engine answers."""
+    A datagram the answer cache does not know is screened (`Engine.reject`; an UPDATE
+    passes with `updates`), then offered to `hand_off` first, when given; what it does
+    not take the engine answers."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
+    reject = engine.reject
     counters = engine.counters
     while running():
         try:
@@ -316,6 +330,8 @@ def udp_loop(
             counters.queries += 1
             counters.cache_hits += 1
             response = wire[:2] + hit
+        elif (reason := reject(wire, updates=updates)) is not None:
+            response = rejection(wire, reason)
         elif hand_off is not None and hand_off(wire, peer):
             continue
         else:
@@ -367,7 +383,9 @@ class DnsServer:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
-        self._tcp_connections = 0
+        self._tcp_slots = Slots(
+            settings.tcp_max_connections, settings.tcp_max_connections_per_client
+        )
         self._workers: list[multiprocessing.process.BaseProcess] = []
         self.updater = Updater(services, self.config) if services is not None else None
         self.transfers = Transfers(settings.transfer_allow, self.store, keys_of(services))
@@ -403,6 +421,7 @@ class DnsServer:
         self._udp_thread = threading.Thread(
             target=udp_loop,
             args=(self._udp, self.engine, lambda: self._running, self._udp_hand_off),
+            kwargs={"updates": self.updater is not None},
             name="dns-udp",
             daemon=True,
         )
@@ -444,6 +463,7 @@ class DnsServer:
                     reuse_address=True,
                     reuse_port=True,
                     limit=70_000,
+                    backlog=TCP_BACKLOG,
                 )
             except OSError:
                 udp.close()
@@ -524,10 +544,31 @@ class DnsServer:
                 "controparte_dns_general_path_total", "DNS answers by the general path.", c.general
             ),
             counter("controparte_dns_dropped_total", "DNS queries dropped unanswered.", c.dropped),
+            labelled(
+                "controparte_dns_malformed_total",
+                "counter",
+                "DNS messages rejected from their header and framing, before any parse, by"
+                " reason (short and response: dropped; opcode: NOTIMP; else FORMERR).",
+                "reason",
+                {reason: c.malformed.get(reason, 0) for reason in REASONS},
+            ),
             counter(
                 "controparte_dns_internal_errors_total",
                 "DNS queries answered SERVFAIL after an internal error.",
                 c.internal_errors,
+            ),
+            gauge(
+                "controparte_dns_tcp_connections",
+                "DNS TCP connections open.",
+                self._tcp_slots.open,
+            ),
+            labelled(
+                "controparte_dns_tcp_refused_total",
+                "counter",
+                "DNS TCP connections closed at once, by reason (total: every slot taken;"
+                " per_client: the client holds its share).",
+                "reason",
+                {reason: self._tcp_slots.refused[reason] for reason in REFUSALS},
             ),
             gauge(ZONE_SERIAL, ZONE_SERIAL_HELP, self.engine.zone.serial),
             gauge(
@@ -637,10 +678,12 @@ class DnsServer:
             await asyncio.sleep(transfer_pause(made, rate))
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_connections >= self.settings.tcp_max_connections:
+        """One connection, while it holds a slot (`Slots`: closed at once when its
+        client holds its share, or every slot is taken)."""
+        client = client_of(_address(writer))
+        if not self._tcp_slots.take(client):
             writer.close()
             return
-        self._tcp_connections += 1
         timeout = self.settings.tcp_idle_timeout
         try:
             while True:
@@ -648,7 +691,10 @@ class DnsServer:
                 wire = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(prefix, "big")), timeout
                 )
-                if self.updater is not None and is_update(wire):
+                reason = self.engine.reject(wire, updates=self.updater is not None)
+                if reason is not None:
+                    response = rejection(wire, reason)
+                elif self.updater is not None and is_update(wire):
                     response = await self._update(wire, _address(writer))
                 elif is_keyed(wire, tcp=True):
                     await self._stream(writer, wire, _address(writer), timeout)
@@ -662,7 +708,7 @@ class DnsServer:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            self._tcp_connections -= 1
+            self._tcp_slots.give(client)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -769,4 +815,4 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
         return True
 
     threading.Thread(target=hand_off_thread, name="dns-hand-off", daemon=True).start()
-    udp_loop(sock, engine, lambda: True, hand_off)
+    udp_loop(sock, engine, lambda: True, hand_off, updates=updater is not None)
