@@ -35,6 +35,7 @@ from controparte.store.base import (
     KeyRole,
     Origin,
 )
+from controparte.store.guards import Guards
 from controparte.store.reads import Reads
 from controparte.store.relays import Relays, Runner
 from controparte.store.rows import (
@@ -229,7 +230,7 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore(Reads, Relays):
+class SqliteStore(Reads, Relays, Guards):
     """`Store` on one SQLite file in WAL mode."""
 
     PLACEHOLDER = "?"
@@ -460,8 +461,8 @@ class SqliteStore(Reads, Relays):
             )
             return int(removed)
 
-    def _relay_write(self, work: Callable[[Runner], T]) -> T:
-        with self.transaction(Origin(actor="controparte", via="relay")):
+    def _write(self, work: Callable[[Runner], T]) -> T:
+        with self.transaction(Origin(actor="controparte", via="store")):
             conn = self._conn
             return work(lambda sql, params: conn.execute(sql, params).fetchall())
 
