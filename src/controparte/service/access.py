@@ -85,10 +85,14 @@ class Access:
     def authenticate(self, code_or_label: str, token: str) -> Installation:
         """The installation that `token` belongs to, named by code or by label.
         Raises AuthError for an unknown name or a wrong token alike (no oracle)."""
-        inst = self.store.get(code_or_label) or self.store.get_by_label(code_or_label.lower())
+        inst = self.named(code_or_label)
         if inst is None or not self.secret.token_matches(token, self.store.token_hash(inst.code)):
             raise AuthError("bad credentials: unknown installation or wrong token")
         return inst
+
+    def named(self, code_or_label: str) -> Installation | None:
+        """The installation with code or label `code_or_label`, if any."""
+        return self.store.get(code_or_label) or self.store.get_by_label(code_or_label.lower())
 
     def authenticate_code(self, code: str, token: str) -> Installation:
         """As `authenticate`, for a name that must be a code (an API path names codes):
