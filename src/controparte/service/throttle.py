@@ -12,9 +12,9 @@ The counts and blocks live in the store (`Store.auth_failed` and the rest), so t
 across restarts, worker processes and nodes, and `controparte throttle list` and
 `throttle clear` see and change what every server process enforces. A check never
 waits for the store: each process keeps a view of the entries, read again by a thread
-of its own (`close` stops it) at most every `refresh` seconds (a clear reaches every process within about
-that), and updated at once by its own failures. The store failing leaves the view as
-it was. Callers log the failures (never the secret)."""
+of its own (`close` stops it) at most every `refresh` seconds (so a clear reaches every
+process within about that), and updated at once by its own failures. The store
+failing leaves the view as it was. Callers log the failures (never the secret)."""
 
 from __future__ import annotations
 
