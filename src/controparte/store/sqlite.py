@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from controparte.errors import ConflictError, StorageError
 from controparte.model import DnsRecord, Installation, Link
-from controparte.store import rows
+from controparte.store import private, rows
 from controparte.store.base import (
     KeyRole,
     Origin,
@@ -247,7 +247,8 @@ class SqliteStore(Reads, Relays, Guards):
         self._readers_lock = threading.Lock()
         self._closed = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dir(path.parent)
+            private.ensure_file(path)  # 0600: SQLite gives -wal and -shm its mode
             self._conn = sqlite3.connect(
                 path,
                 isolation_level=None,
@@ -260,9 +261,9 @@ class SqliteStore(Reads, Relays, Guards):
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self._lock:
                 migrate(self._conn, path)
-            self._writer_lock = os.open(
-                path.with_name(path.name + "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600
-            )
+            lock = path.with_name(path.name + "-writer.lock")
+            private.ensure_file(lock)
+            self._writer_lock = os.open(lock, os.O_RDWR)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from None
         self._uri = path.resolve().as_uri() + "?mode=ro"
