@@ -6,34 +6,19 @@ counted, and a clear reaches every process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import StartServer
+from tests.dns_update.test_integration import cli
 from tests.realserver import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-token-for-tests-0123456789"
 NAT = "127.0.0.9"  # loopback: any 127.0.0.0/8 address is this machine
-
-
-def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CONTROPARTE_")}
-    environment.update(server.settings_env)
-    return subprocess.run(
-        [sys.executable, "-m", "controparte", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def heartbeat(server: ServerProcess, code: str, token: str) -> int:
