@@ -42,6 +42,7 @@ from controparte.http.app import create_app
 from controparte.service.pruning import JournalPruner
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
+from controparte.store.private import exposed
 
 log = logging.getLogger("controparte")
 
@@ -158,6 +159,9 @@ class Service:
         self.settings = settings
         self.dns: DnsServer | None = None
         self.services: Services = open_services(settings, on_change=self._poke)
+        for path, mode in exposed(settings.data):  # secrets and the registry: owner only
+            want = "700" if path.is_dir() else "600"
+            log.warning("%s is open to others (mode %o): chmod %s %s", path, mode, want, path)
         self.pruner = JournalPruner(self.services.store, settings)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None

@@ -143,8 +143,9 @@ async def test_plan_as_firewall_scripts(api: Api) -> None:
     assert bad.status_code == 422
 
 
-async def test_plan_needs_admin_or_either_end(api: Api) -> None:
+async def test_plan_needs_admin_or_either_end_of_a_linked_pair(api: Api) -> None:
     tokens = seed(api)
+    api.services.links.add("ST-2", "AZ-1", ["primanota"])  # linked one way, for one feature
     params = {"caller": "AZ-1", "callee": "ST-2", "feature": "realtime"}
     statuses = {}
     for who in ("AZ-1", "ST-2", "PA-3"):
@@ -155,6 +156,28 @@ async def test_plan_needs_admin_or_either_end(api: Api) -> None:
     assert statuses == {"AZ-1": 200, "ST-2": 200, "PA-3": 401}
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"] == 'Bearer realm="controparte"'
+
+
+@pytest.mark.parametrize("who", ["AZ-1", "PA-3"])
+async def test_plan_of_an_unlinked_pair_is_for_admins_only(api: Api, who: str) -> None:
+    """Either end's token gets 403 for a pair with no link: the plan tells the other
+    end's kind and private port, which only linked counterparts may know."""
+    tokens = seed(api)
+    params = {"caller": "AZ-1", "callee": "paghe", "feature": "einvoice"}
+    async with api.bearer(tokens[who]) as http:
+        refused = await http.get("/v1/plan", params=params)
+        as_firewall = await http.get("/v1/plan", params={**params, "format": "nftables"})
+    other = "PA-3" if who == "AZ-1" else "AZ-1"
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"].startswith(f"{other!r} is not linked to {who!r}")
+    assert "admin token" in refused.json()["detail"]
+    assert "9443" not in refused.text
+    assert as_firewall.status_code == 403
+    async with api.admin() as http:
+        assert (await http.get("/v1/plan", params=params)).status_code == 200
+    api.services.links.add("PA-3", "AZ-1", ["sprix"])
+    async with api.bearer(tokens[who]) as http:
+        assert (await http.get("/v1/plan", params=params)).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,8 @@ def test_a_new_database_gets_every_version_and_a_serial_from_the_clock(tmp_path:
         "firewall_seen",
         "relay_requests",
         "relay_polls",
+        "tsig_seen",
+        "auth_failures",
     }
     [(serial,)] = conn.execute("SELECT serial FROM zone_state").fetchall()
     assert before <= serial <= int(time.time())

@@ -1,6 +1,6 @@
 """The command line: one entry point, `controparte`; this module is its table of
 commands, each implemented in the module of its concern (`registry`, `keys`,
-`connectivity`, `agent`, `serve`, `resolve`, `migrate`; what they share is in `common`).
+`connectivity`, `agent`, `serve`, `resolve`, `migrate`, `throttle`; what they share is in `common`).
 
 Contracts:
 - Every command reads `Settings` once, from its flags, then the `CONTROPARTE_*`
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import typer
 
-from controparte.cli import agent, connectivity, keys, registry
+from controparte.cli import agent, connectivity, keys, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -43,10 +43,15 @@ agent_app = typer.Typer(
     " (`controparte agent listen`).",
     invoke_without_command=True,
 )
+throttle_app = typer.Typer(
+    help="The failed-authentication throttle: what it counts and blocks, and lifting a block.",
+    no_args_is_help=True,
+)
 app.add_typer(installation_app, name="installation")
 app.add_typer(zone_app, name="zone")
 app.add_typer(link_app, name="link")
 app.add_typer(agent_app, name="agent")
+app.add_typer(throttle_app, name="throttle")
 
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
@@ -73,6 +78,8 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (link_app, "list", connectivity.link_list),
     (link_app, "remove", connectivity.link_remove),
     (agent_app, "listen", agent.agent_listen),
+    (throttle_app, "list", throttle.throttle_list),
+    (throttle_app, "clear", throttle.throttle_clear),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

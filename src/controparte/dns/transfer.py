@@ -209,7 +209,7 @@ class Transfers:
     def __init__(self, rules: Sequence[TransferRule], journal: Journal, keys: KeyResolver) -> None:
         self.policy = TransferPolicy(rules)
         self.journal = journal
-        self.tsig = TsigVerifier(keys, replay_check=False)
+        self.tsig = TsigVerifier(keys, replay=None)
         self.stats = TransferStats()
 
     def respond(self, wire: bytes, peer: str, zone: Zone, *, tcp: bool) -> Iterator[bytes]:

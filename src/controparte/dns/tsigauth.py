@@ -8,8 +8,8 @@ What a server answers (RFC 8945 section 5.2 and 5.3.2), as `Rejected` responses:
 - a MAC that does not verify: NOTAUTH with BADSIG, unsigned;
 - Time Signed further than Fudge from our clock: NOTAUTH with BADTIME, signed with the
   key, Time Signed copied from the request and our time in Other Data (48 bits);
-- with `replay_check`, also a Time Signed earlier than the latest already accepted with
-  the same key (5.2.3): BADTIME as above;
+- with a replay guard, also a request already accepted (its very bytes again), or one
+  signed earlier than the latest accepted with the same key (5.2.3): BADTIME as above;
 - a request that itself carries a TSIG error: FORMERR, unsigned.
 Otherwise the request is `Verified`: its message parsed with the key, so that
 `dns.message.make_response` (or `sign_response`) signs the response over its MAC, and the
@@ -18,7 +18,6 @@ key with its role (`KeyRole`), which the caller checks against what the request 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,12 @@ from controparte.store import KeyRole
 
 KeyResolver = Callable[[dns.name.Name], ResolvedKey | None]
 """The stored key of a name, decrypted (`Access.resolve_key`), or None."""
+
+ReplayGuard = Callable[[dns.name.Name, int, int, bytes], bool]
+"""(key name, Time Signed, Fudge, MAC) of a verified request -> whether it is fresh:
+not accepted before, nor signed before the latest accepted with the key; a fresh one
+is recorded as accepted (`Access.accept_signed`: in the store, so that the guard holds
+across restarts, processes and nodes)."""
 
 PARSE_ERRORS = (dns.exception.DNSException, ValueError, IndexError, UnicodeError)
 """What dnspython raises on a malformed message."""
@@ -73,17 +78,15 @@ class Rejected:
 class TsigVerifier:
     """Verifies signed requests with the keys `resolve` finds. Thread-safe.
 
-    `replay_check` adds RFC 8945 5.2.3's rule against replays: a request signed earlier
-    than the latest accepted with the same key is BADTIME. It suits requests that change
-    something (UPDATE); it does not suit zone transfers, which change nothing and whose
-    secondaries may share a key and sign concurrently (a request signed a second before
-    another could arrive after it and be refused)."""
+    `replay` adds RFC 8945 5.2.3's rule against replays: a request already accepted, or
+    signed earlier than the latest accepted with the same key, is BADTIME. It suits
+    requests that change something (UPDATE); it does not suit zone transfers, which
+    change nothing and whose secondaries may share a key and sign concurrently (a
+    request signed a second before another could arrive after it and be refused)."""
 
-    def __init__(self, resolve: KeyResolver, *, replay_check: bool) -> None:
+    def __init__(self, resolve: KeyResolver, *, replay: ReplayGuard | None) -> None:
         self.resolve = resolve
-        self.replay_check = replay_check
-        self._latest: dict[dns.name.Name, int] = {}
-        self._lock = threading.Lock()
+        self.replay = replay
 
     def verify(self, request: dns.message.Message, wire: bytes) -> Verified | Rejected:
         """Verify `wire`, a request carrying a TSIG, that `request` is read without a
@@ -111,19 +114,11 @@ class TsigVerifier:
             return Rejected(
                 unsigned_response(request, Rcode.FORMERR), "FORMERR", "malformed", warn=False
             )
-        if self.replay_check and not self._fresh(resolved.key.name, tsig.time_signed):
-            return _bad_time(request, resolved, "signed before an accepted request")
+        if self.replay is not None and not self.replay(
+            resolved.key.name, tsig.time_signed, tsig.fudge, tsig.mac
+        ):
+            return _bad_time(request, resolved, "a replay: accepted already, or signed earlier")
         return Verified(message, resolved)
-
-    def _fresh(self, name: dns.name.Name, time_signed: int) -> bool:
-        """False when `time_signed` is earlier than the latest accepted with this key
-        (RFC 8945 5.2.3); otherwise it becomes the latest."""
-        with self._lock:
-            latest = self._latest.get(name)
-            if latest is not None and time_signed < latest:
-                return False
-            self._latest[name] = time_signed
-            return True
 
 
 def sign_response(response: dns.message.Message, verified: Verified) -> None:

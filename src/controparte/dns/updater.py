@@ -5,8 +5,10 @@ off its hot paths (an executor thread) and sends what it returns.
 TSIG (RFC 8945), verified by `tsigauth.py` with its replay check:
 - no TSIG: REFUSED, unsigned (an unsigned update is never applied);
 - an unknown key, a wrong MAC: NOTAUTH with BADKEY or BADSIG, unsigned; a time out of
-  range, or earlier than the latest accepted with the same key: NOTAUTH with BADTIME,
-  signed;
+  range, a request accepted before (its bytes replayed), or one signed earlier than the
+  latest accepted with the same key: NOTAUTH with BADTIME, signed. What was accepted is
+  kept in the store until its Time Signed plus Fudge (and a margin) has passed, so the
+  guard holds across restarts, DNS workers and nodes (`Access.accept_signed`);
 - otherwise every response, whatever its rcode, is signed with the request's key;
 - a transfer key (`KeyRole.TRANSFER`) verifies but may not update: REFUSED, signed;
 - the store failing before the key is read (the database unavailable): the rcode of
@@ -79,7 +81,7 @@ class Updater:
         self.allow_non_global = services.settings.allow_non_global
         self.counts: Counter[str] = Counter()
         """Responses by rcode (or TSIG error) name, for metrics."""
-        self.tsig = TsigVerifier(services.access.resolve_key, replay_check=True)
+        self.tsig = TsigVerifier(services.access.resolve_key, replay=services.access.accept_signed)
         self._lock = threading.Lock()
 
     def handle(self, wire: bytes, peer: str, zone: Zone) -> UpdateResult:

@@ -29,6 +29,7 @@ unexpected exception is logged, counted and answered 500 by either, as by FastAP
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import json
 import logging
@@ -47,6 +48,7 @@ from controparte.errors import (
     StorageError,
     ValidationError,
 )
+from controparte.http.auth import claim_of
 from controparte.http.clientaddr import Client, resolve_client
 from controparte.http.context import Context
 from controparte.http.metrics import HEARTBEATS
@@ -130,7 +132,7 @@ async def beat(
     services = ctx.services
     gate = ctx.gate
     try:
-        token = gate.present(bearer_token(authorization), client)
+        token = gate.present(bearer_token(authorization), client, code)
         try:
             sent = read_body(body, content_type)
         except ControparteError:
@@ -151,7 +153,7 @@ async def beat(
                 Beat(code, address, sent.port, sent.private_port, sent.version, token=token)
             )
         except AuthError:
-            gate.refused(client, code)
+            await asyncio.to_thread(gate.refused, client, code)  # a store write
             raise
         except NotFoundError:  # the token matched, but `code` is the installation's label
             raise
@@ -159,10 +161,10 @@ async def beat(
             ctx.metrics.inc(HEARTBEATS, result="rejected")
             raise
         except ControparteError:  # authenticated, then refused
-            gate.succeeded(client)
+            gate.succeeded(client, claim_of(code))
             ctx.metrics.inc(HEARTBEATS, result="rejected")
             raise
-        gate.succeeded(client)
+        gate.succeeded(client, claim_of(code))
     except ControparteError as exc:
         return error_reply(exc, ctx.metrics, services.throttle.block)
     ctx.metrics.inc(HEARTBEATS, result="changed" if result.changed else "unchanged")

@@ -8,9 +8,11 @@ can keep an installation's address up to date.
 The checks, in order, and the code each failure answers (see `dyndns2.py` for the
 shape of the answer):
 1. `badagent`: a method other than GET, or no User-Agent.
-2. `abuse`: the client's address is blocked by the failed-authentication throttle.
+2. `abuse`: the client's address, or the account its username names from that
+   address, is blocked by the failed-authentication throttle.
 3. `badauth`: no, malformed or wrong credentials (wrong ones are counted by the
-   throttle and logged, without the password; missing ones are only logged).
+   throttle and logged as the installation the username names, or `(unknown)`: never
+   the username or password as presented; missing ones are only logged).
 4. `notfqdn` (once) when no hostname is given; `numhost` when more than 20 are.
 5. `badip <value>` (HTTP 400) when an address is malformed or may not be published.
    Without `myip`, `myipv4` and `myipv6` the update uses the request's source address

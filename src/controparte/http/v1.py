@@ -21,7 +21,7 @@
 | GET    /v1/links[?code=CODE]             | admin; with `code`: admin or that installation |
 | POST   /v1/links                         | admin                        |
 | DELETE /v1/links/{a}/{b}[?feature=F]     | admin                        |
-| GET    /v1/plan?caller=&callee=&feature= | admin, or the caller or the callee |
+| GET    /v1/plan?caller=&callee=&feature= | admin, or the caller or the callee when linked |
 
 Credentials are `Authorization: Bearer <token>` (see `auth.py` for the rules). Changes
 are made through the registry as `Origin(actor, via="api", source=<client address>)`;
@@ -44,7 +44,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from controparte.errors import NotFoundError
+from controparte.errors import ForbiddenError, NotFoundError
 from controparte.http import heartbeat as heartbeat_core
 from controparte.http.auth import Principal
 from controparte.http.clientaddr import Client
@@ -606,17 +606,38 @@ def get_plan(
     ] = None,
     fmt: Annotated[PlanFormat, Query(alias="format", description="json or a firewall")] = "json",
 ) -> PlanOut | Response:
-    """Needs a credential: an admin token, or the token of the caller or the callee. A
-    plan shows what DNS publishes anyway (addresses, public ports) but also whether an
-    end is Live and the port MxServer listens on behind NAT, which only the two ends
-    (and admins) need to know."""
-    ctx.gate.admin_or_either(token, client, (caller, callee))
+    """Needs a credential: an admin token, or the token of the caller or the callee
+    when the two are linked (either way, for any feature: else 403). A plan shows what
+    DNS publishes anyway (addresses, public ports) but also whether an end is Live and
+    the port MxServer listens on behind NAT, which only linked counterparts (and
+    admins) need to know."""
+    principal = ctx.gate.admin_or_either(token, client, (caller, callee))
+    if principal.code is not None:
+        _linked_ends(ctx, principal.code, (caller, callee))
     found = ctx.services.plans.plan(caller, callee, feature)
     role = None if side is None else PlanRole(side)
     if fmt == "json":
         return PlanOut.model_validate(plan_dict(found, role))
     text = render_rules(found, role or PlanRole.CALLER, fmt)
     return PlainTextResponse(text)
+
+
+def _linked_ends(ctx: Context, code: str, names: tuple[str, str]) -> None:
+    """Raise ForbiddenError unless the ends `names` are installation `code` and one
+    linked to it (the same installation at both ends is left to the planner)."""
+    registry = ctx.services.registry
+    inst = registry.get(code)
+    others = [o for o in map(registry.find, names) if o.code.lower() != code.lower()]
+    if not others:
+        return
+    try:
+        linked_counterpart(registry, inst, others[0].code)
+    except ForbiddenError:
+        raise ForbiddenError(
+            f"{others[0].code!r} is not linked to {inst.code!r}: an installation's token"
+            " gets the plan only with a linked counterpart (controparte link add);"
+            " any other pair needs an admin token"
+        ) from None
 
 
 router = APIRouter()

@@ -9,6 +9,7 @@ admin key (no installation) any installation's.
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import dataclass
 
 import dns.exception
@@ -28,6 +29,11 @@ from controparte.settings import Settings
 from controparte.store import KeyRole, Origin, Store
 
 TSIG_ALGORITHM = "hmac-sha256"
+
+
+CLOCK_MARGIN = 300.0
+"""Seconds an accepted signed request is kept beyond its own time range, for the clocks
+of other nodes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +85,14 @@ class Access:
     def authenticate(self, code_or_label: str, token: str) -> Installation:
         """The installation that `token` belongs to, named by code or by label.
         Raises AuthError for an unknown name or a wrong token alike (no oracle)."""
-        inst = self.store.get(code_or_label) or self.store.get_by_label(code_or_label.lower())
+        inst = self.named(code_or_label)
         if inst is None or not self.secret.token_matches(token, self.store.token_hash(inst.code)):
             raise AuthError("bad credentials: unknown installation or wrong token")
         return inst
+
+    def named(self, code_or_label: str) -> Installation | None:
+        """The installation with code or label `code_or_label`, if any."""
+        return self.store.get(code_or_label) or self.store.get_by_label(code_or_label.lower())
 
     def authenticate_code(self, code: str, token: str) -> Installation:
         """As `authenticate`, for a name that must be a code (an API path names codes):
@@ -170,6 +180,18 @@ class Access:
                 KeyRole.TRANSFER,
             )
         return TsigKeyFile(absolute, TSIG_ALGORITHM, tsig_secret_text(secret), None)
+
+    def accept_signed(self, name: dns.name.Name, time_signed: int, fudge: int, mac: bytes) -> bool:
+        """Whether a request verified with key `name` is fresh (not accepted before, nor
+        signed before the latest accepted with the key: RFC 8945 5.2.3), recording it
+        when it is: the TSIG replay guard, kept in the store so that it holds across
+        restarts, processes and nodes. A request is kept until its Time Signed plus
+        Fudge and `CLOCK_MARGIN` have passed: after that no server whose clock is
+        within the margin of ours accepts it anyway."""
+        expires = time_signed + fudge + CLOCK_MARGIN
+        return self.store.accept_tsig(
+            name.to_text().lower(), mac, time_signed, expires, time.time()
+        )
 
     def resolve_key(self, name: dns.name.Name) -> ResolvedKey | None:
         """The key called `name`, decrypted, or None if there is none."""

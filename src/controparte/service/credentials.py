@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from controparte.errors import ConfigError
+from controparte.store import private
 
 if TYPE_CHECKING:
     from controparte.store import Store
@@ -68,14 +69,12 @@ class ServerSecret:
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> ServerSecret:
-        """Read `<data>/server.key`, creating it (0600, exclusively) if missing."""
+        """Read `<data>/server.key`, creating it (0600 whatever the umask, exclusively;
+        the data directory 0700) if missing."""
         path = data_dir / SECRET_FILE
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
+        private.make_dir(data_dir)
+        fd = private.create_file(path)
+        if fd is not None:
             with os.fdopen(fd, "wb") as out:
                 out.write(secrets.token_bytes(32))
                 out.flush()

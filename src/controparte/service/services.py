@@ -48,6 +48,7 @@ class Services:
 
     def close(self) -> None:
         self.heartbeats.close()
+        self.throttle.close()
         self.store.close()
 
 
@@ -80,7 +81,7 @@ def open_services(
         heartbeats=HeartbeatWriter(
             registry, on_change=on_change, authenticate=access.authenticate_code
         ),
-        throttle=FailureThrottle(),
+        throttle=FailureThrottle(store),
         probes=ProbeLimiter(),
         counterpart_probes=ProbeLimiter(
             refusal="installation {key!r} was probed as a counterpart less than {interval:g} s ago"

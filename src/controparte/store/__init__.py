@@ -15,6 +15,7 @@ from controparte.store.base import (
     SeenAddresses,
     Store,
     StoreTransaction,
+    ThrottleEntry,
     TsigKeyRow,
 )
 from controparte.store.sqlite import SqliteStore
@@ -30,6 +31,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreTransaction",
+    "ThrottleEntry",
     "TsigKeyRow",
     "open_store",
 ]

@@ -119,6 +119,19 @@ class RelayRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ThrottleEntry:
+    """The failed authentications counted for `claim` from `address` (`claim` '' is
+    the whole address): `failures` since `window_start`, and a block in force until
+    `blocked_until` (seconds since the epoch; in the past: no block)."""
+
+    address: str
+    claim: str
+    failures: int
+    window_start: float
+    blocked_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change and how, for the audit history."""
 
@@ -309,6 +322,45 @@ class Store(Protocol):
 
     def relay_polled(self, agent: str) -> datetime | None:
         """When `agent`'s agent last asked for its relay requests (None: never)."""
+        ...
+
+    def accept_tsig(
+        self, key_name: str, mac: bytes, time_signed: int, expires: float, now: float
+    ) -> bool:
+        """Record that a request signed with `key_name` at `time_signed` with `mac` was
+        accepted, kept until `expires` (seconds since the epoch); False, and nothing
+        recorded, when that MAC is already kept or when a request signed later with the
+        key is (RFC 8945 5.2.3). Requests kept past their `expires` at `now` are
+        forgotten on the way. Atomic among processes and nodes."""
+        ...
+
+    def auth_failed(
+        self,
+        address: str,
+        limits: Sequence[tuple[str, int]],
+        window: float,
+        block: float,
+        now: float,
+    ) -> list[ThrottleEntry]:
+        """Count one failed authentication from `address` for each (claim, limit) of
+        `limits`: a claim's count starts again when its window began more than `window`
+        seconds before `now`; reaching its limit blocks it until `now + block` (and
+        its count starts again). The entries as they are now, in the order of `limits`.
+        Entries neither blocked nor counting at `now` are forgotten on the way. Atomic
+        among processes and nodes."""
+        ...
+
+    def auth_reset(self, address: str, claim: str, now: float) -> None:
+        """Forget the failures counted for `claim` from `address`, unless it is blocked
+        at `now`."""
+        ...
+
+    def throttle_entries(self) -> list[ThrottleEntry]:
+        """Every entry of the throttle, by address and claim."""
+        ...
+
+    def throttle_clear(self, address: str) -> int:
+        """Forget every count and block of `address`; how many entries there were."""
         ...
 
     def change_listener(self) -> ChangeListener | None:

@@ -49,6 +49,8 @@ TABLES = (
     "firewall_seen",
     "relay_requests",
     "relay_polls",
+    "tsig_seen",
+    "auth_failures",
     "admin_tokens",
     "history",
     "journal",

@@ -62,6 +62,7 @@ from controparte.store.base import (
     KeyRole,
     Origin,
 )
+from controparte.store.guards import Guards
 from controparte.store.reads import Reads
 from controparte.store.relays import Relays, Runner
 from controparte.store.rows import ADOPT_FINGERPRINT, COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
@@ -85,6 +86,10 @@ PRUNE_LOCK = SCHEMA_LOCK + 1
 RELAY_LOCK_CLASS = 0x72656C61
 """The first key of the advisory locks that make the relay requests for one agent take
 turns ("rela"; the second is the hash of the agent's code in lower case)."""
+
+TSIG_LOCK_CLASS = 0x74736967
+"""The first key of the advisory locks that make the acceptances of signed requests with
+one TSIG key take turns ("tsig"; the second is the hash of the key's name)."""
 
 CONNECT_OPTIONS: Mapping[str, str] = {
     "connect_timeout": "2",  # libpq's least
@@ -488,13 +493,14 @@ class _Transaction:
             self.conn.execute(_JOURNAL_STEP, params)
 
 
-class PostgresStore(Reads, Relays):
+class PostgresStore(Reads, Relays, Guards):
     """`Store` on a PostgreSQL database (`url`: postgresql://...), shared by any number
     of processes and nodes."""
 
     PLACEHOLDER = "%s"
     NO_LIMIT = None
     RELAY_LOCK = f"SELECT pg_advisory_xact_lock({RELAY_LOCK_CLASS}, hashtext(%s))"
+    TSIG_LOCK = f"SELECT pg_advisory_xact_lock({TSIG_LOCK_CLASS}, hashtext(%s))"
 
     def __init__(
         self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT
@@ -697,9 +703,9 @@ class PostgresStore(Reads, Relays):
 
         return self._retrying("cannot prune the journal", prune)
 
-    def _relay_write(self, work: Callable[[Runner], T]) -> T:
+    def _write(self, work: Callable[[Runner], T]) -> T:
         def once() -> T:
-            with self._transaction(Origin(actor="controparte", via="relay")) as tx:
+            with self._transaction(Origin(actor="controparte", via="store")) as tx:
 
                 def run(sql: str, params: Sequence[object]) -> list[Row]:
                     cursor = tx.conn.execute(sql, params)
@@ -707,7 +713,7 @@ class PostgresStore(Reads, Relays):
 
                 return work(run)
 
-        return self._retrying("cannot write the relay's requests", once)
+        return self._retrying("cannot write to the store", once)
 
     def dns_snapshot(self, consume: Callable[[Iterable[DnsRecord]], T]) -> tuple[int, int, T]:
         with self._failures("cannot read the store"), self._view() as conn:

@@ -1,8 +1,8 @@
 """The relay's requests and its agents' polls (`Store.add_relay` and the rest of the
 relay's part of the interface), written once for both engines: each engine supplies how
-a read runs (`_rows`), how one write transaction runs (`_relay_write`), its placeholder,
-and, when it needs one, the statement that makes the adds for one agent take turns
-(`RELAY_LOCK`: SQLite has one writer at a time already).
+a read runs (`_rows`), how one write transaction runs (`_write`; both declared by
+`Writes`), its placeholder, and, when it needs one, the statement that makes the adds
+for one agent take turns (`RELAY_LOCK`: SQLite has one writer at a time already).
 
 Every stamp is `rows.stamp` text (UTC, to the millisecond), so the SQL compares times
 as text. Every write statement goes through the engine's runner, which answers the rows
@@ -63,20 +63,26 @@ def _values(request: RelayRequest) -> tuple[object, ...]:
     )
 
 
-class Relays:
-    """The relay's part of a store (a mixin beside `Reads`)."""
+class Writes:
+    """What the engine supplies to the mixins that write outside the registry's
+    transactions (`Relays`, `guards.Guards`)."""
 
     PLACEHOLDER: ClassVar[str]
-    RELAY_LOCK: ClassVar[str | None] = None
-    """A statement taking a lock for the rest of the transaction on the agent's code
-    (its one parameter, in lower case); None when writes take turns anyway."""
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
-    def _relay_write(self, work: Callable[[Runner], T]) -> T:
+    def _write(self, work: Callable[[Runner], T]) -> T:
         """`work` inside one write transaction of its own."""
         raise NotImplementedError
+
+
+class Relays(Writes):
+    """The relay's part of a store (a mixin beside `Reads`)."""
+
+    RELAY_LOCK: ClassVar[str | None] = None
+    """A statement taking a lock for the rest of the transaction on the agent's code
+    (its one parameter, in lower case); None when writes take turns anyway."""
 
     def add_relay(self, request: RelayRequest, max_pending: int, purge_before: datetime) -> bool:
         p = self.PLACEHOLDER
@@ -96,7 +102,7 @@ class Relays:
             run(f"INSERT INTO relay_requests ({COLUMNS}) VALUES ({marks})", _values(request))
             return True
 
-        return self._relay_write(add)
+        return self._write(add)
 
     def relay(self, request_id: str) -> RelayRequest | None:
         if ID_RE.fullmatch(request_id) is None:
@@ -131,7 +137,7 @@ class Relays:
             )
             return sorted((_row(r) for r in found), key=lambda r: (r.created, r.id))
 
-        return self._relay_write(claim)
+        return self._write(claim)
 
     def finish_relay(self, request_id: str, agent: str, report: str, now: datetime) -> bool:
         if ID_RE.fullmatch(request_id) is None:
@@ -148,7 +154,7 @@ class Relays:
             )
             return bool(found)
 
-        return self._relay_write(finish)
+        return self._write(finish)
 
     def relay_polled(self, agent: str) -> datetime | None:
         p = self.PLACEHOLDER

@@ -320,6 +320,50 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # 7: what must hold across restarts, processes and nodes (`store/guards.py`): the
+    # TSIG requests accepted (`tsig_seen`: the MAC of each UPDATE verified, so that its
+    # bytes replayed are refused, kept until its Time Signed plus Fudge has passed), and
+    # the failed-authentication throttle (`auth_failures`: per client address, and per
+    # address and claimed installation; `claim` '' is the whole address). Times are
+    # seconds since the epoch.
+    Migration(
+        sqlite="""
+        CREATE TABLE tsig_seen (
+            key_name    TEXT NOT NULL,
+            mac         BLOB NOT NULL,
+            time_signed INTEGER NOT NULL,
+            expires     REAL NOT NULL,
+            PRIMARY KEY (key_name, mac)
+        );
+        CREATE INDEX tsig_seen_by_expires ON tsig_seen (expires);
+        CREATE TABLE auth_failures (
+            address       TEXT NOT NULL,
+            claim         TEXT NOT NULL,
+            window_start  REAL NOT NULL,
+            failures      INTEGER NOT NULL,
+            blocked_until REAL NOT NULL,
+            PRIMARY KEY (address, claim)
+        );
+        """,
+        postgres="""
+        CREATE TABLE tsig_seen (
+            key_name    text COLLATE "C" NOT NULL,
+            mac         bytea NOT NULL,
+            time_signed bigint NOT NULL,
+            expires     double precision NOT NULL,
+            PRIMARY KEY (key_name, mac)
+        );
+        CREATE INDEX tsig_seen_by_expires ON tsig_seen (expires);
+        CREATE TABLE auth_failures (
+            address       text COLLATE "C" NOT NULL,
+            claim         text COLLATE "C" NOT NULL,
+            window_start  double precision NOT NULL,
+            failures      integer NOT NULL,
+            blocked_until double precision NOT NULL,
+            PRIMARY KEY (address, claim)
+        );
+        """,
+    ),
 )
 
 

@@ -30,11 +30,12 @@ from typing import Any, TypeVar
 
 from controparte.errors import ConflictError, StorageError
 from controparte.model import DnsRecord, Installation, Link
-from controparte.store import rows
+from controparte.store import private, rows
 from controparte.store.base import (
     KeyRole,
     Origin,
 )
+from controparte.store.guards import Guards
 from controparte.store.reads import Reads
 from controparte.store.relays import Relays, Runner
 from controparte.store.rows import (
@@ -229,7 +230,7 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore(Reads, Relays):
+class SqliteStore(Reads, Relays, Guards):
     """`Store` on one SQLite file in WAL mode."""
 
     PLACEHOLDER = "?"
@@ -246,7 +247,8 @@ class SqliteStore(Reads, Relays):
         self._readers_lock = threading.Lock()
         self._closed = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dir(path.parent)
+            private.ensure_file(path)  # 0600: SQLite gives -wal and -shm its mode
             self._conn = sqlite3.connect(
                 path,
                 isolation_level=None,
@@ -259,9 +261,9 @@ class SqliteStore(Reads, Relays):
             self._conn.execute("PRAGMA foreign_keys = ON")
             with self._lock:
                 migrate(self._conn, path)
-            self._writer_lock = os.open(
-                path.with_name(path.name + "-writer.lock"), os.O_RDWR | os.O_CREAT, 0o600
-            )
+            lock = path.with_name(path.name + "-writer.lock")
+            private.ensure_file(lock)
+            self._writer_lock = os.open(lock, os.O_RDWR)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the store at {path}: {exc}") from None
         self._uri = path.resolve().as_uri() + "?mode=ro"
@@ -460,8 +462,8 @@ class SqliteStore(Reads, Relays):
             )
             return int(removed)
 
-    def _relay_write(self, work: Callable[[Runner], T]) -> T:
-        with self.transaction(Origin(actor="controparte", via="relay")):
+    def _write(self, work: Callable[[Runner], T]) -> T:
+        with self.transaction(Origin(actor="controparte", via="store")):
             conn = self._conn
             return work(lambda sql, params: conn.execute(sql, params).fetchall())
 
