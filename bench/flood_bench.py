@@ -49,6 +49,8 @@ from typing import Any
 
 import dns.message
 import dns.query
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository: `tests`
 from tests.malformed import KINDS, packets
 from tests.secondaries import add_installations
 
