@@ -4,6 +4,8 @@
   machinery costs several times more per packet than the answer itself).
   `dns_workers` > 1 adds processes with their own socket on the same port
   (SO_REUSEPORT), each with its own snapshot following the same journal.
+  Response rate limiting (`dns/rrl.py`, setting `rrl`), when on, passes every response
+  the loop sends (`udp_loop`'s `limit`), each process with its own table.
 - TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
   an idle timeout; a cap on concurrent connections.
 - The follower (`Follower`, a thread of its own) reads the store's journal, builds the
@@ -58,6 +60,7 @@ from typing import Any
 
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
+from controparte.dns.rrl import RrlCounters, families, limiter_for
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
@@ -95,6 +98,10 @@ FOLLOWER_STOP_TIMEOUT = 2.0
 BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
+
+Limit = Callable[[bytes, Any], bytes | None]
+"""What to send to a UDP peer in place of a response (`Limiter.check`): the response,
+another (a slip), or None (drop)."""
 
 HandOff = Callable[[bytes, Any], bool]
 """Takes a datagram (and its sender's address) off the UDP thread when it is not for
@@ -295,10 +302,12 @@ def udp_loop(
     engine: Engine,
     running: Callable[[], bool],
     hand_off: HandOff | None = None,
+    limit: Limit | None = None,
 ) -> None:
     """Answer datagrams until `running()` is false (checked after each datagram).
     A datagram the answer cache does not know is offered to `hand_off` first, when
-    given; what it does not take the engine answers."""
+    given; what it does not take the engine answers. Each response passes `limit`
+    (response rate limiting), when given, on its way out."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
@@ -320,6 +329,8 @@ def udp_loop(
             continue
         else:
             response = answer(wire, False)
+        if response is not None and limit is not None:
+            response = limit(response, peer)
         if response is not None:
             try:
                 send(response, peer)
@@ -352,6 +363,7 @@ class DnsServer:
                 self.store.serial(),
             )
         self.engine = Engine(load_zone(self.store, self.config))
+        self.rrl = limiter_for(settings)  # on the UDP thread only
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
         self._tcp: asyncio.Server | None = None
@@ -402,7 +414,13 @@ class DnsServer:
         self._transfer_executor = ThreadPoolExecutor(TRANSFER_THREADS, "dns-transfer")
         self._udp_thread = threading.Thread(
             target=udp_loop,
-            args=(self._udp, self.engine, lambda: self._running, self._udp_hand_off),
+            args=(
+                self._udp,
+                self.engine,
+                lambda: self._running,
+                self._udp_hand_off,
+                None if self.rrl is None else self.rrl.check,
+            ),
             name="dns-udp",
             daemon=True,
         )
@@ -509,7 +527,7 @@ class DnsServer:
 
     def metric_families(self) -> list[Family]:
         """The DNS counters of this process, the serial it serves, the age of its
-        snapshot and its NOTIFYs (`MetricsSource`)."""
+        snapshot, its response rate limiting and its NOTIFYs (`MetricsSource`)."""
         c = self.engine.counters
         notify = self.notifier.metric_families() if self.notifier is not None else []
         return [
@@ -536,6 +554,7 @@ class DnsServer:
                 " database (it grows while the database cannot be read).",
                 self._follower.snapshot_age(),
             ),
+            *families(RrlCounters() if self.rrl is None else self.rrl.counters),
             *transfer_families(self.transfers),
             *notify,
         ]
@@ -769,4 +788,5 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
         return True
 
     threading.Thread(target=hand_off_thread, name="dns-hand-off", daemon=True).start()
-    udp_loop(sock, engine, lambda: True, hand_off)
+    rrl = limiter_for(settings)
+    udp_loop(sock, engine, lambda: True, hand_off, None if rrl is None else rrl.check)
