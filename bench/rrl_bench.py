@@ -1,7 +1,7 @@
 """Response rate limiting benchmark: what RRL costs legitimate traffic, and what a flood
 from one source gets from controparte and from Knot, over loopback.
 
-    .venv/bin/python bench/rrl_bench.py              # the full run (about 5 minutes)
+    .venv/bin/python bench/rrl_bench.py              # the full run (about 10 minutes)
     .venv/bin/python bench/rrl_bench.py --quick      # a smoke run
     .venv/bin/python bench/rrl_bench.py --report bench/out/rrl-bench-....json
 
@@ -12,9 +12,12 @@ from one source gets from controparte and from Knot, over loopback.
 2. Legitimate traffic from many sources: one `dnsperf` per source address
    (127.0.K.1, each its own /24), all at once, each at a capped rate over a file of
    A queries for every name, so that no source asks one question more than a few
-   times a second (within budget). Server CPU per answer, RRL on and off, the runs
-   alternating so that drift hits both alike; median of the rounds. Target: on/off
-   at most 1.1, nothing lost, nothing limited.
+   times a second (within budget). Server CPU per answer, RRL on and off, one run of
+   each per round, the order alternating so that drift hits both alike; the median
+   of the rounds' ratios (other load on a shared machine moves single runs by more
+   than RRL costs). And, in this process, the CPU `Limiter.check` itself takes per
+   answer of the same traffic (a clock moved by hand). Target: on/off at most 1.1,
+   nothing lost, nothing limited.
 3. Floods from one source (127.0.0.1) at a fixed rate, by a client here that counts
    what comes back: full answers, truncated slips (TC=1), nothing (dropped): the same
    question again and again (a reflection attack), then random names (NXDOMAIN), on
@@ -81,7 +84,7 @@ class Profile:
     quiet_budget: float
 
 
-FULL = Profile("full", 1000, 16, 500, 10, 5, 5000, 10.0, 120.0)
+FULL = Profile("full", 1000, 16, 500, 8, 7, 5000, 10.0, 200.0)
 QUICK = Profile("quick", 200, 4, 200, 2, 1, 1000, 2.0, 10.0)
 
 
@@ -199,7 +202,8 @@ def _found(pattern: re.Pattern[str], text: str) -> str:
 def cost(
     profile: Profile, servers: Sequence[Served], labels: Sequence[str], work: Path
 ) -> dict[str, Any]:
-    """Rounds of `many_sources` on each server in turn (the order alternating)."""
+    """Rounds of `many_sources` on RRL off and on in turn (the order alternating); the
+    ratio on/off of each round, and the limiter's own cost per answer."""
     queries = work / "queries.txt"
     queries.write_text("".join(f"{label}.{ZONE} A\n" for label in labels), encoding="ascii")
     runs: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
@@ -208,10 +212,47 @@ def cost(
             run = many_sources(served, queries, profile)
             runs[served.name].append(run)
             print(f"   {served.name}: {run}", flush=True)
+    off, on = (runs[s.name] for s in servers)
+    ratios = [b["cpu_us_per_answer"] / a["cpu_us_per_answer"] for a, b in zip(off, on, strict=True)]
     medians = {
         name: statistics.median(r["cpu_us_per_answer"] for r in got) for name, got in runs.items()
     }
-    return {"runs": runs, "median_cpu_us_per_answer": medians}
+    return {
+        "runs": runs,
+        "median_cpu_us_per_answer": medians,
+        "ratios": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+        "check_us": check_cost(labels, profile),
+    }
+
+
+def check_cost(labels: Sequence[str], profile: Profile, answers: int = 200_000) -> float:
+    """CPU microseconds `Limiter.check` (the default limits) takes per answer of the
+    legitimate traffic: the sources and names of `many_sources`, at its rate (a clock
+    moved by hand), in this process."""
+    import dns.message  # noqa: PLC0415 (only when the bench runs)
+    import dns.rrset  # noqa: PLC0415
+
+    from controparte.dns.rrl import Limiter, RrlConfig  # noqa: PLC0415
+
+    wires = []
+    for label in labels:
+        response = dns.message.make_response(dns.message.make_query(f"{label}.{ZONE}", "A"))
+        response.answer.append(dns.rrset.from_text(f"{label}.{ZONE}", 60, "IN", "A", "192.0.2.1"))
+        wires.append(response.to_wire())
+    peers = [(f"127.0.{k}.1", 40000 + k) for k in range(1, profile.sources + 1)]
+    now = [0.0]
+    step = 1.0 / (profile.sources * profile.per_source_qps)
+    limiter = Limiter(RrlConfig(), lambda: now[0])
+    check = limiter.check
+    pairs = [(wires[i % len(wires)], peers[i % len(peers)]) for i in range(answers)]
+    started = time.thread_time()
+    for wire, peer in pairs:
+        now[0] += step
+        check(wire, peer)
+    spent = time.thread_time() - started
+    assert limiter.counters.dropped == limiter.counters.slipped == 0
+    return round(spent / answers * 1e6, 3)
 
 
 # -- floods from one source --------------------------------------------------------------
@@ -333,7 +374,7 @@ def table(result: dict[str, Any]) -> tuple[str, dict[str, bool]]:
     """The figures as Markdown, and the verdict on the target."""
     many = result["many_sources"]
     medians = many["median_cpu_us_per_answer"]
-    off, on = medians["controparte rrl off"], medians["controparte rrl on"]
+    off = medians["controparte rrl off"]
     profile = result["profile"]
     lines = [
         f"Legitimate traffic: {profile['sources']} sources (127.0.K.1), each"
@@ -348,8 +389,14 @@ def table(result: dict[str, Any]) -> tuple[str, dict[str, bool]]:
             f" | {sum(r['lost'] for r in runs)} | {sum(r['rrl_dropped'] for r in runs)}"
             f" | {sum(r['rrl_slipped'] for r in runs)} |"
         )
-    ratio = on / off if off else float("inf")
-    lines += ["", f"RRL on / off: {ratio:.3f}", ""]
+    ratio = many["median_ratio"]
+    lines += [
+        "",
+        f"RRL on / off, median of the rounds' ratios: {ratio:.3f} ({many['ratios']});"
+        f" `Limiter.check` alone: {many['check_us']} µs per answer,"
+        f" {many['check_us'] / off:.1%} of an answer's {off:.2f} µs",
+        "",
+    ]
     lines += [
         f"Floods from one source at {profile['flood_qps']} qps for {profile['flood_seconds']} s",
         "",
