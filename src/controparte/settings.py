@@ -401,6 +401,26 @@ class Settings:
     tcp_max_connections_per_client: int = setting(16, _whole(1, 1_000_000))
     """DNS TCP connections open at once from one client (an IPv4 address, an IPv6
     /64), so that one client cannot hold every slot."""
+    rrl: str = setting(
+        "auto",
+        lambda k, v, _z: "auto" if str(v).strip().lower() == "auto" else ("off", "on")[_bool(k, v)],
+    )
+    """Response rate limiting of UDP answers (`dns/rrl.py`): "auto" (on unless `dns` is a
+    loopback address), "on" or "off" (or any of `_bool`'s spellings)."""
+    rrl_rate: int = setting(20, _whole(0, 1_000_000))
+    """Answers (and NODATA) a second to one source prefix for one question (0: no limit)."""
+    rrl_errors_rate: int = setting(10, _whole(0, 1_000_000))
+    """NXDOMAIN, and error answers, a second to one source prefix, each kind together."""
+    rrl_slip: int = setting(2, _whole(0, 10))
+    """Every Nth limited answer leaves truncated (TC), the others are dropped (0: all)."""
+    rrl_window: int = setting(15, _whole(1, 3600))
+    """Seconds over which a source's rate is counted (how long a flood is remembered)."""
+    rrl_ipv4_prefix: int = setting(24, _whole(1, 32))
+    rrl_ipv6_prefix: int = setting(56, _whole(1, 128))
+    rrl_table_size: int = setting(100_000, _whole(100, 100_000_000))
+    """Buckets kept at most (idle ones are forgotten first)."""
+    rrl_whitelist: tuple[str, ...] = setting((), _keyed(_networks))
+    """Source networks whose answers are never limited."""
     journal_poll_interval: float = setting(0.02, _number(0.01, 60))
     """On SQLite, seconds between looks at the journal for changes other processes made
     (HTTP workers, a CLI, another server): the worst-case delay before DNS serves them.

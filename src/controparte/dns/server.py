@@ -7,6 +7,8 @@
 - Before anything else, a datagram or TCP message the answer cache does not know is
   screened from its header and framing (`dns/screen.py`): garbage is dropped or
   answered NOTIMP/FORMERR, header only, and counted by reason, never logged.
+  Response rate limiting (`dns/rrl.py`, setting `rrl`), when on, passes every response
+  the loop sends (`udp_loop`'s `limit`), each process with its own table.
 - TCP (RFC 7766): asyncio; several queries per connection, pipelined, answered in order;
   an idle timeout; a cap on concurrent connections, in all and per client
   (`dns/slots.py`: an IPv4 address, an IPv6 /64).
@@ -62,6 +64,7 @@ from typing import Any
 
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
+from controparte.dns.rrl import RrlCounters, families, limiter_for
 from controparte.dns.screen import REASONS, rejection
 from controparte.dns.slots import REFUSALS, Slots, client_of
 from controparte.dns.transfer import Transfers, is_keyed
@@ -105,6 +108,10 @@ queue that others wait in (asyncio's default is 100)."""
 BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
+
+Limit = Callable[[bytes, Any], bytes | None]
+"""What to send to a UDP peer in place of a response (`Limiter.check`): the response,
+another (a slip), or None (drop)."""
 
 HandOff = Callable[[bytes, Any], bool]
 """Takes a datagram (and its sender's address) off the UDP thread when it is not for
@@ -305,13 +312,15 @@ def udp_loop(
     engine: Engine,
     running: Callable[[], bool],
     hand_off: HandOff | None = None,
+    limit: Limit | None = None,
     *,
     updates: bool = False,
 ) -> None:
     """Answer datagrams until `running()` is false (checked after each datagram).
     A datagram the answer cache does not know is screened (`Engine.reject`; an UPDATE
     passes with `updates`), then offered to `hand_off` first, when given; what it does
-    not take the engine answers."""
+    not take the engine answers. Each response passes `limit` (response rate
+    limiting), when given, on its way out."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
@@ -336,6 +345,8 @@ def udp_loop(
             continue
         else:
             response = answer(wire, False)
+        if response is not None and limit is not None:
+            response = limit(response, peer)
         if response is not None:
             try:
                 send(response, peer)
@@ -368,6 +379,7 @@ class DnsServer:
                 self.store.serial(),
             )
         self.engine = Engine(load_zone(self.store, self.config))
+        self.rrl = limiter_for(settings)  # on the UDP thread only
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
         self._tcp: asyncio.Server | None = None
@@ -420,7 +432,13 @@ class DnsServer:
         self._transfer_executor = ThreadPoolExecutor(TRANSFER_THREADS, "dns-transfer")
         self._udp_thread = threading.Thread(
             target=udp_loop,
-            args=(self._udp, self.engine, lambda: self._running, self._udp_hand_off),
+            args=(
+                self._udp,
+                self.engine,
+                lambda: self._running,
+                self._udp_hand_off,
+                None if self.rrl is None else self.rrl.check,
+            ),
             kwargs={"updates": self.updater is not None},
             name="dns-udp",
             daemon=True,
@@ -529,7 +547,7 @@ class DnsServer:
 
     def metric_families(self) -> list[Family]:
         """The DNS counters of this process, the serial it serves, the age of its
-        snapshot and its NOTIFYs (`MetricsSource`)."""
+        snapshot, its response rate limiting and its NOTIFYs (`MetricsSource`)."""
         c = self.engine.counters
         notify = self.notifier.metric_families() if self.notifier is not None else []
         return [
@@ -577,6 +595,7 @@ class DnsServer:
                 " database (it grows while the database cannot be read).",
                 self._follower.snapshot_age(),
             ),
+            *families(RrlCounters() if self.rrl is None else self.rrl.counters),
             *transfer_families(self.transfers),
             *notify,
         ]
@@ -815,4 +834,6 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
         return True
 
     threading.Thread(target=hand_off_thread, name="dns-hand-off", daemon=True).start()
-    udp_loop(sock, engine, lambda: True, hand_off, updates=updater is not None)
+    rrl = limiter_for(settings)
+    limit = None if rrl is None else rrl.check
+    udp_loop(sock, engine, lambda: True, hand_off, limit, updates=updater is not None)

@@ -1,0 +1,230 @@
+"""Response rate limiting (RRL) for UDP answers: the design of Vixie and Schryver (BIND's
+`rate-limit`), as Knot's `rrl` module and NSD's `rrl-*` options apply it.
+
+A spoofed UDP query makes the server send its answer to the spoofed address, so a flood
+of them turns the server into a reflector. RRL counts the responses going to each
+source prefix (`ipv4_prefix`, `ipv6_prefix` bits of the address), per kind of response:
+
+- an answer, or NODATA: per question (owner name and type), `rate` a second;
+- NXDOMAIN: all of them together (this server serves one zone), `errors_rate` a second;
+- any other rcode (REFUSED, FORMERR, SERVFAIL, NOTIMP...): all of them together,
+  `errors_rate` a second.
+
+(The zone has no delegations, so no referrals.) Each such bucket is an account credited
+its rate every second, holding at most one second's worth and owing at most `window`
+seconds' worth; each response debits one. While the account is negative, responses are
+limited: every `slip`-th of them leaves as a truncated response (TC=1, the question and
+nothing else) so that a real resolver behind the prefix retries over TCP, which is never
+limited; the others are dropped. `slip` 0 drops them all, 1 truncates them all. A rate
+of 0 limits nothing of its kind. Sources in `whitelist` are never limited.
+
+The table holds at most `table_size` buckets: when it is full, buckets that are not
+limiting are forgotten (an idle one is back to a full account anyway), and if that is
+not enough, the oldest are, down to three quarters of the cap.
+
+The question in a bucket's key is the bytes up to the first zero byte after the header
+(the owner name's end, save for a name with a zero byte inside a label: such names are
+keyed on their leading part) and the type, lower-cased. Pure: the clock is injected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from controparte.service.metrics import Family, counter
+from controparte.settings import Settings
+
+ANSWER, NODATA, NXDOMAIN, ERROR = 0, 1, 2, 3
+"""The kinds of response in a bucket's key."""
+_V6 = 1 << 128
+"""Added to an IPv6 prefix, so that no IPv6 prefix equals an IPv4 one."""
+_MAPPED = b"\x00" * 10 + b"\xff\xff"
+"""The first 12 bytes of an IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer)."""
+_TC = 0x02  # in the third header byte
+_NO_RECORDS = b"\x00\x00" * 3  # ANCOUNT, NSCOUNT, ARCOUNT
+
+
+@dataclass(frozen=True, slots=True)
+class RrlConfig:
+    """What `Limiter` limits: rates a second, slip, window in seconds, prefix lengths,
+    the table's cap and the networks never limited (text, as `ipaddress` reads it)."""
+
+    rate: int = 20
+    errors_rate: int = 10
+    slip: int = 2
+    window: int = 15
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    table_size: int = 100_000
+    whitelist: Sequence[str] = ()
+
+
+@dataclass(slots=True)
+class RrlCounters:
+    """Responses dropped, and sent truncated in their place (slipped)."""
+
+    dropped: int = 0
+    slipped: int = 0
+
+
+def families(counters: RrlCounters) -> list[Family]:
+    """The metrics of `counters` (`MetricsSource`'s families)."""
+    return [
+        counter(
+            "controparte_dns_rrl_dropped_total",
+            "UDP answers dropped by response rate limiting.",
+            counters.dropped,
+        ),
+        counter(
+            "controparte_dns_rrl_slipped_total",
+            "UDP answers sent truncated (TC) in place of an answer by response rate limiting.",
+            counters.slipped,
+        ),
+    ]
+
+
+def truncated(response: bytes) -> bytes:
+    """`response` as a slip sends it: its header with TC set and no records, then its
+    question (when it has one, well-formed)."""
+    header = response[:2] + bytes((response[2] | _TC, response[3]))
+    if len(response) < 12 or not (response[4] | response[5]):
+        return header + b"\x00\x00" + _NO_RECORDS
+    pos = 12
+    size = len(response)
+    while pos < size and 0 < response[pos] <= 63:
+        pos += 1 + response[pos]
+    if pos >= size or response[pos] or pos + 5 > size:
+        return header + b"\x00\x00" + _NO_RECORDS
+    return header + b"\x00\x01" + _NO_RECORDS + response[12 : pos + 5]
+
+
+class Limiter:
+    """The buckets of one process; `check` says what to send in place of a response."""
+
+    def __init__(self, config: RrlConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.counters = RrlCounters()
+        self._clock = clock
+        self._table: dict[tuple[int, int, bytes], list[float]] = {}
+        self._shift4 = 32 - config.ipv4_prefix
+        self._shift6 = 128 - config.ipv6_prefix
+        self._rates = (config.rate, config.rate, config.errors_rate, config.errors_rate)
+        self._floors = tuple(-config.window * rate for rate in self._rates)
+        self._sources: dict[str, int] = {}
+        self._whitelist = tuple(
+            (network.version == 6, int(network.network_address), int(network.broadcast_address))
+            for network in (ipaddress.ip_network(text, strict=False) for text in config.whitelist)
+        )
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def source(self, host: str) -> int:
+        """The source prefix of the address `host` (an IPv4-mapped address counts as its
+        IPv4 address) as a number, IPv6 prefixes offset past every IPv4 one; -1 when the
+        address is in the whitelist. Remembered (at most `table_size` addresses)."""
+        if ":" not in host:
+            address = int.from_bytes(socket.inet_aton(host))
+            v6 = False
+        else:
+            packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+            v6 = packed[:12] != _MAPPED
+            address = int.from_bytes(packed if v6 else packed[12:])
+        source = _V6 + (address >> self._shift6) if v6 else address >> self._shift4
+        for network_v6, low, high in self._whitelist:
+            if network_v6 is v6 and low <= address <= high:
+                source = -1
+        if len(self._sources) >= self.config.table_size:
+            self._sources.clear()
+        self._sources[host] = source
+        return source
+
+    def check(self, response: bytes, peer: tuple[Any, ...]) -> bytes | None:
+        """What to send to `peer` (a UDP socket address) in place of `response`: itself,
+        its truncated form (a slip), or nothing (dropped)."""
+        host = peer[0]
+        source = self._sources.get(host)
+        if source is None:
+            source = self.source(host)
+        if source < 0:
+            return response
+        rcode = response[3] & 0x0F
+        if rcode:
+            kind = NXDOMAIN if rcode == 3 else ERROR
+            question = b""
+        else:
+            kind = ANSWER if response[6] | response[7] else NODATA
+            end = response.find(0, 12) + 3
+            question = response[12:end].lower() if end > 2 else b""
+        rate = self._rates[kind]
+        if not rate:
+            return response
+        now = self._clock()
+        key = (source, kind, question)
+        bucket = self._table.get(key)
+        if bucket is None:
+            if len(self._table) >= self.config.table_size:
+                self._evict(now)
+            self._table[key] = [rate - 1.0, now, 0.0, rate]
+            return response
+        balance = bucket[0] + (now - bucket[1]) * rate
+        bucket[1] = now
+        if balance >= rate:
+            bucket[0] = rate - 1.0
+            return response
+        balance -= 1.0
+        if balance >= 0:
+            bucket[0] = balance
+            return response
+        floor = self._floors[kind]
+        bucket[0] = balance if balance > floor else floor
+        return self._limited(bucket, response)
+
+    def _limited(self, bucket: list[float], response: bytes) -> bytes | None:
+        """A limited response: every `slip`-th of a bucket's truncated, the others
+        dropped."""
+        slip = self.config.slip
+        if slip:
+            bucket[2] += 1.0
+            if bucket[2] >= slip:
+                bucket[2] = 0.0
+                self.counters.slipped += 1
+                return truncated(response)
+        self.counters.dropped += 1
+        return None
+
+    def _evict(self, now: float) -> None:
+        """Make room: forget the buckets that are not limiting now, then, if more than
+        three quarters of the cap remain, the oldest down to that."""
+        table = self._table
+        for key, (balance, stamp, _slips, rate) in list(table.items()):
+            if balance + (now - stamp) * rate >= 0:
+                del table[key]
+        excess = len(table) - self.config.table_size * 3 // 4
+        if excess > 0:
+            for key in list(table)[:excess]:
+                del table[key]
+
+
+def limiter_for(settings: Settings) -> Limiter | None:
+    """A limiter with the limits `settings` ask for; None when RRL is off (setting
+    `rrl`: "auto" is on unless DNS listens on a loopback address)."""
+    mode = settings.rrl
+    if mode == "off" or (mode == "auto" and ipaddress.ip_address(settings.dns.host).is_loopback):
+        return None
+    config = RrlConfig(
+        settings.rrl_rate,
+        settings.rrl_errors_rate,
+        settings.rrl_slip,
+        settings.rrl_window,
+        settings.rrl_ipv4_prefix,
+        settings.rrl_ipv6_prefix,
+        settings.rrl_table_size,
+        settings.rrl_whitelist,
+    )
+    return Limiter(config)
