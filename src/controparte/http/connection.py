@@ -1,0 +1,288 @@
+"""The HTTP connection shell: uvicorn's httptools protocol with the limits and timeouts
+a server facing the internet needs, which uvicorn does not apply by itself.
+
+Per connection (`GuardedProtocol`):
+- a request head (request line and header fields) must arrive whole within
+  `header_timeout` seconds of its first byte (of the connect, on a new connection): a
+  connection that never sent a byte is closed silently, a partial head answered 408;
+  between requests, uvicorn's keep-alive timeout (`http_keepalive_timeout`) closes an
+  idle connection;
+- a request body must arrive whole within `body_timeout` seconds of the end of its
+  head: 408 (the route waiting for it sees the client gone);
+- a head longer than `max_header_bytes`, or with more than `max_headers` fields, is
+  answered 431 as soon as the limit is passed, without reading further;
+- bytes that are not an HTTP/1.1 request are answered 400.
+Every such answer is the service's error body (`replies.error_reply`, counted by kind)
+with `connection: close`, and the connection is closed. The body size limit is the
+app's (`bodylimit.py`): it answers before any route, so before authentication.
+
+Per server (`Slots`): at most `max_connections` connections. At the cap a new
+connection takes the place of the one idle longest (no request in progress: silent,
+between keep-alive requests, or still sending its head): an attacker's silent
+connections make room for real clients instead of shutting them out. When every
+connection is busy with a request, the new one is closed at once. Each early close is
+counted by reason (`controparte_http_connections_closed_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from controparte.errors import (
+    ControparteError,
+    HeadersTooLargeError,
+    MalformedError,
+    RequestTimeoutError,
+)
+from controparte.http.metrics import CONNECTIONS_CLOSED, Metrics
+from controparte.http.replies import error_reply
+from controparte.settings import Settings
+
+RESERVED_FILES = 64
+"""File descriptors an HTTP process keeps for everything but HTTP connections (the
+database, logs, the listening sockets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of one HTTP server's connections (see the module)."""
+
+    max_header_bytes: int
+    max_headers: int
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+
+    @classmethod
+    def of(cls, settings: Settings, max_connections: int) -> Limits:
+        return cls(
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+            header_timeout=settings.http_header_timeout,
+            body_timeout=settings.http_body_timeout,
+            max_connections=max_connections,
+        )
+
+
+def connection_cap(wanted: int, open_files: int, reserved: int) -> int:
+    """The connections an HTTP process may hold: `wanted` (`http_max_connections`), at
+    most what its file descriptor limit `open_files` leaves after `reserved` (so that
+    a full house evicts idle connections instead of failing to accept), at least 1."""
+    return max(1, min(wanted, open_files - reserved))
+
+
+class Slots:
+    """The connections of one server: how many, and the idle ones in the order they
+    became idle (see the module). Used from the event loop only."""
+
+    def __init__(self, cap: int, metrics: Metrics) -> None:
+        self.cap = cap
+        self.metrics = metrics
+        self.members: set[GuardedProtocol] = set()
+        self.idle: OrderedDict[GuardedProtocol, None] = OrderedDict()
+
+    def admit(self, conn: GuardedProtocol) -> bool:
+        """Take `conn` in (idle), closing the connection idle longest when the house is
+        full; False when every connection is busy (then `conn` is not taken)."""
+        if len(self.members) >= self.cap:
+            if not self.idle:
+                self.metrics.inc(CONNECTIONS_CLOSED, reason="full")
+                return False
+            oldest, _ = self.idle.popitem(last=False)
+            self.members.discard(oldest)
+            self.metrics.inc(CONNECTIONS_CLOSED, reason="evicted")
+            oldest.transport.close()
+        self.members.add(conn)
+        self.idle[conn] = None
+        return True
+
+    def busy(self, conn: GuardedProtocol) -> None:
+        self.idle.pop(conn, None)
+
+    def rest(self, conn: GuardedProtocol) -> None:
+        if conn in self.members:
+            self.idle[conn] = None
+            self.idle.move_to_end(conn)
+
+    def gone(self, conn: GuardedProtocol) -> None:
+        self.members.discard(conn)
+        self.idle.pop(conn, None)
+
+
+class _Refused(Exception):  # noqa: N818 - a signal out of a parser callback, not an error
+    """Raised in a parser callback to stop parsing and answer `error`."""
+
+    def __init__(self, error: ControparteError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of `limits` (see the module). A
+    server's class comes from `guarded`, which sets the class attributes."""
+
+    limits: ClassVar[Limits]
+    slots: ClassVar[Slots]
+    metrics: ClassVar[Metrics]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # no head of a request has ended since the last message
+        self._head_begun = False  # a byte of the current request has arrived
+        self._head_bytes = 0  # bytes received while in a head (an upper bound)
+        self._head_size = 0  # request target, names and values parsed so far
+        self._fields = 0
+
+    # -- the connection ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if not self.slots.admit(self):
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout, self._head_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.slots.gone(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        counted = self._in_head
+        if counted:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+            self._refuse(MalformedError("protocol upgrades are not supported"), "refused")
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.error, "refused")
+            else:
+                self._refuse(MalformedError(f"not an HTTP/1.1 request: {exc}"), "refused")
+            return
+        if counted and self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(self._head_too_large(), "refused")
+
+    # -- parser callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_begun = True
+        self._head_size = self._fields = 0
+        if self._timer is None:  # between keep-alive requests: the head's clock starts
+            self._arm(self.limits.header_timeout, self._head_late)
+
+    def on_url(self, url: bytes) -> None:
+        self._grow(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        if self._fields > self.limits.max_headers:
+            raise _Refused(
+                HeadersTooLargeError(f"more than {self.limits.max_headers} header fields")
+            )
+        self._grow(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_begun = False
+        self.slots.busy(self)
+        self._arm(self.limits.body_timeout, self._body_late)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        more = bool(self.pipeline)
+        super().on_response_complete()
+        if not more:
+            self.slots.rest(self)
+
+    # -- limits -------------------------------------------------------------------------
+
+    def _grow(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > self.limits.max_header_bytes:
+            raise _Refused(self._head_too_large())
+
+    def _head_too_large(self) -> HeadersTooLargeError:
+        return HeadersTooLargeError(
+            f"the request head is longer than {self.limits.max_header_bytes} bytes"
+        )
+
+    def _arm(self, seconds: float, then: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, then)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_late(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if not self._head_begun:  # never said a word: nobody to answer
+            self.metrics.inc(CONNECTIONS_CLOSED, reason="header-timeout")
+            self.transport.close()
+            return
+        seconds = self.limits.header_timeout
+        error = RequestTimeoutError(f"the request head did not arrive whole within {seconds} s")
+        self._refuse(error, "header-timeout")
+
+    def _body_late(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        seconds = self.limits.body_timeout
+        error = RequestTimeoutError(f"the request body did not arrive whole within {seconds} s")
+        self._refuse(error, "body-timeout")
+
+    def _refuse(self, error: ControparteError, reason: str) -> None:
+        """Answer `error` (unless an answer has begun) and close the connection; a route
+        still running for the request sees the client gone."""
+        self._disarm()
+        self.metrics.inc(CONNECTIONS_CLOSED, reason=reason)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                self.transport.close()
+                return
+            cycle.disconnected = True
+            cycle.message_event.set()
+        reply = error_reply(error, self.metrics, 0)
+        head = [STATUS_LINE[reply.status]]
+        for name, value in [
+            *self.server_state.default_headers,
+            *reply.raw_headers(),
+            (b"connection", b"close"),
+        ]:
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join([*head, b"\r\n", reply.body]))
+        self.transport.close()
+
+
+def guarded(base: type[GuardedProtocol], limits: Limits, metrics: Metrics) -> type[Any]:
+    """A protocol class for one uvicorn server: `base` with `limits`, fresh `Slots` and
+    `metrics` (the app's, so its refusals are counted with the app's errors)."""
+    attributes = {"limits": limits, "slots": Slots(limits.max_connections, metrics)}
+    return type(base.__name__, (base,), {**attributes, "metrics": metrics})
