@@ -161,9 +161,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade:  # served as a plain request, as uvicorn does
             self._unsupported_upgrade_warning()
-            self._refuse(MalformedError("protocol upgrades are not supported"), "refused")
             return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
