@@ -4,7 +4,8 @@
 slow body is answered 408 (`http_body_timeout`); many silent connections leave room
 for `/healthz` (`http_max_connections`: the idlest make way); a body far above
 `http_max_body` is answered 413 before the client has finished sending it, also when
-chunked, and before authentication; heads too long or with too many fields 431; and a
+chunked, and before authentication, also to a client that reads only once it has
+sent everything; heads too long or with too many fields 431; and a
 table of garbage inputs, each answered 4xx with the one error body, never 5xx.
 """
 
@@ -217,6 +218,25 @@ def test_a_chunked_body_above_the_limit_is_refused_while_it_arrives(
     assert got.answer.status == 413
     assert error_of(got.answer.body)["error"] == "TooLargeError"
     assert got.sent < got.total
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["Content-Length", "chunked"])
+def test_a_client_that_sends_it_all_before_reading_still_gets_413(
+    server: ServerProcess, chunked: bool
+) -> None:
+    """A client that writes the whole body, then reads: the server lingers (reads and
+    drops what still comes) instead of resetting the connection under it."""
+    size = 64 * MAX_BODY  # more than the socket buffers hold
+    if chunked:
+        raw = big_post("wrong-token", "Transfer-Encoding: chunked")
+        raw += b"%x\r\n" % size + b" " * size + b"\r\n0\r\n\r\n"
+    else:
+        raw = big_post("wrong-token", f"Content-Length: {size}") + b" " * size
+    with connect(address(server)) as sock:
+        sock.sendall(raw)
+        answer = read_answer(sock)
+    assert answer.status == 413
+    assert error_of(answer.body)["error"] == "TooLargeError"
 
 
 def test_a_chunked_body_within_the_limit_is_read_whole(server: ServerProcess, token: str) -> None:

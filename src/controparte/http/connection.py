@@ -16,6 +16,13 @@ Every such answer is the service's error body (`replies.error_reply`, counted by
 with `connection: close`, and the connection is closed. The body size limit is the
 app's (`bodylimit.py`): it answers before any route, so before authentication.
 
+A connection closed in the middle of a request (an answer before the whole body, as a
+413 is) lingers, as nginx's does: the answer goes out with a FIN after it, and what
+the client still sends is read and dropped for up to `LINGER_SECONDS` or
+`LINGER_BYTES`, whichever comes first, before the socket closes. Closed at once, the
+socket would answer the client's next bytes with a reset, and a client still sending
+would lose the answer it had not read yet.
+
 Per server (`Slots`): at most `max_connections` connections. At the cap a new
 connection takes the place of the one idle longest (no request in progress: silent,
 between keep-alive requests, or still sending its head): an attacker's silent
@@ -44,6 +51,8 @@ from controparte.http.metrics import CONNECTIONS_CLOSED, Metrics
 from controparte.http.replies import error_reply
 from controparte.settings import Settings
 
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 16 * 2**20
 RESERVED_FILES = 64
 """File descriptors an HTTP process keeps for everything but HTTP connections (the
 database, logs, the listening sockets)."""
@@ -97,7 +106,7 @@ class Slots:
             oldest, _ = self.idle.popitem(last=False)
             self.members.discard(oldest)
             self.metrics.inc(CONNECTIONS_CLOSED, reason="evicted")
-            oldest.transport.close()
+            oldest.close_now()
         self.members.add(conn)
         self.idle[conn] = None
         return True
@@ -123,6 +132,28 @@ class _Refused(Exception):  # noqa: N818 - a signal out of a parser callback, no
         self.error = error
 
 
+class _LingeringTransport:
+    """A transport whose close lingers while its protocol is in the middle of a request
+    (`GuardedProtocol.linger`); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.write = transport.write
+
+    def close(self) -> None:
+        if self._protocol.mid_message and not self._transport.is_closing():
+            self._protocol.linger()
+        else:
+            self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of `limits` (see the module). A
     server's class comes from `guarded`, which sets the class attributes."""
@@ -139,11 +170,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes received while in a head (an upper bound)
         self._head_size = 0  # request target, names and values parsed so far
         self._fields = 0
+        self.mid_message = False  # a request has begun and not ended
+        self.lingering = False
+        self._lingered = 0
+        self._socket: asyncio.Transport | None = None
 
     # -- the connection ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._socket = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         if not self.slots.admit(self):
             transport.close()
             return
@@ -155,6 +191,11 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self.close_now()
+            return
         self._unset_keepalive_if_required()
         counted = self._in_head
         if counted:
@@ -178,6 +219,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.mid_message = True
         self._head_begun = True
         self._head_size = self._fields = 0
         if self._timer is None:  # between keep-alive requests: the head's clock starts
@@ -205,9 +247,34 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self.mid_message = False
         self._in_head = True
         self._head_bytes = 0
         super().on_message_complete()
+
+    def eof_received(self) -> None:
+        if self.lingering:  # the client is done sending: nothing more to wait for
+            self.close_now()
+
+    def linger(self) -> None:
+        """Close without a reset (see the module): the answer written so far goes out
+        with a FIN after it; what the client still sends is dropped until it stops,
+        `LINGER_BYTES` have come or `LINGER_SECONDS` have passed."""
+        self.lingering = True
+        self._arm(LINGER_SECONDS, self.close_now)
+        self.flow.resume_reading()
+        self.loop.call_soon(self._shut_write)  # after the writes of this turn leave
+
+    def _shut_write(self) -> None:
+        sock = self._socket
+        if sock is not None and not sock.is_closing() and sock.can_write_eof():
+            sock.write_eof()
+
+    def close_now(self) -> None:
+        """Close the connection at once, without lingering."""
+        self._disarm()
+        if self._socket is not None:
+            self._socket.close()
 
     def on_response_complete(self) -> None:
         more = bool(self.pipeline)
