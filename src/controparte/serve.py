@@ -38,13 +38,7 @@ import uvloop
 
 from controparte.dns.server import DnsServer
 from controparte.http.app import RequestMetrics, create_app
-from controparte.http.connection import (
-    RESERVED_FILES,
-    GuardedProtocol,
-    Limits,
-    connection_cap,
-    guarded,
-)
+from controparte.http.connection import GuardedProtocol, Limits, connection_cap, guarded
 from controparte.service.pruning import JournalPruner
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
@@ -120,12 +114,12 @@ class _HttpProtocol(GuardedProtocol):
         super().connection_made(coalescing)  # type: ignore[arg-type]
 
 
-def _uvicorn(app: RequestMetrics, settings: Settings, *, reserved: int) -> _EmbeddedUvicorn:
-    """uvicorn over `app` with the HTTP limits of `settings`; `reserved`: the file
-    descriptors this process needs besides HTTP connections."""
+def _uvicorn(app: RequestMetrics, settings: Settings, *, beside: int) -> _EmbeddedUvicorn:
+    """uvicorn over `app` with the HTTP limits of `settings`; `beside`: the connections
+    this process holds besides HTTP (DNS over TCP), which share its file descriptors."""
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     wanted = settings.http_max_connections
-    cap = connection_cap(wanted, open_files, reserved)
+    cap = connection_cap(wanted, open_files, beside)
     if cap < wanted:
         log.warning(
             "HTTP: at most %d connections per process (http_max_connections is %d):"
@@ -191,9 +185,10 @@ class Service:
         self.dns = DnsServer(self.settings, self.services.store, services=self.services)
         await self.dns.start()
         self.pruner.start()
-        reserved = RESERVED_FILES + self.settings.tcp_max_connections  # DNS over TCP is here
         self._http = _uvicorn(
-            create_app(self.services, dns=self.dns), self.settings, reserved=reserved
+            create_app(self.services, dns=self.dns),
+            self.settings,
+            beside=self.settings.tcp_max_connections,  # DNS over TCP is in this process
         )
         settings = self.settings
         sock = bind_http(settings.http.host, settings.http.port, shared=settings.http_workers > 1)
@@ -304,7 +299,7 @@ def http_worker(
         _watch_parent(parent, stop)
         services = open_services(settings)
         try:
-            server = _uvicorn(create_app(services), settings, reserved=RESERVED_FILES)
+            server = _uvicorn(create_app(services), settings, beside=0)
             task = await _start_http(server, bind_http(settings.http.host, port, shared=True))
             ready.set()
             stopping = asyncio.create_task(stop.wait())

@@ -136,15 +136,18 @@ def test_the_limits_have_their_statuses() -> None:
 
 
 @pytest.mark.parametrize(
-    ("wanted", "open_files", "reserved", "cap"),
+    ("wanted", "open_files", "beside", "cap"),
     [
-        (10_000, 1_048_576, 1088, 10_000),  # raised limit: as set
-        (10_000, 1024, 64, 960),  # systemd's default soft limit: what is left
-        (10_000, 1024, 1088, 1),  # nothing left: one all the same
-        (50, 20_000, 64, 50),
+        (10_000, 1_048_576, 1024, 10_000),  # a raised limit: as set
+        (10_000, 20_000, 1024, 10_000),
+        (10_000, 1024, 1024, 480),  # systemd's default soft limit: half of what is left
+        (10_000, 1024, 100, 860),  # DNS takes its own, HTTP the rest
+        (10_000, 1024, 0, 960),  # an HTTP worker: no DNS beside it
+        (10_000, 64, 0, 1),  # nothing left: one all the same
+        (50, 20_000, 1024, 50),
     ],
 )
 def test_the_connection_cap_fits_the_file_descriptor_limit(
-    wanted: int, open_files: int, reserved: int, cap: int
+    wanted: int, open_files: int, beside: int, cap: int
 ) -> None:
-    assert connection_cap(wanted, open_files, reserved) == cap
+    assert connection_cap(wanted, open_files, beside) == cap

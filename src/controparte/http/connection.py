@@ -79,11 +79,14 @@ class Limits:
         )
 
 
-def connection_cap(wanted: int, open_files: int, reserved: int) -> int:
+def connection_cap(wanted: int, open_files: int, beside: int) -> int:
     """The connections an HTTP process may hold: `wanted` (`http_max_connections`), at
-    most what its file descriptor limit `open_files` leaves after `reserved` (so that
-    a full house evicts idle connections instead of failing to accept), at least 1."""
-    return max(1, min(wanted, open_files - reserved))
+    most what its file descriptor limit `open_files` leaves after `RESERVED_FILES` and
+    the connections of `beside` (DNS over TCP in the same process, its
+    `tcp_max_connections`; at most half of what is left), so that a full house evicts
+    idle connections instead of failing to accept; at least 1."""
+    budget = open_files - RESERVED_FILES
+    return max(1, min(wanted, budget - min(beside, budget // 2)))
 
 
 class Slots:
