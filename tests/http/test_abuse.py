@@ -28,7 +28,7 @@ from tests.rawhttp import (
     request,
     send_until_answered,
 )
-from tests.realserver import ServerProcess
+from tests.realserver import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +52,9 @@ CODE = "ABUSE-1"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    started = ServerProcess(tmp_path_factory.mktemp("abuse") / "data", LIMITS)
-    started.data.mkdir()
-    with started.registry() as registry:
-        registry.add(CODE, "abuse-1")
-    started.start()
-    try:
-        started.wait_http()
+    data = tmp_path_factory.mktemp("abuse") / "data"
+    with serving(data, LIMITS, lambda registry: registry.add(CODE, "abuse-1")) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -251,183 +244,68 @@ def test_a_chunked_body_within_the_limit_is_read_whole(server: ServerProcess, to
 # -- the garbage table -----------------------------------------------------------------------
 
 DEEP = b"[" * 30_000 + b"]" * 30_000  # within the body limit
-JSON = "Content-Type: application/json"
-AUTH = f"Authorization: Bearer {ADMIN}"
+LONG = b'{"port": 1' + b"0" * 5000 + b"}"  # an integer of 5001 digits
+BEAT = f"/v1/installations/{CODE}/heartbeat"
+BAD = (400, "MalformedError")
+BIG = (431, "HeadersTooLargeError")
+INVALID = (422, "InvalidRequestError")
+NOT_FOUND = (404, "NotFoundError")
 
-GARBAGE: list[tuple[str, bytes, int, str]] = [
-    # (what, the request, the status, the error kind)
-    ("not HTTP", b"GARBAGE / HTTP/1.1\r\n\r\n", 400, "MalformedError"),
-    (
-        "binary",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
-        400,
-        "MalformedError",
-    ),
-    ("a byte above ASCII in the path", request("GET", b"/v1/resolve/\xe9"), 400, "MalformedError"),
-    (
-        "a bad Content-Length",
-        head("POST", "/v1/links", "Content-Length: -1"),
-        400,
-        "MalformedError",
-    ),
-    (
-        "a head too long",
-        request("GET", "/healthz", b"", "X-Long: " + "a" * 20_000),
-        431,
-        "HeadersTooLargeError",
-    ),
-    (
-        "a target too long",
-        request("GET", "/v1/resolve/" + "a" * 20_000),
-        431,
-        "HeadersTooLargeError",
-    ),
-    (
-        "too many fields",
-        request("GET", "/healthz", b"", *(f"X-{i}: a" for i in range(60))),
-        431,
-        "HeadersTooLargeError",
-    ),
-    ("JSON nested deeply", request("POST", "/v1/links", DEEP, AUTH, JSON), 400, "MalformedError"),
-    (
-        "JSON nested deeply, heartbeat",
-        request(
-            "POST",
-            f"/v1/installations/{CODE}/heartbeat",
-            DEEP,
-            "Authorization: Bearer {token}",
-            JSON,
-        ),
-        400,
-        "MalformedError",
-    ),
-    (
-        "an integer of 5000 digits",
-        request(
-            "POST",
-            f"/v1/installations/{CODE}/heartbeat",
-            b'{"port": 1' + b"0" * 5000 + b"}",
-            "Authorization: Bearer {token}",
-            JSON,
-        ),
-        400,
-        "MalformedError",
-    ),
-    (
-        "an integer of 5000 digits, API",
-        request(
-            "PATCH", f"/v1/installations/{CODE}", b'{"port": 1' + b"0" * 5000 + b"}", AUTH, JSON
-        ),
-        400,
-        "MalformedError",
-    ),
-    (
-        "a lone surrogate",
-        request(
-            "POST",
-            f"/v1/installations/{CODE}/heartbeat",
-            b'{"port": 1, "version": "\\ud800"}',
-            "Authorization: Bearer {token}",
-            JSON,
-        ),
-        422,
-        "InvalidRequestError",
-    ),
+
+def admin(method: str, target: str, body: bytes = b"") -> bytes:
+    """A request with the admin token (and a JSON body, when there is one)."""
+    json_type = ["Content-Type: application/json"] if body else []
+    return request(method, target, body, f"Authorization: Bearer {ADMIN}", *json_type)
+
+
+def own(method: str, target: str, body: bytes = b"") -> bytes:
+    """The same with the installation's token (filled in by the test)."""
+    return admin(method, target, body).replace(ADMIN.encode(), b"{token}")
+
+
+GARBAGE: list[tuple[str, bytes, tuple[int, str]]] = [
+    ("not HTTP", b"GARBAGE / HTTP/1.1\r\n\r\n", BAD),
+    ("binary", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, BAD),
+    ("a byte above ASCII in the path", request("GET", b"/v1/resolve/\xe9"), BAD),
+    ("a bad Content-Length", head("POST", "/v1/links", "Content-Length: -1"), BAD),
+    ("a head too long", request("GET", "/healthz", b"", "X-Long: " + "a" * 20_000), BIG),
+    ("a target too long", request("GET", "/v1/resolve/" + "a" * 20_000), BIG),
+    ("too many fields", request("GET", "/healthz", b"", *(f"X-{i}: a" for i in range(60))), BIG),
+    ("JSON nested deeply", admin("POST", "/v1/links", DEEP), BAD),
+    ("JSON nested deeply, heartbeat", own("POST", BEAT, DEEP), BAD),
+    ("an integer of 5001 digits", own("POST", BEAT, LONG), BAD),
+    ("an integer of 5001 digits, API", admin("PATCH", f"/v1/installations/{CODE}", LONG), BAD),
+    ("a lone surrogate", own("POST", BEAT, b'{"port": 1, "version": "\\ud800"}'), INVALID),
     (
         "a lone surrogate, API",
-        request("PATCH", f"/v1/installations/{CODE}", b'{"kind": "\\udfff"}', AUTH, JSON),
-        422,
-        "InvalidRequestError",
+        admin("PATCH", f"/v1/installations/{CODE}", b'{"kind": "\\udfff"}'),
+        INVALID,
     ),
-    (
-        "not UTF-8",
-        request("POST", "/v1/links", b'{"a": "\xff"}', AUTH, JSON),
-        400,
-        "MalformedError",
-    ),
-    (
-        "NaN",
-        request(
-            "POST",
-            f"/v1/installations/{CODE}/heartbeat",
-            b'{"port": NaN}',
-            "Authorization: Bearer {token}",
-            JSON,
-        ),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "a huge offset",
-        request("GET", "/v1/installations?offset=99999999999999999999999", b"", AUTH),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "offset 2^63",
-        request("GET", "/v1/installations?offset=9223372036854775808", b"", AUTH),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "a limit of 5000 digits",
-        request("GET", "/v1/installations?limit=1" + "0" * 5000, b"", AUTH),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "wait=nan",
-        request(
-            "GET",
-            f"/v1/installations/{CODE}/relay-requests?wait=nan",
-            b"",
-            "Authorization: Bearer {token}",
-        ),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "wait=1e999",
-        request(
-            "GET",
-            f"/v1/installations/{CODE}/relay-requests?wait=1e999",
-            b"",
-            "Authorization: Bearer {token}",
-        ),
-        422,
-        "InvalidRequestError",
-    ),
-    (
-        "malformed percent-encoding in the path",
-        request("GET", "/v1/resolve/%ff%fe%zz"),
-        404,
-        "NotFoundError",
-    ),
-    ("percent-encoded surrogate", request("GET", "/v1/resolve/%ed%a0%80"), 404, "NotFoundError"),
-    (
-        "malformed percent-encoding in the query",
-        request("GET", "/v1/links?code=%zz%", b"", AUTH),
-        404,
-        "NotFoundError",
-    ),
+    ("not UTF-8", admin("POST", "/v1/links", b'{"a": "\xff"}'), BAD),
+    ("NaN", own("POST", BEAT, b'{"port": NaN}'), INVALID),
+    ("a huge offset", admin("GET", "/v1/installations?offset=99999999999999999999999"), INVALID),
+    ("offset 2^63", admin("GET", "/v1/installations?offset=9223372036854775808"), INVALID),
+    ("a limit of 5001 digits", admin("GET", "/v1/installations?limit=1" + "0" * 5000), INVALID),
+    ("wait=nan", own("GET", f"/v1/installations/{CODE}/relay-requests?wait=nan"), INVALID),
+    ("wait=1e999", own("GET", f"/v1/installations/{CODE}/relay-requests?wait=1e999"), INVALID),
+    ("malformed percent-encoding", request("GET", "/v1/resolve/%ff%fe%zz"), NOT_FOUND),
+    ("a percent-encoded surrogate", request("GET", "/v1/resolve/%ed%a0%80"), NOT_FOUND),
+    ("malformed percent-encoding in the query", admin("GET", "/v1/links?code=%zz%"), NOT_FOUND),
     (
         "a percent-encoded NUL",
-        request("DELETE", "/v1/links/a%00/b?feature=%00", b"", AUTH),
-        422,
-        "ValidationError",
+        admin("DELETE", "/v1/links/a%00/b?feature=%00"),
+        (422, "ValidationError"),
     ),
-    ("an unknown path", request("GET", "/%2e%2e/%2e%2e/etc/passwd"), 404, "UnsupportedError"),
+    ("an unknown path", request("GET", "/%2e%2e/%2e%2e/etc/passwd"), (404, "UnsupportedError")),
 ]
 
 
-@pytest.mark.parametrize(
-    ("raw", "status", "kind"), [g[1:] for g in GARBAGE], ids=[g[0] for g in GARBAGE]
-)
+@pytest.mark.parametrize(("raw", "expected"), [g[1:] for g in GARBAGE], ids=[g[0] for g in GARBAGE])
 def test_garbage_is_answered_4xx_with_the_error_body(
-    server: ServerProcess, token: str, raw: bytes, status: int, kind: str
+    server: ServerProcess, token: str, raw: bytes, expected: tuple[int, str]
 ) -> None:
     answer = exchange(address(server), raw.replace(b"{token}", token.encode()))
-    assert (answer.status, error_of(answer.body)["error"]) == (status, kind), answer.body
+    assert (answer.status, error_of(answer.body)["error"]) == expected, answer.body
     assert healthz(server) == 200
 
 

@@ -27,7 +27,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.realserver import ServerProcess
+from controparte.service import Registry
+from tests.realserver import ServerProcess, serving
 
 pytestmark = pytest.mark.integration
 
@@ -36,22 +37,16 @@ EXAMPLES = 40  # cases per operation and generation mode: about 1,500 requests
 _SOURCES = (f"198.51.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
+def seed(registry: Registry) -> None:
+    registry.add("FUZZ-1", "fuzz-1", ipv4="192.0.2.1", port=4443)
+    registry.add("FUZZ-2", "fuzz-2", ipv4="192.0.2.2", port=4443)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    started = ServerProcess(
-        tmp_path_factory.mktemp("fuzz") / "data",
-        {"CONTROPARTE_ADMIN_TOKEN": ADMIN, "CONTROPARTE_TRUSTED_PROXIES": "127.0.0.0/8"},
-    )
-    started.data.mkdir()
-    with started.registry() as registry:
-        registry.add("FUZZ-1", "fuzz-1", ipv4="192.0.2.1", port=4443)
-        registry.add("FUZZ-2", "fuzz-2", ipv4="192.0.2.2", port=4443)
-    started.start()
-    try:
-        started.wait_http()
+    env = {"CONTROPARTE_ADMIN_TOKEN": ADMIN, "CONTROPARTE_TRUSTED_PROXIES": "127.0.0.0/8"}
+    with serving(tmp_path_factory.mktemp("fuzz") / "data", env, seed) as started:
         yield started
-    finally:
-        started.stop()
 
 
 CHECKS = [
