@@ -51,7 +51,7 @@ async def test_a_body_above_the_limit_is_413_before_authentication(small: Api, p
     assert response.headers["connection"] == "close"
     assert response.json() == {
         "error": "TooLargeError",
-        "detail": f"body: Content-Length {LIMIT + 1}, above the limit of {LIMIT} bytes",
+        "detail": f"body: Content-Length {LIMIT + 1} is above the limit of {LIMIT} bytes",
     }
     metrics = small.app.metrics  # type: ignore[attr-defined]
     assert metrics.value(AUTH_FAILURES, way="api") == 0  # the token was never looked at
@@ -64,10 +64,7 @@ async def test_a_chunked_body_above_the_limit_is_413(small: Api) -> None:
             BEAT.format("A-1"), content=chunks(b" " * 600, b" " * 600, b" " * 600)
         )
     assert response.status_code == 413
-    assert (
-        response.json()["detail"]
-        == f"body: more than {LIMIT} bytes, above the limit of {LIMIT} bytes"
-    )
+    assert response.json()["detail"] == f"body: more than the limit of {LIMIT} bytes"
 
 
 async def test_a_chunked_body_within_the_limit_reaches_the_route_whole(small: Api) -> None:

@@ -327,17 +327,20 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refuse(error, "body-timeout")
 
     def _refuse(self, error: ControparteError, reason: str) -> None:
-        """Answer `error` (unless an answer has begun) and close the connection; a route
-        still running for the request sees the client gone."""
+        """Answer `error` and close the connection; a route still running for the
+        request sees the client gone. No answer when one has begun, or when the request
+        whose body is late was answered already: the connection is only closed."""
         self._disarm()
         self.metrics.inc(CONNECTIONS_CLOSED, reason=reason)
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.response_started:
+        if cycle is not None:
+            answered = cycle.response_complete and not self._in_head
+            if answered or (cycle.response_started and not cycle.response_complete):
                 self.transport.close()
                 return
-            cycle.disconnected = True
-            cycle.message_event.set()
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         reply = error_reply(error, self.metrics, 0)
         head = [STATUS_LINE[reply.status]]
         for name, value in [
