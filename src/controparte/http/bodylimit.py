@@ -42,7 +42,7 @@ class BodyLimit:
                 chunked = True
         if not chunked:
             if length is not None and length.strip().isdigit() and int(length) > self.limit:
-                await self._refuse(send, f"Content-Length {int(length)} is above the")
+                await self._refuse(send, f"Content-Length {int(length)} is above the limit")
                 return
             await self.app(scope, receive, send)
             return
@@ -56,15 +56,15 @@ class BodyLimit:
             part: bytes = message.get("body", b"")
             size += len(part)
             if size > self.limit:
-                await self._refuse(send, "more than")
+                await self._refuse(send, "more than the limit")
                 return
             parts.append(part)
             more = message.get("more_body", False)
         await self.app(scope, _replay(b"".join(parts), receive), send)
 
     async def _refuse(self, send: Send, size: str) -> None:
-        """413: the body is `size` the limit."""
-        error = TooLargeError(f"body: {size} limit of {self.limit} bytes")
+        """413: the body is `size` (of `limit` bytes)."""
+        error = TooLargeError(f"body: {size} of {self.limit} bytes")
         reply = error_reply(error, self.metrics, 0)
         headers = [*reply.raw_headers(), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
