@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import dns.exception
@@ -249,3 +249,21 @@ class ServerProcess:
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return sorted(done.stdout.splitlines())
+
+
+@contextlib.contextmanager
+def serving(
+    data: Path, env: Mapping[str, str], seed: Callable[[Registry], object]
+) -> Iterator[ServerProcess]:
+    """A server over the new data directory `data`, seeded by `seed` before it starts,
+    answering HTTP; stopped when the block ends (for a module's fixture)."""
+    server = ServerProcess(data, env)
+    data.mkdir()
+    with server.registry() as registry:
+        seed(registry)
+    server.start()
+    try:
+        server.wait_http()
+        yield server
+    finally:
+        server.stop()

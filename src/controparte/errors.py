@@ -79,6 +79,21 @@ class MethodNotAllowedError(UnsupportedError):
         self.allow = tuple(allow)
 
 
+class TooLargeError(MalformedError):
+    """A request larger than the service reads: its body (`http_max_body`), refused
+    before a byte of it is read past the limit."""
+
+
+class HeadersTooLargeError(TooLargeError):
+    """A request head (request line and header fields) longer than `http_max_header_bytes`
+    or with more fields than `http_max_headers`."""
+
+
+class RequestTimeoutError(MalformedError):
+    """A request whose head or body did not arrive in time (`http_header_timeout`,
+    `http_body_timeout`): the connection is closed."""
+
+
 class NotFoundError(ControparteError):
     """The named object does not exist."""
 
@@ -140,6 +155,9 @@ _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
     ImportRefusedError: ErrorResponse(422, 5, "dnserr", 1),
     InvalidRequestError: ErrorResponse(422, 1, "badagent", 1),
     MalformedError: ErrorResponse(400, 1, "badagent", 1),
+    TooLargeError: ErrorResponse(413, 1, "badagent", 1),
+    HeadersTooLargeError: ErrorResponse(431, 1, "badagent", 1),
+    RequestTimeoutError: ErrorResponse(408, 1, "badagent", 1),
     UnsupportedError: ErrorResponse(404, 4, "badagent", 1),  # NOTIMP
     MethodNotAllowedError: ErrorResponse(405, 4, "badagent", 1),
     NotFoundError: ErrorResponse(404, 3, "nohost", 1),

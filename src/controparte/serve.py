@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import multiprocessing.synchronize
 import os
+import resource
 import signal
 import socket
 import threading
@@ -34,11 +35,11 @@ from typing import Any
 
 import uvicorn
 import uvloop
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from controparte import fdlimit
 from controparte.dns.server import DnsServer
-from controparte.http.app import create_app
+from controparte.http.app import RequestMetrics, create_app
+from controparte.http.connection import GuardedProtocol, Limits, connection_cap, guarded
 from controparte.service.pruning import JournalPruner
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
@@ -107,18 +108,32 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class _HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `_CoalescingTransport`."""
+class _HttpProtocol(GuardedProtocol):
+    """The guarded httptools protocol (`http/connection.py`) over a `_CoalescingTransport`."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalescing = _CoalescingTransport(transport, asyncio.get_running_loop())
         super().connection_made(coalescing)  # type: ignore[arg-type]
 
 
-def _uvicorn(app: Any) -> _EmbeddedUvicorn:
+def _uvicorn(app: RequestMetrics, settings: Settings, *, beside: int) -> _EmbeddedUvicorn:
+    """uvicorn over `app` with the HTTP limits of `settings`; `beside`: the connections
+    this process holds besides HTTP (DNS over TCP), which share its file descriptors."""
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    wanted = settings.http_max_connections
+    cap = connection_cap(wanted, open_files, beside)
+    if cap < wanted:
+        log.warning(
+            "HTTP: at most %d connections per process (http_max_connections is %d):"
+            " the file descriptor limit is %d; raise it (LimitNOFILE=) to hold more",
+            cap,
+            wanted,
+            open_files,
+        )
     config = uvicorn.Config(
         app,
-        http=_HttpProtocol,
+        http=guarded(_HttpProtocol, Limits.of(settings, cap), app.metrics),
+        timeout_keep_alive=settings.http_keepalive_timeout,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -175,7 +190,11 @@ class Service:
         self.dns = DnsServer(self.settings, self.services.store, services=self.services)
         await self.dns.start()
         self.pruner.start()
-        self._http = _uvicorn(create_app(self.services, dns=self.dns))
+        self._http = _uvicorn(
+            create_app(self.services, dns=self.dns),
+            self.settings,
+            beside=self.settings.tcp_max_connections,  # DNS over TCP is in this process
+        )
         settings = self.settings
         sock = bind_http(settings.http.host, settings.http.port, shared=settings.http_workers > 1)
         self._http_task = await _start_http(self._http, sock)
@@ -285,7 +304,7 @@ def http_worker(
         _watch_parent(parent, stop)
         services = open_services(settings)
         try:
-            server = _uvicorn(create_app(services))
+            server = _uvicorn(create_app(services), settings, beside=0)
             task = await _start_http(server, bind_http(settings.http.host, port, shared=True))
             ready.set()
             stopping = asyncio.create_task(stop.wait())

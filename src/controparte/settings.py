@@ -434,6 +434,26 @@ class Settings:
     http_workers: int = setting(1, _whole(1, 64))
     """HTTP processes on the same port (SO_REUSEPORT): the first is the main process
     (with DNS), each other one runs the HTTP app over services of its own."""
+    http_max_body: int = setting(1_048_576, _whole(1, 2**31 - 1))
+    """Bytes of a request body the HTTP server reads at most: a larger one (by its
+    Content-Length, or counted as a chunked body arrives) is answered 413 before its
+    route, so before authentication, and the connection is closed."""
+    http_max_header_bytes: int = setting(16_384, _whole(1024, 1_048_576))
+    """Bytes of a request head (request line and header fields) at most: 431 beyond."""
+    http_max_headers: int = setting(100, _whole(1, 10_000))
+    """Header fields of a request at most: 431 beyond."""
+    http_header_timeout: float = setting(10.0, _number(0.1, 3600))
+    """Seconds a connection has to send a request's whole head, from its first byte (on
+    a new connection, from the connect): silence is closed, a partial head answered 408."""
+    http_body_timeout: float = setting(30.0, _number(0.1, 3600))
+    """Seconds a request's whole body may take to arrive, from the end of its head: 408."""
+    http_keepalive_timeout: float = setting(5.0, _number(0.1, 3600))
+    """Seconds an idle keep-alive connection is kept open after an answer."""
+    http_max_connections: int = setting(10_000, _whole(1, 1_000_000))
+    """HTTP connections one HTTP process holds at most (lowered to fit its file
+    descriptor limit). At the limit a new connection takes the place of the one idle
+    longest (no request in progress: silent, keep-alive or still sending its head);
+    when every one is busy, it is answered 503 and closed."""
     admin_token: str = setting("", _keyed(_admin_token))
     trusted_proxies: tuple[str, ...] = setting((), _keyed(_networks))
     stale_after: float = setting(900.0, _number(1, 365 * 86400))

@@ -17,7 +17,8 @@ without details. The OpenAPI document describes these bodies (`ErrorOut`) for ev
 error status, request validation included.
 
 `create_app` composes, outermost first: `RequestMetrics` (counts every request by route
-template), `HeartbeatShell` (`heartbeat.py`: answers `POST
+template), `BodyLimit` (`bodylimit.py`: 413 for a body above `http_max_body`, before
+any route), `HeartbeatShell` (`heartbeat.py`: answers `POST
 /v1/installations/{code}/heartbeat` itself and passes every other request on), then the
 FastAPI app. Both are pure ASGI; the heartbeat, the hottest request by far, never
 enters FastAPI's middleware, routing or dependency machinery.
@@ -40,6 +41,7 @@ import controparte
 from controparte.errors import ControparteError, StorageUnavailableError
 from controparte.http import nic, v1
 from controparte.http.auth import Gate
+from controparte.http.bodylimit import BodyLimit
 from controparte.http.clientaddr import parse_networks
 from controparte.http.context import Context, DnsSource
 from controparte.http.heartbeat import HeartbeatShell
@@ -100,7 +102,7 @@ class RequestMetrics:
 
 def create_app(
     services: Services, dns: DnsSource | None = None, *, fast_heartbeat: bool = True
-) -> ASGIApp:
+) -> RequestMetrics:
     """The HTTP app over `services` (see the module); `dns` (the DNS server, when it
     runs in this process) supplies its counters, the zone serial it serves and its
     age to `/metrics` and `/healthz`. With `fast_heartbeat` false, heartbeats go
@@ -117,7 +119,7 @@ def create_app(
     )
     api = create_api(ctx)
     inner: ASGIApp = HeartbeatShell(api, ctx) if fast_heartbeat else api
-    return RequestMetrics(inner, metrics)
+    return RequestMetrics(BodyLimit(inner, services.settings.http_max_body, metrics), metrics)
 
 
 def create_api(ctx: Context) -> FastAPI:
@@ -172,7 +174,9 @@ def create_api(ctx: Context) -> FastAPI:
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         allow = (exc.headers or {}).get("Allow")
-        error = http_refusal(exc.status_code, request.method, request.url.path, allow)
+        error = http_refusal(
+            exc.status_code, request.method, request.url.path, allow, exc.__cause__
+        )
         return error_reply(error, metrics, services.throttle.block).response()
 
     @app.exception_handler(Exception)

@@ -43,7 +43,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from controparte.errors import (
     AuthError,
     ControparteError,
-    MalformedError,
     NotFoundError,
     StorageError,
     ValidationError,
@@ -53,13 +52,13 @@ from controparte.http.clientaddr import Client, resolve_client
 from controparte.http.context import Context
 from controparte.http.metrics import HEARTBEATS
 from controparte.http.replies import (
-    UNREADABLE_BODY,
     Reply,
     error_reply,
     internal_reply,
     invalid_request,
     not_json,
     render,
+    unreadable,
 )
 from controparte.http.schemas import HeartbeatIn
 from controparte.service.heartbeat import Beat
@@ -107,8 +106,8 @@ def read_body(body: bytes, content_type: str | None) -> HeartbeatIn:
             value = json.loads(body)
         except json.JSONDecodeError as exc:
             raise not_json(exc.msg, exc.pos) from None
-        except ValueError:  # not UTF-8 (or UTF-16/32) text
-            raise MalformedError(UNREADABLE_BODY) from None
+        except (ValueError, RecursionError) as exc:  # not text, too deep, too long a number
+            raise unreadable(exc) from None
     else:
         value = body
     try:

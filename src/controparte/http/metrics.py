@@ -20,6 +20,7 @@ AUTH_FAILURES = "controparte_auth_failures_total"
 AUTH_BLOCKS = "controparte_auth_blocks_total"
 ERRORS = "controparte_errors_total"
 DYNDNS2_RESULTS = "controparte_dyndns2_results_total"
+CONNECTIONS_CLOSED = "controparte_http_connections_closed_total"
 
 _HELP: dict[str, str] = {
     HTTP_REQUESTS: "HTTP requests answered, by route template, method and status.",
@@ -28,6 +29,8 @@ _HELP: dict[str, str] = {
     AUTH_BLOCKS: "Client addresses blocked by the failed-authentication throttle.",
     ERRORS: "Errors answered, by kind (the error class; internal for unexpected ones).",
     DYNDNS2_RESULTS: "DynDNS2 result codes answered, one per answer line.",
+    CONNECTIONS_CLOSED: "HTTP connections closed by the server before the client was done,"
+    " by reason (evicted, full, header-timeout, body-timeout, refused).",
 }
 
 

@@ -12,7 +12,8 @@ alone>}`, and is counted by kind:
   location, e.g. `body.port: Input should be a valid integer`; 400 `MalformedError`
   for a body that is not JSON), `not_json` and `UNREADABLE_BODY` (400
   `MalformedError`), `http_refusal` (404 `UnsupportedError`, 405
-  `MethodNotAllowedError`).
+  `MethodNotAllowedError`), `unreadable` (400 `MalformedError` for a body JSON cannot
+  read: not text, nested too deeply, an integer too long).
 - `internal_reply`: 500 `{"error": "internal", ...}` without details.
 - `Reply.response()` and `Reply.raw_headers()` give the same header list as Starlette's
   `JSONResponse`: the extra headers, then content-length, then content-type.
@@ -129,15 +130,29 @@ def invalid_request(errors: Iterable[Mapping[str, Any]]) -> ControparteError:
     return InvalidRequestError((_location(e["loc"]), str(e["msg"])) for e in found)
 
 
-def http_refusal(status: int, method: str, path: str, allow: str | None) -> ControparteError:
+def unreadable(exc: BaseException | None) -> MalformedError:
+    """A body that JSON could not read, by what reading it raised: not text
+    (`UNREADABLE_BODY`), nested deeper than the decoder goes, or a value it refuses
+    (an integer of more digits than Python converts)."""
+    if isinstance(exc, RecursionError):
+        return MalformedError("body: JSON nested too deeply")
+    if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError):
+        return MalformedError(f"body: not valid JSON: {exc}")
+    return MalformedError(UNREADABLE_BODY)
+
+
+def http_refusal(
+    status: int, method: str, path: str, allow: str | None, cause: BaseException | None = None
+) -> ControparteError:
     """Starlette's and FastAPI's own refusals (`HTTPException`) as errors of the tree:
     404 (no such path) an UnsupportedError, 405 (a method the path does not take;
     `allow`: its Allow header) a MethodNotAllowedError; the only other one they raise
-    here, 400 (a body FastAPI cannot read), a MalformedError."""
+    here, 400 (a body FastAPI cannot read, `cause` what reading it raised), a
+    MalformedError (`unreadable`)."""
     shown = path[:200]
     if status == 404:
         return UnsupportedError(f"no such path: {shown} (the API is described at /openapi.json)")
     if status == 405:
         methods = [m.strip() for m in (allow or "").split(",") if m.strip()]
         return MethodNotAllowedError(f"{method} is not allowed on {shown}", allow=methods)
-    return MalformedError(UNREADABLE_BODY)
+    return unreadable(cause)

@@ -201,6 +201,10 @@ def create_installation(
     return InstallationCreated(**ctx.out(inst).model_dump(), token=token)
 
 
+MAX_OFFSET = 2**63 - 1
+"""The largest offset the stores take (a 64-bit integer in SQLite and PostgreSQL)."""
+
+
 @installation_routes.get(
     "/installations",
     summary="List installations by code (admin)",
@@ -209,7 +213,7 @@ def create_installation(
 def list_installations(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> InstallationList:
     found = ctx.services.registry.list(limit=limit, offset=offset)
     return InstallationList(
