@@ -19,17 +19,20 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "controparte"
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "settings": frozenset({"errors"}),
+    "claim": frozenset({"errors"}),
     "model": frozenset({"errors", "settings"}),
     "plan": frozenset({"errors", "settings", "model"}),
     "store": frozenset({"errors", "settings", "model"}),
     "service": frozenset({"errors", "settings", "model", "plan", "store"}),
-    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
+    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service", "claim"}),
     "http": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
     "agent": frozenset({"errors", "model", "plan"}),
     "cli": frozenset(
         {"errors", "settings", "model", "plan", "store", "service", "dns", "agent", "serve"}
     ),
-    "serve": frozenset({"errors", "settings", "model", "plan", "store", "service", "dns", "http"}),
+    "serve": frozenset(
+        {"errors", "settings", "model", "plan", "store", "service", "dns", "http", "claim"}
+    ),
     "__main__": frozenset({"cli"}),
     "__init__": frozenset(),
 }
