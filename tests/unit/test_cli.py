@@ -13,7 +13,7 @@ import pytest
 import controparte.serve
 from controparte.settings import HostPort, NameServer, Settings
 from controparte.store import open_store
-from tests.clirunner import Run, as_json, ok, user_error
+from tests.clirunner import Run, as_json, invoke_cli, ok, user_error
 
 
 def add(run: Run, code: str, label: str, *extra: str) -> dict[str, object]:
@@ -104,11 +104,46 @@ def test_list_of_an_empty_registry(run: Run) -> None:
     assert "no installations" in result.stderr
 
 
-def test_reads_do_not_create_a_registry_in_a_mistyped_directory(run: Run, data: Path) -> None:
-    for args in (("installation", "list"), ("installation", "show", "x"), ("zone", "export")):
-        line = user_error(run(*args), exit_code=2)
-        assert str(data) in line
-    assert not data.exists()
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("installation", "list"),
+        ("installation", "show", "x"),
+        ("zone", "export"),
+        ("installation", "add", "A1", "--label", "alpha"),
+        ("import", "rows.csv"),
+        ("admin-token",),
+        ("tsig-key", "--admin", "--out", "admin.key"),
+        ("tsig-key", "--transfer", "ns2", "--out", "ns2.key"),
+        ("installation", "tsig-key", "A1", "--out", "a1.key"),
+    ],
+    ids=" ".join,
+)
+def test_no_command_but_init_and_serve_creates_a_registry(
+    args: tuple[str, ...], bare_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run from the wrong directory (or with a mistyped --data) says where it
+    looked and how to point at the registry, and leaves nothing behind."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text("code,label\nA1,alpha\n")
+    line = user_error(invoke_cli(*args, data=bare_data), exit_code=2)
+    assert line == (
+        f"error: data: no registry in {bare_data} (no controparte.sqlite3 there): point at"
+        " yours with --data DIR or CONTROPARTE_DATA=DIR, or create one there with"
+        " `controparte init` (`controparte serve` creates one too)"
+    )
+    assert not bare_data.exists()
+    assert not list(tmp_path.glob("*.key"))
+
+
+def test_init_creates_the_registry_once(bare_data: Path) -> None:
+    assert ok(invoke_cli("init", data=bare_data)).stderr == f"registry created: {bare_data}\n"
+    assert (bare_data / "controparte.sqlite3").is_file()
+    ok(invoke_cli("installation", "add", "A1", "--label", "alpha", data=bare_data))
+    again = ok(invoke_cli("init", data=bare_data))
+    assert again.stderr == f"registry already there: {bare_data}\n"
+    listed = ok(invoke_cli("installation", "list", "--json", data=bare_data))
+    assert [i["code"] for i in json.loads(listed.stdout)] == ["A1"]
 
 
 def test_update_changes_fields_and_empty_values_clear_them(run: Run) -> None:

@@ -51,6 +51,7 @@ app.add_typer(agent_app, name="agent")
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
 _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
+    (app, "init", registry.init),
     (app, "serve", serve),
     (app, "admin-token", keys.admin_token),
     (app, "resolve", resolve),
