@@ -37,6 +37,7 @@ import uvicorn
 import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from controparte import logs
 from controparte.claim import DataDirLock, Shared, bind, bind_error
 from controparte.dns.server import DnsServer
 from controparte.http.app import create_app
@@ -104,6 +105,7 @@ def _uvicorn(app: Any) -> _EmbeddedUvicorn:
         app,
         http=_HttpProtocol,
         log_level="warning",
+        log_config=None,  # its loggers go through ours (`logs.configure`)
         access_log=False,
         lifespan="off",
         server_header=False,
@@ -274,7 +276,7 @@ def http_worker(
 ) -> None:
     """An extra HTTP process (see the module): serves until SIGTERM or SIGINT, or until
     the main process `parent` is gone; sets `ready` once it listens on `port`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -298,7 +300,7 @@ def http_worker(
 
 def run(settings: Settings) -> None:
     """Serve DNS and HTTP until SIGINT or SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
 
     async def main() -> None:
         stop = asyncio.Event()

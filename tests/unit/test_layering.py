@@ -20,18 +20,19 @@ ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "settings": frozenset({"errors"}),
     "claim": frozenset({"errors"}),
+    "logs": frozenset({"errors", "settings"}),
     "model": frozenset({"errors", "settings"}),
     "plan": frozenset({"errors", "settings", "model"}),
     "store": frozenset({"errors", "settings", "model"}),
     "service": frozenset({"errors", "settings", "model", "plan", "store"}),
-    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service", "claim"}),
+    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service", "claim", "logs"}),
     "http": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
     "agent": frozenset({"errors", "model", "plan"}),
     "cli": frozenset(
         {"errors", "settings", "model", "plan", "store", "service", "dns", "agent", "serve"}
     ),
     "serve": frozenset(
-        {"errors", "settings", "model", "plan", "store", "service", "dns", "http", "claim"}
+        {"errors", "settings", "model", "plan", "store", "service", "dns", "http", "claim", "logs"}
     ),
     "__main__": frozenset({"cli"}),
     "__init__": frozenset(),

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from controparte import logs
 from controparte.claim import Shared, bind, bind_error
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
@@ -732,7 +733,7 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
     """An extra UDP process: own store handle, snapshot and follower, and a thread that
     answers what its UDP loop hands off: transfer requests and signed requests, and
     with `updates` UPDATEs, over services of its own (which also give it the keys)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
     store = open_store(settings.data, settings.database)
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
