@@ -24,7 +24,10 @@ QUERIES = 40
 def refused(server: ServerProcess) -> str:
     """Start `server`, which must refuse: its one line of error, after checking that it
     exited 2 and printed no traceback."""
-    code = server.spawn().wait(EXIT_TIMEOUT)
+    try:
+        code = server.spawn().wait(EXIT_TIMEOUT)
+    finally:
+        server.stop()  # one that started after all (the old behaviour) must not linger
     log = server.log_text()
     errors = [line for line in log.splitlines() if line.startswith("error: ")]
     assert code == 2, log

@@ -509,6 +509,38 @@ def test_import_conflicting_with_the_registry_imports_nothing(run: Run, tmp_path
     assert codes(run) == ["A1", "B1"]
 
 
+def test_import_reports_every_problem_of_the_rows_and_the_registry_in_one_pass(
+    run: Run, tmp_path: Path
+) -> None:
+    """Before, a collision with the registry was told only once every row was fine,
+    and a row repeating an earlier one's code and label only for its code."""
+    add(run, "OLD", "old")
+    rows = write(
+        tmp_path / "rows.csv",
+        "code,label,ip\n"  # 1
+        "A1,alpha,\n"  # 2: fine
+        "A2,bad_label,\n"  # 3: a rule broken
+        "OLD,other,\n"  # 4: the registry has the code
+        "A4,old,\n"  # 5: the registry has the label
+        "a1,alpha,\n"  # 6: repeats line 2, code and label
+        "A6,fine,192.0.2\n",  # 7: a rule broken
+    )
+    result = run("import", str(rows))
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.stderr.splitlines() if not line.startswith("error: ")]
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "line 3: label: must be letters, digits and hyphens only, not starting or ending"
+        " with a hyphen",
+        "line 4: code: 'OLD' is already registered",
+        "line 5: label: 'old' is already used by another installation",
+        "line 6: code: 'a1' repeats line 2",
+        "line 6: label: 'alpha' repeats line 2",
+        "line 7: ip: '192.0.2' is not an IPv4 address",
+    ]
+    assert "nothing imported (6 problem(s))" in result.stderr
+    assert codes(run) == ["OLD"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

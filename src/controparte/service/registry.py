@@ -294,10 +294,12 @@ class Registry:
     ) -> int:
         """Add every row (line number, fields named as in `IMPORT_FIELDS`) or none.
 
-        Every row is validated first and every problem is reported with its line;
-        then all rows are written in one transaction."""
-        built = self._build_rows(rows)
-        problems: list[tuple[int, str]] = []
+        Every problem of every row is reported in one pass, with its line: the row's
+        own (`_build_rows`), and for each row that has none, a collision with what the
+        registry holds (checked by `write` in the one transaction, which is rolled back
+        when anything is wrong)."""
+        built, found = self._build_rows(rows)
+        problems = [*found]
         with self.transaction(origin or Origin(via="import")) as tx:
             for done, (line, inst) in enumerate(built, start=1):
                 try:
@@ -307,17 +309,17 @@ class Registry:
                 if progress is not None:
                     progress(done)
             if problems:
-                raise ImportRefusedError(problems)
+                raise ImportRefusedError(sorted(problems, key=lambda problem: problem[0]))
         if built:
             self._changed(origin or Origin(via="import"), len(built))
         return len(built)
 
     def _build_rows(
         self, rows: Iterable[tuple[int, dict[str, object]]]
-    ) -> Sequence[tuple[int, Installation]]:
-        """Every row of `import_many` as a validated installation, with its line; an
-        ImportRefusedError listing every problem (by line) when any row has one: an
-        unknown field, a rule broken, or a code or label that an earlier row has."""
+    ) -> tuple[Sequence[tuple[int, Installation]], Sequence[tuple[int, str]]]:
+        """Every row of `import_many` that is a valid installation, with its line, and
+        every problem of the others (by line): an unknown field, a rule broken, or a
+        code or label that an earlier row has (both told when both repeat)."""
         problems: list[tuple[int, str]] = []
         built: list[tuple[int, Installation]] = []
         codes: dict[str, int] = {}
@@ -339,20 +341,18 @@ class Registry:
             except ValidationError as exc:
                 problems.append((line, str(exc)))
                 continue
+            repeats = []
             if inst.code.lower() in codes:
-                problems.append(
-                    (line, f"code: {inst.code!r} repeats line {codes[inst.code.lower()]}")
-                )
-                continue
+                repeats.append(f"code: {inst.code!r} repeats line {codes[inst.code.lower()]}")
             if inst.label in labels:
-                problems.append((line, f"label: {inst.label!r} repeats line {labels[inst.label]}"))
+                repeats.append(f"label: {inst.label!r} repeats line {labels[inst.label]}")
+            if repeats:
+                problems += [(line, repeat) for repeat in repeats]
                 continue
             codes[inst.code.lower()] = line
             labels[inst.label] = line
             built.append((line, inst))
-        if problems:
-            raise ImportRefusedError(problems)
-        return built
+        return built, problems
 
 
 def _text(value: object) -> str:
