@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import controparte.serve
+from controparte import __version__
+from controparte.cli import _COMMANDS, app
 from controparte.settings import HostPort, NameServer, Settings
 from controparte.store import open_store
 from tests.clirunner import Run, as_json, invoke_cli, ok, user_error
@@ -628,3 +630,34 @@ def test_zone_export_takes_the_name_servers_and_ttl_that_serve_takes(run: Run) -
     assert "@\t300\tIN\tNS\tns2.example.net.\n" in text
     assert "ns1\t300\tIN\tA\t192.0.2.53\n" in text
     assert "alpha\t300\tIN\tA\t192.0.2.1\n" in text
+
+
+def test_version_and_short_help() -> None:
+    assert ok(invoke_cli("--version")).stdout == f"controparte {__version__}\n"
+    assert ok(invoke_cli("-h")).stdout.startswith("Usage: controparte [OPTIONS] COMMAND")
+    assert "--log-format" in ok(invoke_cli("serve", "-h")).stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[]]
+    + [[name] for group, name, _ in _COMMANDS if group is app]
+    + [[name] for name in ("installation", "zone", "link", "agent")]
+    + [
+        [group, name]
+        for group, names in {
+            "installation": ("add", "list", "update", "tsig-key"),
+            "zone": ("export",),
+            "link": ("add", "list"),
+            "agent": ("listen",),
+        }.items()
+        for name in names
+    ],
+    ids=lambda words: " ".join(words) or "controparte",
+)
+def test_no_help_shows_a_placeholder_after_a_flag(command: list[str]) -> None:
+    """Flags take no value: typer's rich help printed `<bool>` after each."""
+    shown = ok(invoke_cli(*command, "--help")).stdout
+    assert "--help" in shown
+    assert "<bool>" not in shown
+    assert "BOOLEAN" not in shown
