@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := bind9-dnsutils bind9-utils bind9 knot-dnsutils knot nsd dnsperf ddclient nftables iproute2 procps curl systemd wrk postgresql
 
-.PHONY: run test lint typecheck unit bench bench-xfr debs venv clean
+.PHONY: run test lint typecheck unit bench bench-xfr debs venv dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/controparte serve
+
+# The wheel that installation hosts install the agent from (docs/agent.md; the package
+# is on no public index): dist/controparte-VERSION-py3-none-any.whl.
+dist:
+	$(PYTHON) -m venv build/dist-venv
+	build/dist-venv/bin/pip wheel -q --no-deps -w dist .
 
 # Debian tools the tests and benchmarks drive for real (tests/debtools.py names each one's
 # package; tests/unit/test_debtools.py checks this list); installed only when missing.
@@ -53,4 +59,4 @@ bench-xfr: debs $(STAMP)
 	$(BIN)/python bench/xfr_bench.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

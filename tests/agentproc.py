@@ -9,7 +9,7 @@ from pathlib import Path
 from controparte.service.access import Access
 from controparte.service.credentials import ServerSecret
 from controparte.store import open_store
-from tests.processes import LoggedProcess, clean_env, controparte_command
+from tests.processes import LoggedProcess, clean_env, controparte_command, remember_secret
 from tests.realserver import ServerProcess
 
 
@@ -18,13 +18,13 @@ def issue_token(server: ServerProcess, code: str) -> str:
     store = open_store(server.data)
     try:
         access = Access(store, ServerSecret.load_or_create(server.data), server.settings)
-        return access.issue_token(code)
+        return remember_secret(access.issue_token(code))
     finally:
         store.close()
 
 
 def write_token(path: Path, token: str) -> Path:
-    path.write_text(token + "\n")
+    path.write_text(remember_secret(token) + "\n")
     path.chmod(0o600)
     return path
 

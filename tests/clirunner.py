@@ -21,7 +21,17 @@ DEFAULT_ENV = {"CONTROPARTE_ALLOW_NON_GLOBAL": "1", "COLUMNS": "100"}
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+    """A data directory holding an empty registry, made as an operator makes one
+    (`controparte init`); `bare_data` is one without."""
+    made = tmp_path / "data"
+    ok(invoke_cli("init", data=made))
+    return made
+
+
+@pytest.fixture
+def bare_data(tmp_path: Path) -> Path:
+    """A data directory path with no registry (nothing there yet)."""
+    return tmp_path / "bare"
 
 
 @pytest.fixture

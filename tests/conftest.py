@@ -11,6 +11,7 @@ import pytest
 
 from controparte.service import Registry
 from tests.pgserver import Databases, PgServer, Server, own_server, session_server
+from tests.processes import secrets_in_logs
 from tests.realserver import ServerProcess
 
 pytest_plugins = ("tests.clirunner",)
@@ -22,6 +23,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "secondaries: starts real NSD, Knot and BIND secondaries (tests/secondaries.py);"
         " select them with -m secondaries",
     )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """No log of any process the session started (servers, agents, tools) shows a
+    secret the session made: a token, an admin token, a TSIG key's secret
+    (`tests/processes.py`, `remember_secret`)."""
+    leaked = secrets_in_logs()
+    if leaked:
+        session.config.get_terminal_writer().line(
+            "secrets in the logs of the session's processes:\n" + "\n".join(leaked), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 ENGINES = ("sqlite", "postgresql")

@@ -23,6 +23,8 @@ HOST = "127.0.0.1"
 STOP_TIMEOUT = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KIB_PER_MIB = 1024
+SECRET_SETTINGS = frozenset({"CONTROPARTE_ADMIN_TOKEN"})
+"""Environment variables whose value is a secret (`remember_secret`)."""
 PORT_BAND = 6_000  # ports per band below the ephemeral range: see `free_port`
 
 
@@ -102,6 +104,40 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+# -- secrets the tests made, and every log their processes wrote ------------------------------
+
+SECRETS: set[str] = set()
+"""Every token, admin token and TSIG secret the test helpers made or handed to a process
+(`remember_secret`): none may appear in any log of `LOG_FILES` (tests/conftest.py
+checks them all at the end of the session)."""
+LOG_FILES: set[Path] = set()
+"""The log of every `LoggedProcess` of the session (servers, agents, tools)."""
+TOKEN = re.compile(r"cpt_[A-Za-z0-9_-]{32}")
+"""An installation token as the service makes them (`service/credentials.py`): caught
+in a log even when no helper remembered it."""
+
+
+def remember_secret(secret: str) -> str:
+    """`secret` (a token, an admin token, a TSIG key's secret), registered so that the
+    session fails if any log shows it; returns it."""
+    SECRETS.add(secret)
+    return secret
+
+
+def secrets_in_logs() -> list[str]:
+    """`log: secret` for every secret (`SECRETS`, or anything shaped like a token) that
+    a log of `LOG_FILES` shows."""
+    found = []
+    for path in sorted(LOG_FILES):
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        found += [f"{path}: {secret}" for secret in sorted(SECRETS) if secret in text]
+        found += [f"{path}: {token}" for token in sorted(set(TOKEN.findall(text)) - SECRETS)]
+    return found
+
+
 # -- a child process with a log --------------------------------------------------------------
 
 
@@ -122,6 +158,10 @@ class LoggedProcess:
     ) -> None:
         self.name = name or Path(argv[0]).name
         self.log_path = log_path
+        LOG_FILES.add(log_path)
+        for key, value in env.items():
+            if key in SECRET_SETTINGS:
+                remember_secret(value)
         self._log: IO[bytes] | None = log_path.open("ab")
         try:
             self.popen = subprocess.Popen(

@@ -57,7 +57,15 @@ from controparte.service import Registry
 from controparte.settings import Settings
 from controparte.store import Store
 from tests.debtools import tool
-from tests.processes import HOST, STOP_TIMEOUT, LoggedProcess, alive, free_port, process_tree
+from tests.processes import (
+    HOST,
+    STOP_TIMEOUT,
+    LoggedProcess,
+    alive,
+    free_port,
+    process_tree,
+    remember_secret,
+)
 
 START_TIMEOUT = 30.0
 CONTROL_TIMEOUT = 30.0
@@ -125,6 +133,9 @@ class TsigKey:
     name: str
     secret: str  # base64
     algorithm: str = ALGORITHM
+
+    def __post_init__(self) -> None:
+        remember_secret(self.secret)  # no log of the session may show it
 
     @classmethod
     def generate(cls, name: str) -> TsigKey:

@@ -10,11 +10,12 @@ on SQLite.
 HTTP workers: each is a process of its own (spawned, so it shares nothing but the data
 directory) that runs the same HTTP app over services of its own: store connections,
 heartbeat writer, failed-authentication throttle, probe limiter, metrics. Every process
-binds the HTTP port with SO_REUSEPORT and the kernel spreads the connections among
-them; their writers take turns through the store's lock file. DNS stays in the main
-process. A worker stops on SIGTERM or SIGINT, and by itself when the main process is
-gone; the main process stops its workers (SIGTERM, then SIGKILL after
-`WORKER_STOP_TIMEOUT`) before it exits.
+binds the HTTP port with SO_REUSEPORT (`claim.bind`: the main process makes sure
+nobody else holds the port first) and the kernel spreads the connections among them;
+their writers take turns through the store's lock file. DNS stays in the main process.
+A worker stops on SIGTERM or SIGINT, and by itself when the main process is gone; the
+main process stops its workers (SIGTERM, then SIGKILL after `WORKER_STOP_TIMEOUT`)
+before it exits.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from controparte import fdlimit
+from controparte import fdlimit, logs
+from controparte.claim import DataDirLock, Shared, bind, bind_error
 from controparte.dns.server import DnsServer
 from controparte.http.app import RequestMetrics, create_app
 from controparte.http.connection import GuardedProtocol, Limits, connection_cap, guarded
@@ -59,22 +61,6 @@ class _EmbeddedUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def bind_http(host: str, port: int, *, shared: bool) -> socket.socket:
-    """A TCP socket bound to host:port for uvicorn to listen on; `shared`: with
-    SO_REUSEPORT, so every HTTP process can bind the same port (without it, a port in
-    use is an error, as it should be for a single process)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if shared:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _CoalescingTransport:
@@ -135,12 +121,23 @@ def _uvicorn(app: RequestMetrics, settings: Settings, *, beside: int) -> _Embedd
         http=guarded(_HttpProtocol, Limits.of(settings, cap), app.metrics),
         timeout_keep_alive=settings.http_keepalive_timeout,  # type: ignore[arg-type]
         log_level="warning",
+        log_config=None,  # its loggers go through ours (`logs.configure`)
         access_log=False,
         lifespan="off",
         server_header=False,
         proxy_headers=False,  # trusted_proxies is applied by the app itself
     )
     return _EmbeddedUvicorn(config)
+
+
+def _bind_http(settings: Settings, shared: Shared) -> socket.socket:
+    """The main process's HTTP socket (`claim.bind`); a `ConfigError` naming who holds
+    the port when it cannot be bound."""
+    host, port = settings.http.host, settings.http.port
+    try:
+        return bind(socket.SOCK_STREAM, host, port, shared=shared)
+    except OSError as exc:
+        raise bind_error("http", socket.SOCK_STREAM, host, port, exc) from None
 
 
 async def _start_http(server: _EmbeddedUvicorn, sock: socket.socket) -> asyncio.Task[None]:
@@ -168,12 +165,18 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 class Service:
     """DNS + HTTP over shared services, plus the HTTP workers; `async with` starts and
-    stops them all."""
+    stops them all. The data directory is claimed (`claim.DataDirLock`) from
+    construction to `stop()`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dns: DnsServer | None = None
-        self.services: Services = open_services(settings, on_change=self._poke)
+        self._claim = DataDirLock(settings.data)  # first: a second service stops here
+        try:
+            self.services: Services = open_services(settings, on_change=self._poke)
+        except BaseException:
+            self._claim.release()
+            raise
         for path, mode in exposed(settings.data):  # secrets and the registry: owner only
             want = "700" if path.is_dir() else "600"
             log.warning("%s is open to others (mode %o): chmod %s %s", path, mode, want, path)
@@ -195,8 +198,7 @@ class Service:
             self.settings,
             beside=self.settings.tcp_max_connections,  # DNS over TCP is in this process
         )
-        settings = self.settings
-        sock = bind_http(settings.http.host, settings.http.port, shared=settings.http_workers > 1)
+        sock = _bind_http(self.settings, "first" if self.settings.http_workers > 1 else "no")
         self._http_task = await _start_http(self._http, sock)
         await self._start_workers(int(sock.getsockname()[1]))
         log.info(
@@ -252,6 +254,7 @@ class Service:
             await self.dns.stop()
         await asyncio.to_thread(self.pruner.stop)
         self.services.close()
+        self._claim.release()
 
     async def __aenter__(self) -> Service:
         try:
@@ -296,7 +299,7 @@ def http_worker(
 ) -> None:
     """An extra HTTP process (see the module): serves until SIGTERM or SIGINT, or until
     the main process `parent` is gone; sets `ready` once it listens on `port`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -305,7 +308,8 @@ def http_worker(
         services = open_services(settings)
         try:
             server = _uvicorn(create_app(services), settings, beside=0)
-            task = await _start_http(server, bind_http(settings.http.host, port, shared=True))
+            sock = bind(socket.SOCK_STREAM, settings.http.host, port, shared="yes")
+            task = await _start_http(server, sock)
             ready.set()
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -319,7 +323,7 @@ def http_worker(
 
 def run(settings: Settings) -> None:
     """Serve DNS and HTTP until SIGINT or SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
     settings, too_low = fdlimit.fit(settings, fdlimit.raise_soft_limit())
     if too_low is not None:
         log.warning("%s", too_low)

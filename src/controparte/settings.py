@@ -137,6 +137,18 @@ def _bool(key: str, value: object) -> bool:
     raise ConfigError(f"{key}: expected true or false, got {value!r}")
 
 
+def _choice(*allowed: str) -> Callable[[str, object], str]:
+    """A parser of one of `allowed` (case-insensitive)."""
+
+    def parse(key: str, value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
+        return text
+
+    return parse
+
+
 def _admin_token(key: str, value: object) -> str:
     text = str(value).strip()
     if text and len(text) < 20:
@@ -481,6 +493,11 @@ class Settings:
     features: Path | None = setting(None, _keyed(_optional_path))
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""
+    log_level: str = setting("info", _keyed(_choice("debug", "info", "warning", "error")))
+    """The least severe log records `controparte serve` writes (every change of the
+    registry is one `info` line; a refused change `debug`)."""
+    log_format: str = setting("text", _keyed(_choice("text", "json")))
+    """`text`: one line a record, its time in UTC; `json`: one JSON object a line."""
 
 
 KEYS = tuple(f.name for f in fields(Settings))

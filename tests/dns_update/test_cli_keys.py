@@ -35,6 +35,7 @@ def run(data: Path, *args: str) -> Result:
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     data = tmp_path / "data"
+    assert run(data, "init").exit_code == 0
     added = run(data, "installation", "add", "ALPHA-1", "--label", "alpha", "--ip", "8.8.8.8")
     assert added.exit_code == 0, added.output
     return data

@@ -17,6 +17,7 @@ import base64
 import http.server
 import re
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "agent.md"
 UNIT = ROOT / "docs" / "controparte-agent.service"
 TESTED = {
+    "agent-install",
     "token-file",
     "agent-once",
     "dig-check",
@@ -63,6 +65,8 @@ EXAMPLE_TOKEN = "cpt_REPLACE_WITH_YOUR_TOKEN"
 EXAMPLE_ADDRESS = "203.0.113.7"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
 COMMAND_TIMEOUT = 60
+INSTALL_TIMEOUT = 600  # building the wheel, and pip fetching the dependencies
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- the guide's blocks -------------------------------------------------------------------
@@ -253,6 +257,53 @@ def write_token(world: World) -> Path:
     return path
 
 
+# -- the install -----------------------------------------------------------------------------
+
+
+def test_the_agent_installs_as_the_guide_says(tmp_path: Path) -> None:
+    """The guide's install commands, run in a copy of this source tree (a clone), with
+    /opt/controparte in the test's directory: the wheel `make dist` builds installs, and
+    its `controparte` runs. (Before, the guide said `pip install controparte`, which
+    no public index has.)"""
+    clone = tmp_path / "controparte"
+    shutil.copytree(
+        ROOT,
+        clone,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "var", "build", "dist", "*cache*", "*.egg-info"
+        ),
+    )
+    # A host's shell: no PYTHONPATH leading to this tree (pip would take it as installed).
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+    opt = tmp_path / "opt"
+    for step in console_steps(block("agent-install").text):
+        command = step.command.replace("/opt/controparte", str(opt)).removeprefix("sudo ")
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    installed = opt / "bin" / "controparte"
+    version = subprocess.run(
+        [installed, "--version"], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    assert version.stdout == f"controparte {controparte.__version__}\n"
+    usage = subprocess.run(
+        [installed, "agent", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    assert "--token-file" in usage.stdout
+
+
 # -- the agent -------------------------------------------------------------------------------
 
 
@@ -398,6 +449,8 @@ def test_ddclient(world: World, checkip: str) -> None:
     )
     output = world.run(command)
     assert "SUCCESS" in output, output
+    # Debian 12's ddclient (3.10) takes the guide's file without a complaint.
+    assert [line for line in output.splitlines() if "WARNING" in line] == [], output
     world.server.wait_for("shop-42", [_CheckIp.address])
 
 

@@ -91,7 +91,7 @@ class Session:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = {"CONTROPARTE_DATA": str(home / "data"), "COLUMNS": "120"}
+        self.env = {"COLUMNS": "120"}  # the data directory: ./var, the default
         self.runner = CliRunner()
 
     def run(self, command: str) -> list[str]:

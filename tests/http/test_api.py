@@ -4,6 +4,7 @@ proxies, the stale flag and throttling are in `test_heartbeat.py`."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import dns.message
@@ -368,3 +369,20 @@ async def test_an_unexpected_error_is_a_bare_500_and_counted(
     assert 'controparte_errors_total{kind="internal"} 1' in metrics
     route = 'method="GET",route="/v1/resolve/{name}",status="500"'
     assert f"controparte_http_requests_total{{{route}}} 1" in metrics
+
+
+async def test_the_docs_page_loads_nothing_from_outside(api: Api) -> None:
+    """`/docs` works without internet access: every script, style sheet and icon it
+    names is served by the server itself (FastAPI's own page takes them from a CDN)."""
+    async with api.client() as http:
+        page = await http.get("/docs")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        named = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert "/openapi.json" in page.text
+        assert named and all(url.startswith("/docs/assets/") for url in named), named
+        for url in named:
+            asset = await http.get(url)
+            assert asset.status_code == 200, url
+            assert len(asset.content) > 0, url
+        assert (await http.get("/redoc")).status_code == 404  # ReDoc would need a CDN

@@ -1,7 +1,8 @@
 """The DNS server binds UDP and TCP on one port. With port 0 the kernel picks the UDP
 port, and a TCP connection may hold that number already (an outgoing connection takes
 ephemeral ports too): the server then tries another pick. A bind that fails leaves
-nothing bound. Real sockets on loopback."""
+nothing bound and says so in a `ConfigError` (the CLI's one line and exit code 2).
+Real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import dns.message
 import dns.query
 import pytest
 
+from controparte.claim import Shared
 from controparte.dns import server as server_module
 from controparte.dns.server import DnsServer
+from controparte.errors import ConfigError
 from controparte.service.services import Services, open_services
 from controparte.settings import load_settings
 from tests.processes import HOST, free_port
@@ -62,7 +65,9 @@ def test_a_taken_tcp_port_fails_the_start_and_leaves_nothing_bound(tmp_path: Pat
     holder = tcp_listener(port)
 
     async def scenario() -> None:
-        with pytest.raises(OSError):
+        with pytest.raises(
+            ConfigError, match=rf"dns: cannot listen on {HOST}:{port} \(tcp\): in use"
+        ):
             async with DnsServer(services.settings, services.store, services=services):
                 pass
 
@@ -84,8 +89,8 @@ def test_port_zero_takes_another_pick_when_the_tcp_port_is_held(
     real_bind_udp = server_module.bind_udp
     picks: list[int] = []
 
-    def first_pick_held(host: str, port: int) -> socket.socket:
-        sock = real_bind_udp(host, held if not picks else port)
+    def first_pick_held(host: str, port: int, shared: Shared) -> socket.socket:
+        sock = real_bind_udp(host, held if not picks else port, shared)
         picks.append(int(sock.getsockname()[1]))
         return sock
 

@@ -103,6 +103,7 @@ def moved(pg_databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> 
     keys.mkdir()
     tokens = {}
     add = ("installation", "add")
+    cli(data, "init")
     tokens["ONPREM-1"] = token_of(
         cli(data, *add, "ONPREM-1", "--label", "onprem", "--ip", "192.0.2.10", "--port", "9001")
     )

@@ -53,6 +53,7 @@ def cli(tmp_path: Path) -> Cli:
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done
 
+    run("init")
     return run
 
 

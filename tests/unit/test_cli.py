@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 import controparte.serve
+from controparte import __version__
+from controparte.cli import _COMMANDS, app
 from controparte.settings import HostPort, NameServer, Settings
 from controparte.store import open_store
-from tests.clirunner import Run, as_json, ok, user_error
+from tests.clirunner import Run, as_json, invoke_cli, ok, user_error
 
 
 def add(run: Run, code: str, label: str, *extra: str) -> dict[str, object]:
@@ -104,11 +106,46 @@ def test_list_of_an_empty_registry(run: Run) -> None:
     assert "no installations" in result.stderr
 
 
-def test_reads_do_not_create_a_registry_in_a_mistyped_directory(run: Run, data: Path) -> None:
-    for args in (("installation", "list"), ("installation", "show", "x"), ("zone", "export")):
-        line = user_error(run(*args), exit_code=2)
-        assert str(data) in line
-    assert not data.exists()
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("installation", "list"),
+        ("installation", "show", "x"),
+        ("zone", "export"),
+        ("installation", "add", "A1", "--label", "alpha"),
+        ("import", "rows.csv"),
+        ("admin-token",),
+        ("tsig-key", "--admin", "--out", "admin.key"),
+        ("tsig-key", "--transfer", "ns2", "--out", "ns2.key"),
+        ("installation", "tsig-key", "A1", "--out", "a1.key"),
+    ],
+    ids=" ".join,
+)
+def test_no_command_but_init_and_serve_creates_a_registry(
+    args: tuple[str, ...], bare_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run from the wrong directory (or with a mistyped --data) says where it
+    looked and how to point at the registry, and leaves nothing behind."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text("code,label\nA1,alpha\n")
+    line = user_error(invoke_cli(*args, data=bare_data), exit_code=2)
+    assert line == (
+        f"error: data: no registry in {bare_data} (no controparte.sqlite3 there): point at"
+        " yours with --data DIR or CONTROPARTE_DATA=DIR, or create one there with"
+        " `controparte init` (`controparte serve` creates one too)"
+    )
+    assert not bare_data.exists()
+    assert not list(tmp_path.glob("*.key"))
+
+
+def test_init_creates_the_registry_once(bare_data: Path) -> None:
+    assert ok(invoke_cli("init", data=bare_data)).stderr == f"registry created: {bare_data}\n"
+    assert (bare_data / "controparte.sqlite3").is_file()
+    ok(invoke_cli("installation", "add", "A1", "--label", "alpha", data=bare_data))
+    again = ok(invoke_cli("init", data=bare_data))
+    assert again.stderr == f"registry already there: {bare_data}\n"
+    listed = ok(invoke_cli("installation", "list", "--json", data=bare_data))
+    assert [i["code"] for i in json.loads(listed.stdout)] == ["A1"]
 
 
 def test_update_changes_fields_and_empty_values_clear_them(run: Run) -> None:
@@ -474,6 +511,38 @@ def test_import_conflicting_with_the_registry_imports_nothing(run: Run, tmp_path
     assert codes(run) == ["A1", "B1"]
 
 
+def test_import_reports_every_problem_of_the_rows_and_the_registry_in_one_pass(
+    run: Run, tmp_path: Path
+) -> None:
+    """Before, a collision with the registry was told only once every row was fine,
+    and a row repeating an earlier one's code and label only for its code."""
+    add(run, "OLD", "old")
+    rows = write(
+        tmp_path / "rows.csv",
+        "code,label,ip\n"  # 1
+        "A1,alpha,\n"  # 2: fine
+        "A2,bad_label,\n"  # 3: a rule broken
+        "OLD,other,\n"  # 4: the registry has the code
+        "A4,old,\n"  # 5: the registry has the label
+        "a1,alpha,\n"  # 6: repeats line 2, code and label
+        "A6,fine,192.0.2\n",  # 7: a rule broken
+    )
+    result = run("import", str(rows))
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.stderr.splitlines() if not line.startswith("error: ")]
+    assert [p.split(": ", 1)[1] for p in problems] == [
+        "line 3: label: must be letters, digits and hyphens only, not starting or ending"
+        " with a hyphen",
+        "line 4: code: 'OLD' is already registered",
+        "line 5: label: 'old' is already used by another installation",
+        "line 6: code: 'a1' repeats line 2",
+        "line 6: label: 'alpha' repeats line 2",
+        "line 7: ip: '192.0.2' is not an IPv4 address",
+    ]
+    assert "nothing imported (6 problem(s))" in result.stderr
+    assert codes(run) == ["OLD"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -561,3 +630,34 @@ def test_zone_export_takes_the_name_servers_and_ttl_that_serve_takes(run: Run) -
     assert "@\t300\tIN\tNS\tns2.example.net.\n" in text
     assert "ns1\t300\tIN\tA\t192.0.2.53\n" in text
     assert "alpha\t300\tIN\tA\t192.0.2.1\n" in text
+
+
+def test_version_and_short_help() -> None:
+    assert ok(invoke_cli("--version")).stdout == f"controparte {__version__}\n"
+    assert ok(invoke_cli("-h")).stdout.startswith("Usage: controparte [OPTIONS] COMMAND")
+    assert "--log-format" in ok(invoke_cli("serve", "-h")).stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[]]
+    + [[name] for group, name, _ in _COMMANDS if group is app]
+    + [[name] for name in ("installation", "zone", "link", "agent")]
+    + [
+        [group, name]
+        for group, names in {
+            "installation": ("add", "list", "update", "tsig-key"),
+            "zone": ("export",),
+            "link": ("add", "list"),
+            "agent": ("listen",),
+        }.items()
+        for name in names
+    ],
+    ids=lambda words: " ".join(words) or "controparte",
+)
+def test_no_help_shows_a_placeholder_after_a_flag(command: list[str]) -> None:
+    """Flags take no value: typer's rich help printed `<bool>` after each."""
+    shown = ok(invoke_cli(*command, "--help")).stdout
+    assert "--help" in shown
+    assert "<bool>" not in shown
+    assert "BOOLEAN" not in shown

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controparte.store import open_store
-from tests.clirunner import Run, as_json, ok, user_error
+from tests.clirunner import Run, as_json, invoke_cli, ok, user_error
 
 ROWS = """\
 code,label,kind,ip,ipv6,port
@@ -146,10 +146,9 @@ def test_removing_an_installation_removes_its_links(seeded: Run, data: Path) -> 
         store.close()
 
 
-def test_reads_need_an_existing_registry(run: Run) -> None:
-    assert "no registry" in user_error(run("link", "list"), 2)
-    assert "no registry" in user_error(run("plan", "A", "B", "--feature", "realtime"), 2)
-    assert "no registry" in user_error(run("firewall", "A"), 2)
+def test_reads_need_an_existing_registry(bare_data: Path) -> None:
+    for args in (("link", "list"), ("plan", "A", "B", "--feature", "realtime"), ("firewall", "A")):
+        assert "no registry" in user_error(invoke_cli(*args, data=bare_data), 2)
 
 
 # -- plan ------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "controparte"
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "settings": frozenset({"errors"}),
+    "claim": frozenset({"errors"}),
+    "logs": frozenset({"errors", "settings"}),
     "model": frozenset({"errors", "settings"}),
     "plan": frozenset({"errors", "settings", "model"}),
     "store": frozenset({"errors", "settings", "model"}),
     "service": frozenset({"errors", "settings", "model", "plan", "store"}),
-    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
+    "dns": frozenset({"errors", "settings", "model", "plan", "store", "service", "claim", "logs"}),
     "http": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
     "agent": frozenset({"errors", "model", "plan"}),
     "cli": frozenset(
@@ -31,7 +33,19 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),
     "fdlimit": frozenset({"errors", "settings"}),
     "serve": frozenset(
-        {"errors", "settings", "model", "plan", "store", "service", "dns", "http", "fdlimit"}
+        {
+            "errors",
+            "settings",
+            "model",
+            "plan",
+            "store",
+            "service",
+            "dns",
+            "http",
+            "fdlimit",
+            "claim",
+            "logs",
+        }
     ),
     "__main__": frozenset({"cli"}),
     "__init__": frozenset(),

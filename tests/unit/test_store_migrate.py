@@ -26,7 +26,7 @@ from controparte.store.migrate import TABLES, sqlite_to_postgres
 from controparte.store.postgres import PostgresStore
 from controparte.store.schema import MIGRATIONS, migrate
 from controparte.store.sqlite import DB_FILE, SqliteStore
-from tests.clirunner import Run, as_json, ok, user_error
+from tests.clirunner import Run, as_json, invoke_cli, ok, user_error
 from tests.processes import HOST
 from tests.unit.test_journal import version_3_store
 
@@ -268,10 +268,11 @@ def test_the_command_refuses_a_url_that_is_no_postgresql(
     assert PASSWORD not in line
 
 
-def test_the_command_needs_a_registry(run: Run, data: Path) -> None:
-    line = user_error(run("migrate", "--to", "postgresql://cp@db.example.test/r"), exit_code=2)
-    assert f"data: no registry in {data}" in line
-    assert not data.exists()
+def test_the_command_needs_a_registry(bare_data: Path) -> None:
+    to = "postgresql://cp@db.example.test/r"
+    line = user_error(invoke_cli("migrate", "--to", to, data=bare_data), exit_code=2)
+    assert f"data: no registry in {bare_data}" in line
+    assert not bare_data.exists()
 
 
 def test_the_command_on_a_database_that_does_not_answer(

@@ -14,34 +14,47 @@ Contracts:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
+from controparte import __version__
 from controparte.cli import agent, connectivity, keys, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
 
+# Help as plain text (click's layout, `rich_markup_mode=None`): typer's rich layout
+# shows a `<bool>` placeholder after every flag, which takes no value. `-h` is `--help`
+# everywhere (subcommands inherit the root's `help_option_names`).
 app = typer.Typer(
     name="controparte",
     help="Installation ID resolution: registry, authoritative DNS, zone export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
 )
 installation_app = typer.Typer(
-    help="Add, list, show, change and remove installations.", no_args_is_help=True
+    help="Add, list, show, change and remove installations.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-zone_app = typer.Typer(help="The DNS zone the registry publishes.", no_args_is_help=True)
+zone_app = typer.Typer(
+    help="The DNS zone the registry publishes.", no_args_is_help=True, rich_markup_mode=None
+)
 link_app = typer.Typer(
     help="Counterpart links: which installation (A, the caller) calls which (B, the callee)"
     " for which features.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 agent_app = typer.Typer(
     help="Heartbeat the service (`controparte agent --server ...`), or answer its probe"
     " (`controparte agent listen`).",
     invoke_without_command=True,
+    rich_markup_mode=None,
 )
 throttle_app = typer.Typer(
     help="The failed-authentication throttle: what it counts and blocks, and lifting a block.",
@@ -56,6 +69,7 @@ app.add_typer(throttle_app, name="throttle")
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
 _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
+    (app, "init", registry.init),
     (app, "serve", serve),
     (app, "admin-token", keys.admin_token),
     (app, "resolve", resolve),
@@ -84,6 +98,24 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
 for group, name, command in _COMMANDS:
     group.command(name)(command)
 agent_app.callback()(agent.agent)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"controparte {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Installation ID resolution: registry, authoritative DNS, zone export."""
 
 
 def main() -> None:

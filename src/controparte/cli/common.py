@@ -193,25 +193,24 @@ CodeArgument = Annotated[str, typer.Argument(metavar="CODE", help="Installation 
 
 
 def require_registry(settings: Settings) -> None:
-    """A data directory without a registry is an error rather than a new empty one
-    (reads must not create one in a mistyped directory). A PostgreSQL database is
-    named whole by its URL: it is the registry, one that may be empty."""
+    """A data directory without a registry is an error rather than a new empty one (a
+    command run from the wrong directory must not start a registry of its own there);
+    the message says where it looked and how to point at the right one. A PostgreSQL
+    database is named whole by its URL: it is the registry, one that may be empty."""
     if not settings.database and not (settings.data / DB_FILE).is_file():
         raise ConfigError(
-            f"data: no registry in {settings.data} (set --data or CONTROPARTE_DATA;"
-            " adding an installation creates one)"
+            f"data: no registry in {settings.data.absolute()} (no {DB_FILE} there): point"
+            " at yours with --data DIR or CONTROPARTE_DATA=DIR, or create one there with"
+            " `controparte init` (`controparte serve` creates one too)"
         )
 
 
 @contextmanager
-def registry_in(
-    settings: Settings, *, must_exist: bool = False, catalog: Catalog | None = None
-) -> Iterator[Registry]:
-    """The registry the settings name (`database`, else `data`), closed on the way
-    out; with `must_exist`, it must be there already. Live ports are checked against
-    the Live settings of `catalog` (default: the one `settings.features` names)."""
-    if must_exist:
-        require_registry(settings)
+def registry_in(settings: Settings, *, catalog: Catalog | None = None) -> Iterator[Registry]:
+    """The registry the settings name (`database`, else `data`), which must exist
+    (`require_registry`), closed on the way out. Live ports are checked against the
+    Live settings of `catalog` (default: the one `settings.features` names)."""
+    require_registry(settings)
     live = (catalog if catalog is not None else load_catalog(settings.features)).live
     store = open_store(settings.data, settings.database)
     try:
@@ -221,11 +220,10 @@ def registry_in(
 
 
 @contextmanager
-def services_in(settings: Settings, *, must_exist: bool = False) -> Iterator[Services]:
+def services_in(settings: Settings) -> Iterator[Services]:
     """The whole service layer (registry, credentials) over the settings' registry,
-    closed on the way out; `must_exist` as for `registry_in`."""
-    if must_exist:
-        require_registry(settings)
+    which must exist (`require_registry`), closed on the way out."""
+    require_registry(settings)
     services = open_services(settings)
     try:
         yield services

@@ -61,7 +61,7 @@ def _connectivity(settings: Settings) -> Iterator[tuple[Links, Plans]]:
     """Links and plans over the registry in `settings.data` (which must exist), with the
     catalog of `settings.features`, loaded once."""
     catalog = load_catalog(settings.features)
-    with registry_in(settings, must_exist=True, catalog=catalog) as registry:
+    with registry_in(settings, catalog=catalog) as registry:
         yield Links(registry, catalog), Plans(registry, catalog)
 
 

@@ -42,7 +42,7 @@ def installation_rotate_token(
 ) -> None:
     """Replace the installation's token and print the new one, this once (the old one
     stops working at once)."""
-    with services_in(settings, must_exist=True) as services:
+    with services_in(settings) as services:
         canonical = services.registry.get(code).code
         token = services.access.issue_token(canonical, origin())
     if as_json:
@@ -71,11 +71,9 @@ def _write_tsig_key(
     settings: Settings,
     out: Path,
     make: Callable[[Access], TsigKeyFile],
-    *,
-    must_exist: bool,
 ) -> str:
-    """Make a TSIG key (`make`, over the store of `settings`, which must exist when
-    `must_exist`) and write it once to `out`, a new file of mode 600; the key name.
+    """Make a TSIG key (`make`, over the registry of `settings`) and write it once to
+    `out`, a new file of mode 600; the key name.
 
     The file is created first, exclusively: an existing file is refused before any key
     is made (or an installation's key replaced). If anything fails, the file goes."""
@@ -88,7 +86,7 @@ def _write_tsig_key(
     try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             os.fchmod(handle.fileno(), 0o600)
-            with services_in(settings, must_exist=must_exist) as services:
+            with services_in(settings) as services:
                 key = make(services.access)
             handle.write(key.nsupdate_text())
             handle.flush()
@@ -106,9 +104,7 @@ def installation_tsig_key(*, code: CodeArgument, out: KeyOutOption, settings: Se
     The key (hmac-sha256) may change only the installation's own A, AAAA and SRV
     records; its old key stops working. It is written once, to the new file FILE (mode
     600), and its name is printed."""
-    name = _write_tsig_key(
-        settings, out, lambda access: access.create_tsig_key(code, origin()), must_exist=True
-    )
+    name = _write_tsig_key(settings, out, lambda access: access.create_tsig_key(code, origin()))
     typer.echo(name)
     typer.echo(f"key written to {out} (mode 600); use: nsupdate -k {out}", err=True)
 
@@ -154,7 +150,6 @@ def tsig_key(
             settings,
             out,
             lambda access: access.create_transfer_key(transfer, origin()),
-            must_exist=False,
         )
         typer.echo(key_name)
         typer.echo(f"transfer key written to {out} (mode 600)", err=True)
@@ -163,7 +158,6 @@ def tsig_key(
         settings,
         out,
         lambda access: access.create_tsig_key(None, origin(), admin_name=name),
-        must_exist=False,
     )
     typer.echo(key_name)
     typer.echo(f"admin key written to {out} (mode 600); use: nsupdate -k {out}", err=True)

@@ -1,4 +1,4 @@
-"""The registry's commands: `installation add/list/show/update/remove/history`,
+"""The registry's commands: `init`, `installation add/list/show/update/remove/history`,
 `import` and `zone export`."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from rich.text import Text
 from controparte.cli.common import (
     NS,
     REGISTRY,
+    STORE,
     TTL,
     CodeArgument,
     JsonOption,
@@ -36,8 +37,10 @@ from controparte.errors import ImportRefusedError, NotFoundError, response_for
 from controparte.model import Installation, InstallationChange, ZoneConfig
 from controparte.model.importfile import parse_import
 from controparte.model.installation import utcnow
+from controparte.service.services import open_services
 from controparte.service.status import is_stale
-from controparte.settings import Settings
+from controparte.settings import Settings, redacted_database
+from controparte.store.sqlite import DB_FILE
 
 with_fields = grouped(
     "fields",
@@ -92,6 +95,19 @@ def _print_installation(
         typer.echo("the token is shown only this once: store it now", err=True)
 
 
+@with_settings(*STORE)
+def init(*, settings: Settings) -> None:
+    """Create the registry in the data directory (or the `database`), or leave the one
+    there as it is; besides `serve`, the only command that creates one."""
+    if settings.database:
+        where, existed = redacted_database(settings.database), None
+    else:
+        where, existed = str(settings.data), (settings.data / DB_FILE).is_file()
+    open_services(settings).close()
+    state = {None: "ready", True: "already there", False: "created"}[existed]
+    typer.echo(f"registry {state}: {where}", err=True)
+
+
 @with_settings(*REGISTRY)
 @with_fields
 def installation_add(
@@ -131,7 +147,7 @@ def installation_list(
 ) -> None:
     """List installations by code (JSON: an array of objects). `stale`: last seen by a
     heartbeat longer ago than the setting stale_after."""
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         found = registry.list(limit=limit, offset=offset)
     now = utcnow()
     stale = [is_stale(inst, settings.stale_after, now) for inst in found]
@@ -163,7 +179,7 @@ def installation_show(
     settings: Settings,
 ) -> None:
     """Show one installation, found by code, else by label."""
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         inst = registry.find(name)
     _print_installation(inst, settings, as_json)
 
@@ -180,7 +196,7 @@ def installation_update(
 ) -> None:
     """Change fields of an installation; an empty --ip, --ipv6 or --port clears it."""
     change = dataclasses.replace(fields, label=label)
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         inst = registry.update(code, change, origin=origin())
     _print_installation(inst, settings, as_json)
 
@@ -188,7 +204,7 @@ def installation_update(
 @with_settings(*REGISTRY)
 def installation_remove(*, code: CodeArgument, settings: Settings) -> None:
     """Remove an installation: its names leave the zone."""
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         inst = registry.remove(code, origin=origin())
     typer.echo(f"removed {inst.code} ({inst.label}.{settings.zone})")
 
@@ -224,7 +240,7 @@ def installation_history(
 ) -> None:
     """The audit history of an installation (also of a removed one): when, what, who,
     how (cli, api, heartbeat, dyndns2, rfc2136, ...) and from where."""
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         try:
             canonical = registry.get(code).code
         except NotFoundError:
@@ -301,7 +317,7 @@ def zone_export(
 ) -> None:
     """Write the zone as an RFC 1035 master file (one consistent snapshot), as `serve`
     with the same settings publishes it."""
-    with registry_in(settings, must_exist=True) as registry:
+    with registry_in(settings) as registry:
         snapshot = load_zone(registry.store, ZoneConfig.from_settings(settings))
     text = zone_text(snapshot)
     if out is None:

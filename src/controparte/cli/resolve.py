@@ -46,7 +46,7 @@ def resolve(
     elif dns_server is not None:
         found = resolver.from_dns(HostPort.parse("--dns", dns_server), name, settings.zone)
     else:
-        with registry_in(settings, must_exist=True) as registry:
+        with registry_in(settings) as registry:
             found = resolver.from_store(registry, name)
     if as_json:
         typer.echo(json.dumps(found, indent=2))

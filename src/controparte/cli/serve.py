@@ -18,7 +18,21 @@ HTTP_WORKERS = option(
 )
 
 
-@with_settings(DNS, DNS_WORKERS, HTTP, HTTP_WORKERS, TTL, NS, *REGISTRY)
+LOG_LEVEL = option(
+    "--log-level",
+    str | None,
+    metavar="debug|info|warning|error",
+    help="The least severe log records written (env CONTROPARTE_LOG_LEVEL; default info).",
+)
+LOG_FORMAT = option(
+    "--log-format",
+    str | None,
+    metavar="text|json",
+    help="Log lines as text or one JSON object each (env CONTROPARTE_LOG_FORMAT; times in UTC).",
+)
+
+
+@with_settings(DNS, DNS_WORKERS, HTTP, HTTP_WORKERS, TTL, NS, LOG_LEVEL, LOG_FORMAT, *REGISTRY)
 def serve(*, settings: Settings) -> None:
     """Serve the zone over DNS and the HTTP API (v1, DynDNS2, metrics) until SIGINT or
     SIGTERM."""

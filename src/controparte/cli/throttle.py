@@ -33,7 +33,7 @@ def throttle_list(*, as_json: JsonOption = False, settings: Settings) -> None:
     claim (the installation a credential claimed to be, `(admin)`, `(unknown)`, or
     `*` for the whole address), with the failures in the current window and the end of
     a block in force."""
-    with services_in(settings, must_exist=True) as services:
+    with services_in(settings) as services:
         now = services.throttle.clock()
         entries = services.throttle.entries()
     listed: list[dict[str, str | int | None]] = [
@@ -72,7 +72,7 @@ def throttle_clear(
         address = str(ipaddress.ip_address(address.strip()))
     except ValueError:
         address = address.strip()
-    with services_in(settings, must_exist=True) as services:
+    with services_in(settings) as services:
         removed = services.throttle.clear(address)
     if removed:
         typer.echo(f"cleared {address}: {removed} entries", err=True)

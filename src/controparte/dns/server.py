@@ -62,6 +62,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from controparte import logs
+from controparte.claim import Shared, bind, bind_error
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
 from controparte.dns.rrl import RrlCounters, families, limiter_for
@@ -294,16 +296,12 @@ def follower_for(
     return Follower(store, engine, settings.journal_check_interval, on_swap, listener)
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+def bind_udp(host: str, port: int, shared: Shared = "no") -> socket.socket:
+    """The UDP socket on host:port (`claim.bind`: SO_REUSEPORT only among the processes
+    of one service), with a large receive buffer."""
+    sock = bind(socket.SOCK_DGRAM, host, port, shared=shared)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-    sock.bind((host, port))
     return sock
 
 
@@ -466,28 +464,32 @@ class DnsServer:
         )
 
     async def _bind(self, host: str, port: int) -> tuple[socket.socket, asyncio.Server]:
-        """A UDP socket and a TCP server on the same `port`. Port 0 takes the kernel's
-        pick for UDP, which a TCP connection may hold already: then another pick, up to
-        BIND_ATTEMPTS times. Nothing stays bound when this raises."""
+        """A UDP socket and a TCP server on the same `port`, the TCP one never shared
+        and the UDP one shared only with this server's workers (`dns_workers`). Port 0
+        takes the kernel's pick for UDP, which a TCP connection may hold already: then
+        another pick, up to BIND_ATTEMPTS times. Nothing stays bound when this raises;
+        a port that cannot be bound raises a `ConfigError` naming who holds it."""
         attempts_left = BIND_ATTEMPTS if port == 0 else 1
+        shared: Shared = "first" if self.settings.dns_workers > 1 else "no"
         while True:
-            udp = bind_udp(host, port)
+            kind = socket.SOCK_DGRAM
             try:
+                udp = bind_udp(host, port, shared)
+            except OSError as exc:
+                raise bind_error("dns", kind, host, port, exc) from None
+            try:
+                kind = socket.SOCK_STREAM
                 tcp = await asyncio.start_server(
                     self._serve_tcp,
-                    host,
-                    int(udp.getsockname()[1]),
-                    family=_family(host),
-                    reuse_address=True,
-                    reuse_port=True,
+                    sock=bind(kind, host, int(udp.getsockname()[1])),
                     limit=70_000,
                     backlog=TCP_BACKLOG,
                 )
-            except OSError:
+            except OSError as exc:
                 udp.close()
                 attempts_left -= 1
                 if attempts_left == 0:
-                    raise
+                    raise bind_error("dns", kind, host, port, exc) from None
             except BaseException:
                 udp.close()
                 raise
@@ -796,11 +798,11 @@ def udp_worker(settings: Settings, port: int, updates: bool = False) -> None:
     """An extra UDP process: own store handle, snapshot and follower, and a thread that
     answers what its UDP loop hands off: transfer requests and signed requests, and
     with `updates` UPDATEs, over services of its own (which also give it the keys)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(settings)
     store = open_store(settings.data, settings.database)
     config = ZoneConfig.from_settings(settings)
     engine = Engine(load_zone(store, config))
-    sock = bind_udp(settings.dns.host, port)
+    sock = bind_udp(settings.dns.host, port, "yes")
     follower = follower_for(store, engine, settings)
     follower.start()
     services = open_services(settings, store=store) if updates else None

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import controparte
 from controparte.errors import ControparteError, StorageUnavailableError
 from controparte.http import nic, v1
+from controparte.http.apidocs import add_docs
 from controparte.http.auth import Gate
 from controparte.http.bodylimit import BodyLimit
 from controparte.http.clientaddr import parse_networks
@@ -133,7 +134,10 @@ def create_api(ctx: Context) -> FastAPI:
         description="Installation-ID resolution: registry, heartbeats, DynDNS2, resolution."
         f" Installations are published in DNS as <label>.{services.settings.zone}",
         openapi_url="/openapi.json",
+        docs_url=None,  # apidocs.add_docs: the page with its assets served here
+        redoc_url=None,  # ReDoc loads its script from a CDN
     )
+    add_docs(app)
     app.state.controparte = ctx
     app.include_router(v1.router)
     app.include_router(nic.router)

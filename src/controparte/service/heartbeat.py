@@ -174,7 +174,7 @@ class HeartbeatWriter:
         changed_any = False
         changed_count = 0
         try:
-            with self.store.transaction(Origin(via="heartbeat")) as tx:
+            with self.registry.transaction(Origin(via="heartbeat")) as tx:
                 tx.prefetch(beat.code for beat, _ in batch)
                 for beat, waiter in batch:
                     try:

@@ -5,16 +5,30 @@ the one validate-and-write step of every path that stores an installation (add,
 update, update_many, import, and the heartbeat writer's group commits). After each
 committed change `on_change` is called (the in-process DNS server picks it up at once;
 other processes learn of it from the store's journal).
+
+Every committed change is logged, one `info` line each on the logger
+`controparte.changes` (`describe`: what changed, of which installation, through which
+front end, from which address, by whom); a change refused inside a transaction is one
+`debug` line. A change of last-seen alone is no change. No secret is ever in a line:
+installation fields and an `Origin` hold none.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Protocol, TypedDict, TypeVar, Unpack
 
-from controparte.errors import ConflictError, ImportRefusedError, NotFoundError, ValidationError
+from controparte.errors import (
+    ConflictError,
+    ControparteError,
+    ImportRefusedError,
+    NotFoundError,
+    ValidationError,
+)
 from controparte.model import (
     Installation,
     InstallationChange,
@@ -28,6 +42,30 @@ from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
 
 T = TypeVar("T")
+log = logging.getLogger("controparte.changes")
+
+SHOWN_FIELDS = ("label", "kind", "ipv4", "ipv6", "port", "private_port", "agent_version")
+"""The fields a change's log line shows (every one an operator sets or DNS serves)."""
+
+
+def describe(old: Installation | None, new: Installation | None) -> str | None:
+    """What storing `new` over `old` changes, for the log (None, `new`: added; `old`,
+    None: removed); None when nothing but timestamps changed."""
+    if old is None or new is None:
+        shown = new if new is not None else old
+        assert shown is not None
+        values = " ".join(f"{f}={_shown(getattr(shown, f))}" for f in SHOWN_FIELDS)
+        return f"{'added' if old is None else 'removed'} {values}"
+    diffs = [
+        f"{f} {_shown(getattr(old, f))} -> {_shown(getattr(new, f))}"
+        for f in SHOWN_FIELDS
+        if getattr(old, f) != getattr(new, f)
+    ]
+    return "changed " + ", ".join(diffs) if diffs else None
+
+
+def _shown(value: object) -> str:
+    return "-" if value is None else str(getattr(value, "value", value))
 
 
 class NewFields(TypedDict, total=False):
@@ -74,6 +112,30 @@ class Registry:
         self.changes: Counter[str] = Counter()
         """Installations changed through this registry, by `Origin.via` (for metrics)."""
         self._count_lock = threading.Lock()
+        self._pending = threading.local()  # .changes: the open `transaction`'s, to log
+
+    @contextmanager
+    def transaction(self, origin: Origin) -> Iterator[StoreTransaction]:
+        """A store transaction whose changes (`write`, `remove`) are logged, one line
+        each, once it committed; a refusal raised inside it is logged at `debug`."""
+        changes: list[tuple[str, str, Origin | None]] = []
+        outer = getattr(self._pending, "changes", None)
+        self._pending.changes = changes
+        try:
+            with self.store.transaction(origin) as tx:
+                yield tx
+        except ControparteError as exc:
+            log.debug("refused via %s from %s by %s: %s", *_who(origin), exc)
+            raise
+        finally:
+            self._pending.changes = outer
+        for code, what, own in changes:
+            log.info("%s %s via %s from %s by %s", code, what, *_who(own or origin))
+
+    def _note(self, code: str, what: str | None, origin: Origin | None) -> None:
+        changes = getattr(self._pending, "changes", None)
+        if what is not None and changes is not None:
+            changes.append((code, what, origin))
 
     def _changed(self, origin: Origin | None, count: int = 1) -> None:
         with self._count_lock:
@@ -126,6 +188,7 @@ class Registry:
             tx.update(old, new, origin)
         else:
             return False
+        self._note(new.code, describe(old, new), origin)
         return True
 
     def build(self, code: str, label: str, **fields: Unpack[NewFields]) -> Installation:
@@ -141,7 +204,7 @@ class Registry:
         self, code: str, label: str, *, origin: Origin | None = None, **fields: Unpack[NewFields]
     ) -> Installation:
         inst = self.build(code, label, **fields)
-        with self.store.transaction(origin or Origin()) as tx:
+        with self.transaction(origin or Origin()) as tx:
             self.write(tx, None, inst)
         self._changed(origin)
         return inst
@@ -172,7 +235,7 @@ class Registry:
     ) -> Installation:
         if change.is_empty():
             raise ValidationError("change", "nothing to change: give at least one field")
-        with self.store.transaction(origin or Origin()) as tx:
+        with self.transaction(origin or Origin()) as tx:
             old, new = self._apply_change(tx, code, change)
         if new != old:
             self._changed(origin)
@@ -204,7 +267,7 @@ class Registry:
         none is (an exception from `decide` or from any change rolls everything back).
         `on_change` is called once if anything changed."""
         changed = 0
-        with self.store.transaction(origin or Origin()) as tx:
+        with self.transaction(origin or Origin()) as tx:
             result, changes = decide(tx)
             for code, change in changes.items():
                 old, new = self._apply_change(tx, code, change)
@@ -214,11 +277,12 @@ class Registry:
         return result
 
     def remove(self, code: str, origin: Origin | None = None) -> Installation:
-        with self.store.transaction(origin or Origin()) as tx:
+        with self.transaction(origin or Origin()) as tx:
             old = tx.get(validate_code(code))
             if old is None:
                 raise NotFoundError(f"no installation with code {code!r}")
             tx.delete(old)
+            self._note(old.code, describe(old, None), None)
         self._changed(origin)
         return old
 
@@ -230,11 +294,13 @@ class Registry:
     ) -> int:
         """Add every row (line number, fields named as in `IMPORT_FIELDS`) or none.
 
-        Every row is validated first and every problem is reported with its line;
-        then all rows are written in one transaction."""
-        built = self._build_rows(rows)
-        problems: list[tuple[int, str]] = []
-        with self.store.transaction(origin or Origin(via="import")) as tx:
+        Every problem of every row is reported in one pass, with its line: the row's
+        own (`_build_rows`), and for each row that has none, a collision with what the
+        registry holds (checked by `write` in the one transaction, which is rolled back
+        when anything is wrong)."""
+        built, found = self._build_rows(rows)
+        problems = [*found]
+        with self.transaction(origin or Origin(via="import")) as tx:
             for done, (line, inst) in enumerate(built, start=1):
                 try:
                     self.write(tx, None, inst)
@@ -243,17 +309,17 @@ class Registry:
                 if progress is not None:
                     progress(done)
             if problems:
-                raise ImportRefusedError(problems)
+                raise ImportRefusedError(sorted(problems, key=lambda problem: problem[0]))
         if built:
             self._changed(origin or Origin(via="import"), len(built))
         return len(built)
 
     def _build_rows(
         self, rows: Iterable[tuple[int, dict[str, object]]]
-    ) -> Sequence[tuple[int, Installation]]:
-        """Every row of `import_many` as a validated installation, with its line; an
-        ImportRefusedError listing every problem (by line) when any row has one: an
-        unknown field, a rule broken, or a code or label that an earlier row has."""
+    ) -> tuple[Sequence[tuple[int, Installation]], Sequence[tuple[int, str]]]:
+        """Every row of `import_many` that is a valid installation, with its line, and
+        every problem of the others (by line): an unknown field, a rule broken, or a
+        code or label that an earlier row has (both told when both repeat)."""
         problems: list[tuple[int, str]] = []
         built: list[tuple[int, Installation]] = []
         codes: dict[str, int] = {}
@@ -275,23 +341,26 @@ class Registry:
             except ValidationError as exc:
                 problems.append((line, str(exc)))
                 continue
+            repeats = []
             if inst.code.lower() in codes:
-                problems.append(
-                    (line, f"code: {inst.code!r} repeats line {codes[inst.code.lower()]}")
-                )
-                continue
+                repeats.append(f"code: {inst.code!r} repeats line {codes[inst.code.lower()]}")
             if inst.label in labels:
-                problems.append((line, f"label: {inst.label!r} repeats line {labels[inst.label]}"))
+                repeats.append(f"label: {inst.label!r} repeats line {labels[inst.label]}")
+            if repeats:
+                problems += [(line, repeat) for repeat in repeats]
                 continue
             codes[inst.code.lower()] = line
             labels[inst.label] = line
             built.append((line, inst))
-        if problems:
-            raise ImportRefusedError(problems)
-        return built
+        return built, problems
 
 
 def _text(value: object) -> str:
     if value is None:
         return ""
     return str(value).strip()
+
+
+def _who(origin: Origin) -> tuple[str, str, str]:
+    """(front end, client address or "-", actor) of a change, for its log line."""
+    return origin.via, origin.source or "-", origin.actor
