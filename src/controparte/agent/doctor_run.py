@@ -3,20 +3,21 @@
 access, a client machine).
 
 Where the facts come from:
-- this installation (`--from`): `GET /v1/installations/{code}` with its token (the
-  service's view: registered addresses, public and private port, kind); without a
+- this installation (`--from`): `GET /v1/installations/{code}` with its token (its
+  registered addresses, public and private port, kind, last heartbeat); without a
   token, the public view `GET /v1/resolve/{code}`;
-- a counterpart: its code and kind from `GET /v1/resolve/{name}`; its addresses and
-  public port from DNS, as MxServer finds them (A, AAAA and the `_mxserver._tcp` SRV of
-  its name), asked of `--dns HOST:PORT`, else of this machine's resolver; if DNS gives
-  nothing, the registry's view, with a note;
-- the plan: the pure planner over those parties, with the feature catalog given;
-- without `--to`: the links of this installation, `GET /v1/links?code=CODE`.
+- the counterparts: `GET /v1/installations/{code}/counterparts` (every linked one, with
+  its private port, last heartbeat and the links), narrowed by `--to` and `--feature`;
+  a counterpart that is not linked, from its public view `GET /v1/resolve/{name}`;
+- DNS, as MxServer finds the counterpart: this machine's resolver, and the zone's name
+  servers (or `--dns HOST:PORT`) asked directly (`resolution.py`);
+- the plan: the pure planner over those parties, with the feature catalog given.
 
-The tests: TCP connections from here (all at once, each bounded by `timeout`); the
-service's probe of this installation's own public port (needs the token; asked once per
-run, retried once after a short Retry-After); and whether MxServer's ports have a
-listener on this machine (loopback and the address that faces the service).
+The tests: this machine's role (a listener on MxServer's port, or `--role`); TCP
+connections from here to what DNS answers (all at once, each bounded by `timeout`);
+when one fails, the service's probe of the counterpart's registered address; the
+service's probe of this installation's own public port (once per run); the counterpart
+agent's dial of it (the relay); whether MxServer's ports listen on this machine.
 """
 
 from __future__ import annotations
