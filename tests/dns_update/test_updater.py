@@ -402,7 +402,7 @@ def test_engine_never_caches_an_update(services: Services) -> None:
         response = engine.answer(wire, False)
         assert response is not None and response[3] & 0x0F == Rcode.NOTIMP
     assert wire[2:] not in engine.zone.udp_cache
-    assert engine.counters.malformed == {"opcode": 2}
+    assert {r: n for r, n in engine.counters.malformed.items() if n} == {"opcode": 2}
     assert engine.counters.general == 0
 
 

@@ -67,7 +67,7 @@ from controparte.claim import Shared, bind, bind_error
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
 from controparte.dns.rrl import RrlCounters, families, limiter_for
-from controparte.dns.screen import REASONS, rejection
+from controparte.dns.screen import rejection, screen
 from controparte.dns.slots import REFUSALS, Slots, client_of
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
@@ -322,8 +322,8 @@ def udp_loop(
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
-    reject = engine.reject
     counters = engine.counters
+    malformed = counters.malformed
     while running():
         try:
             wire, peer = receive(65535)
@@ -337,7 +337,8 @@ def udp_loop(
             counters.queries += 1
             counters.cache_hits += 1
             response = wire[:2] + hit
-        elif (reason := reject(wire, updates=updates)) is not None:
+        elif (reason := screen(wire, updates)) is not None:  # `Engine.reject`, inline
+            malformed[reason] += 1
             response = rejection(wire, reason)
         elif hand_off is not None and hand_off(wire, peer):
             continue
@@ -570,7 +571,7 @@ class DnsServer:
                 "DNS messages rejected from their header and framing, before any parse, by"
                 " reason (short and response: dropped; opcode: NOTIMP; else FORMERR).",
                 "reason",
-                {reason: c.malformed.get(reason, 0) for reason in REASONS},
+                dict(c.malformed),
             ),
             counter(
                 "controparte_dns_internal_errors_total",
