@@ -34,6 +34,12 @@ NO_EDNS_UDP_MAX = 512
 _QR_BYTE = 0x80  # QR in the third header byte
 _OPCODE_RD_BYTE = 0x79  # the opcode and RD in the third header byte
 _NO_COUNTS = bytes(8)
+_HEADER_SIZE = HEADER.size
+_HEADER_TAILS = tuple(
+    tuple(bytes((_QR_BYTE | (byte & _OPCODE_RD_BYTE), rcode)) + _NO_COUNTS for byte in range(256))
+    for rcode in range(16)
+)
+"""rcode -> the query's third header byte -> a bare response's header after its ID."""
 
 # Query types that are not data types: refused or rejected before lookup.
 _TRANSFER = {RdataType.AXFR, RdataType.IXFR}
@@ -50,12 +56,17 @@ _RCODE = {
 
 def header_only(wire: bytes, rcode: int) -> bytes | None:
     """A bare response (no sections) to a query we could not parse: same ID and opcode,
-    RD copied. None for a datagram that is no query at all. Byte arithmetic on plain
-    ints (dnspython's flag enums cost microseconds): it answers garbage floods."""
-    if len(wire) < HEADER.size or wire[2] & _QR_BYTE:
+    RD copied. None for a datagram that is no query at all. The ten bytes after the ID
+    come from a table built once (it answers garbage floods: no arithmetic, no enums)."""
+    if len(wire) < _HEADER_SIZE or wire[2] & _QR_BYTE:
         return None
-    flags = _QR_BYTE | (wire[2] & _OPCODE_RD_BYTE)
-    return bytes((wire[0], wire[1], flags, int(rcode) & 0x0F)) + _NO_COUNTS
+    return wire[:2] + _HEADER_TAILS[rcode & 0x0F][wire[2]]
+
+
+def header_tails(rcode: int) -> tuple[bytes, ...]:
+    """The query's third header byte -> what follows the ID in `header_only`'s response
+    with `rcode` (for the screen, which answers a flood without a call more)."""
+    return _HEADER_TAILS[rcode & 0x0F]
 
 
 def udp_limit(query: dns.message.Message, edns_udp_size: int) -> int:

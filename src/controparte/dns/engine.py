@@ -21,7 +21,7 @@ import dns.rcode
 from controparte.dns.answer import answer as general_answer
 from controparte.dns.answer import header_only
 from controparte.dns.fastpath import FastPath
-from controparte.dns.screen import rejection, screen
+from controparte.dns.screen import REASONS, rejection, screen
 from controparte.dns.zone import Zone
 
 log = logging.getLogger("controparte.dns")
@@ -50,7 +50,7 @@ class Counters:
     general: int = 0
     dropped: int = 0
     internal_errors: int = 0
-    malformed: dict[str, int] = field(default_factory=dict)
+    malformed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
 
 class Engine:
@@ -70,10 +70,9 @@ class Engine:
     def reject(self, wire: bytes, *, updates: bool = False) -> str | None:
         """`screen` (UPDATE passes with `updates`), the rejection counted: its reason,
         or None when `wire` goes on to be answered."""
-        reason = screen(wire, updates=updates)
+        reason = screen(wire, updates)
         if reason is not None:
-            malformed = self.counters.malformed
-            malformed[reason] = malformed.get(reason, 0) + 1
+            self.counters.malformed[reason] += 1
         return reason
 
     def answer(self, wire: bytes, tcp: bool) -> bytes | None:

@@ -39,8 +39,11 @@ from typing import Any
 from controparte.service.metrics import Family, counter
 from controparte.settings import Settings
 
-ANSWER, NODATA, NXDOMAIN, ERROR = 0, 1, 2, 3
-"""The kinds of response in a bucket's key."""
+_FULL = 1.0 + 1e-6
+"""An account's size, one second, and a microsecond for the rounding of adding 1/rate
+again and again (five steps of 0.2 s from 1000.2 overshoot 1001.0 by 1e-13)."""
+_NXDOMAIN_TAG, _ERROR_TAG = b"\x03", b"\x01"
+"""The question part of the key of NXDOMAIN and of the other errors."""
 _V6 = 1 << 128
 """Added to an IPv6 prefix, so that no IPv6 prefix equals an IPv4 one."""
 _MAPPED = b"\x00" * 10 + b"\xff\xff"
@@ -104,17 +107,27 @@ def truncated(response: bytes) -> bytes:
 
 
 class Limiter:
-    """The buckets of one process; `check` says what to send in place of a response."""
+    """The buckets of one process; `check` says what to send in place of a response.
+
+    A bucket is one number, the time its account is full again (the "theoretical arrival
+    time" of the generic cell rate algorithm, which is a token bucket stated as a time):
+    each response moves it on by 1/rate, from now when it is past, and the response is
+    limited when that lands more than a second (the account's size) ahead of now. A
+    limited response moves it on too, to at most `window` seconds beyond that (the debt).
+    Answers are keyed by (source, question); NXDOMAIN and other errors by (source, a
+    one-byte tag), which no question equals (a question is at least five bytes)."""
 
     def __init__(self, config: RrlConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.counters = RrlCounters()
         self._clock = clock
-        self._table: dict[tuple[int, int, bytes], list[float]] = {}
+        self._table: dict[tuple[int, bytes], float] = {}
+        self._slips: dict[tuple[int, bytes], int] = {}
         self._shift4 = 32 - config.ipv4_prefix
         self._shift6 = 128 - config.ipv6_prefix
-        self._rates = (config.rate, config.rate, config.errors_rate, config.errors_rate)
-        self._floors = tuple(-config.window * rate for rate in self._rates)
+        self._answer_step = 1.0 / config.rate if config.rate else 0.0
+        self._error_step = 1.0 / config.errors_rate if config.errors_rate else 0.0
+        self._ceiling = 1.0 + config.window
         self._sources: dict[str, int] = {}
         self._whitelist = tuple(
             (network.version == 6, int(network.network_address), int(network.broadcast_address))
@@ -155,60 +168,60 @@ class Limiter:
             return response
         rcode = response[3] & 0x0F
         if rcode:
-            kind = NXDOMAIN if rcode == 3 else ERROR
-            question = b""
+            key = (source, _NXDOMAIN_TAG if rcode == 3 else _ERROR_TAG)
+            step = self._error_step
         else:
-            kind = ANSWER if response[6] | response[7] else NODATA
             end = response.find(0, 12) + 3
-            question = response[12:end].lower() if end > 2 else b""
-        rate = self._rates[kind]
-        if not rate:
+            key = (source, response[12:end].lower() if end > 2 else b"")
+            step = self._answer_step
+        if not step:
             return response
         now = self._clock()
-        key = (source, kind, question)
-        bucket = self._table.get(key)
-        if bucket is None:
-            if len(self._table) >= self.config.table_size:
+        table = self._table
+        due = table.get(key)
+        if due is None or due < now:  # new, or idle long enough: a full account
+            if due is None and len(table) >= self.config.table_size:
                 self._evict(now)
-            self._table[key] = [rate - 1.0, now, 0.0, rate]
+            table[key] = now + step
             return response
-        balance = bucket[0] + (now - bucket[1]) * rate
-        bucket[1] = now
-        if balance >= rate:
-            bucket[0] = rate - 1.0
+        due += step
+        if due <= now + _FULL:
+            table[key] = due
             return response
-        balance -= 1.0
-        if balance >= 0:
-            bucket[0] = balance
-            return response
-        floor = self._floors[kind]
-        bucket[0] = balance if balance > floor else floor
-        return self._limited(bucket, response)
+        ceiling = now + self._ceiling
+        table[key] = due if due < ceiling else ceiling
+        return self._limited(key, response)
 
-    def _limited(self, bucket: list[float], response: bytes) -> bytes | None:
+    def _limited(self, key: tuple[int, bytes], response: bytes) -> bytes | None:
         """A limited response: every `slip`-th of a bucket's truncated, the others
         dropped."""
         slip = self.config.slip
         if slip:
-            bucket[2] += 1.0
-            if bucket[2] >= slip:
-                bucket[2] = 0.0
+            slips = self._slips.get(key, 0) + 1
+            if slips >= slip:
+                self._slips[key] = 0
                 self.counters.slipped += 1
                 return truncated(response)
+            self._slips[key] = slips
         self.counters.dropped += 1
         return None
 
     def _evict(self, now: float) -> None:
-        """Make room: forget the buckets that are not limiting now, then, if more than
-        three quarters of the cap remain, the oldest down to that."""
+        """Make room: forget the buckets that are not limiting now (their account is not
+        in debt), then, if more than three quarters of the cap remain, the oldest down to
+        that."""
         table = self._table
-        for key, (balance, stamp, _slips, rate) in list(table.items()):
-            if balance + (now - stamp) * rate >= 0:
+        full = now + _FULL
+        for key, due in list(table.items()):
+            if due <= full:
                 del table[key]
         excess = len(table) - self.config.table_size * 3 // 4
         if excess > 0:
             for key in list(table)[:excess]:
                 del table[key]
+        slips = self._slips
+        for key in [key for key in slips if key not in table]:
+            del slips[key]
 
 
 def limiter_for(settings: Settings) -> Limiter | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dns.rcode
 
-from controparte.dns.answer import header_only
+from controparte.dns.answer import header_tails
 
 SHORT = "short"
 """Shorter than a DNS header: dropped."""
@@ -49,11 +49,16 @@ _MAX_NAME = 255
 _UPDATE = 5
 _OPT = 41
 _RECORD_ONLY_TYPES = frozenset({_OPT, 249, 250})  # OPT, TKEY, TSIG
-_NOTIMP = int(dns.rcode.NOTIMP)
-_FORMERR = int(dns.rcode.FORMERR)
+_REPLIES = {
+    reason: header_tails(dns.rcode.NOTIMP if reason == OPCODE else dns.rcode.FORMERR)
+    for reason in REASONS
+    if reason not in (SHORT, RESPONSE)
+}
+"""Reason -> the query's third header byte -> the rejection after its ID (`header_only`'s);
+absent: dropped."""
 
 
-def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pass over the bytes, on purpose
+def screen(wire: bytes, updates: bool) -> str | None:  # noqa: C901 - one pass over the bytes, on purpose
     """The reason `wire` is rejected, or None when it goes on to be answered: a QUERY
     (or, with `updates`, an UPDATE: its zone section stands where the question does,
     its prerequisites and updates where the answer and authority do) whose header and
@@ -127,6 +132,5 @@ def screen(wire: bytes, *, updates: bool) -> str | None:  # noqa: C901 - one pas
 
 def rejection(wire: bytes, reason: str) -> bytes | None:
     """The response to `wire`, rejected for `reason` by `screen` (None: send nothing)."""
-    if reason in (SHORT, RESPONSE):
-        return None
-    return header_only(wire, _NOTIMP if reason == OPCODE else _FORMERR)
+    tails = _REPLIES.get(reason)
+    return None if tails is None else wire[:2] + tails[wire[2]]

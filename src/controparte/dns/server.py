@@ -64,11 +64,12 @@ from typing import Any
 
 from controparte import logs
 from controparte.claim import Shared, bind, bind_error
+from controparte.dns.acceptor import Acceptor
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
 from controparte.dns.rrl import RrlCounters, families, limiter_for
-from controparte.dns.screen import REASONS, rejection
-from controparte.dns.slots import REFUSALS, Slots, client_of
+from controparte.dns.screen import rejection, screen
+from controparte.dns.slots import REFUSALS, Slots
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
 from controparte.dns.updater import Updater, is_update
@@ -107,6 +108,7 @@ TCP_BACKLOG = 1024
 """Connections the kernel completes before the server accepts them (capped by
 net.core.somaxconn): a client opening connections by the hundred must not fill the
 queue that others wait in (asyncio's default is 100)."""
+TCP_STREAM_LIMIT = 70_000  # a reader's buffer: one message of 64 KiB and its prefix
 BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsServer._bind
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
@@ -322,8 +324,8 @@ def udp_loop(
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
-    reject = engine.reject
     counters = engine.counters
+    malformed = counters.malformed
     while running():
         try:
             wire, peer = receive(65535)
@@ -337,7 +339,8 @@ def udp_loop(
             counters.queries += 1
             counters.cache_hits += 1
             response = wire[:2] + hit
-        elif (reason := reject(wire, updates=updates)) is not None:
+        elif (reason := screen(wire, updates)) is not None:  # `Engine.reject`, inline
+            malformed[reason] += 1
             response = rejection(wire, reason)
         elif hand_off is not None and hand_off(wire, peer):
             continue
@@ -380,7 +383,7 @@ class DnsServer:
         self.rrl = limiter_for(settings)  # on the UDP thread only
         self._udp: socket.socket | None = None
         self._udp_thread: threading.Thread | None = None
-        self._tcp: asyncio.Server | None = None
+        self._tcp: Acceptor | None = None
         self.notifier: Notifier | None = None  # NOTIFY out (RFC 1996), in this process only
         if settings.notify:
             resolve = services.access.resolve_key if services is not None else None
@@ -463,7 +466,7 @@ class DnsServer:
             port,
         )
 
-    async def _bind(self, host: str, port: int) -> tuple[socket.socket, asyncio.Server]:
+    async def _bind(self, host: str, port: int) -> tuple[socket.socket, Acceptor]:
         """A UDP socket and a TCP server on the same `port`, the TCP one never shared
         and the UDP one shared only with this server's workers (`dns_workers`). Port 0
         takes the kernel's pick for UDP, which a TCP connection may hold already: then
@@ -479,12 +482,13 @@ class DnsServer:
                 raise bind_error("dns", kind, host, port, exc) from None
             try:
                 kind = socket.SOCK_STREAM
-                tcp = await asyncio.start_server(
+                tcp = Acceptor(
+                    bind(kind, host, int(udp.getsockname()[1])),
+                    self._tcp_slots,
                     self._serve_tcp,
-                    sock=bind(kind, host, int(udp.getsockname()[1])),
-                    limit=70_000,
-                    backlog=TCP_BACKLOG,
+                    TCP_STREAM_LIMIT,
                 )
+                tcp.start(TCP_BACKLOG)
             except OSError as exc:
                 udp.close()
                 attempts_left -= 1
@@ -513,9 +517,7 @@ class DnsServer:
     async def _stop_sockets(self) -> None:
         """Stop accepting TCP and wake the UDP thread out of its receive, bounded."""
         if self._tcp is not None:
-            self._tcp.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._tcp.wait_closed(), 2)
+            await self._tcp.close(2)
         if self._udp is not None:
             _wake(self._udp)
             if self._udp_thread is not None:
@@ -570,7 +572,7 @@ class DnsServer:
                 "DNS messages rejected from their header and framing, before any parse, by"
                 " reason (short and response: dropped; opcode: NOTIMP; else FORMERR).",
                 "reason",
-                {reason: c.malformed.get(reason, 0) for reason in REASONS},
+                dict(c.malformed),
             ),
             counter(
                 "controparte_dns_internal_errors_total",
@@ -699,12 +701,7 @@ class DnsServer:
             await asyncio.sleep(transfer_pause(made, rate))
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection, while it holds a slot (`Slots`: closed at once when its
-        client holds its share, or every slot is taken)."""
-        client = client_of(_address(writer))
-        if not self._tcp_slots.take(client):
-            writer.close()
-            return
+        """One connection the acceptor admitted (it holds a slot until this returns)."""
         timeout = self.settings.tcp_idle_timeout
         try:
             while True:
@@ -729,7 +726,6 @@ class DnsServer:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
-            self._tcp_slots.give(client)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

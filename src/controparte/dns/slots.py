@@ -24,6 +24,8 @@ IPV6_CLIENT_PREFIX = 64
 def client_of(address: str) -> str:
     """The client `address` belongs to: itself for IPv4, its /64 for IPv6, the IPv4
     address of an IPv4-mapped one; the text itself when it is no address."""
+    if ":" not in address:  # IPv4 (what an IPv4 socket's peer always is): itself
+        return address
     try:
         ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:

@@ -17,7 +17,10 @@ TSIG (RFC 8945), verified by `tsigauth.py` with its replay check:
 Then `update.py` decides, inside one store transaction (`Registry.update_many`) against
 the installations as that transaction reads them, so prerequisites hold when the change
 commits and concurrent UPDATEs are serialised (RFC 2136 3.7). The response carries the
-Zone Section only (RFC 2136 3.8). Secrets are never logged; key names are.
+Zone Section only (RFC 2136 3.8). Secrets are never logged; key names are. One line
+per UPDATE: at info when it was applied (NOERROR), at warning for a TSIG failure, and at
+debug for any other refusal (unsigned, unreadable, refused), so that a flood of garbage
+UPDATEs costs no log line a packet at the default level; all are counted by outcome.
 
 Contract: `handle` never raises; None means "send nothing" (a response, not a request).
 """
@@ -202,7 +205,7 @@ class Updater:
     ) -> None:
         self._count(outcome)
         log.log(
-            logging.WARNING if warn else logging.INFO,
+            logging.WARNING if warn else logging.INFO if outcome == "NOERROR" else logging.DEBUG,
             "UPDATE from %s key %s: %s (%s)",
             peer,
             "-" if key_name is None else key_name.to_text(),
