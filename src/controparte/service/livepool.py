@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from controparte.errors import (
     ConfigError,
     ConflictError,
+    ControparteError,
     NotFoundError,
     PoolExhaustedError,
     ValidationError,
@@ -211,45 +212,51 @@ class LivePool:
     def _requested(
         self, candidates: Sequence[LiveGateway], port: int, taken: Sequence[PortUse]
     ) -> tuple[LiveGateway, int]:
-        """`port` on the first of `candidates` where it is free; else the reason it is
-        free on none, naming the gateway(s)."""
+        """`port` on the first of `candidates` where it is free; else why it is free on
+        none, gateway by gateway (one gateway: its error's own kind)."""
+        errors: list[ControparteError] = []
         for gateway in candidates:
             if port in free_ports(gateway, taken):
                 return gateway, port
-        if len(candidates) > 1:
-            raise ConflictError(
-                f"port: {port} is free on no Live gateway ("
-                + ", ".join(g.name for g in candidates)
-                + ")"
-            )
-        gateway = candidates[0]
+            errors.append(self._not_free(gateway, port, taken))
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConflictError(
+            f"port: {port} is free on no Live gateway: " + "; ".join(map(str, errors))
+        )
+
+    def _not_free(
+        self, gateway: LiveGateway, port: int, taken: Sequence[PortUse]
+    ) -> ControparteError:
+        """Why `port` is not free on `gateway`."""
         if not gateway.low <= port <= gateway.high:
-            raise ValidationError(
+            return ValidationError(
                 "port",
                 f"{port} is outside the ports of the Live gateway {gateway.name}"
                 f" ({gateway.ports_text})",
             )
         holder = next((u for u in taken if (u.gateway, u.port) == (gateway.name, port)), None)
         if holder is None:
-            raise PoolExhaustedError(
+            return PoolExhaustedError(
                 f"the Live gateway {gateway.name} is at its capacity ({gateway.size})"
             )
         if holder.code is not None:
-            raise ConflictError(
+            return ConflictError(
                 f"port: {port} on the Live gateway {gateway.name} is held by {holder.code}"
             )
         assert holder.released is not None
         until = holder.released + self.quarantine
-        raise ConflictError(
+        return ConflictError(
             f"port: {port} on the Live gateway {gateway.name} is in quarantine until"
             f" {until.isoformat(timespec='seconds')}"
         )
 
     def check(self, old: Installation | None, new: Installation) -> None:
-        """The pool's rule for storing `new` over `old` (pure): a placement that is new
-        or changed names a configured gateway, holds a Live installation, and has the
-        gateway's addresses and a port of its range. What is stored and unchanged
-        passes (a rule refuses new claims; it does not evict)."""
+        """The pool's rule for storing `new` over `old` (pure; also checked before
+        `place`, by `Registry.build`): a placement that is new or changed names a
+        configured gateway, holds a Live installation, and a port (when it has one) of
+        the gateway's range. What is stored and unchanged passes (a rule refuses new
+        claims; it does not evict). The addresses are `place`'s to set."""
         if new.gateway is None:
             return
         if old is not None and _placed(old) == _placed(new):
@@ -264,10 +271,6 @@ class LivePool:
                 "port",
                 f"{new.port} is outside the ports of the Live gateway {gateway.name}"
                 f" ({gateway.ports_text})",
-            )
-        if (new.ipv4, new.ipv6) != (gateway.ipv4, gateway.ipv6):
-            raise ValidationError(
-                "ip", f"a Live installation on {gateway.name} is reached at {_addresses(gateway)}"
             )
 
     # -- reads --------------------------------------------------------------------------
