@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,17 @@ from controparte.errors import (
     ConflictError,
     ImportRefusedError,
     PoolExhaustedError,
+    PortTakenError,
     ValidationError,
     response_for,
 )
-from controparte.model import DnsRecord, InstallationChange, ZoneConfig
+from controparte.model import DnsRecord, Installation, InstallationChange, Kind, ZoneConfig
 from controparte.plan.catalog import packaged_catalog
 from controparte.service.heartbeat import Beat, HeartbeatWriter
 from controparte.service.livepool import LivePool, free_ports
 from controparte.service.registry import Registry
 from controparte.settings import LiveGateway, Settings, settings_from
-from controparte.store import PortUse, open_store
+from controparte.store import Origin, PortUse, open_store
 
 GW1 = {"name": "gw1", "ipv4": "192.0.2.10", "ipv6": "2001:db8::10", "ports": "9000-9009"}
 GW2 = {"name": "gw2", "ipv4": "198.51.100.20", "ports": "9100-9104", "capacity": 3}
@@ -93,10 +95,21 @@ def test_a_malformed_gateway_is_refused_naming_the_setting(value: object, error:
         settings_from({}, {}, {"live_gateways": value}, "c.toml")
 
 
-def test_a_gateway_range_outside_the_catalogs_live_range_is_refused() -> None:
-    gateway = LiveGateway("gw1", "192.0.2.10", low=8000, high=9000)
-    with pytest.raises(ConfigError, match="live_gateways gw1: ports 8000-9000 are not inside"):
-        LivePool([gateway], 0, LIVE)
+@pytest.mark.parametrize(
+    ("gateway", "allow_non_global", "error"),
+    [
+        (LiveGateway("gw1", "192.0.2.10", low=8000, high=9000), True, "ports 8000-9000 are not"),
+        (LiveGateway("gw1", "192.0.2.10"), False, "192.0.2.10 is not a global unicast address"),
+        (LiveGateway("gw1", None, "fe80::1"), False, "fe80::1 is not a global unicast address"),
+    ],
+)
+def test_a_gateway_outside_the_live_range_or_not_public_is_refused(
+    gateway: LiveGateway, allow_non_global: bool, error: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"^live_gateways gw1: {error}"):
+        LivePool([gateway], 0, LIVE, allow_non_global=allow_non_global)
+    accepted = LivePool([LiveGateway("gw1", "192.0.2.10")], 0, LIVE, allow_non_global=True)
+    assert [g.name for g in accepted.gateways] == ["gw1"]
 
 
 GW = LiveGateway("g", "192.0.2.1", low=9000, high=9003, capacity=3)
@@ -330,3 +343,32 @@ def test_threads_filling_the_pool_at_once_never_share_a_pair(registry: Registry)
     assert [type(end) for end in ends] == [PoolExhaustedError] * 4
     pairs = [(i.gateway, i.port) for i in registry.list()]
     assert len(pairs) == 13 and len(set(pairs)) == 13
+
+
+def test_the_store_itself_refuses_a_second_installation_on_a_pair(
+    tmp_path: Path, database: str
+) -> None:
+    """The guarantee is the database's unique (gateway, port), whoever writes: an
+    insert or an update past the pool's read is a PortTakenError (the registry then
+    places again), on both engines."""
+
+    def live(code: str, port: int, gateway: str | None) -> Installation:
+        return Installation(code, code.lower(), Kind.LIVE, "192.0.2.10", port=port, gateway=gateway)
+
+    store = open_store(tmp_path, database)
+    try:
+        with store.transaction(Origin()) as tx:
+            tx.insert(live("A", 9000, "gw1"))
+            tx.insert(live("B", 9001, None))
+        with (
+            pytest.raises(PortTakenError, match="9000 on the Live gateway gw1"),
+            store.transaction(Origin()) as tx,
+        ):
+            tx.insert(live("C", 9000, "gw1"))
+        b = store.get("B")
+        assert b is not None
+        with pytest.raises(PortTakenError), store.transaction(Origin()) as tx:
+            tx.update(b, replace(b, gateway="gw1", port=9000))
+        assert store.count() == 2 and store.get("B") == b
+    finally:
+        store.close()

@@ -35,6 +35,7 @@ from controparte.errors import (
     ValidationError,
 )
 from controparte.model import Installation, Kind
+from controparte.model.installation import validate_ipv4, validate_ipv6
 from controparte.plan.catalog import LiveSettings
 from controparte.settings import LiveGateway
 from controparte.store import PortUse, Store, StoreTransaction
@@ -98,8 +99,9 @@ def free_ports(gateway: LiveGateway, taken: Iterable[PortUse]) -> list[int]:
 
 
 class LivePool:
-    """The pool over `gateways` (each range inside the catalog's Live range `live`, else
-    a ConfigError naming the setting), a freed pair kept out for `quarantine` seconds.
+    """The pool over `gateways` (each range inside the catalog's Live range `live`, and
+    each address global unless `allow_non_global`, else a ConfigError naming the
+    setting), a freed pair kept out for `quarantine` seconds.
     `rng` chooses among free ports (random, so that nodes placing at once rarely pick
     the same)."""
 
@@ -108,6 +110,8 @@ class LivePool:
         gateways: Sequence[LiveGateway],
         quarantine: float,
         live: LiveSettings,
+        *,
+        allow_non_global: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         for gateway in gateways:
@@ -116,6 +120,13 @@ class LivePool:
                     f"live_gateways {gateway.name}: ports {gateway.ports_text} are not inside"
                     f" the catalog's Live range {live.range_text}"
                 )
+            try:  # what DNS will serve: public, as any installation's address
+                if gateway.ipv4 is not None:
+                    validate_ipv4(gateway.ipv4, allow_non_global=allow_non_global)
+                if gateway.ipv6 is not None:
+                    validate_ipv6(gateway.ipv6, allow_non_global=allow_non_global)
+            except ValidationError as exc:
+                raise ConfigError(f"live_gateways {gateway.name}: {exc.rule}") from None
         self.gateways = tuple(gateways)
         self.quarantine = timedelta(seconds=quarantine)
         self._by_name = {g.name: g for g in gateways}

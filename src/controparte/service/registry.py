@@ -126,7 +126,12 @@ class Registry:
         self.store = store
         self.settings = settings
         self.live = live if live is not None else packaged_catalog().live
-        self.pool = LivePool(settings.live_gateways, settings.live_quarantine, self.live)
+        self.pool = LivePool(
+            settings.live_gateways,
+            settings.live_quarantine,
+            self.live,
+            allow_non_global=settings.allow_non_global,
+        )
         self._reserved = ZoneConfig.from_settings(settings).reserved_labels
         self._on_change = on_change
         self.changes: Counter[str] = Counter()
