@@ -22,10 +22,11 @@ from controparte.errors import (
     ValidationError,
     response_for,
 )
+from controparte.http import dyndns2
 from controparte.model import DnsRecord, Installation, InstallationChange, Kind, ZoneConfig
 from controparte.plan.catalog import packaged_catalog
 from controparte.service.heartbeat import Beat, HeartbeatWriter
-from controparte.service.livepool import LivePool, free_ports
+from controparte.service.livepool import LivePool, free_count, free_ports
 from controparte.service.registry import Registry
 from controparte.settings import LiveGateway, Settings, settings_from
 from controparte.store import Origin, PortUse, open_store
@@ -129,6 +130,8 @@ def test_free_ports_leave_out_held_and_quarantined_ports_and_stop_at_capacity(
     taken: list[PortUse], free: list[int]
 ) -> None:
     assert free_ports(GW, taken) == free
+    used = sum(use.code is not None for use in taken if use.gateway == "g")
+    assert free_count(GW, taken) == min(len(free), 3 - used)
 
 
 # -- allocation -----------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def test_a_removed_installations_pair_is_quarantined(registry: Registry) -> None
         u.gateway.name: (u.used, u.quarantined, u.free)
         for u in registry.pool.use(registry.store, inst.created)
     }
-    assert use == {"gw1": (0, 0, 10), "gw2": (0, 1, 4)}
+    assert use == {"gw1": (0, 0, 10), "gw2": (0, 1, 3)}  # 4 ports free, capacity 3
     with pytest.raises(
         ConflictError, match=f"{inst.port} on the Live gateway gw2 is in quarantine"
     ):
@@ -372,3 +375,9 @@ def test_the_store_itself_refuses_a_second_installation_on_a_pair(
         assert store.count() == 2 and store.get("B") == b
     finally:
         store.close()
+
+
+def test_dyndns2_tells_a_placed_installation_it_stays_at_its_gateway(registry: Registry) -> None:
+    inst = registry.add("L-1", "l1", kind="live", gateway="gw1")
+    decision = dyndns2.decide(inst, "l1", dyndns2.Addresses("203.0.113.7"))
+    assert decision == dyndns2.Decision("nochg 192.0.2.10,2001:db8::10")

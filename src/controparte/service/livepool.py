@@ -10,9 +10,11 @@ its transaction for every path: it places a new Live installation (or one that b
 Live, or one moved to another gateway) on a free pair, checks a port that was asked
 for, and keeps a placed one where it is whatever a change says of its addresses and
 port (heartbeats, DynDNS2 and RFC 2136 report where an installation is seen; a Live
-one is reached at its gateway). Its choice is read from the transaction; the
-database's unique (gateway, port) is what makes it hold among processes and nodes (a
-pair taken meanwhile is a PortTakenError, and the registry places again).
+one is reached at its gateway). Its choice is read from the transaction, which then
+holds the pool until it ends (`StoreTransaction.live_ports`: placements take turns on
+every process and node, so a gateway's capacity holds); the database's unique
+(gateway, port) is what guarantees a pair is never held twice, whoever writes (a pair
+taken meanwhile is a PortTakenError, and the registry places again).
 
 `LivePool.where` is the one read of where a Live installation is reached (`Placement`);
 `LivePool.use` tells each gateway's free, used and quarantined pairs.
@@ -98,12 +100,20 @@ def free_ports(gateway: LiveGateway, taken: Iterable[PortUse]) -> list[int]:
     return [port for port in range(gateway.low, gateway.high + 1) if port not in busy]
 
 
+def free_count(gateway: LiveGateway, taken: Iterable[PortUse]) -> int:
+    """How many more installations `gateway` takes: its free ports, within its
+    capacity."""
+    mine = [use for use in taken if use.gateway == gateway.name]
+    used = sum(use.code is not None for use in mine)
+    return min(len(free_ports(gateway, mine)), gateway.size - used)
+
+
 class LivePool:
     """The pool over `gateways` (each range inside the catalog's Live range `live`, and
     each address global unless `allow_non_global`, else a ConfigError naming the
     setting), a freed pair kept out for `quarantine` seconds.
-    `rng` chooses among free ports (random, so that nodes placing at once rarely pick
-    the same)."""
+    `rng` chooses among free ports: at random, so that a pair freed after its
+    quarantine is not the very next one handed out (reuse spread over the range)."""
 
     def __init__(
         self,
@@ -209,8 +219,8 @@ class LivePool:
     ) -> tuple[LiveGateway, int]:
         if port is not None:
             return self._requested(candidates, port, taken)
-        free = [(g, free_ports(g, taken)) for g in candidates]
-        gateway, ports = max(free, key=lambda item: len(item[1]))  # the first of the most
+        gateway = max(candidates, key=lambda g: free_count(g, taken))  # the first of the most
+        ports = free_ports(gateway, taken)
         if not ports:
             raise PoolExhaustedError(
                 "no free port is left on the Live gateway(s) "
@@ -304,7 +314,7 @@ class LivePool:
             elif (use.gateway, use.port) not in held:
                 counts[use.gateway][1] += 1
         return [
-            GatewayUse(g, counts[g.name][0], counts[g.name][1], len(free_ports(g, taken)))
+            GatewayUse(g, counts[g.name][0], counts[g.name][1], free_count(g, taken))
             for g in self.gateways
         ]
 

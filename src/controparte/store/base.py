@@ -171,7 +171,10 @@ class StoreTransaction(Protocol):
 
     def live_ports(self, released_after: datetime) -> list[PortUse]:
         """Every (gateway, port) held by an installation, and every one freed after
-        `released_after` (in quarantine), as this transaction sees them."""
+        `released_after` (in quarantine), as this transaction sees them; no other
+        transaction reads them so (to place an installation) until this one ends, on
+        any process or node (SQLite: one writer at a time; PostgreSQL: an advisory
+        lock held to the end of the transaction), so a gateway's capacity holds."""
         ...
 
     def insert(self, installation: Installation) -> None: ...

@@ -88,6 +88,12 @@ RELAY_LOCK_CLASS = 0x72656C61
 """The first key of the advisory locks that make the relay requests for one agent take
 turns ("rela"; the second is the hash of the agent's code in lower case)."""
 
+LIVE_POOL_LOCK = 0x6C697665
+"""The advisory lock a transaction takes, to its end, before it reads the Live pool to
+place an installation ("live"): placements of every node take turns, so a gateway's
+capacity holds (a count no constraint can keep); the unique (gateway, port) holds
+whatever a writer does."""
+
 TSIG_LOCK_CLASS = 0x74736967
 """The first key of the advisory locks that make the acceptances of signed requests with
 one TSIG key take turns ("tsig"; the second is the hash of the key's name)."""
@@ -315,6 +321,7 @@ class _Transaction:
         return None if row is None else rows.installation(row)
 
     def live_ports(self, released_after: datetime) -> list[PortUse]:
+        self.execute(f"SELECT pg_advisory_xact_lock({LIVE_POOL_LOCK})")  # to the commit
         found = self.rows(rows.LIVE_PORTS.format(p="%s"), (rows.stamp(released_after),))
         return [rows.port_use(r) for r in found]
 
