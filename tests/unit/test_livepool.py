@@ -229,6 +229,13 @@ def test_after_the_quarantine_a_freed_pair_is_free_again(tmp_path: Path, databas
         store.close()
 
 
+def test_becoming_live_places_it(registry: Registry) -> None:
+    registry.add("O-1", "o1", ipv4="203.0.113.5", port=443)
+    after = registry.update("O-1", InstallationChange(kind="live"))
+    assert (after.gateway, after.ipv4) == ("gw1", "192.0.2.10")
+    assert after.port is not None and 9000 <= after.port <= 9009
+
+
 def test_leaving_live_frees_the_pair(registry: Registry) -> None:
     inst = registry.add("L-1", "l1", kind="live", gateway="gw2")
     after = registry.update(
