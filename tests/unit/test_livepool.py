@@ -27,7 +27,7 @@ from controparte.model import DnsRecord, Installation, InstallationChange, Kind,
 from controparte.plan.catalog import packaged_catalog
 from controparte.service.heartbeat import Beat, HeartbeatWriter
 from controparte.service.livepool import LivePool, free_count, free_ports
-from controparte.service.registry import Registry
+from controparte.service.registry import Registry, describe
 from controparte.settings import LiveGateway, Settings, settings_from
 from controparte.store import Origin, PortUse, open_store
 
@@ -388,3 +388,14 @@ def test_dyndns2_tells_a_placed_installation_it_stays_at_its_gateway(registry: R
     inst = registry.add("L-1", "l1", kind="live", gateway="gw1")
     decision = dyndns2.decide(inst, "l1", dyndns2.Addresses("203.0.113.7"))
     assert decision == dyndns2.Decision("nochg 192.0.2.10,2001:db8::10")
+
+
+def test_the_change_log_names_the_gateway_of_a_placed_installation(registry: Registry) -> None:
+    placed = registry.add("L-1", "l1", kind="live", gateway="gw2")
+    onprem = registry.add("O-1", "o1")
+    assert f"kind=live gateway=gw2 ipv4=198.51.100.20 ipv6=- port={placed.port}" in (
+        describe(None, placed) or ""
+    )
+    assert "gateway" not in (describe(None, onprem) or "")
+    moved = registry.move("L-1", "gw1")
+    assert "gateway gw2 -> gw1, ipv4 198.51.100.20 -> 192.0.2.10" in (describe(placed, moved) or "")

@@ -63,7 +63,8 @@ SHOWN_FIELDS = (
     "private_port",
     "agent_version",
 )
-"""The fields a change's log line shows (every one an operator sets or DNS serves)."""
+"""The fields a change's log line shows (every one an operator sets or DNS serves; the
+gateway only for an installation placed on one)."""
 
 
 def describe(old: Installation | None, new: Installation | None) -> str | None:
@@ -72,7 +73,11 @@ def describe(old: Installation | None, new: Installation | None) -> str | None:
     if old is None or new is None:
         shown = new if new is not None else old
         assert shown is not None
-        values = " ".join(f"{f}={_shown(getattr(shown, f))}" for f in SHOWN_FIELDS)
+        values = " ".join(
+            f"{f}={_shown(getattr(shown, f))}"
+            for f in SHOWN_FIELDS
+            if f != "gateway" or shown.gateway is not None  # on no gateway: as before
+        )
         return f"{'added' if old is None else 'removed'} {values}"
     diffs = [
         f"{f} {_shown(getattr(old, f))} -> {_shown(getattr(new, f))}"
