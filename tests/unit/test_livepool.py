@@ -313,9 +313,9 @@ def test_a_live_installation_stored_before_the_pool_keeps_its_address(
 
 def test_an_import_places_every_live_row_or_reports_each_problem(registry: Registry) -> None:
     rows: list[tuple[int, dict[str, object]]] = [
-        (2, {"code": "L-1", "label": "l1", "kind": "live"}),
-        (3, {"code": "L-2", "label": "l2", "kind": "live", "gateway": "gw2"}),
-        (4, {"code": "L-3", "label": "l3", "kind": "live", "ip": "198.51.100.20", "port": "9104"}),
+        (2, {"code": "L-3", "label": "l3", "kind": "live", "ip": "198.51.100.20", "port": "9104"}),
+        (3, {"code": "L-1", "label": "l1", "kind": "live"}),
+        (4, {"code": "L-2", "label": "l2", "kind": "live", "gateway": "gw2"}),
     ]
     assert registry.import_many(rows) == 3
     placed = {i.code: (i.gateway, i.port) for i in registry.list()}
