@@ -102,6 +102,19 @@ class ConflictError(ControparteError):
     """The change collides with existing data (a duplicate code or label)."""
 
 
+class PortTakenError(ConflictError):
+    """The store refused a Live installation's (gateway, port): another writer (a
+    process, a node) took it after this one read the pool. Retrying the whole
+    placement reads the pool again and picks another."""
+
+
+class PoolExhaustedError(ControparteError):
+    """No free (gateway, port) is left for a Live installation on the gateway(s) named:
+    every port is held or in quarantine, or the gateway is at its capacity. The request
+    is sound and succeeds once a port is freed (a quarantine ends, an installation is
+    removed) or the operator adds a gateway or ports."""
+
+
 class ConfigError(ControparteError):
     """A setting is missing or malformed; the message names the key."""
 
@@ -162,6 +175,7 @@ _RESPONSES: dict[type[ControparteError], ErrorResponse] = {
     MethodNotAllowedError: ErrorResponse(405, 4, "badagent", 1),
     NotFoundError: ErrorResponse(404, 3, "nohost", 1),
     ConflictError: ErrorResponse(409, 6, "dnserr", 1),
+    PoolExhaustedError: ErrorResponse(503, 2, "911", 1),  # no capacity now, not a conflict
     ConfigError: ErrorResponse(500, 2, "911", 2),
     StorageError: ErrorResponse(503, 2, "911", 1),
     StorageUnavailableError: ErrorResponse(503, 2, "911", 1),  # retry later

@@ -324,6 +324,81 @@ def _secondaries(key: str, value: object) -> tuple[Secondary, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class LiveGateway:
+    """A Live gateway host: its public addresses (at least one), the port range its
+    Live installations are reached on (`low`-`high`, inside the catalog's Live range:
+    checked by the pool, which knows the catalog) and how many it holds at most
+    (`capacity`, None: one per port). Text form: `name=N ipv4=A ipv6=A ports=LOW-HIGH
+    capacity=C`, words in any order."""
+
+    name: str
+    ipv4: str | None = None
+    ipv6: str | None = None
+    low: int = 9000
+    high: int = 9999
+    capacity: int | None = None
+
+    @property
+    def size(self) -> int:
+        """How many installations the gateway holds at most."""
+        ports = self.high - self.low + 1
+        return ports if self.capacity is None else min(ports, self.capacity)
+
+    @property
+    def ports_text(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+_GATEWAY_FIELDS = ("name", "ipv4", "ipv6", "ports", "capacity")
+
+
+def _gateway_address(key: str, value: object, version: int) -> str | None:
+    text = _address(key, value)
+    if text and ipaddress.ip_address(text).version != version:
+        raise ConfigError(f"{key}: {text!r} is not an IPv{version} address")
+    return text or None
+
+
+def _live_gateways(key: str, value: object) -> tuple[LiveGateway, ...]:
+    """Live gateways: TOML tables (`[[live_gateways]]`: name, ipv4, ipv6, ports as
+    "LOW-HIGH", capacity) or their text form (see `LiveGateway`); names are labels,
+    each once."""
+    out: list[LiveGateway] = []
+    for item in _items(key, value):
+        if isinstance(item, dict):
+            unknown = set(item) - set(_GATEWAY_FIELDS)
+            if unknown:
+                raise ConfigError(f"{key}: unknown field(s) {', '.join(sorted(unknown))}")
+            given: dict[str, object] = dict(item)
+        else:
+            given = dict(_fields(key, str(item), _GATEWAY_FIELDS))
+        name = str(given.get("name", "")).strip().lower()
+        where = f"{key} {name or '?'}"
+        if not name or not all(c.isalnum() or c == "-" for c in name) or len(name) > 63:
+            raise ConfigError(f"{key}: a gateway's name is 1-63 letters, digits and hyphens")
+        if name in {g.name for g in out}:
+            raise ConfigError(f"{key}: the gateway {name!r} is named twice")
+        low_text, sep, high_text = str(given.get("ports", "9000-9999")).partition("-")
+        if not sep:
+            raise ConfigError(f"{where}: ports: expected LOW-HIGH, got {given['ports']!r}")
+        low = _int(f"{where}: ports", low_text, 1, 65535)
+        high = _int(f"{where}: ports", high_text, low, 65535)
+        capacity = given.get("capacity")
+        gateway = LiveGateway(
+            name,
+            _gateway_address(f"{where}: ipv4", given.get("ipv4", ""), 4),
+            _gateway_address(f"{where}: ipv6", given.get("ipv6", ""), 6),
+            low,
+            high,
+            None if capacity is None else _int(f"{where}: capacity", capacity, 1, 65535),
+        )
+        if gateway.ipv4 is None and gateway.ipv6 is None:
+            raise ConfigError(f"{where}: a gateway needs a public address (ipv4, ipv6 or both)")
+        out.append(gateway)
+    return tuple(out)
+
+
 def _ns_list(key: str, value: object, zone: str) -> tuple[NameServer, ...]:
     """NS servers: a TOML list of {name, addresses} tables, or the text form
     `name[=addr,addr];name...` (environment and flags)."""
@@ -493,6 +568,14 @@ class Settings:
     features: Path | None = setting(None, _keyed(_optional_path))
     """The feature catalog (TOML, the shape of the packaged `plan/features.toml`): the
     features, their topology and the Live settings. None: the packaged catalog."""
+    live_gateways: tuple[LiveGateway, ...] = setting((), _keyed(_live_gateways))
+    """The Live gateway hosts (`[[live_gateways]]`, see `LiveGateway`): a Live
+    installation added without a port is given a free (gateway, port) of theirs, and
+    DNS serves it at its gateway's addresses. None: Live installations keep the
+    address and port they are given (within the catalog's Live range)."""
+    live_quarantine: float = setting(3600.0, _number(0, 365 * 86400))
+    """Seconds a (gateway, port) freed by a removal or a move stays out of the pool, so
+    that a caller still holding the old placement does not reach the next tenant."""
     log_level: str = setting("info", _keyed(_choice("debug", "info", "warning", "error")))
     """The least severe log records `controparte serve` writes (every change of the
     registry is one `info` line; a refused change `debug`)."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from controparte.errors import ImportRefusedError
 from controparte.model.importfile import ImportRows, parse_import
 
-KNOWN = "known: code, label, kind, ip, ipv6, port"
+KNOWN = "known: code, label, kind, ip, ipv6, port, gateway"
 
 ROWS: list[tuple[str, bytes, str, ImportRows]] = [
     (

@@ -1,6 +1,7 @@
 """The command line: one entry point, `controparte`; this module is its table of
 commands, each implemented in the module of its concern (`registry`, `keys`,
-`connectivity`, `agent`, `serve`, `resolve`, `migrate`, `throttle`; what they share is in `common`).
+`connectivity`, `agent`, `serve`, `resolve`, `migrate`, `throttle`, `live`; what they
+share is in `common`).
 
 Contracts:
 - Every command reads `Settings` once, from its flags, then the `CONTROPARTE_*`
@@ -19,7 +20,7 @@ from typing import Annotated
 import typer
 
 from controparte import __version__
-from controparte.cli import agent, connectivity, keys, registry, throttle
+from controparte.cli import agent, connectivity, keys, live, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -60,7 +61,13 @@ throttle_app = typer.Typer(
     help="The failed-authentication throttle: what it counts and blocks, and lifting a block.",
     no_args_is_help=True,
 )
+live_app = typer.Typer(
+    help="The Live farm: its gateways, the port pool, moving an installation.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(installation_app, name="installation")
+app.add_typer(live_app, name="live")
 app.add_typer(zone_app, name="zone")
 app.add_typer(link_app, name="link")
 app.add_typer(agent_app, name="agent")
@@ -94,6 +101,9 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (agent_app, "listen", agent.agent_listen),
     (throttle_app, "list", throttle.throttle_list),
     (throttle_app, "clear", throttle.throttle_clear),
+    (live_app, "gateways", live.live_gateways),
+    (live_app, "pool", live.live_pool),
+    (live_app, "move", live.live_move),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

@@ -79,6 +79,7 @@ def _print_installation(
         ("label", inst.label),
         ("name", f"{inst.label}.{settings.zone}"),
         ("kind", inst.kind.value),
+        ("gateway", inst.gateway),
         ("ip", inst.ipv4),
         ("ipv6", inst.ipv6),
         ("port", inst.port),
@@ -117,10 +118,20 @@ def installation_add(
     ],
     label: Annotated[str, typer.Option("--label", help="DNS label: <label>.<zone>.")],
     fields: InstallationChange,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            metavar="NAME",
+            help="A Live installation's gateway (default: the one with most free ports).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     settings: Settings,
 ) -> None:
-    """Register an installation and print its token, this once (JSON: `token`)."""
+    """Register an installation and print its token, this once (JSON: `token`). A Live
+    one is given a free (gateway, port) of the Live gateways (`live_gateways`), unless
+    --port asks for one (checked free)."""
     with services_in(settings) as services:
         inst = services.registry.add(
             code,
@@ -129,6 +140,7 @@ def installation_add(
             ipv4=fields.ipv4,
             ipv6=fields.ipv6,
             port=fields.port,
+            gateway=gateway,
             origin=origin(),
         )
         token = services.access.issue_token(inst.code, origin())

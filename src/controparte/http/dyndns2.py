@@ -85,9 +85,13 @@ def decide(current: Installation | None, label: str, target: Addresses) -> Decis
     """What the update of `label` to `target` does to the account's installation
     `current` (None: it is gone): `nohost` when `label` is not its label, `nochg <ip>`
     when it already has the requested addresses (nothing to write), else `good <ip>`
-    with the change (a family not requested is left as it is)."""
+    with the change (a family not requested is left as it is). A Live installation
+    placed on a gateway is reached at the gateway's addresses whatever an update says
+    (the registry's write keeps them): `nochg` with the addresses served."""
     if current is None or current.label != label:
         return Decision(Code.NOHOST)
+    if current.gateway is not None:  # Live, on a gateway: `LivePool.place` keeps it there
+        return Decision(f"{Code.NOCHG} {Addresses(current.ipv4, current.ipv6).text()}")
     wanted = (
         current.ipv4 if target.ipv4 is None else target.ipv4,
         current.ipv6 if target.ipv6 is None else target.ipv6,

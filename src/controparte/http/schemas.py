@@ -30,7 +30,17 @@ class InstallationCreate(BaseModel):
     kind: Literal["onprem", "live"] = "onprem"
     ip: str | None = Field(default=None, description="Public IPv4 address")
     ipv6: str | None = Field(default=None, description="Public IPv6 address")
-    port: int | None = Field(default=None, ge=1, le=65535, description="Public port")
+    port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Public port; a Live installation without one is given a free one",
+    )
+    gateway: str | None = Field(
+        default=None,
+        max_length=63,
+        description="A Live installation's gateway (default: the one with most free ports)",
+    )
 
 
 class InstallationPatch(BaseModel):
@@ -87,6 +97,10 @@ class InstallationOut(_Published):
     last_seen: datetime | None
     private_port: int | None
     agent_version: str | None
+    gateway: str | None = Field(
+        description="The Live gateway the installation is placed on (then ip, ipv6 and port"
+        " are the gateway's addresses and the port allocated there)"
+    )
     stale: bool
 
     @classmethod
@@ -104,6 +118,7 @@ class InstallationOut(_Published):
             last_seen=inst.last_seen,
             private_port=inst.private_port,
             agent_version=inst.agent_version,
+            gateway=inst.gateway,
             stale=is_stale(inst, stale_after),
         )
 

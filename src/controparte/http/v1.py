@@ -182,6 +182,17 @@ plan_routes = _routes("plans")
     "/installations",
     status_code=201,
     summary="Register an installation (admin); its token is in the answer, once",
+    description="A Live installation is placed on a Live gateway: given no port, it gets a"
+    " free (gateway, port) of the pool (`gateway` picks the gateway); given a port, that"
+    " port is checked free. The answer tells the placement (`gateway`, `ip`, `ipv6`,"
+    " `port`).",
+    responses={
+        503: {
+            "model": ErrorOut,
+            "description": "No free port is left on the Live gateway(s) named in the detail"
+            " (`pool exhausted`), or the database is unavailable: retry later",
+        }
+    },
 )
 def create_installation(
     body: InstallationCreate, principal: Admin, client: ClientDep, ctx: Ctx
@@ -195,6 +206,7 @@ def create_installation(
         ipv4=body.ip,
         ipv6=body.ipv6,
         port=body.port,
+        gateway=body.gateway,
         origin=how,
     )
     token = services.access.issue_token(inst.code, how)

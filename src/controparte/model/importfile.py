@@ -22,7 +22,7 @@ import re
 
 from controparte.errors import ImportRefusedError
 
-IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port")
+IMPORT_FIELDS = ("code", "label", "kind", "ip", "ipv6", "port", "gateway")
 """The fields of an installation in an import file (CSV columns, JSON keys)."""
 
 ImportRows = list[tuple[int, dict[str, object]]]

@@ -125,6 +125,9 @@ class Installation:
     private_port: int | None = None
     """The port MxServer listens on behind NAT, as its agent reports it (not served)."""
     agent_version: str | None = None
+    gateway: str | None = None
+    """The Live gateway a Live installation is placed on (`service/livepool.py`): then
+    its addresses are the gateway's and its port the one allocated there."""
 
     @classmethod
     def create(
@@ -206,6 +209,7 @@ class Installation:
             "last_seen": None if self.last_seen is None else self.last_seen.isoformat(),
             "private_port": self.private_port,
             "agent_version": self.agent_version,
+            "gateway": self.gateway,
         }
 
 

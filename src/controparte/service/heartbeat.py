@@ -180,7 +180,7 @@ class HeartbeatWriter:
                     try:
                         old = self._installation(tx, beat)
                         new = apply_beat(old, beat, now, allow_non_global=self.allow_non_global)
-                        self.registry.write(
+                        new = self.registry.write(
                             tx,
                             old,
                             new,

@@ -20,6 +20,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from controparte.errors import (
@@ -27,25 +28,43 @@ from controparte.errors import (
     ControparteError,
     ImportRefusedError,
     NotFoundError,
+    PoolExhaustedError,
+    PortTakenError,
     ValidationError,
 )
 from controparte.model import (
     Installation,
     InstallationChange,
+    Kind,
     ZoneConfig,
     label_of,
     validate_code,
 )
 from controparte.model.importfile import IMPORT_FIELDS
+from controparte.model.installation import utcnow
 from controparte.plan.catalog import LiveSettings, packaged_catalog
+from controparte.service.livepool import LivePool, Placement
 from controparte.settings import Settings
 from controparte.store import Origin, Store, StoreTransaction
 
 T = TypeVar("T")
+PLACEMENT_ATTEMPTS = 16
+"""Transactions a write that places a Live installation runs at most when other
+writers keep taking the pair it chose (`Registry._placing`)."""
 log = logging.getLogger("controparte.changes")
 
-SHOWN_FIELDS = ("label", "kind", "ipv4", "ipv6", "port", "private_port", "agent_version")
-"""The fields a change's log line shows (every one an operator sets or DNS serves)."""
+SHOWN_FIELDS = (
+    "label",
+    "kind",
+    "gateway",
+    "ipv4",
+    "ipv6",
+    "port",
+    "private_port",
+    "agent_version",
+)
+"""The fields a change's log line shows (every one an operator sets or DNS serves; the
+gateway only for an installation placed on one)."""
 
 
 def describe(old: Installation | None, new: Installation | None) -> str | None:
@@ -54,7 +73,11 @@ def describe(old: Installation | None, new: Installation | None) -> str | None:
     if old is None or new is None:
         shown = new if new is not None else old
         assert shown is not None
-        values = " ".join(f"{f}={_shown(getattr(shown, f))}" for f in SHOWN_FIELDS)
+        values = " ".join(
+            f"{f}={_shown(getattr(shown, f))}"
+            for f in SHOWN_FIELDS
+            if f != "gateway" or shown.gateway is not None  # on no gateway: as before
+        )
         return f"{'added' if old is None else 'removed'} {values}"
     diffs = [
         f"{f} {_shown(getattr(old, f))} -> {_shown(getattr(new, f))}"
@@ -94,7 +117,8 @@ class Registry:
     `live` is the catalog's Live settings (default: the packaged catalog's): a Live
     installation whose public port lies outside the Live range is refused (a
     ValidationError on `port`), as is a label the zone reserves for itself. See
-    `check` for when each rule applies."""
+    `check` for when each rule applies. `pool` places Live installations on the
+    gateways of the setting `live_gateways` (`write`)."""
 
     def __init__(
         self,
@@ -107,6 +131,12 @@ class Registry:
         self.store = store
         self.settings = settings
         self.live = live if live is not None else packaged_catalog().live
+        self.pool = LivePool(
+            settings.live_gateways,
+            settings.live_quarantine,
+            self.live,
+            allow_non_global=settings.allow_non_global,
+        )
         self._reserved = ZoneConfig.from_settings(settings).reserved_labels
         self._on_change = on_change
         self.changes: Counter[str] = Counter()
@@ -160,6 +190,7 @@ class Registry:
             )
         if old is None or (new.kind, new.port) != (old.kind, old.port):
             self.live.check(new)
+        self.pool.check(old, new)
 
     def write(
         self,
@@ -167,16 +198,20 @@ class Registry:
         old: Installation | None,
         new: Installation,
         origin: Origin | None = None,
-    ) -> bool:
+    ) -> Installation:
         """The one validate-and-write step: store `new` over `old` (None: insert it)
-        inside `tx`, or raise and write nothing. Whether anything was written.
+        inside `tx`, or raise and write nothing. The installation as stored (`old`
+        when nothing was written).
 
-        Checks `check`'s rules, then, as `tx` sees them, that no other installation
+        First the Live pool places it (`LivePool.place`: a Live installation's gateway,
+        addresses and port are the pool's to say, for every path alike), then checks
+        `check`'s rules, then, as `tx` sees them, that no other installation
         has the code (a new installation) or the label (a new installation or a new
         label); a change that reads nothing else costs no store read. `new == old`
         writes nothing. `origin` overrides the transaction's in the history (the
         store records no history entry and no journal row for a change of last-seen
         alone)."""
+        new = self.pool.place(tx, old, new, utcnow())
         self.check(old, new)
         if old is None and tx.get(new.code) is not None:
             raise ConflictError(f"code: {new.code!r} is already registered")
@@ -187,27 +222,84 @@ class Registry:
         elif new != old:
             tx.update(old, new, origin)
         else:
-            return False
+            return old
         self._note(new.code, describe(old, new), origin)
-        return True
+        return new
 
-    def build(self, code: str, label: str, **fields: Unpack[NewFields]) -> Installation:
+    def _placing(self, work: Callable[[], T]) -> T:
+        """`work` (a whole transaction), again when a Live pair it chose was taken by
+        another writer meanwhile (PortTakenError: the next attempt reads the pool
+        again), up to `PLACEMENT_ATTEMPTS` times."""
+        for _ in range(PLACEMENT_ATTEMPTS - 1):
+            try:
+                return work()
+            except PortTakenError:
+                continue
+        return work()
+
+    def build(
+        self, code: str, label: str, *, gateway: str | None = None, **fields: Unpack[NewFields]
+    ) -> Installation:
         """A validated installation value, checked against the rules for a new one
-        (not stored)."""
+        (not stored; a Live one is placed when written). `gateway`: the Live gateway
+        to place it on."""
         inst = Installation.create(
             code, label, allow_non_global=self.settings.allow_non_global, **fields
         )
+        if gateway:
+            inst = replace(inst, gateway=self.pool.gateway(gateway).name)
         self.check(None, inst)
         return inst
 
     def add(
-        self, code: str, label: str, *, origin: Origin | None = None, **fields: Unpack[NewFields]
+        self,
+        code: str,
+        label: str,
+        *,
+        origin: Origin | None = None,
+        gateway: str | None = None,
+        **fields: Unpack[NewFields],
     ) -> Installation:
-        inst = self.build(code, label, **fields)
-        with self.transaction(origin or Origin()) as tx:
-            self.write(tx, None, inst)
+        """Add one installation; as stored (a Live one placed)."""
+        inst = self.build(code, label, gateway=gateway, **fields)
+
+        def add() -> Installation:
+            with self.transaction(origin or Origin()) as tx:
+                return self.write(tx, None, inst)
+
+        added = self._placing(add)
         self._changed(origin)
-        return inst
+        return added
+
+    def move(self, code: str, gateway: str, origin: Origin | None = None) -> Installation:
+        """Place the Live installation `code` on `gateway`, on a free port there, in one
+        transaction (its label and everything else kept; its old pair freed into
+        quarantine); as stored."""
+        target = self.pool.gateway(gateway)
+
+        def move() -> tuple[Installation, Installation]:
+            with self.transaction(origin or Origin()) as tx:
+                old = tx.get(validate_code(code))
+                if old is None:
+                    raise NotFoundError(f"no installation with code {code!r}")
+                if old.kind is not Kind.LIVE:
+                    raise ValidationError("kind", f"{old.code} is not a Live installation")
+                if old.gateway == target.name:
+                    raise ValidationError(
+                        "gateway", f"{old.code} is already on the Live gateway {target.name}"
+                    )
+                return old, self.write(tx, old, replace(old, gateway=target.name))
+
+        old, moved = self._placing(move)
+        if moved != old:
+            self._changed(origin)
+        return moved
+
+    def placement(self, name: str) -> Placement:
+        """Where the Live installation `name` (as `find` takes it) is reached: its
+        gateway, the gateway's addresses and its port (NotFoundError when there is no
+        such Live installation). The one read of a placement (the start-live broker's)."""
+        return self.pool.where(self.find(name))
 
     def get(self, code: str) -> Installation:
         inst = self.store.get(validate_code(code))
@@ -235,8 +327,12 @@ class Registry:
     ) -> Installation:
         if change.is_empty():
             raise ValidationError("change", "nothing to change: give at least one field")
-        with self.transaction(origin or Origin()) as tx:
-            old, new = self._apply_change(tx, code, change)
+
+        def update() -> tuple[Installation, Installation]:
+            with self.transaction(origin or Origin()) as tx:
+                return self._apply_change(tx, code, change)
+
+        old, new = self._placing(update)
         if new != old:
             self._changed(origin)
         return new
@@ -250,8 +346,7 @@ class Registry:
         if old is None:
             raise NotFoundError(f"no installation with code {code!r}")
         new = old.with_changes(change, allow_non_global=self.settings.allow_non_global)
-        self.write(tx, old, new)
-        return old, new
+        return old, self.write(tx, old, new)
 
     def update_many(
         self,
@@ -266,12 +361,17 @@ class Registry:
         Each change is validated as `update` validates it; all are committed together or
         none is (an exception from `decide` or from any change rolls everything back).
         `on_change` is called once if anything changed."""
-        changed = 0
-        with self.transaction(origin or Origin()) as tx:
-            result, changes = decide(tx)
-            for code, change in changes.items():
-                old, new = self._apply_change(tx, code, change)
-                changed += new != old
+
+        def many() -> tuple[T, int]:
+            changed = 0
+            with self.transaction(origin or Origin()) as tx:
+                result, changes = decide(tx)
+                for code, change in changes.items():
+                    old, new = self._apply_change(tx, code, change)
+                    changed += new != old
+            return result, changed
+
+        result, changed = self._placing(many)
         if changed:
             self._changed(origin, changed)
         return result
@@ -299,17 +399,23 @@ class Registry:
         registry holds (checked by `write` in the one transaction, which is rolled back
         when anything is wrong)."""
         built, found = self._build_rows(rows)
-        problems = [*found]
-        with self.transaction(origin or Origin(via="import")) as tx:
-            for done, (line, inst) in enumerate(built, start=1):
-                try:
-                    self.write(tx, None, inst)
-                except ConflictError as exc:
-                    problems.append((line, str(exc)))
-                if progress is not None:
-                    progress(done)
-            if problems:
-                raise ImportRefusedError(sorted(problems, key=lambda problem: problem[0]))
+
+        def import_all() -> None:
+            problems = [*found]
+            with self.transaction(origin or Origin(via="import")) as tx:
+                for done, (line, inst) in enumerate(built, start=1):
+                    try:
+                        self.write(tx, None, inst)
+                    except PortTakenError:
+                        raise
+                    except (ConflictError, ValidationError, PoolExhaustedError) as exc:
+                        problems.append((line, str(exc)))
+                    if progress is not None:
+                        progress(done)
+                if problems:
+                    raise ImportRefusedError(sorted(problems, key=lambda problem: problem[0]))
+
+        self._placing(import_all)
         if built:
             self._changed(origin or Origin(via="import"), len(built))
         return len(built)
@@ -337,6 +443,7 @@ class Registry:
                     ipv4=_text(row.get("ip")) or None,
                     ipv6=_text(row.get("ipv6")) or None,
                     port=_text(row.get("port")) or None,
+                    gateway=_text(row.get("gateway")) or None,
                 )
             except ValidationError as exc:
                 problems.append((line, str(exc)))

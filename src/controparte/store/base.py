@@ -6,7 +6,8 @@ Contracts:
   reads (through the store too) what it wrote; what a transaction read of an
   installation (`get`, `get_by_label`) stays so until it ends: no other writer, of
   this process or of another node, changes it meanwhile (no lost update).
-- Codes are unique in any case, labels are unique; a write that would break either
+- Codes are unique in any case, labels are unique, and so is a Live installation's
+  (gateway, port); a write that would break either
   raises ConflictError. A store that cannot be reached raises StorageUnavailableError
   (retry later); any other failure StorageError. Nothing is written then.
 - Every committed transaction that changes what DNS serves appends one journal entry per
@@ -23,7 +24,9 @@ Contracts:
   number read in one consistent view.
 - Counterpart links (caller, callee, feature), the addresses `controparte firewall`
   last saw for each counterpart, and relay requests and polls belong to their
-  installations: removing an installation removes them. None changes what DNS serves
+  installations: removing an installation removes them. Removing a Live installation
+  placed on a gateway, or moving it, records its (gateway, port) as freed then (the
+  pool's quarantine, `live_ports`). None changes what DNS serves
   (no journal entry, no new serial), nor the audit history.
 """
 
@@ -132,6 +135,17 @@ class ThrottleEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PortUse:
+    """A (gateway, port) of the Live pool that is not free: held by installation `code`,
+    or (`code` None) freed at `released` and still in quarantine."""
+
+    gateway: str
+    port: int
+    code: str | None
+    released: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change and how, for the audit history."""
 
@@ -153,6 +167,14 @@ class StoreTransaction(Protocol):
         `token_hash` of these codes are then answered without a round trip, and their
         `update`s may be written together before the commit. Only a speed-up: every
         result is what it would be without it."""
+        ...
+
+    def live_ports(self, released_after: datetime) -> list[PortUse]:
+        """Every (gateway, port) held by an installation, and every one freed after
+        `released_after` (in quarantine), as this transaction sees them; no other
+        transaction reads them so (to place an installation) until this one ends, on
+        any process or node (SQLite: one writer at a time; PostgreSQL: an advisory
+        lock held to the end of the transaction), so a gateway's capacity holds."""
         ...
 
     def insert(self, installation: Installation) -> None: ...
@@ -230,6 +252,10 @@ class Store(Protocol):
     def installations(self, *, limit: int | None = None, offset: int = 0) -> list[Installation]: ...
 
     def count(self) -> int: ...
+
+    def live_ports(self, released_after: datetime) -> list[PortUse]:
+        """As `StoreTransaction.live_ports`, from the last committed state."""
+        ...
 
     def serial(self) -> int: ...
 

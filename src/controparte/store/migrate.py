@@ -52,6 +52,7 @@ TABLES = (
     "tsig_seen",
     "auth_failures",
     "admin_tokens",
+    "live_released",
     "history",
     "journal",
 )

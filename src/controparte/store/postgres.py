@@ -61,6 +61,7 @@ from controparte.store import rows
 from controparte.store.base import (
     KeyRole,
     Origin,
+    PortUse,
 )
 from controparte.store.guards import Guards
 from controparte.store.reads import Reads
@@ -86,6 +87,12 @@ PRUNE_LOCK = SCHEMA_LOCK + 1
 RELAY_LOCK_CLASS = 0x72656C61
 """The first key of the advisory locks that make the relay requests for one agent take
 turns ("rela"; the second is the hash of the agent's code in lower case)."""
+
+LIVE_POOL_LOCK = 0x6C697665
+"""The advisory lock a transaction takes, to its end, before it reads the Live pool to
+place an installation ("live"): placements of every node take turns, so a gateway's
+capacity holds (a count no constraint can keep); the unique (gateway, port) holds
+whatever a writer does."""
 
 TSIG_LOCK_CLASS = 0x74736967
 """The first key of the advisory locks that make the acceptances of signed requests with
@@ -145,13 +152,14 @@ cycle), with their token hashes."""
 _UPDATE_BATCH = (
     "UPDATE installations AS i SET kind = u.kind, ipv4 = u.ipv4, ipv6 = u.ipv6,"
     " port = u.port, updated = u.updated, last_seen = u.last_seen,"
-    " private_port = u.private_port, agent_version = u.agent_version"
+    " private_port = u.private_port, agent_version = u.agent_version, gateway = u.gateway"
     " FROM unnest(%b::citext[], %b::text[], %b::text[], %b::text[], %b::integer[],"
-    " %b::text[], %b::text[], %b::integer[], %b::text[])"
-    " AS u(code, kind, ipv4, ipv6, port, updated, last_seen, private_port, agent_version)"
+    " %b::text[], %b::text[], %b::integer[], %b::text[], %b::text[])"
+    " AS u(code, kind, ipv4, ipv6, port, updated, last_seen, private_port, agent_version,"
+    " gateway)"
     " WHERE i.code = u.code"
 )
-"""Buffered updates (labels unchanged), one row each."""
+"""Buffered updates (labels and Live placements unchanged), one row each."""
 
 _HISTORY_BATCH = (
     f"INSERT INTO history ({HISTORY_COLUMNS}) SELECT {HISTORY_COLUMNS}"
@@ -275,7 +283,7 @@ class _Transaction:
             pending = list(self._pending.values())
             self._pending.clear()
             changed = [(inst.code, *_changed(inst)[1:]) for inst in pending]  # label kept
-            self.conn.execute(_UPDATE_BATCH, _columns(changed, 9))
+            self.conn.execute(_UPDATE_BATCH, _columns(changed, 10))
         if self._history:
             history, self._history = self._history, []
             self.conn.execute(_HISTORY_BATCH, _columns(history, 8))
@@ -312,14 +320,19 @@ class _Transaction:
         )
         return None if row is None else rows.installation(row)
 
+    def live_ports(self, released_after: datetime) -> list[PortUse]:
+        self.execute(f"SELECT pg_advisory_xact_lock({LIVE_POOL_LOCK})")  # to the commit
+        found = self.rows(rows.LIVE_PORTS.format(p="%s"), (rows.stamp(released_after),))
+        return [rows.port_use(r) for r in found]
+
     def prefetch(self, codes: Iterable[str]) -> None:
         wanted = sorted({c.lower() for c in codes if rows.may_be_code(c)} - self._held.keys())
         if not wanted:
             return
         for row in self.rows(_LOCKED_BATCH, (wanted,)):
-            inst = rows.installation(row[:11])
+            inst = rows.installation(row[:12])
             self._held[inst.code.lower()] = inst
-            self._tokens[inst.code.lower()] = None if row[11] is None else str(row[11])
+            self._tokens[inst.code.lower()] = None if row[12] is None else str(row[12])
         for key in wanted:
             self._held.setdefault(key, None)
             self._tokens.setdefault(key, None)
@@ -351,24 +364,26 @@ class _Transaction:
             self._held[code.lower()] = inst
 
     def insert(self, installation: Installation) -> None:
-        placeholders = ", ".join(["%s"] * 11)
+        placeholders = ", ".join(["%s"] * len(rows.values(installation)))
         added = self.execute(
             f"INSERT INTO installations ({COLUMNS}) VALUES ({placeholders})"
             " ON CONFLICT DO NOTHING RETURNING 1",
             rows.values(installation),
         )
         if added is None:  # a constraint said no; the transaction goes on (as SQLite's)
-            taken = self.execute(
-                "SELECT 1 FROM installations WHERE code = %s", (installation.code,)
-            )
-            raise rows.code_taken(installation) if taken else rows.label_taken(installation)
+            if self.execute("SELECT 1 FROM installations WHERE code = %s", (installation.code,)):
+                raise rows.code_taken(installation)
+            if self.execute("SELECT 1 FROM installations WHERE label = %s", (installation.label,)):
+                raise rows.label_taken(installation)
+            raise rows.pair_taken(installation)
         self._hold(installation.code, installation)
         self._record(installation.code, "add", None, installation)
         self.dns_changes.append((installation.code, None, installation))
 
     def update(self, old: Installation, new: Installation, origin: Origin | None = None) -> None:
         key = old.code.lower()
-        if key in self._held and new.label == old.label:  # nothing unique changes
+        placed = (new.gateway, new.port) == (old.gateway, old.port)
+        if key in self._held and new.label == old.label and placed:  # nothing unique changes
             self._pending[key] = new
         else:
             self.flush()
@@ -377,19 +392,28 @@ class _Transaction:
                     self.conn.execute(
                         "UPDATE installations SET label = %s, kind = %s, ipv4 = %s, ipv6 = %s,"
                         " port = %s, updated = %s, last_seen = %s, private_port = %s,"
-                        " agent_version = %s WHERE code = %s",
+                        " agent_version = %s, gateway = %s WHERE code = %s",
                         (*_changed(new), old.code),
                     )
-            except psycopg.errors.UniqueViolation:
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "installations_gateway_port":
+                    raise rows.pair_taken(new) from None
                 raise rows.label_taken(new) from None
+        self._release(old, new)
         self._hold(old.code, new)
         if old.dns_view() != new.dns_view():
             self.dns_changes.append((old.code, old, new))
         if rows.audited(old) != rows.audited(new):
             self._record(old.code, "update", old, new, origin)
 
+    def _release(self, old: Installation, new: Installation | None) -> None:
+        freed = rows.released(old, new)
+        if freed is not None:
+            self.execute(rows.RELEASE.format(p="%s"), freed)
+
     def delete(self, installation: Installation) -> None:
         self.execute("DELETE FROM installations WHERE code = %s", (installation.code,))
+        self._release(installation, None)
         self._hold(installation.code, None)
         self._tokens.pop(installation.code.lower(), None)
         self._record(installation.code, "remove", installation, None)

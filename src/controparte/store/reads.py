@@ -4,13 +4,20 @@ one query runs (`_rows`), its placeholder and how it asks for no limit."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from controparte.errors import StorageError
 from controparte.model import Installation, Link
 from controparte.store import rows
-from controparte.store.base import JournalEntry, JournalFloor, SeenAddresses, TsigKeyRow
-from controparte.store.rows import COLUMNS
+from controparte.store.base import (
+    JournalEntry,
+    JournalFloor,
+    PortUse,
+    SeenAddresses,
+    TsigKeyRow,
+)
+from controparte.store.rows import COLUMNS, stamp
 
 
 class Reads:
@@ -56,6 +63,10 @@ class Reads:
             (self.NO_LIMIT if limit is None else limit, offset),
         )
         return [rows.installation(r) for r in found]
+
+    def live_ports(self, released_after: datetime) -> list[PortUse]:
+        found = self._rows(rows.LIVE_PORTS.format(p=self.PLACEHOLDER), (stamp(released_after),))
+        return [rows.port_use(r) for r in found]
 
     def count(self) -> int:
         return self._int("SELECT count(*) FROM installations")

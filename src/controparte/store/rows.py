@@ -9,13 +9,21 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
-from controparte.errors import ConflictError
+from controparte.errors import ConflictError, PortTakenError
 from controparte.model import DnsRecord, Installation, Kind, Link
 from controparte.model.installation import CODE_RE, LABEL_RE
-from controparte.store.base import JournalEntry, KeyRole, Origin, SeenAddresses, TsigKeyRow
+from controparte.store.base import (
+    JournalEntry,
+    KeyRole,
+    Origin,
+    PortUse,
+    SeenAddresses,
+    TsigKeyRow,
+)
 
 COLUMNS = (
-    "code, label, kind, ipv4, ipv6, port, created, updated, last_seen, private_port, agent_version"
+    "code, label, kind, ipv4, ipv6, port, created, updated, last_seen, private_port,"
+    " agent_version, gateway"
 )
 """An installation's columns, in the order of `values` and `installation`."""
 
@@ -29,6 +37,42 @@ JOURNAL_READ = (
     " new_label, ipv4, ipv6, port FROM journal"
 )
 """The start of a read of journal entries (rows for `journal_entry`)."""
+
+RELEASE = (
+    "INSERT INTO live_released (gateway, port, released) VALUES ({p}, {p}, {p})"
+    " ON CONFLICT (gateway, port) DO UPDATE SET released = excluded.released"
+)
+"""Record that a (gateway, port) was freed now (`{p}`: the engine's placeholder)."""
+
+
+LIVE_PORTS = (
+    "SELECT gateway, port, code, NULL FROM installations WHERE gateway IS NOT NULL"
+    " UNION ALL SELECT gateway, port, NULL, released FROM live_released WHERE released > {p}"
+)
+"""The pairs of the Live pool that are not free (`PortUse` rows, `port_use`): held, or
+freed after the parameter (a stamp)."""
+
+
+def port_use(row: Sequence[object]) -> PortUse:
+    """A `PortUse` from a row of `LIVE_PORTS`."""
+    gateway, port, code, freed = tuple(row)
+    return PortUse(
+        str(gateway),
+        int(str(port)),
+        None if code is None else str(code),
+        None if freed is None else utc(freed),
+    )
+
+
+def released(old: Installation, new: Installation | None) -> tuple[object, ...] | None:
+    """The `RELEASE` row of what storing `new` over `old` (None: removing it) frees:
+    `old`'s (gateway, port) when it had one that `new` does not keep; else None."""
+    if old.gateway is None or old.port is None:
+        return None
+    if new is not None and (new.gateway, new.port) == (old.gateway, old.port):
+        return None
+    return (old.gateway, old.port, now())
+
 
 HISTORY_COLUMNS = "at, code, action, actor, via, source, old, new"
 """A history entry's columns as written, in the order of `history_row`."""
@@ -72,6 +116,7 @@ def installation(row: Sequence[object]) -> Installation:
         last_seen,
         private_port,
         agent_version,
+        gateway,
     ) = tuple(row)
     return Installation(
         code=str(code),
@@ -85,6 +130,7 @@ def installation(row: Sequence[object]) -> Installation:
         last_seen=None if last_seen is None else utc(last_seen),
         private_port=None if private_port is None else int(str(private_port)),
         agent_version=None if agent_version is None else str(agent_version),
+        gateway=None if gateway is None else str(gateway),
     )
 
 
@@ -102,6 +148,7 @@ def values(inst: Installation) -> tuple[object, ...]:
         None if inst.last_seen is None else inst.last_seen.isoformat(),
         inst.private_port,
         inst.agent_version,
+        inst.gateway,
     )
 
 
@@ -168,7 +215,7 @@ def journal_entry(row: Sequence[object]) -> JournalEntry:
 
 def audited(inst: Installation) -> tuple[object, ...]:
     """The fields whose change the history records (not last-seen)."""
-    return (inst.label, inst.kind, inst.ipv4, inst.ipv6, inst.port)
+    return (inst.label, inst.kind, inst.ipv4, inst.ipv6, inst.port, inst.gateway)
 
 
 def history_row(
@@ -258,6 +305,13 @@ def tsig_key(row: Sequence[object]) -> TsigKeyRow:
         str(row[2]),
         bytes(row[3]),  # type: ignore[call-overload]
         KeyRole(str(row[4])),
+    )
+
+
+def pair_taken(inst: Installation) -> PortTakenError:
+    return PortTakenError(
+        f"port: {inst.port} on the Live gateway {inst.gateway} was taken by another"
+        " installation meanwhile"
     )
 
 

@@ -364,6 +364,34 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # 8: the Live port pool (`service/livepool.py`). An installation placed on a Live
+    # gateway names it in `gateway`; its `port` is the one allocated there, and the
+    # unique index makes the database refuse a second installation on the same
+    # (gateway, port), whatever process or node writes it (NULLs are distinct: an
+    # installation on no gateway takes no pair). `live_released` keeps when each pair
+    # was last freed (a removal, a move), for the quarantine.
+    Migration(
+        sqlite="""
+        ALTER TABLE installations ADD COLUMN gateway TEXT;
+        CREATE UNIQUE INDEX installations_gateway_port ON installations (gateway, port);
+        CREATE TABLE live_released (
+            gateway  TEXT NOT NULL,
+            port     INTEGER NOT NULL,
+            released TEXT NOT NULL,
+            PRIMARY KEY (gateway, port)
+        );
+        """,
+        postgres="""
+        ALTER TABLE installations ADD COLUMN gateway text COLLATE "C";
+        CREATE UNIQUE INDEX installations_gateway_port ON installations (gateway, port);
+        CREATE TABLE live_released (
+            gateway  text COLLATE "C" NOT NULL,
+            port     integer NOT NULL,
+            released text COLLATE "C" NOT NULL,
+            PRIMARY KEY (gateway, port)
+        );
+        """,
+    ),
 )
 
 

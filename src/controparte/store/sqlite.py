@@ -34,6 +34,7 @@ from controparte.store import private, rows
 from controparte.store.base import (
     KeyRole,
     Origin,
+    PortUse,
 )
 from controparte.store.guards import Guards
 from controparte.store.reads import Reads
@@ -51,6 +52,9 @@ T = TypeVar("T")
 
 DB_FILE = "controparte.sqlite3"
 
+
+_ROW = ", ".join("?" * len(COLUMNS.split(",")))
+"""The placeholders of an installation's row."""
 
 LAST_SEQ = (
     "SELECT max(coalesce((SELECT max(seq) FROM journal), 0), floor_seq) FROM zone_state"
@@ -85,6 +89,12 @@ class _Transaction:
         ).fetchone()
         return None if row is None else rows.installation(row)
 
+    def live_ports(self, released_after: datetime) -> list[PortUse]:
+        found = self._conn.execute(
+            rows.LIVE_PORTS.format(p="?"), (rows.stamp(released_after),)
+        ).fetchall()
+        return [rows.port_use(r) for r in found]
+
     def prefetch(self, codes: Iterable[str]) -> None:
         """Nothing to do: SQLite reads each row in memory-mapped pages, one writer at
         a time."""
@@ -105,8 +115,7 @@ class _Transaction:
     def insert(self, installation: Installation) -> None:
         try:
             self._conn.execute(
-                f"INSERT INTO installations ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows.values(installation),
+                f"INSERT INTO installations ({COLUMNS}) VALUES ({_ROW})", rows.values(installation)
             )
         except sqlite3.IntegrityError as exc:
             raise _conflict(exc, installation) from None
@@ -117,7 +126,7 @@ class _Transaction:
         try:
             self._conn.execute(
                 "UPDATE installations SET label = ?, kind = ?, ipv4 = ?, ipv6 = ?, port = ?,"
-                " updated = ?, last_seen = ?, private_port = ?, agent_version = ?"
+                " updated = ?, last_seen = ?, private_port = ?, agent_version = ?, gateway = ?"
                 " WHERE code = ?",
                 (
                     new.label,
@@ -129,11 +138,13 @@ class _Transaction:
                     None if new.last_seen is None else new.last_seen.isoformat(),
                     new.private_port,
                     new.agent_version,
+                    new.gateway,
                     old.code,
                 ),
             )
         except sqlite3.IntegrityError as exc:
             raise _conflict(exc, new) from None
+        self._release(old, new)
         if old.dns_view() != new.dns_view():
             self.dns_changes.append((old.code, old, new))
         if rows.audited(old) != rows.audited(new):
@@ -172,8 +183,14 @@ class _Transaction:
             (name, code, algorithm, secret, rows.now(), KeyRole(role).value),
         )
 
+    def _release(self, old: Installation, new: Installation | None) -> None:
+        freed = rows.released(old, new)
+        if freed is not None:
+            self._conn.execute(rows.RELEASE.format(p="?"), freed)
+
     def delete(self, installation: Installation) -> None:
         self._conn.execute("DELETE FROM installations WHERE code = ?", (installation.code,))
+        self._release(installation, None)
         self._history(installation.code, "remove", installation, None)
         self.dns_changes.append((installation.code, installation, None))
 
@@ -227,6 +244,8 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
         return rows.label_taken(inst)
     if "installations.code" in text:
         return rows.code_taken(inst)
+    if "installations.gateway" in text:
+        return rows.pair_taken(inst)
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
