@@ -75,12 +75,25 @@ class Accounts(Writes):
             where.append(f"last_seen < {p}")
             params.append(query.stale_before.isoformat())
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        total = self._rows(f"SELECT count(*) FROM installations{clause}", params)
+        page = f" ORDER BY code LIMIT {p} OFFSET {p}"
+        if query.text:
+            # A text search reads every row: one pass that counts as it goes (a window
+            # over the matches), instead of one to count and one for the page.
+            found = self._rows(
+                f"SELECT {rows.COLUMNS}, count(*) OVER () FROM installations{clause}{page}",
+                [*params, query.limit, query.offset],
+            )
+            if found or query.offset == 0:
+                total = int(found[0][-1]) if found else 0
+                return InstallationPage(total, tuple(rows.installation(r[:-1]) for r in found))
+        total = int(self._rows(f"SELECT count(*) FROM installations{clause}", params)[0][0])
+        if total <= query.offset:
+            return InstallationPage(total, ())
         found = self._rows(
-            f"SELECT {rows.COLUMNS} FROM installations{clause} ORDER BY code LIMIT {p} OFFSET {p}",
+            f"SELECT {rows.COLUMNS} FROM installations{clause}{page}",
             [*params, query.limit, query.offset],
         )
-        return InstallationPage(int(total[0][0]), tuple(rows.installation(row) for row in found))
+        return InstallationPage(total, tuple(rows.installation(row) for row in found))
 
     def summary(self, stale_before: datetime, changes_since: datetime) -> RegistrySummary:
         p = self.PLACEHOLDER
