@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from controparte import __version__
-from controparte.cli import agent, connectivity, keys, live, registry, throttle
+from controparte.cli import accounts, agent, connectivity, keys, live, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -72,6 +72,10 @@ app.add_typer(zone_app, name="zone")
 app.add_typer(link_app, name="link")
 app.add_typer(agent_app, name="agent")
 app.add_typer(throttle_app, name="throttle")
+account_app = typer.Typer(
+    help="The dashboard's accounts (operator or support).", no_args_is_help=True
+)
+app.add_typer(account_app, name="account")
 
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
@@ -104,6 +108,9 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (live_app, "gateways", live.live_gateways),
     (live_app, "pool", live.live_pool),
     (live_app, "move", live.live_move),
+    (account_app, "add", accounts.account_add),
+    (account_app, "list", accounts.account_list),
+    (account_app, "remove", accounts.account_remove),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from controparte.plan.catalog import Catalog, load_catalog
 from controparte.service.access import Access
+from controparte.service.accounts import Accounts
 from controparte.service.credentials import ServerSecret, adopt_secret
 from controparte.service.heartbeat import HeartbeatWriter
 from controparte.service.links import Links
@@ -45,6 +46,8 @@ class Services:
     links: Links
     plans: Plans
     relay: Relay
+    accounts: Accounts
+    """The dashboard's accounts and sessions."""
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -96,4 +99,5 @@ def open_services(
         links=Links(registry, catalog),
         plans=Plans(registry, catalog),
         relay=Relay(registry),
+        accounts=Accounts(store, settings.ui_session_lifetime),
     )
