@@ -53,6 +53,8 @@ TABLES = (
     "auth_failures",
     "admin_tokens",
     "live_released",
+    "accounts",
+    "sessions",
     "history",
     "journal",
 )
