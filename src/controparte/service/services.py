@@ -18,6 +18,7 @@ from controparte.service.probe import (
 )
 from controparte.service.registry import Registry
 from controparte.service.relay import Relay
+from controparte.service.results import FlowResults
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -45,6 +46,8 @@ class Services:
     links: Links
     plans: Plans
     relay: Relay
+    results: FlowResults
+    """What was last seen of each flow (probes, relayed dials, doctor reports)."""
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -73,6 +76,7 @@ def open_services(
         raise
     registry = Registry(store, settings, on_change, live=catalog.live)
     access = Access(store, secret, settings)
+    plans = Plans(registry, catalog)
     return Services(
         settings=settings,
         store=store,
@@ -94,6 +98,7 @@ def open_services(
         ),
         catalog=catalog,
         links=Links(registry, catalog),
-        plans=Plans(registry, catalog),
+        plans=plans,
         relay=Relay(registry),
+        results=FlowResults(registry, plans),
     )
