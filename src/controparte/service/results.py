@@ -19,7 +19,8 @@ Which flows a test speaks for (pure: `probed_flows`, `dialled_flows`):
   plan's now, is skipped and named in the answer. A warning is a pass (with its
   words); a flow the plan blocks is a failure.
 
-Each flow keeps its newest `HISTORY_KEEP` results (`Store.add_flow_results`).
+Each flow keeps its newest `HISTORY_KEEP` results (`Store.add_flow_results`). The
+results of one test or report share one time.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class FlowResults:
         flow: Flow,
         outcome: Outcome,
         *,
+        at: datetime,
         source: ResultSource,
         by: str,
         detail: str,
@@ -162,7 +164,7 @@ class FlowResults:
             flow=flow.id,
             ports=flow.ports_text,
             outcome=outcome,
-            at=self.clock(),
+            at=at,
             source=source,
             reporter=by,
             detail=detail,
@@ -179,6 +181,7 @@ class FlowResults:
             link for link in self.store.links(target.code) if own or link.involves(requester.code)
         ]
         source = ResultSource.PROBE if own else ResultSource.COUNTERPART_PROBE
+        now = self.clock()
         results = []
         for link, plan in self._plans(links):
             for report in reports:
@@ -191,7 +194,7 @@ class FlowResults:
                 )
                 results += [
                     self._result(
-                        link, flow, outcome, source=source, by=requester.code, detail=detail
+                        link, flow, outcome, at=now, source=source, by=requester.code, detail=detail
                     )
                     for flow in probed_flows(plan, target.code, report.port)
                 ]
@@ -212,11 +215,13 @@ class FlowResults:
             f" {request.address} port {request.port}: {result.value} in {elapsed_ms} ms"
         )
         links = [link for link in self.store.links(agent.code) if link.involves(request.requester)]
+        now = self.clock()
         results = [
             self._result(
                 link,
                 flow,
                 reach_outcome(result),
+                at=now,
                 source=ResultSource.RELAY,
                 by=agent.code,
                 detail=detail,
@@ -241,6 +246,7 @@ class FlowResults:
                     " it is the caller or the callee of"
                 )
         links = self.store.links(reporter.code)
+        now = self.clock()
         results: list[FlowResult] = []
         skipped: list[Skipped] = []
         for part in reported:
@@ -271,6 +277,7 @@ class FlowResults:
                         link,
                         flow,
                         DOCTOR_OUTCOMES[item.status],
+                        at=now,
                         source=ResultSource.DOCTOR,
                         by=reporter.code,
                         detail=f"doctor on {reporter.code}: {words}",

@@ -333,8 +333,8 @@ class Store(Protocol):
         ...
 
     def flow_results(self, caller: str, callee: str, feature: str) -> list[FlowResult]:
-        """The results kept of the plan (`caller`, `callee`, `feature`), newest first
-        (codes in any case)."""
+        """The results kept of the plan (`caller`, `callee`, `feature`), newest first,
+        those of one time in the order they were added (codes in any case)."""
         ...
 
     def accept_tsig(

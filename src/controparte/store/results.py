@@ -75,7 +75,7 @@ class Results(Writes):
         p = self.PLACEHOLDER
         found = self._rows(
             f"SELECT {COLUMNS} FROM flow_results WHERE caller = {p} AND callee = {p}"
-            f" AND feature = {p} ORDER BY at DESC, id DESC",
+            f" AND feature = {p} ORDER BY at DESC, id",
             (caller, callee, feature),
         )
         return [_row(r) for r in found]
