@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := bind9-dnsutils bind9-utils bind9 knot-dnsutils knot nsd dnsperf ddclient nftables iproute2 procps curl systemd wrk postgresql
+DEB_PACKAGES := bind9-dnsutils bind9-utils bind9 knot-dnsutils knot nsd dnsperf ddclient nftables iproute2 procps curl systemd wrk postgresql chromium
 
 .PHONY: run test lint typecheck unit bench bench-xfr debs venv dist clean
 

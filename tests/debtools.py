@@ -12,6 +12,7 @@ from pathlib import Path
 
 PACKAGES = {
     "curl": "curl",  # docs/agent.md's DynDNS2 example
+    "chromium": "chromium",  # tests/browser: the dashboard in headless Chromium
     "ddclient": "ddclient",
     "dig": "bind9-dnsutils",
     "dnsperf": "dnsperf",  # bench/dns_bench.py

@@ -498,6 +498,11 @@ class Settings:
     registry is one `info` line; a refused change `debug`)."""
     log_format: str = setting("text", _keyed(_choice("text", "json")))
     """`text`: one line a record, its time in UTC; `json`: one JSON object a line."""
+    ui_session_lifetime: float = setting(8 * 3600.0, _number(60, 30 * 86400))
+    """Seconds a dashboard session lasts from its sign-in (`/ui`)."""
+    ui_secure_cookie: bool = setting(False, _keyed(_bool))
+    """Mark the dashboard's cookies Secure even when the request came over plain HTTP
+    (a TLS proxy in front that is not a trusted proxy); over HTTPS they always are."""
 
 
 KEYS = tuple(f.name for f in fields(Settings))

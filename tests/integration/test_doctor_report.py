@@ -40,7 +40,7 @@ def test_doctor_reports_its_flows_and_never_fails_for_the_report(
         token = issue_token(server, CODE)
         args = [
             "doctor", "--from", CODE, "--to", "far", "--feature", "einvoice",
-            "--server", server.http_url, "--dns", server.settings.dns, "--timeout", "1",
+            "--server", server.http_url, "--dns", str(server.settings.dns), "--timeout", "1",
             "--role", "server",
         ]  # fmt: skip
         quiet = CliRunner().invoke(app, [*args, "--report"])

@@ -26,7 +26,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "store": frozenset({"errors", "settings", "model"}),
     "service": frozenset({"errors", "settings", "model", "plan", "store"}),
     "dns": frozenset({"errors", "settings", "model", "plan", "store", "service", "claim", "logs"}),
-    "http": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
+    "http": frozenset({"errors", "settings", "model", "plan", "store", "service", "web"}),
+    "web": frozenset({"errors", "settings", "model", "plan", "store", "service"}),
     "agent": frozenset({"errors", "model", "plan"}),
     "cli": frozenset(
         {"errors", "settings", "model", "plan", "store", "service", "dns", "agent", "serve"}

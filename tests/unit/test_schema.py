@@ -44,6 +44,8 @@ def test_a_new_database_gets_every_version_and_a_serial_from_the_clock(tmp_path:
         "relay_polls",
         "tsig_seen",
         "auth_failures",
+        "accounts",
+        "sessions",
         "flow_results",
     }
     [(serial,)] = conn.execute("SELECT serial FROM zone_state").fetchall()

@@ -122,11 +122,16 @@ def test_nodes_opening_at_once_agree_on_one_secret(tmp_path: Path, database: str
 
 
 def back_to_version_4(data: Path, database: str) -> None:
-    """Undo schema versions 5 to 8 in the store, as a store written before them would
-    be (6 only adds the relay's tables, 7 the guards', 8 the flow results')."""
-    assert len(MIGRATIONS) == 8, "the versions after 4 are the ones undone here"
+    """Undo schema versions 5 to 9 in the store, as a store written before them would
+    be (6 only adds the relay's tables, 7 the guards', 8 the dashboard's, 9 the flow
+    results')."""
+    assert len(MIGRATIONS) == 9, "the versions after 4 are the ones undone here"
     drop = (
         "DROP TABLE flow_results",
+        "DROP TABLE sessions",
+        "DROP TABLE accounts",
+        "DROP INDEX installations_by_kind",
+        "DROP INDEX installations_by_last_seen",
         "DROP TABLE tsig_seen",
         "DROP TABLE auth_failures",
         "DROP TABLE relay_requests",

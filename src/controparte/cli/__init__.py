@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from controparte import __version__
-from controparte.cli import agent, connectivity, keys, registry, throttle
+from controparte.cli import accounts, agent, connectivity, keys, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -65,6 +65,10 @@ app.add_typer(zone_app, name="zone")
 app.add_typer(link_app, name="link")
 app.add_typer(agent_app, name="agent")
 app.add_typer(throttle_app, name="throttle")
+account_app = typer.Typer(
+    help="The dashboard's accounts (operator or support).", no_args_is_help=True
+)
+app.add_typer(account_app, name="account")
 
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
@@ -94,6 +98,9 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (agent_app, "listen", agent.agent_listen),
     (throttle_app, "list", throttle.throttle_list),
     (throttle_app, "clear", throttle.throttle_clear),
+    (account_app, "add", accounts.account_add),
+    (account_app, "list", accounts.account_list),
+    (account_app, "remove", accounts.account_remove),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

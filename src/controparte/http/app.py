@@ -4,7 +4,8 @@
 - `/nic/update`: DynDNS2 (`nic.py`);
 - `/healthz`: this process's health (`health_reply`): 200 while the database answers,
   503 when it does not, told without waiting for it;
-- `/metrics`: Prometheus text format (`metrics.py`), with `controparte_database_up`.
+- `/metrics`: Prometheus text format (`metrics.py`), with `controparte_database_up`;
+- `/ui/...`: the dashboard (`controparte.web`, its own error pages).
 
 Every error answer is `{"error": <kind>, "detail": <message>}` with the HTTP status of
 `errors.response_for`; nothing is improvised. Errors the service raises on purpose are
@@ -67,6 +68,7 @@ from controparte.service.metrics import (
     labelled,
 )
 from controparte.service.services import Services
+from controparte.web.app import create_web
 
 log = logging.getLogger("controparte.http")
 
@@ -141,6 +143,10 @@ def create_api(ctx: Context) -> FastAPI:
     app.state.controparte = ctx
     app.include_router(v1.router)
     app.include_router(nic.router)
+    app.mount(
+        "/ui",
+        create_web(services, client=lambda c: ctx.client(c).key, families=lambda: collect(ctx)),
+    )
     _complete_openapi(app)
 
     @app.get(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from controparte.plan.catalog import Catalog, load_catalog
 from controparte.service.access import Access
+from controparte.service.accounts import Accounts
 from controparte.service.credentials import ServerSecret, adopt_secret
 from controparte.service.heartbeat import HeartbeatWriter
 from controparte.service.links import Links
@@ -48,6 +49,8 @@ class Services:
     relay: Relay
     results: FlowResults
     """What was last seen of each flow (probes, relayed dials, doctor reports)."""
+    accounts: Accounts
+    """The dashboard's accounts and sessions."""
 
     def close(self) -> None:
         self.heartbeats.close()
@@ -101,4 +104,5 @@ def open_services(
         plans=plans,
         relay=Relay(registry),
         results=FlowResults(registry, plans),
+        accounts=Accounts(store, settings.ui_session_lifetime),
     )

@@ -133,6 +133,69 @@ class ThrottleEntry:
     blocked_until: float
 
 
+class Role(enum.StrEnum):
+    """What a dashboard account may do: an operator changes the registry, a support
+    account only looks."""
+
+    OPERATOR = "operator"
+    SUPPORT = "support"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """A dashboard account; `password_hash` as `service/accounts.py` makes it."""
+
+    name: str
+    role: Role
+    password_hash: str
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A dashboard session: `key` is the SHA-256 (hex) of the cookie's value; `account`
+    and `role` as they were at sign-in; `csrf` the token every form of the session
+    carries; valid until `expires`."""
+
+    key: str
+    account: str
+    role: Role
+    csrf: str
+    created: datetime
+    expires: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationQuery:
+    """A page of the installations' list: `text` found (any case) in the code, the
+    label or an address ('' : any); of `kind` only (None: any); with `stale_before`,
+    only those last seen before it (heartbeats that stopped); ordered by code."""
+
+    text: str = ""
+    kind: str | None = None
+    stale_before: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstallationPage:
+    """The installations of one page, and how many match the query in all."""
+
+    total: int
+    installations: tuple[Installation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySummary:
+    """Installations by kind, how many were last seen before a time (stale), and the
+    journal's entries (changes to what DNS serves) since another."""
+
+    by_kind: Mapping[str, int]
+    stale: int
+    changes: int
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change and how, for the audit history."""
@@ -374,6 +437,40 @@ class Store(Protocol):
 
     def throttle_clear(self, address: str) -> int:
         """Forget every count and block of `address`; how many entries there were."""
+        ...
+
+    def search(self, query: InstallationQuery) -> InstallationPage:
+        """The installations `query` selects, and their number in all."""
+        ...
+
+    def summary(self, stale_before: datetime, changes_since: datetime) -> RegistrySummary:
+        """Counts for the dashboard's overview (see `RegistrySummary`)."""
+        ...
+
+    def add_account(self, account: AccountRow) -> bool:
+        """Store `account`; False, and nothing stored, when its name is taken."""
+        ...
+
+    def account(self, name: str) -> AccountRow | None: ...
+
+    def accounts(self) -> list[AccountRow]:
+        """Every account, by name."""
+        ...
+
+    def remove_account(self, name: str) -> bool:
+        """Remove the account `name` and end its sessions; False when there was none."""
+        ...
+
+    def add_session(self, session: SessionRow, now: datetime) -> None:
+        """Store `session`; sessions expired at `now` are removed on the way."""
+        ...
+
+    def session(self, key: str, now: datetime) -> SessionRow | None:
+        """The session `key`, unless it has expired at `now` (or ended)."""
+        ...
+
+    def end_session(self, key: str) -> None:
+        """Remove the session `key` (nothing when there is none)."""
         ...
 
     def change_listener(self) -> ChangeListener | None:

@@ -58,6 +58,7 @@ from controparte.errors import ConflictError, StorageError, StorageUnavailableEr
 from controparte.model import DnsRecord, Installation, Link
 from controparte.settings import redacted_database
 from controparte.store import rows
+from controparte.store.accounts import Accounts
 from controparte.store.base import (
     KeyRole,
     Origin,
@@ -494,7 +495,7 @@ class _Transaction:
             self.conn.execute(_JOURNAL_STEP, params)
 
 
-class PostgresStore(Reads, Relays, Guards, Results):
+class PostgresStore(Reads, Relays, Guards, Accounts, Results):
     """`Store` on a PostgreSQL database (`url`: postgresql://...), shared by any number
     of processes and nodes."""
 
@@ -502,6 +503,7 @@ class PostgresStore(Reads, Relays, Guards, Results):
     NO_LIMIT = None
     RELAY_LOCK = f"SELECT pg_advisory_xact_lock({RELAY_LOCK_CLASS}, hashtext(%s))"
     TSIG_LOCK = f"SELECT pg_advisory_xact_lock({TSIG_LOCK_CLASS}, hashtext(%s))"
+    LIKE = "ILIKE"
 
     def __init__(
         self, url: str, *, pool_size: int = POOL_SIZE, timeout: float = POOL_TIMEOUT

@@ -364,7 +364,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
-    # 8: the results of flow tests (`store/results.py`): what the service's probes and
+    # 8: the dashboard (`web/`, `store/accounts.py`): its accounts (an operator may
+    # change, a support account only look; the password as `service/accounts.py`
+    # hashes it) and its sessions (the SHA-256 of the cookie's value, never the value;
+    # the account's name and role as they were at sign-in, "admin" for an admin token;
+    # the form token of the session). The installations' list filters by kind and by
+    # last_seen: an index each, so that a page of 100,000 stays fast.
+    Migration(
+        sqlite="""
+        CREATE TABLE accounts (
+            name          TEXT PRIMARY KEY,
+            role          TEXT NOT NULL CHECK (role IN ('operator', 'support')),
+            password_hash TEXT NOT NULL,
+            created       TEXT NOT NULL
+        );
+        CREATE TABLE sessions (
+            key     TEXT PRIMARY KEY,
+            account TEXT NOT NULL,
+            role    TEXT NOT NULL CHECK (role IN ('operator', 'support')),
+            csrf    TEXT NOT NULL,
+            created TEXT NOT NULL,
+            expires TEXT NOT NULL
+        );
+        CREATE INDEX sessions_by_account ON sessions (account);
+        CREATE INDEX sessions_by_expires ON sessions (expires);
+        CREATE INDEX installations_by_kind ON installations (kind, code);
+        CREATE INDEX installations_by_last_seen ON installations (last_seen);
+        """,
+        postgres="""
+        CREATE TABLE accounts (
+            name          text COLLATE "C" PRIMARY KEY,
+            role          text NOT NULL CHECK (role IN ('operator', 'support')),
+            password_hash text NOT NULL,
+            created       text NOT NULL
+        );
+        CREATE TABLE sessions (
+            key     text COLLATE "C" PRIMARY KEY,
+            account text COLLATE "C" NOT NULL,
+            role    text NOT NULL CHECK (role IN ('operator', 'support')),
+            csrf    text NOT NULL,
+            created text COLLATE "C" NOT NULL,
+            expires text COLLATE "C" NOT NULL
+        );
+        CREATE INDEX sessions_by_account ON sessions (account);
+        CREATE INDEX sessions_by_expires ON sessions (expires);
+        CREATE INDEX installations_by_kind ON installations (kind, code);
+        CREATE INDEX installations_by_last_seen ON installations (last_seen);
+        """,
+    ),
+    # 9: the results of flow tests (`store/results.py`): what the service's probes and
     # the doctor runs agents report saw of each flow of a plan (caller, callee, feature,
     # flow id, ports), when and from where. Bounded: each flow keeps its newest rows
     # only (`Store.add_flow_results`), and rows go with either installation.

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from controparte.errors import ConflictError, StorageError
 from controparte.model import DnsRecord, Installation, Link
 from controparte.store import private, rows
+from controparte.store.accounts import Accounts
 from controparte.store.base import (
     KeyRole,
     Origin,
@@ -231,7 +232,7 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore(Reads, Relays, Guards, Results):
+class SqliteStore(Reads, Relays, Guards, Accounts, Results):
     """`Store` on one SQLite file in WAL mode."""
 
     PLACEHOLDER = "?"
