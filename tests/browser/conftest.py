@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's headless chromium (`/usr/bin/chromium`,
 package `chromium`; Playwright never downloads one), driven by Playwright's Python API,
 against a real `controparte serve` on loopback. One server and one browser for the
-whole directory; each test has a browser context of its own (its own cookies)."""
+whole directory (package scope: Playwright's event loop ends with the directory, before
+other tests call asyncio.run); each test has a browser context of its own (its cookies)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,14 @@ def seed(registry: Registry) -> None:
     accounts.add(SUPPORT[0], Role.SUPPORT, SUPPORT[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("browser") / "data"
     with serving(data, {}, seed) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     tool("chromium")
     with sync_playwright() as playwright:
