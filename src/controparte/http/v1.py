@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -513,6 +514,18 @@ def relay_report_in(
     return Response(status_code=204)
 
 
+@dataclass(frozen=True, slots=True)
+class PairQuery:
+    """A plan's ends and feature, from the query (`/v1/plan`, `/v1/flow-results`)."""
+
+    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")]
+    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")]
+    feature: Annotated[str, Query(description="A feature id of the catalog")]
+
+
+Pair = Annotated[PairQuery, Depends()]
+
+
 # -- flow results: what was last seen of each flow (service/results.py) --------------------
 
 
@@ -548,23 +561,13 @@ def _result_out(result: FlowResult) -> FlowResultOut:
     "/flow-results",
     summary="The flows of a plan with what was last seen of each (admin, or either end)",
 )
-def flow_results(
-    *,
-    ctx: Ctx,
-    token: Token,
-    client: ClientDep,
-    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    feature: Annotated[str, Query(description="A feature id of the catalog")],
-) -> FlowResultsOut:
+def flow_results(ctx: Ctx, token: Token, client: ClientDep, pair: Pair) -> FlowResultsOut:
     """Credentials as for `/v1/plan`. Each flow of the plan as it stands now is shown
     with its newest passed or failed result on its ports now, else its newest untested
     one (`unknown`: none); `history` holds every result kept, newest first."""
-    principal = ctx.gate.admin_or_either(token, client, (caller, callee))
-    if principal.code is not None:
-        _linked_ends(ctx, principal.code, (caller, callee))
-    pair = ctx.services.results.for_pair(caller, callee, feature)
-    plan = pair.plan
+    _may_see(ctx, token, client, pair)
+    found = ctx.services.results.for_pair(pair.caller, pair.callee, pair.feature)
+    plan = found.plan
     return FlowResultsOut(
         caller=plan.caller.code,
         callee=plan.callee.code,
@@ -575,12 +578,12 @@ def flow_results(
                 description=flow.description,
                 direction=flow.direction.value,
                 ports=flow.ports_text,
-                outcome=pair.outcome(flow).value,
-                result=None if (shown := pair.shown.get(flow.id)) is None else _result_out(shown),
+                outcome=found.outcome(flow).value,
+                result=None if (shown := found.shown.get(flow.id)) is None else _result_out(shown),
             )
             for flow in plan.flows
         ],
-        history=[_result_out(r) for r in pair.history],
+        history=[_result_out(r) for r in found.history],
     )
 
 
@@ -684,9 +687,7 @@ def get_plan(
     ctx: Ctx,
     token: Token,
     client: ClientDep,
-    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    feature: Annotated[str, Query(description="A feature id of the catalog")],
+    pair: Pair,
     side: Annotated[
         Literal["caller", "callee"] | None,
         Query(description="json: only this side's rules; firewall formats: default caller"),
@@ -698,15 +699,21 @@ def get_plan(
     DNS publishes anyway (addresses, public ports) but also whether an end is Live and
     the port MxServer listens on behind NAT, which only linked counterparts (and
     admins) need to know."""
-    principal = ctx.gate.admin_or_either(token, client, (caller, callee))
-    if principal.code is not None:
-        _linked_ends(ctx, principal.code, (caller, callee))
-    found = ctx.services.plans.plan(caller, callee, feature)
+    _may_see(ctx, token, client, pair)
+    found = ctx.services.plans.plan(pair.caller, pair.callee, pair.feature)
     role = None if side is None else PlanRole(side)
     if fmt == "json":
         return PlanOut.model_validate(plan_dict(found, role))
     text = render_rules(found, role or PlanRole.CALLER, fmt)
     return PlainTextResponse(text)
+
+
+def _may_see(ctx: Context, token: str | None, client: Client, pair: PairQuery) -> None:
+    """AuthError or ForbiddenError unless the credential is an admin token, or the
+    token of the caller or the callee when the two are linked."""
+    principal = ctx.gate.admin_or_either(token, client, (pair.caller, pair.callee))
+    if principal.code is not None:
+        _linked_ends(ctx, principal.code, (pair.caller, pair.callee))
 
 
 def _linked_ends(ctx: Context, code: str, names: tuple[str, str]) -> None:
