@@ -47,6 +47,7 @@ def test_a_new_database_gets_every_version_and_a_serial_from_the_clock(tmp_path:
         "live_released",
         "accounts",
         "sessions",
+        "flow_results",
     }
     [(serial,)] = conn.execute("SELECT serial FROM zone_state").fetchall()
     assert before <= serial <= int(time.time())

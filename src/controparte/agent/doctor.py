@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from controparte.agent.evidence import Dial, Source, Status
+from controparte.model.flowresult import MAX_DETAIL, MAX_FLOWS, duration_text
 from controparte.model.probe import Reach
 from controparte.plan.planner import Action, Flow, Initiator, Party, Plan, Role, Rule
 from controparte.plan.wire import party_dict
@@ -135,7 +136,7 @@ class Record:
             return "never"
         if self.now is None:
             return self.last_seen.isoformat(timespec="seconds")
-        return f"{_duration((self.now - self.last_seen).total_seconds())} ago"
+        return f"{duration_text((self.now - self.last_seen).total_seconds())} ago"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +383,9 @@ def _record_step(
     said = f"{party.name} sent its last heartbeat {record.age_text()}"
     if not record.stale:
         return Check(step_id, title, Status.PASSED, seen, tested_from=("service",))
-    limit = "" if record.stale_after is None else f" (stale after {_duration(record.stale_after)})"
+    limit = (
+        "" if record.stale_after is None else f" (stale after {duration_text(record.stale_after)})"
+    )
     reason = (
         f"{said}{limit}: its agent is not running, or its address changed and nothing"
         " updated the record"
@@ -991,6 +994,30 @@ def report_dict(diagnoses: Iterable[Diagnosis]) -> dict[str, object]:
     }
 
 
+def results_plans(diagnoses: Iterable[Diagnosis]) -> list[dict[str, object]]:
+    """What `doctor --report` sends (`POST /v1/installations/{code}/flow-results`, its
+    `plans`): per plan, each flow's id, ports, status and reason (cut to the service's
+    bound); the steps (record, DNS) are no flows and are not sent."""
+    return [
+        {
+            "caller": d.plan.caller.code,
+            "callee": d.plan.callee.code,
+            "feature": d.plan.feature.id,
+            "flows": [
+                {
+                    "id": c.flow.id,
+                    "ports": c.flow.ports_text,
+                    "status": c.status.value,
+                    "reason": c.reason[:MAX_DETAIL],
+                }
+                for c in d.checks[:MAX_FLOWS]
+                if c.flow is not None
+            ],
+        }
+        for d in diagnoses
+    ]
+
+
 def summary_line(diagnoses: Iterable[Diagnosis]) -> str:
     """One line: the counts, and the first thing to fix (or to test elsewhere)."""
     found = list(diagnoses)
@@ -1050,12 +1077,3 @@ def render_text(diagnosis: Diagnosis) -> str:
         lines.append(f"note: {note}")
     lines.append(summary_line([diagnosis]))
     return "\n".join(lines) + "\n"
-
-
-def _duration(seconds: float) -> str:
-    """`45 s`, `12 min`, `3 h`, `2 d`."""
-    seconds = max(0.0, seconds)
-    for size, unit in ((86_400, "d"), (3_600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"

@@ -18,6 +18,7 @@ from controparte.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from controparte.model.flowresult import MAX_PLANS
 
 HTTP_TIMEOUT = 20.0
 MAX_PROBE_WAIT = 10.0
@@ -247,6 +248,26 @@ class ServiceApi:
         except (ControparteError, ValueError, KeyError, TypeError) as exc:
             return Dial.none(source, f"the relay failed: {exc}")
         return Dial.none(source, f"{counterpart}'s agent did not report within {wait:g} s")
+
+    def report_results(self, code: str, plans: list[dict[str, object]]) -> tuple[int, int]:
+        """Send a doctor run's flows (`doctor.results_plans`) to the service, at most
+        `MAX_PLANS` plans a request: how many results it recorded and how many it
+        skipped. ControparteError saying why when it could not be sent (no token, an
+        older service, refused, unreachable); parts sent before then stay recorded."""
+        if self.token is None:
+            raise ControparteError("no --token-file: reporting needs this installation's token")
+        path = f"/v1/installations/{urllib.parse.quote(code, safe='')}/flow-results"
+        recorded = skipped = 0
+        for start in range(0, len(plans), MAX_PLANS):
+            response = self._request("POST", path, body={"plans": plans[start : start + MAX_PLANS]})
+            if response.status_code in (404, 405) and _no_route(response):
+                raise ControparteError(f"{self.server} takes no flow results (an older service)")
+            answer = self._object(response, "flow results")
+            counted, listed = answer.get("recorded"), answer.get("skipped")
+            if not isinstance(counted, int) or not isinstance(listed, list):
+                raise ControparteError(f"{self.server} did not answer what it recorded")
+            recorded, skipped = recorded + counted, skipped + len(listed)
+        return recorded, skipped
 
     def _relay_refused(self, response: httpx.Response, counterpart: str) -> str:
         """Why the service took no relay request, in words doctor can print."""

@@ -17,6 +17,7 @@ from controparte.cli.common import (
     user_errors,
     with_settings,
 )
+from controparte.errors import ControparteError
 from controparte.plan.catalog import load_catalog
 from controparte.settings import HostPort, Settings
 
@@ -222,6 +223,14 @@ def doctor(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/2).")
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Send each flow's result to the service after the run (needs --token-file;"
+            " the exit status is the run's even when it cannot be sent).",
+        ),
+    ] = False,
     settings: Settings,
 ) -> None:
     """Check every flow between this installation and a counterpart (or every linked
@@ -234,6 +243,7 @@ def doctor(
         exit_code,
         render_text,
         report_dict,
+        results_plans,
     )
     from controparte.agent.doctor_run import DoctorConfig, run_doctor  # noqa: PLC0415
     from controparte.agent.token import read_token  # noqa: PLC0415
@@ -256,7 +266,26 @@ def doctor(
         typer.echo(json.dumps(report_dict(diagnoses), indent=2))
     else:
         typer.echo("\n".join(render_text(d) for d in diagnoses), nl=False)
+    if report:
+        said = _send_results(run.server, from_code, run.token, results_plans(diagnoses))
+        typer.echo(said, err=True)
     raise typer.Exit(exit_code(diagnoses))
+
+
+def _send_results(server: str, code: str, token: str | None, plans: list[dict[str, object]]) -> str:
+    """Send a doctor run's flow results for `code` to `server`; one line saying what
+    became of them (never raises for the service's or the network's trouble)."""
+    from controparte.agent.service_api import ServiceApi  # noqa: PLC0415
+
+    api = ServiceApi(server, token)
+    try:
+        recorded, skipped = api.report_results(code, plans)
+    except ControparteError as exc:
+        return f"doctor: the results were not reported: {exc}"
+    finally:
+        api.close()
+    left = f" ({skipped} skipped: not linked, or not the service's plan now)" if skipped else ""
+    return f"doctor: reported {recorded} flow result(s) to {server}{left}"
 
 
 def _host_port(flag: str, value: str) -> tuple[str, int]:

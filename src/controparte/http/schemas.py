@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controparte.errors import ValidationError
 from controparte.model import Installation, InstallationChange
+from controparte.model.flowresult import MAX_DETAIL, MAX_FLOW_ID, MAX_FLOWS, MAX_PLANS
 from controparte.service.health import HealthReport, ServedZone
 from controparte.service.status import fqdn, is_stale
 
@@ -329,6 +330,100 @@ class RelayDone(BaseModel):
         max_length=256,
         description="The one line the dialled port answered (empty: nothing, or not open)",
     )
+
+
+class DoctorFlowIn(BaseModel):
+    """One flow of a doctor run: its id and ports as the agent's plan had them, and the
+    check's verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=MAX_FLOW_ID, description="The plan's flow id")
+    ports: str = Field(
+        min_length=1, max_length=11, description="The flow's port(s) tested: N, LOW-HIGH or ?"
+    )
+    status: Literal["passed", "warning", "failed", "untested"] = Field(
+        description="The check's status (a warning is recorded as passed)"
+    )
+    reason: str = Field(default="", max_length=MAX_DETAIL, description="What was seen, in words")
+
+
+class DoctorPlanIn(BaseModel):
+    """The flows of one plan (caller, callee, feature) a doctor run tested; the
+    reporting installation must be the caller or the callee."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    caller: str = Field(min_length=1, max_length=64, description="The caller's code")
+    callee: str = Field(min_length=1, max_length=64, description="The callee's code")
+    feature: str = Field(min_length=1, max_length=64, description="The feature id")
+    flows: list[DoctorFlowIn] = Field(max_length=MAX_FLOWS)
+
+
+class DoctorReportIn(BaseModel):
+    """What a `controparte doctor --report` run found, plan by plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plans: list[DoctorPlanIn] = Field(max_length=MAX_PLANS)
+
+
+class SkippedOut(BaseModel):
+    """A part of the report not recorded (`flow` null: the whole plan), and why."""
+
+    caller: str
+    callee: str
+    feature: str
+    flow: str | None
+    why: str
+
+
+class DoctorReportOut(BaseModel):
+    """How many flow results were recorded, and what was not."""
+
+    recorded: int
+    skipped: list[SkippedOut]
+
+
+class FlowResultOut(BaseModel):
+    """One result of a flow's test: when, by what, on whose behalf, and what was seen."""
+
+    flow: str = Field(description="The plan's flow id")
+    ports: str = Field(description="The port(s) tested")
+    outcome: Literal["passed", "failed", "untested"]
+    at: datetime
+    source: Literal["probe", "counterpart-probe", "relay", "doctor"] = Field(
+        description="probe: the service's probe asked by the destination itself;"
+        " counterpart-probe: asked by a linked counterpart; relay: the counterpart's"
+        " agent dialled; doctor: a doctor run reported by the agent of `reporter`"
+    )
+    reporter: str = Field(description="The installation that asked or reported")
+    detail: str
+
+
+class FlowStateOut(BaseModel):
+    """A flow of the plan as it stands now, and the result it is shown with."""
+
+    id: str
+    description: str
+    direction: Literal["outbound", "return"]
+    ports: str
+    outcome: Literal["passed", "failed", "untested", "unknown"] = Field(
+        description="The newest passed or failed result, else the newest untested one;"
+        " unknown: none recorded on these ports"
+    )
+    result: FlowResultOut | None
+
+
+class FlowResultsOut(BaseModel):
+    """The flows of a plan with what was last seen of each, and every result kept of
+    the plan (newest first; each flow keeps its newest 20)."""
+
+    caller: str
+    callee: str
+    feature: str
+    flows: list[FlowStateOut]
+    history: list[FlowResultOut]
 
 
 class HistoryEntry(BaseModel):

@@ -17,11 +17,13 @@
 | GET    /v1/installations/{code}/relay/{id}[?wait=S] | the installation that asked |
 | GET    /v1/installations/{code}/relay-requests[?wait=S] | the installation (its agent) |
 | POST   /v1/installations/{code}/relay-requests/{id} | the installation (its agent) |
+| POST   /v1/installations/{code}/flow-results | the installation (its doctor's results) |
 | GET    /v1/resolve/{name}                | anyone (what DNS publishes)  |
 | GET    /v1/links[?code=CODE]             | admin; with `code`: admin or that installation |
 | POST   /v1/links                         | admin                        |
 | DELETE /v1/links/{a}/{b}[?feature=F]     | admin                        |
 | GET    /v1/plan?caller=&callee=&feature= | admin, or the caller or the callee when linked |
+| GET    /v1/flow-results?caller=&callee=&feature= | as /v1/plan                 |
 
 Credentials are `Authorization: Bearer <token>` (see `auth.py` for the rules). Changes
 are made through the registry as `Origin(actor, via="api", source=<client address>)`;
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -52,7 +55,12 @@ from controparte.http.context import Context
 from controparte.http.replies import JSON
 from controparte.http.schemas import (
     CounterpartsOut,
+    DoctorReportIn,
+    DoctorReportOut,
     ErrorOut,
+    FlowResultOut,
+    FlowResultsOut,
+    FlowStateOut,
     HeartbeatOut,
     HistoryEntry,
     HistoryOut,
@@ -80,6 +88,7 @@ from controparte.http.schemas import (
     TokenOut,
 )
 from controparte.model import Installation, Link
+from controparte.model.flowresult import FlowResult
 from controparte.model.probe import Reach
 from controparte.plan.firewall import render_rules
 from controparte.plan.planner import Role as PlanRole
@@ -88,6 +97,7 @@ from controparte.service import counterparts as counterpart_facts
 from controparte.service.counterparts import Counterpart, linked_counterpart
 from controparte.service.probe import choose_target, counterpart_targets, run_dial, run_probe
 from controparte.service.relay import relay_report
+from controparte.service.results import ReportedFlow, ReportedPlan
 from controparte.service.status import public_view
 from controparte.store import Origin
 
@@ -350,6 +360,7 @@ async def probe(inst: Itself, token: Token, client: ClientDep, ctx: Ctx) -> Prob
     assert token is not None  # `Itself` has authenticated it
     sources = ctx.services.settings.probe_sources
     report = await run_probe(target, code=inst.code, token=token, sources=sources)
+    await run_in_threadpool(ctx.services.results.record_probe, inst, [report], inst)
     return ProbeOut.model_validate(report.to_json())
 
 
@@ -412,6 +423,7 @@ async def probe_counterpart(
     services.counterpart_probes.acquire(counterpart.installation.code)
     sources = services.settings.probe_sources
     reports = await asyncio.gather(*(run_dial(t, sources=sources) for t in targets))
+    await run_in_threadpool(services.results.record_probe, counterpart.installation, reports, inst)
     return ProbeCounterpartOut(reports=[ProbeOut.model_validate(r.to_json()) for r in reports])
 
 
@@ -510,7 +522,81 @@ def relay_report_in(
         line=body.line,
         source=client.address,
     )
+    ctx.services.results.record_relay(inst, request_id, Reach(body.result), body.elapsed_ms)
     return Response(status_code=204)
+
+
+@dataclass(frozen=True, slots=True)
+class PairQuery:
+    """A plan's ends and feature, from the query (`/v1/plan`, `/v1/flow-results`)."""
+
+    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")]
+    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")]
+    feature: Annotated[str, Query(description="A feature id of the catalog")]
+
+
+Pair = Annotated[PairQuery, Depends()]
+
+
+# -- flow results: what was last seen of each flow (service/results.py) --------------------
+
+
+@heartbeat_routes.post(
+    "/installations/{code}/flow-results",
+    summary="Record what my doctor run found of each flow (the installation)",
+)
+def doctor_report(body: DoctorReportIn, inst: Itself, ctx: Ctx) -> DoctorReportOut:
+    """`controparte doctor --report` sends this after its run. Each plan must have this
+    installation as its caller or callee (else 403, nothing recorded); plans that are
+    not links, flows not in the service's plan now and flows tested on other ports are
+    skipped and named. A warning is recorded as passed."""
+    reported = [
+        ReportedPlan(
+            p.caller,
+            p.callee,
+            p.feature,
+            tuple(ReportedFlow(f.id, f.ports, f.status, f.reason) for f in p.flows),
+        )
+        for p in body.plans
+    ]
+    recorded, skipped = ctx.services.results.record_doctor(inst, reported)
+    return DoctorReportOut.model_validate(
+        {"recorded": recorded, "skipped": skipped}, from_attributes=True
+    )
+
+
+def _result_out(result: FlowResult) -> FlowResultOut:
+    return FlowResultOut.model_validate(result, from_attributes=True)
+
+
+@plan_routes.get(
+    "/flow-results",
+    summary="The flows of a plan with what was last seen of each (admin, or either end)",
+)
+def flow_results(ctx: Ctx, token: Token, client: ClientDep, pair: Pair) -> FlowResultsOut:
+    """Credentials as for `/v1/plan`. Each flow of the plan as it stands now is shown
+    with its newest passed or failed result on its ports now, else its newest untested
+    one (`unknown`: none); `history` holds every result kept, newest first."""
+    _may_see(ctx, token, client, pair)
+    found = ctx.services.results.for_pair(pair.caller, pair.callee, pair.feature)
+    plan = found.plan
+    return FlowResultsOut(
+        caller=plan.caller.code,
+        callee=plan.callee.code,
+        feature=plan.feature.id,
+        flows=[
+            FlowStateOut(
+                id=flow.id,
+                description=flow.description,
+                direction=flow.direction.value,
+                ports=flow.ports_text,
+                outcome=found.outcome(flow).value,
+                result=None if (shown := found.shown.get(flow.id)) is None else _result_out(shown),
+            )
+            for flow in plan.flows
+        ],
+        history=[_result_out(r) for r in found.history],
+    )
 
 
 # -- resolution ---------------------------------------------------------------------------
@@ -613,9 +699,7 @@ def get_plan(
     ctx: Ctx,
     token: Token,
     client: ClientDep,
-    caller: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    callee: Annotated[str, Query(description="Code, label or <label>.<zone>")],
-    feature: Annotated[str, Query(description="A feature id of the catalog")],
+    pair: Pair,
     side: Annotated[
         Literal["caller", "callee"] | None,
         Query(description="json: only this side's rules; firewall formats: default caller"),
@@ -627,15 +711,21 @@ def get_plan(
     DNS publishes anyway (addresses, public ports) but also whether an end is Live and
     the port MxServer listens on behind NAT, which only linked counterparts (and
     admins) need to know."""
-    principal = ctx.gate.admin_or_either(token, client, (caller, callee))
-    if principal.code is not None:
-        _linked_ends(ctx, principal.code, (caller, callee))
-    found = ctx.services.plans.plan(caller, callee, feature)
+    _may_see(ctx, token, client, pair)
+    found = ctx.services.plans.plan(pair.caller, pair.callee, pair.feature)
     role = None if side is None else PlanRole(side)
     if fmt == "json":
         return PlanOut.model_validate(plan_dict(found, role))
     text = render_rules(found, role or PlanRole.CALLER, fmt)
     return PlainTextResponse(text)
+
+
+def _may_see(ctx: Context, token: str | None, client: Client, pair: PairQuery) -> None:
+    """AuthError or ForbiddenError unless the credential is an admin token, or the
+    token of the caller or the callee when the two are linked."""
+    principal = ctx.gate.admin_or_either(token, client, (pair.caller, pair.callee))
+    if principal.code is not None:
+        _linked_ends(ctx, principal.code, (pair.caller, pair.callee))
 
 
 def _linked_ends(ctx: Context, code: str, names: tuple[str, str]) -> None:

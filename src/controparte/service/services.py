@@ -19,6 +19,7 @@ from controparte.service.probe import (
 )
 from controparte.service.registry import Registry
 from controparte.service.relay import Relay
+from controparte.service.results import FlowResults
 from controparte.service.throttle import FailureThrottle
 from controparte.settings import Settings
 from controparte.store import Store, open_store
@@ -46,6 +47,8 @@ class Services:
     links: Links
     plans: Plans
     relay: Relay
+    results: FlowResults
+    """What was last seen of each flow (probes, relayed dials, doctor reports)."""
     accounts: Accounts
     """The dashboard's accounts and sessions."""
 
@@ -76,6 +79,7 @@ def open_services(
         raise
     registry = Registry(store, settings, on_change, live=catalog.live)
     access = Access(store, secret, settings)
+    plans = Plans(registry, catalog)
     return Services(
         settings=settings,
         store=store,
@@ -97,7 +101,8 @@ def open_services(
         ),
         catalog=catalog,
         links=Links(registry, catalog),
-        plans=Plans(registry, catalog),
+        plans=plans,
         relay=Relay(registry),
+        results=FlowResults(registry, plans),
         accounts=Accounts(store, settings.ui_session_lifetime),
     )

@@ -27,7 +27,8 @@ Contracts:
   installations: removing an installation removes them. Removing a Live installation
   placed on a gateway, or moving it, records its (gateway, port) as freed then (the
   pool's quarantine, `live_ports`). None changes what DNS serves
-  (no journal entry, no new serial), nor the audit history.
+  (no journal entry, no new serial), nor the audit history. So do the results of flow
+  tests (`add_flow_results`), kept per flow up to a bound.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from controparte.model import DnsRecord, Installation, Link
+from controparte.model.flowresult import FlowResult
 
 T = TypeVar("T")
 
@@ -411,6 +413,17 @@ class Store(Protocol):
 
     def relay_polled(self, agent: str) -> datetime | None:
         """When `agent`'s agent last asked for its relay requests (None: never)."""
+        ...
+
+    def add_flow_results(self, results: Sequence[FlowResult], keep: int) -> None:
+        """Store `results` (their installations must exist) in one transaction; then
+        each flow they are of (caller, callee, feature, flow id) keeps only its newest
+        `keep` results."""
+        ...
+
+    def flow_results(self, caller: str, callee: str, feature: str) -> list[FlowResult]:
+        """The results kept of the plan (`caller`, `callee`, `feature`), newest first,
+        those of one time in the order they were added (codes in any case)."""
         ...
 
     def accept_tsig(

@@ -51,6 +51,7 @@ TABLES = (
     "relay_polls",
     "tsig_seen",
     "auth_failures",
+    "flow_results",
     "admin_tokens",
     "live_released",
     "accounts",
@@ -61,7 +62,7 @@ TABLES = (
 """The tables copied row for row, each after the tables it refers to; the one row of
 `zone_state` is carried apart (PostgreSQL keeps the last seq in it)."""
 
-IDENTITIES = ("admin_tokens", "history")
+IDENTITIES = ("admin_tokens", "history", "flow_results")
 """Tables whose `id` PostgreSQL hands out (an identity column): after the copy it goes
 on after the highest id copied."""
 

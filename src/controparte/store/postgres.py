@@ -67,6 +67,7 @@ from controparte.store.base import (
 from controparte.store.guards import Guards
 from controparte.store.reads import Reads
 from controparte.store.relays import Relays, Runner
+from controparte.store.results import Results
 from controparte.store.rows import ADOPT_FINGERPRINT, COLUMNS, HISTORY_COLUMNS, JOURNAL_COLUMNS
 from controparte.store.schema import SCHEMA_LOCK, migrate_postgres
 from controparte.store.watchdog import Watchdog, shut_down
@@ -518,7 +519,7 @@ class _Transaction:
             self.conn.execute(_JOURNAL_STEP, params)
 
 
-class PostgresStore(Reads, Relays, Guards, Accounts):
+class PostgresStore(Reads, Relays, Guards, Accounts, Results):
     """`Store` on a PostgreSQL database (`url`: postgresql://...), shared by any number
     of processes and nodes."""
 

@@ -40,6 +40,7 @@ from controparte.store.base import (
 from controparte.store.guards import Guards
 from controparte.store.reads import Reads
 from controparte.store.relays import Relays, Runner
+from controparte.store.results import Results
 from controparte.store.rows import (
     ADOPT_FINGERPRINT,
     COLUMNS,
@@ -250,7 +251,7 @@ def _conflict(exc: sqlite3.IntegrityError, inst: Installation) -> ConflictError:
     return ConflictError(f"the change conflicts with existing data ({text})")
 
 
-class SqliteStore(Reads, Relays, Guards, Accounts):
+class SqliteStore(Reads, Relays, Guards, Accounts, Results):
     """`Store` on one SQLite file in WAL mode."""
 
     PLACEHOLDER = "?"

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from controparte.errors import ControparteError, RateLimitedError, response_for
 from controparte.service.metrics import Family
 from controparte.service.services import Services
-from controparte.web import installation, installations, overview, signin
+from controparte.web import installation, installations, overview, pair, signin
 from controparte.web.headers import SecurityHeaders
 from controparte.web.pages import Web, render
 from controparte.web.session import SignInNeededError, current
@@ -59,6 +59,7 @@ def create_web(
             *overview.routes,
             *installations.routes,
             *installation.routes,
+            *pair.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={
