@@ -5,6 +5,7 @@ line in process (`tests/clirunner.py`), and the registry's database on each engi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
@@ -38,6 +39,18 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level as they were before each test: code run in
+    process (`serve`, `logs.configure`) replaces them with a handler on the stderr of
+    that moment, which pytest closes after the test ("Logging error" in later tests)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
