@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from controparte import __version__
-from controparte.cli import agent, connectivity, keys, registry, throttle
+from controparte.cli import agent, broker, connectivity, keys, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -65,6 +65,12 @@ app.add_typer(zone_app, name="zone")
 app.add_typer(link_app, name="link")
 app.add_typer(agent_app, name="agent")
 app.add_typer(throttle_app, name="throttle")
+broker_app = typer.Typer(
+    help="The start-live broker: serve it over HTTPS, or make a lab CA for it.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(broker_app, name="broker")
 
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
@@ -94,6 +100,8 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (agent_app, "listen", agent.agent_listen),
     (throttle_app, "list", throttle.throttle_list),
     (throttle_app, "clear", throttle.throttle_clear),
+    (broker_app, "serve", broker.broker_serve),
+    (broker_app, "lab-ca", broker.broker_lab_ca),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

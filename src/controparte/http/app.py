@@ -163,16 +163,26 @@ def create_api(ctx: Context) -> FastAPI:
     def metrics_endpoint() -> Response:
         return Response(exposition(collect(ctx)), media_type=CONTENT_TYPE)
 
+    add_error_handlers(app, metrics, services.throttle.block)
+    return app
+
+
+def add_error_handlers(app: FastAPI, metrics: Metrics, block: float) -> None:
+    """Answer every error of `app` from the one table (see the module): the service's
+    errors, request validation, the framework's refusals, and anything unexpected
+    (logged, counted, 500 without details). `block`: the throttle's block time, the
+    Retry-After of a RateLimitedError that names none."""
+
     @app.exception_handler(ControparteError)
     async def service_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ControparteError)
-        return error_reply(exc, metrics, services.throttle.block).response()
+        return error_reply(exc, metrics, block).response()
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         error = invalid_request(exc.errors())
-        return error_reply(error, metrics, services.throttle.block).response()
+        return error_reply(error, metrics, block).response()
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: Exception) -> Response:
@@ -181,14 +191,12 @@ def create_api(ctx: Context) -> FastAPI:
         error = http_refusal(
             exc.status_code, request.method, request.url.path, allow, exc.__cause__
         )
-        return error_reply(error, metrics, services.throttle.block).response()
+        return error_reply(error, metrics, block).response()
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return internal_reply(metrics).response()
-
-    return app
 
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
