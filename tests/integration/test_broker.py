@@ -1,0 +1,202 @@
+"""Three start-live brokers (`controparte broker serve`) on 127.0.0.1, .2 and .3, one port,
+over one registry, with TLS verified against a lab CA (`controparte broker lab-ca`), and
+the failover client (`agent/startlive.py`) in front of them: who may start whom, the
+wake hook (its timeout, one wake at a time), the rate limit, and one broker killed in
+the middle of a run while every request still succeeds."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controparte.agent.startlive import StartLive, start_url, tls_context
+from controparte.errors import AuthError, ForbiddenError, NotFoundError, RateLimitedError
+from controparte.model import Kind
+from controparte.service.labca import LabCa, make_lab_ca
+from controparte.service.services import open_services
+from controparte.settings import load_settings
+from tests.clirunner import invoke_cli, ok
+from tests.processes import (
+    LoggedProcess,
+    clean_env,
+    controparte_command,
+    free_tcp_port,
+    remember_secret,
+)
+
+BROKERS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+RATE = 40
+HOOK = """echo "$1" >> "$HOOK_LOG"
+case "$1" in slow*) sleep 30;; nap*) sleep 0.5;; esac"""
+
+
+@pytest.fixture(scope="session")
+def lab_ca(tmp_path_factory: pytest.TempPathFactory) -> LabCa:
+    """One lab CA and broker certificate for the session (the names and 127.0.0.1-3)."""
+    return make_lab_ca(tmp_path_factory.mktemp("lab-ca"), ["start-live.controparte.test"], BROKERS)
+
+
+@dataclass
+class Farm:
+    port: int
+    ca: Path
+    hook_log: Path
+    tokens: dict[str, str]
+    brokers: list[LoggedProcess]
+
+    def client(self) -> StartLive:
+        return StartLive(BROKERS, port=self.port, ca=self.ca)
+
+
+def _registry(data: Path) -> dict[str, str]:
+    """L1, NAP1, SLOW1 (Live), C1 linked to all three, C2 linked to none, P1 on premises."""
+    ok(invoke_cli("init", data=data))
+    settings = load_settings({"data": data, "allow_non_global": True}, env={})
+    services = open_services(settings)
+    try:
+        registry = services.registry
+        for code, label, port in (
+            ("L1", "l1", 9001),
+            ("NAP1", "nap1", 9002),
+            ("SLOW1", "slow1", 9003),
+        ):
+            registry.add(code, label, kind=Kind.LIVE, ipv4="198.51.100.7", port=port)
+        for code, label in (("C1", "c1"), ("C2", "c2"), ("P1", "p1")):
+            registry.add(code, label, ipv4="203.0.113.9", port=4711)
+        for live in ("L1", "NAP1", "SLOW1"):
+            services.links.add("C1", live, ["einvoice"])
+        return {
+            code: remember_secret(services.access.issue_token(code))
+            for code in ("L1", "C1", "C2", "P1")
+        }
+    finally:
+        services.close()
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory, lab_ca: LabCa) -> Iterator[Farm]:
+    base = tmp_path_factory.mktemp("farm")
+    data = base / "data"
+    tokens = _registry(data)
+    port = free_tcp_port()
+    hook_log = base / "hook.log"
+    env = clean_env(CONTROPARTE_ALLOW_NON_GLOBAL="1", HOOK_LOG=str(hook_log))
+    brokers = []
+    for host in BROKERS:
+        argv = [
+            *controparte_command(),
+            "broker",
+            "serve",
+            "--data",
+            str(data),
+            "--broker-https",
+            f"{host}:{port}",
+            "--broker-cert",
+            str(lab_ca.cert),
+            "--broker-key",
+            str(lab_ca.key),
+            "--broker-wake-command",
+            f"sh -c '{HOOK}' hook",
+            "--broker-wake-timeout",
+            "1",
+            "--broker-rate",
+            str(RATE),
+        ]
+        brokers.append(LoggedProcess(argv, base / f"broker-{host}.log", env, name=host))
+    try:
+        for broker in brokers:
+            broker.wait_log(r"start-live broker on https://")
+        yield Farm(port, lab_ca.ca, hook_log, tokens, brokers)
+    finally:
+        for broker in brokers:
+            broker.stop()
+
+
+def test_a_linked_counterpart_and_the_live_installation_itself_get_the_placement(
+    farm: Farm,
+) -> None:
+    with farm.client() as client:
+        by_caller = client.start("l1", farm.tokens["C1"], caller="C1")
+        itself = client.start("L1.bp.controparte.test.", farm.tokens["L1"])
+    for started in (by_caller, itself):
+        assert (started.gateway, started.port, started.ready) == ("198.51.100.7", 9001, True)
+        assert started.broker == BROKERS[0]
+
+
+@pytest.mark.parametrize(
+    ("label", "token_of", "caller", "error"),
+    [
+        ("l1", "C2", "C1", AuthError),  # another installation's token
+        ("l1", "L1", "C1", AuthError),  # the Live installation's token, claiming C1
+        ("l1", "C2", None, AuthError),  # C2's token as if it were L1's
+        ("l1", "C2", "C2", ForbiddenError),  # a valid caller, not linked
+        ("p1", "C1", "C1", ForbiddenError),  # not a Live installation
+        ("nobody", "C1", "C1", NotFoundError),
+    ],
+)
+def test_refusals_are_the_registrys_and_not_failed_over(
+    farm: Farm, label: str, token_of: str, caller: str | None, error: type[Exception]
+) -> None:
+    with farm.client() as client, pytest.raises(error):
+        client.start(label, farm.tokens[token_of], caller=caller)
+    assert client.rotation.failed_at == {}
+
+
+def test_the_certificate_is_verified(farm: Farm, tmp_path: Path) -> None:
+    """A client that trusts another CA refuses the brokers' certificate."""
+    other = make_lab_ca(tmp_path, ["elsewhere.test"], ["127.0.0.1"])
+    with httpx.Client(verify=tls_context(other.ca)) as client, pytest.raises(httpx.ConnectError):
+        client.post(start_url(BROKERS[0], farm.port, "l1"))
+    with pytest.raises(ssl.SSLError):
+        tls_context(None).load_verify_locations(cadata="not a certificate")
+
+
+def test_a_wake_hook_over_its_timeout_answers_not_ready(farm: Farm) -> None:
+    with farm.client() as client:
+        started = client.start("slow1", farm.tokens["C1"], caller="C1")
+    assert (started.gateway, started.port, started.ready) == ("198.51.100.7", 9003, False)
+    assert "did not finish within 1 s" in started.detail
+
+
+def test_a_second_start_joins_the_wake_under_way(farm: Farm) -> None:
+    with farm.client() as client, ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: client.start("nap1", farm.tokens["C1"], "C1"), range(2)))
+    assert [s.ready for s in both] == [True, True]
+    assert farm.hook_log.read_text().splitlines().count("nap1") == 1
+    assert "joined a wake under way" in farm.brokers[0].log()
+
+
+def test_starts_are_rate_limited_per_caller(farm: Farm) -> None:
+    """Broker 3 alone (the others take the other tests' starts): L1's own token, RATE
+    times, then 429."""
+    url = start_url(BROKERS[2], farm.port, "l1")
+    headers = {"Authorization": f"Bearer {farm.tokens['L1']}"}
+    with httpx.Client(verify=tls_context(farm.ca), headers=headers) as client:
+        statuses = [client.post(url).status_code for _ in range(RATE + 1)]
+    assert statuses == [200] * RATE + [429]
+    with farm.client() as failover, pytest.raises(RateLimitedError):
+        failover.rotation.failed(BROKERS[0])
+        failover.rotation.failed(BROKERS[1])
+        failover.start("l1", farm.tokens["L1"])
+
+
+def test_one_broker_killed_mid_run_every_request_succeeds(farm: Farm) -> None:
+    """Last in the module: kills the first broker. 30 starts, the first broker killed
+    after 10: each succeeds (within the client's deadline, or it would raise), the
+    first after the kill fails over once, and the dead broker is skipped after that."""
+    answers = []
+    with farm.client() as client:
+        for number in range(30):
+            if number == 10:
+                farm.brokers[0].kill()
+            answers.append(client.start("l1", farm.tokens["C1"], caller="C1", deadline=5.0))
+    assert all(a.ready and a.port == 9001 for a in answers)
+    assert {a.broker for a in answers[:10]} == {BROKERS[0]}
+    assert {a.broker for a in answers[10:]} == {BROKERS[1]}
+    assert [a.skipped[0][0] for a in answers if a.skipped] == [BROKERS[0]]
