@@ -199,6 +199,8 @@ def hook_of(settings: Settings) -> WakeHook | None:
         except ValueError as exc:
             raise ConfigError(f"broker_wake_command: cannot be split into words ({exc})") from None
         return CommandHook(argv, timeout)
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"broker_wake_url: {url!r} is not an http:// or https:// URL")
     return WebhookHook(url, timeout) if url else None
 
 
