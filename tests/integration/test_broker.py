@@ -6,18 +6,24 @@ the middle of a run while every request still succeeds."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 
 import httpx
 import pytest
 
+from controparte.agent.doctor import BrokerFinding
+from controparte.agent.doctor_run import DoctorConfig, ask_brokers
 from controparte.agent.startlive import StartLive, start_url, tls_context
 from controparte.errors import AuthError, ForbiddenError, NotFoundError, RateLimitedError
 from controparte.model import Kind
+from controparte.plan.catalog import load_catalog
+from controparte.plan.planner import Party
 from controparte.service.labca import LabCa, make_lab_ca
 from controparte.service.services import open_services
 from controparte.settings import load_settings
@@ -184,6 +190,33 @@ def test_starts_are_rate_limited_per_caller(farm: Farm) -> None:
         failover.rotation.failed(BROKERS[0])
         failover.rotation.failed(BROKERS[1])
         failover.start("l1", farm.tokens["L1"])
+
+
+def test_doctor_asks_the_brokers_and_says_which_answered(farm: Farm, tmp_path: Path) -> None:
+    """`doctor_run.ask_brokers` (what `controparte doctor` does for a Live counterpart)
+    over the catalog's start-live hosts: here the three brokers, on their port."""
+    packaged = resources.files("controparte.plan").joinpath("features.toml").read_text()
+    hosts = ", ".join(f'"{h}"' for h in BROKERS)
+    features = tmp_path / "features.toml"
+    features.write_text(
+        re.sub(r"start_live_hosts = \[[^]]*\]", f"start_live_hosts = [{hosts}]", packaged).replace(
+            "start_live_port = 443", f"start_live_port = {farm.port}"
+        )
+    )
+    config = DoctorConfig(
+        "C1", "http://127.0.0.1:9", load_catalog(features), farm.tokens["C1"], broker_ca=farm.ca
+    )
+    me = Party("C1", "c1", False, ("203.0.113.9",), 4711, None)
+    live = Party("L1", "l1", True, ("198.51.100.7",), 9001, None)
+    assert ask_brokers(config, me, live) == BrokerFinding(BROKERS[0], "198.51.100.7", 9001, True)
+    refused = ask_brokers(replace(config, token=farm.tokens["C2"]), me, live)
+    assert refused.broker is None and refused.refused is not None
+    assert "wrong token" in refused.refused
+    untrusted = make_lab_ca(tmp_path / "other", ["elsewhere.test"], BROKERS)
+    unverified = ask_brokers(replace(config, broker_ca=untrusted.ca), me, live)
+    assert unverified.broker is None, unverified
+    assert [name for name, _why in unverified.skipped] == list(BROKERS)
+    assert all("CERTIFICATE_VERIFY_FAILED" in why for _name, why in unverified.skipped)
 
 
 def test_one_broker_killed_mid_run_every_request_succeeds(farm: Farm) -> None:

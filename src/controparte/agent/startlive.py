@@ -12,8 +12,8 @@ Contracts:
   `attempt_timeout`): a broker that cannot be reached, times out or answers 5xx is
   marked failed and the next one is asked; an answer of the registry's (401, 403, 404,
   422, 429) is the same from every broker (they share one registry) and is raised as
-  the `ControparteError` of its status at once. Nothing tried in time: a
-  `ControparteError` naming every broker and what each did.
+  the `ControparteError` of its status at once. Nothing answered in time:
+  `NoBrokerError`, naming every broker tried and what each did.
 - TLS is always verified: against the CA file `ca` (a lab CA, `controparte broker
   lab-ca`), else the system's trust store. There is no way to turn it off.
 - `BrokerRequest` is the wire: `POST https://<name>:<port>/v1/start/<label>`,
@@ -59,6 +59,16 @@ _REFUSALS: dict[int, Callable[[str], ControparteError]] = {
     422: lambda said: InvalidRequestError([("request", said)]),
 }
 """The registry's answers: the same from every broker, so not failed over."""
+
+
+class NoBrokerError(ControparteError):
+    """No start-live broker answered in time; `skipped`: (name, what happened) of each
+    one tried."""
+
+    def __init__(self, deadline: float, skipped: Sequence[tuple[str, str]]) -> None:
+        self.skipped = tuple(skipped)
+        tried = "; ".join(f"{name}: {why}" for name, why in self.skipped) or "none tried"
+        super().__init__(f"no start-live broker answered within {deadline:g} s ({tried})")
 
 
 @dataclass
@@ -208,5 +218,4 @@ class StartLive:
                 continue
             self.rotation.succeeded(name)
             return started
-        tried = "; ".join(f"{name}: {why}" for name, why in skipped) or "none tried"
-        raise ControparteError(f"no start-live broker answered within {deadline:g} s ({tried})")
+        raise NoBrokerError(deadline, skipped)

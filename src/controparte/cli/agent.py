@@ -219,6 +219,15 @@ def doctor(
             " on MxServer's port here, else the server).",
         ),
     ] = None,
+    broker_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--broker-ca",
+            metavar="FILE",
+            help="CA file the start-live brokers' certificates are checked against (a lab"
+            " CA; default: the system's trust store).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/2).")
     ] = False,
@@ -250,6 +259,7 @@ def doctor(
         dns=None if dns_server is None else _host_port("--dns", dns_server),
         timeout=timeout,
         role=None if role is None else MachineRole(role),
+        broker_ca=broker_ca,
     )
     diagnoses = run_doctor(run)
     if as_json:
