@@ -41,9 +41,7 @@ import controparte
 from controparte.errors import ControparteError, StorageUnavailableError
 from controparte.http import nic, v1
 from controparte.http.apidocs import add_docs
-from controparte.http.auth import Gate
 from controparte.http.bodylimit import BodyLimit
-from controparte.http.clientaddr import parse_networks
 from controparte.http.context import Context, DnsSource
 from controparte.http.heartbeat import HeartbeatShell
 from controparte.http.metrics import HTTP_REQUESTS, UPDATE_WAYS, Metrics
@@ -56,7 +54,7 @@ from controparte.http.replies import (
     render,
 )
 from controparte.http.schemas import ErrorOut, Health, HealthDown, HeartbeatIn
-from controparte.service.health import HealthReport, HealthWatch, ServedZone
+from controparte.service.health import HealthReport, ServedZone
 from controparte.service.metrics import (
     CONTENT_TYPE,
     ZONE_SERIAL,
@@ -109,18 +107,12 @@ def create_app(
     age to `/metrics` and `/healthz`. With `fast_heartbeat` false, heartbeats go
     through the FastAPI route instead of the pure-ASGI shell (the same function, the
     same answers: for tests)."""
-    metrics = Metrics()
-    ctx = Context(
-        services=services,
-        dns=dns,
-        metrics=metrics,
-        gate=Gate(services, metrics),
-        trusted=parse_networks(services.settings.trusted_proxies),
-        health=HealthWatch(services.store),
-    )
+    ctx = Context.of(services, dns)
     api = create_api(ctx)
     inner: ASGIApp = HeartbeatShell(api, ctx) if fast_heartbeat else api
-    return RequestMetrics(BodyLimit(inner, services.settings.http_max_body, metrics), metrics)
+    return RequestMetrics(
+        BodyLimit(inner, services.settings.http_max_body, ctx.metrics), ctx.metrics
+    )
 
 
 def create_api(ctx: Context) -> FastAPI:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Body, FastAPI, Request, Response
@@ -31,11 +30,9 @@ from starlette.concurrency import run_in_threadpool
 import controparte
 from controparte.errors import ControparteError
 from controparte.http.app import RequestMetrics, add_error_handlers, health_reply
-from controparte.http.auth import Gate
 from controparte.http.bodylimit import BodyLimit
-from controparte.http.clientaddr import Client, parse_networks
+from controparte.http.clientaddr import Client
 from controparte.http.context import Context
-from controparte.http.metrics import Metrics
 from controparte.http.schemas import ErrorOut, Health, HealthDown
 from controparte.http.v1 import Token
 from controparte.model import Installation
@@ -47,7 +44,6 @@ from controparte.service.broker import (
     may_start,
     placement,
 )
-from controparte.service.health import HealthWatch
 from controparte.service.probe import ProbeLimiter
 from controparte.service.services import Services
 
@@ -69,15 +65,6 @@ class StartOut(BaseModel):
     detail: str = Field("", description="Why it is not ready, when it is not")
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerState:
-    """What the broker's route shares."""
-
-    ctx: Context
-    waker: Waker
-    limiter: ProbeLimiter
-
-
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
@@ -92,16 +79,8 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 def create_broker_app(services: Services, waker: Waker, limiter: ProbeLimiter) -> RequestMetrics:
     """The broker's app over `services` (see the module)."""
-    metrics = Metrics()
-    ctx = Context(
-        services=services,
-        dns=None,
-        metrics=metrics,
-        gate=Gate(services, metrics),
-        trusted=parse_networks(services.settings.trusted_proxies),
-        health=HealthWatch(services.store),
-    )
-    state = BrokerState(ctx, waker, limiter)
+    ctx = Context.of(services)
+    metrics = ctx.metrics
     app = FastAPI(
         title="controparte start-live broker",
         version=controparte.__version__,
@@ -135,7 +114,7 @@ def create_broker_app(services: Services, waker: Waker, limiter: ProbeLimiter) -
             # the caller is not named: as presented it may be anything, a token too
             log.info("start %s from %s refused: %s", label, client.key, exc)
             raise
-        outcome, joined = await state.waker.wake(Wake(live.code, live.label, place))
+        outcome, joined = await waker.wake(Wake(live.code, live.label, place))
         log.info(
             "start %s (%s) for %s from %s: gateway %s port %d ready %s%s (%d ms)%s",
             live.label,
