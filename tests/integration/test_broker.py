@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from controparte.agent.doctor import BrokerFinding
 from controparte.agent.doctor_run import DoctorConfig, ask_brokers
@@ -27,7 +28,7 @@ from controparte.plan.planner import Party
 from controparte.service.labca import LabCa, make_lab_ca
 from controparte.service.services import open_services
 from controparte.settings import load_settings
-from tests.clirunner import invoke_cli, ok
+from tests.clirunner import invoke_cli, ok, user_error
 from tests.processes import (
     LoggedProcess,
     clean_env,
@@ -122,6 +123,40 @@ def farm(tmp_path_factory: pytest.TempPathFactory, lab_ca: LabCa) -> Iterator[Fa
     finally:
         for broker in brokers:
             broker.stop()
+
+
+def test_the_lab_ca_command(tmp_path: Path) -> None:
+    """`controparte broker lab-ca DIR`: the catalog's start-live names and each
+    `--address` in the certificate, which the CA verifies; the key private."""
+    out = ok(invoke_cli("broker", "lab-ca", str(tmp_path), "--address", "127.0.0.1"))
+    assert out.stdout.split() == [str(tmp_path / f) for f in ("ca.pem", "broker.pem", "broker.key")]
+    assert (tmp_path / "broker.key").stat().st_mode & 0o077 == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "broker.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == list(load_catalog().live.start_live_hosts)
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+
+
+def test_the_broker_serves_https_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ok(invoke_cli("init", data=data))
+    said = user_error(invoke_cli("broker", "serve", data=data), 2)
+    assert "broker_cert, broker_key: the broker serves HTTPS only" in said
+    said = user_error(
+        invoke_cli(
+            "broker",
+            "serve",
+            "--broker-cert",
+            str(tmp_path / "none.pem"),
+            "--broker-key",
+            str(tmp_path / "none.key"),
+            data=data,
+        ),
+        2,
+    )
+    assert said == f"error: broker_cert: cannot read {tmp_path / 'none.pem'}"
 
 
 def test_a_linked_counterpart_and_the_live_installation_itself_get_the_placement(
