@@ -21,7 +21,13 @@ from cryptography import x509
 from controparte.agent.doctor import BrokerFinding
 from controparte.agent.doctor_run import DoctorConfig, ask_brokers
 from controparte.agent.startlive import StartLive, start_url, tls_context
-from controparte.errors import AuthError, ForbiddenError, NotFoundError, RateLimitedError
+from controparte.errors import (
+    AuthError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 from controparte.model import Kind
 from controparte.plan.catalog import load_catalog
 from controparte.plan.planner import Party
@@ -252,6 +258,9 @@ def test_doctor_asks_the_brokers_and_says_which_answered(farm: Farm, tmp_path: P
     assert unverified.broker is None, unverified
     assert [name for name, _why in unverified.skipped] == list(BROKERS)
     assert all("CERTIFICATE_VERIFY_FAILED" in why for _name, why in unverified.skipped)
+    (tmp_path / "not.pem").write_text("not a certificate")
+    with pytest.raises(ValidationError, match="broker_ca: cannot use"):
+        ask_brokers(replace(config, broker_ca=tmp_path / "not.pem"), me, live)
 
 
 def test_one_broker_killed_mid_run_every_request_succeeds(farm: Farm) -> None:

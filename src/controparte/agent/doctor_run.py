@@ -341,7 +341,8 @@ def run_doctor(config: DoctorConfig) -> list[Diagnosis]:
 
 def ask_brokers(config: DoctorConfig, me: Party, live: Party) -> BrokerFinding:
     """Ask the catalog's start-live brokers, with failover, to start `live` for `me`
-    (with `me`'s token); what they said, never an exception."""
+    (with `me`'s token); what they said. A ValidationError when the CA file
+    (`broker_ca`) cannot be used."""
     assert config.token is not None
     hosts, port = config.catalog.live.start_live_hosts, config.catalog.live.start_live_port
     try:
@@ -351,8 +352,10 @@ def ask_brokers(config: DoctorConfig, me: Party, live: Party) -> BrokerFinding:
             started = client.start(live.label, config.token, caller=me.code)
     except NoBrokerError as exc:
         return BrokerFinding(None, skipped=exc.skipped)
-    except (ControparteError, OSError) as exc:  # the registry's answer; a CA file unread
+    except ControparteError as exc:  # the registry's answer, the same from every broker
         return BrokerFinding(None, refused=str(exc))
+    except OSError as exc:  # the CA file: not PEM, unreadable
+        raise ValidationError("broker_ca", f"cannot use {config.broker_ca}: {exc}") from None
     return BrokerFinding(
         started.broker,
         started.gateway,

@@ -224,6 +224,8 @@ def doctor(
         typer.Option(
             "--broker-ca",
             metavar="FILE",
+            exists=True,
+            dir_okay=False,
             help="CA file the start-live brokers' certificates are checked against (a lab"
             " CA; default: the system's trust store).",
         ),
