@@ -17,9 +17,9 @@ The tests: this machine's role (a listener on MxServer's port, or `--role`); TCP
 connections from here to what DNS answers (all at once, each bounded by `timeout`);
 when one fails, the service's probe of the counterpart's registered address; the
 service's probe of this installation's own public port (once per run); the counterpart
-agent's dial of it (the relay); whether MxServer's ports listen on this machine; for a
-Live counterpart (with a token), the start-live brokers asked to start it, with
-failover (`startlive.py`), TLS checked against `broker_ca`.
+agent's dial of it (the relay); whether MxServer's ports listen on this machine; with
+`start_live`, for a Live counterpart (and a token), the start-live brokers asked to
+start it, with failover (`startlive.py`), TLS checked against `broker_ca`.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ class DoctorConfig:
     timeout: float = CONNECT_TIMEOUT
     role: MachineRole | None = None
     """What this machine is (`--role`); None: found out (`doctor.choose_machine`)."""
+    start_live: bool = False
+    """Ask the start-live brokers to start each Live counterpart (`--start-live`)."""
     broker_ca: Path | None = None
     """The CA file the start-live brokers' certificates are checked against
     (`--broker-ca`); None: the system's trust store."""
@@ -381,7 +383,7 @@ def _check_one(
     needed = checklist_for(the_plan, wanted.here, machine, found)
     broker = (
         ask_brokers(config, me, other)
-        if other.live and not me.live and config.token is not None
+        if config.start_live and other.live and not me.live and config.token is not None
         else None
     )
     run.connect_all(needed.connects)
