@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -40,8 +41,11 @@ import uvloop
 from controparte import fdlimit, logs
 from controparte.claim import DataDirLock, Shared, bind, bind_error
 from controparte.dns.server import DnsServer
+from controparte.errors import ConfigError
 from controparte.http.app import RequestMetrics, create_app
+from controparte.http.broker import create_broker_app
 from controparte.http.connection import GuardedProtocol, Limits, connection_cap, guarded
+from controparte.service.broker import Waker, hook_of, start_limiter
 from controparte.service.pruning import JournalPruner
 from controparte.service.services import Services, open_services
 from controparte.settings import Settings
@@ -102,9 +106,16 @@ class _HttpProtocol(GuardedProtocol):
         super().connection_made(coalescing)  # type: ignore[arg-type]
 
 
-def _uvicorn(app: RequestMetrics, settings: Settings, *, beside: int) -> _EmbeddedUvicorn:
+def _uvicorn(
+    app: RequestMetrics,
+    settings: Settings,
+    *,
+    beside: int,
+    tls: tuple[Path, Path] | None = None,
+) -> _EmbeddedUvicorn:
     """uvicorn over `app` with the HTTP limits of `settings`; `beside`: the connections
-    this process holds besides HTTP (DNS over TCP), which share its file descriptors."""
+    this process holds besides HTTP (DNS over TCP), which share its file descriptors;
+    `tls`: (certificate chain, key) to serve HTTPS."""
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     wanted = settings.http_max_connections
     cap = connection_cap(wanted, open_files, beside)
@@ -126,6 +137,8 @@ def _uvicorn(app: RequestMetrics, settings: Settings, *, beside: int) -> _Embedd
         lifespan="off",
         server_header=False,
         proxy_headers=False,  # trusted_proxies is applied by the app itself
+        ssl_certfile=None if tls is None else str(tls[0]),
+        ssl_keyfile=None if tls is None else str(tls[1]),
     )
     return _EmbeddedUvicorn(config)
 
@@ -155,6 +168,16 @@ async def _stop_http(server: _EmbeddedUvicorn, task: asyncio.Task[None]) -> None
     server.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 5)
+
+
+async def _serve_until(
+    stop: asyncio.Event, server: _EmbeddedUvicorn, task: asyncio.Task[None]
+) -> None:
+    """Let `server` serve until `stop` is set (or it ends by itself), then stop it."""
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    await _stop_http(server, task)
 
 
 def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -311,10 +334,7 @@ def http_worker(
             sock = bind(socket.SOCK_STREAM, settings.http.host, port, shared="yes")
             task = await _start_http(server, sock)
             ready.set()
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            await _stop_http(server, task)
+            await _serve_until(stop, server, task)
         finally:
             services.close()
 
@@ -334,5 +354,46 @@ def run(settings: Settings) -> None:
         async with Service(settings):
             await stop.wait()
             log.info("stopping")
+
+    run_loop(main)
+
+
+def run_broker(settings: Settings) -> None:
+    """`controparte broker serve`: the start-live broker (`http/broker.py`) over HTTPS on
+    `broker_https` until SIGINT or SIGTERM, over the registry the settings name. It
+    does not claim the data directory: several brokers and `controparte serve` share
+    the registry. A ConfigError when the certificate or key is not named or cannot be
+    read, or the wake hook is misconfigured."""
+    logs.configure(settings)
+    cert, key = settings.broker_cert, settings.broker_key
+    if cert is None or key is None:
+        raise ConfigError(
+            "broker_cert, broker_key: the broker serves HTTPS only: name its certificate"
+            " chain and key (`controparte broker lab-ca DIR` makes a lab pair)"
+        )
+    for name, path in (("broker_cert", cert), ("broker_key", key)):
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{name}: cannot read {path}")
+    hook = hook_of(settings)
+    where = settings.broker_https
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        services = open_services(settings)
+        try:
+            app = create_broker_app(services, Waker(hook), start_limiter(settings))
+            server = _uvicorn(app, settings, beside=0, tls=(cert, key))
+            try:
+                sock = bind(socket.SOCK_STREAM, where.host, where.port)
+            except OSError as exc:
+                raise bind_error(
+                    "broker_https", socket.SOCK_STREAM, where.host, where.port, exc
+                ) from None
+            task = await _start_http(server, sock)
+            log.info("start-live broker on https://%s", where)
+            await _serve_until(stop, server, task)
+        finally:
+            services.close()
 
     run_loop(main)

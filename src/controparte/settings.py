@@ -586,6 +586,22 @@ class Settings:
     ui_secure_cookie: bool = setting(False, _keyed(_bool))
     """Mark the dashboard's cookies Secure even when the request came over plain HTTP
     (a TLS proxy in front that is not a trusted proxy); over HTTPS they always are."""
+    broker_https: HostPort = setting(HostPort("127.0.0.1", 8443), _keyed(HostPort.parse))
+    """Where `controparte broker serve` listens, HTTPS (443 in production, one broker
+    behind each start-live name)."""
+    broker_cert: Path | None = setting(None, _keyed(_optional_path))
+    """The broker's certificate chain (PEM), valid for the start-live names."""
+    broker_key: Path | None = setting(None, _keyed(_optional_path))
+    """The private key of `broker_cert` (PEM)."""
+    broker_wake_command: str = setting("", _keyed(lambda _k, v: str(v).strip()))
+    """The wake hook as a command (split into words as a shell would, run without one):
+    the label is its last argument; docs/live.md has the contract."""
+    broker_wake_url: str = setting("", _keyed(lambda _k, v: str(v).strip()))
+    """The wake hook as a webhook: an http(s) URL that is POSTed the installation."""
+    broker_wake_timeout: float = setting(30.0, _number(0.1, 600))
+    """Seconds the wake hook is given; then the answer is `ready: false`."""
+    broker_rate: int = setting(30, _whole(1, 1_000_000))
+    """Start requests one caller may make to one broker a minute (429 beyond)."""
 
 
 KEYS = tuple(f.name for f in fields(Settings))

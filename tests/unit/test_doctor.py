@@ -15,6 +15,7 @@ import pytest
 from controparte.agent.doctor import (
     SCHEMA,
     Attempt,
+    BrokerFinding,
     Check,
     Diagnosis,
     DnsFinding,
@@ -408,6 +409,80 @@ def test_remote_access_from_the_server_is_untested_with_the_command_for_a_client
     assert found.exit_code == 3
 
 
+# -- the start-live brokers, asked to start a Live counterpart ---------------------------------
+
+ANSWERED = BrokerFinding(HOSTS[0], "198.51.100.34", 9100, True)
+
+
+def _brokers(found: BrokerFinding) -> Check:
+    """The step of the brokers' `found`, every start-live host answering on 443."""
+    seen = [("198.51.100.34", 9100, Reach.OPEN)] + [(h, 443, Reach.OPEN) for h in HOSTS]
+    diagnosis = diagnose(
+        make(SHOP_LIVE_RANGE, LIVE, "einvoice"),
+        Role.CALLER,
+        facts(*seen, dns=DNS_LIVE, broker=found),
+    )
+    return verdict(diagnosis, "start-live:L1")
+
+
+@pytest.mark.parametrize(
+    ("found", "status", "reason", "fix"),
+    [
+        (
+            ANSWERED,
+            Status.PASSED,
+            f"{HOSTS[0]} answered: live-l is reached on 198.51.100.34:9100, ready",
+            None,
+        ),
+        (
+            replace(ANSWERED, broker=HOSTS[1], skipped=((HOSTS[0], "connection refused"),)),
+            Status.WARNING,
+            f"before it: {HOSTS[0]}: connection refused",
+            f"tell the service's operator that {HOSTS[0]} did not answer",
+        ),
+        (
+            replace(ANSWERED, ready=False, detail="the wake hook did not finish within 30 s"),
+            Status.WARNING,
+            "not ready (the wake hook did not finish within 30 s)",
+            "live-l did not wake up in time",
+        ),
+        (
+            replace(ANSWERED, port=9200),
+            Status.WARNING,
+            "reached on 198.51.100.34:9200",
+            "is not the registry's",
+        ),
+        (
+            BrokerFinding(None, skipped=tuple((h, "timed out") for h in HOSTS)),
+            Status.FAILED,
+            f"no start-live broker answered from this machine ({HOSTS[0]}: timed out",
+            "let this machine out on tcp 443 to the start-live hosts",
+        ),
+        (
+            BrokerFinding(None, refused="start-live broker x: installation 'L1' is not linked"),
+            Status.FAILED,
+            "the start-live brokers refused: start-live broker x",
+            "link shop-a to it",
+        ),
+    ],
+)
+def test_the_brokers_verdict(
+    found: BrokerFinding, status: Status, reason: str, fix: str | None
+) -> None:
+    check = _brokers(found)
+    assert check.status is status
+    assert reason in check.reason
+    assert (check.fix is None) if fix is None else (fix in (check.fix or ""))
+    assert check.tested_from == ("here",)
+    assert [t["target"] for t in check.tests] == [n for n, _ in found.skipped] + (
+        [found.broker] if found.broker else []
+    )
+
+
+def test_no_broker_step_unless_asked() -> None:
+    assert all(not c.id.startswith("start-live:L1") for c in _start_live(*[Reach.OPEN] * 3).steps)
+
+
 # -- output --------------------------------------------------------------------------------------
 
 
@@ -422,6 +497,14 @@ def _schema() -> dict[str, object]:
     "diagnosis",
     [
         pytest.param(lambda: _start_live(Reach.OPEN, Reach.TIMEOUT, Reach.OPEN), id="warning"),
+        pytest.param(
+            lambda: diagnose(
+                make(SHOP_LIVE_RANGE, LIVE, "einvoice"),
+                Role.CALLER,
+                facts(dns=DNS_LIVE, broker=replace(ANSWERED, skipped=((HOSTS[1], "refused"),))),
+            ),
+            id="brokers",
+        ),
         pytest.param(
             lambda: diagnose(
                 make(SHOP, STUDIO, "einvoice"),

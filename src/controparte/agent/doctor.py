@@ -43,6 +43,7 @@ something could not be tested, else 0 (warnings included).
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,6 +155,50 @@ class DnsFinding:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerFinding:
+    """What the start-live brokers said when asked, with failover
+    (`agent/startlive.py`), to start the Live counterpart for this installation:
+    `broker`, the name that answered (None: none did, or they refused), with the
+    placement it gave and whether the wake hook said ready; `skipped`, (name, what
+    happened) of those tried before it; `refused`, the registry's refusal (the same from
+    every broker: a token or a link)."""
+
+    broker: str | None
+    gateway: str | None = None
+    port: int | None = None
+    ready: bool = False
+    detail: str = ""
+    skipped: tuple[tuple[str, str], ...] = ()
+    refused: str | None = None
+
+    def tests(self) -> tuple[dict[str, object], ...]:
+        """Each broker asked, as evidence (kind `start-live`)."""
+        asked: list[dict[str, object]] = [
+            {
+                "kind": "start-live",
+                "from": "here",
+                "target": name,
+                "result": "failed",
+                "detail": why,
+            }
+            for name, why in self.skipped
+        ]
+        if self.broker is not None:
+            asked.append(
+                {
+                    "kind": "start-live",
+                    "from": "here",
+                    "target": self.broker,
+                    "address": self.gateway,
+                    "port": self.port,
+                    "result": "ready" if self.ready else "not ready",
+                    "detail": self.detail,
+                }
+            )
+        return tuple(asked)
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     """Everything doctor found for one plan. `self_probe`: the service's probe of this
     installation's public port; `relay`: the counterpart's agent dialling it;
@@ -168,6 +213,7 @@ class Facts:
     record: Record | None = None
     own_record: Record | None = None
     dns: DnsFinding | None = None
+    broker: BrokerFinding | None = None
     command: str = "controparte doctor"
     """How doctor was started here, to tell the other side what to run."""
     server: str = "URL"
@@ -409,6 +455,59 @@ def _dns_step(party: Party, dns: DnsFinding | None) -> Check | None:
         ("here",),
         dns.tests,
     )
+
+
+def _broker_step(me: Party, live: Party, found: BrokerFinding | None) -> Check | None:
+    """The start-live brokers asked to start the Live counterpart `live`: passed when
+    one answered with the registry's placement and ready; a warning when one answered
+    but another did not first, the wake hook did not say ready, or the placement is not
+    the registry's; failed when none answered or they refused."""
+    if found is None:
+        return None
+    check = functools.partial(
+        Check,
+        f"start-live:{live.code}",
+        f"start-live: a broker starts {live.name} for {me.label}",
+        tested_from=("here",),
+        tests=found.tests(),
+    )
+    said = "; ".join(f"{name}: {why}" for name, why in found.skipped)
+    if found.refused is not None:
+        return check(
+            Status.FAILED,
+            f"the start-live brokers refused: {found.refused}",
+            f"the brokers start {live.label} for its linked counterparts, with their own"
+            f" token: link {me.label} to it (`controparte link add`) and check the token"
+            " given to doctor is current",
+        )
+    if found.broker is None:
+        return check(
+            Status.FAILED,
+            f"no start-live broker answered from this machine ({said or 'none tried'})",
+            "let this machine out on tcp 443 to the start-live hosts (see the start-live"
+            " flows); if it is, tell the service's operator that no broker answers",
+        )
+    where = f"{found.gateway}:{found.port}"
+    reason = f"{found.broker} answered: {live.label} is reached on {where}"
+    reason += ", ready" if found.ready else f", not ready ({found.detail or 'no reason given'})"
+    problems = []
+    if said:
+        reason += f"; before it: {said}"
+        problems.append(
+            f"tell the service's operator that {', '.join(n for n, _ in found.skipped)} did"
+            " not answer (one broker is enough: nothing to change here)"
+        )
+    if not found.ready:
+        problems.append(f"{live.label} did not wake up in time: ask again, or tell its operator")
+    if found.port != live.port or found.gateway not in live.addresses:
+        problems.append(
+            f"the broker's placement {where} is not the registry's"
+            f" ({', '.join(live.addresses) or 'no address'}, port {live.port}): tell the"
+            " service's operator"
+        )
+    if problems:
+        return check(Status.WARNING, reason, "; ".join(problems))
+    return check(Status.PASSED, reason, None)
 
 
 # -- fixes ----------------------------------------------------------------------------------
@@ -929,6 +1028,9 @@ def diagnose(
     dns = _dns_step(other, facts.dns)
     if dns is not None:
         steps.append(dns)
+    broker = _broker_step(plan.party(here), other, facts.broker)
+    if broker is not None:
+        steps.append(broker)
     notes = tuple(plan.notes) + tuple(notes)
     return Diagnosis(plan, here, machine, machine_why, tuple(steps), tuple(checks), notes)
 

@@ -17,7 +17,9 @@ The tests: this machine's role (a listener on MxServer's port, or `--role`); TCP
 connections from here to what DNS answers (all at once, each bounded by `timeout`);
 when one fails, the service's probe of the counterpart's registered address; the
 service's probe of this installation's own public port (once per run); the counterpart
-agent's dial of it (the relay); whether MxServer's ports listen on this machine.
+agent's dial of it (the relay); whether MxServer's ports listen on this machine; with
+`start_live`, for a Live counterpart (and a token), the start-live brokers asked to
+start it, with failover (`startlive.py`), TLS checked against `broker_ca`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from controparte.agent.doctor import (
     Attempt,
+    BrokerFinding,
     Diagnosis,
     DnsFinding,
     Facts,
@@ -53,7 +57,9 @@ from controparte.agent.resolution import (
     zone_servers,
 )
 from controparte.agent.service_api import ServiceApi
+from controparte.agent.startlive import NoBrokerError, StartLive
 from controparte.errors import (
+    ControparteError,
     NotFoundError,
     ValidationError,
 )
@@ -81,6 +87,11 @@ class DoctorConfig:
     timeout: float = CONNECT_TIMEOUT
     role: MachineRole | None = None
     """What this machine is (`--role`); None: found out (`doctor.choose_machine`)."""
+    start_live: bool = False
+    """Ask the start-live brokers to start each Live counterpart (`--start-live`)."""
+    broker_ca: Path | None = None
+    """The CA file the start-live brokers' certificates are checked against
+    (`--broker-ca`); None: the system's trust store."""
 
     def __post_init__(self) -> None:
         if not self.server.startswith(("http://", "https://")):
@@ -330,6 +341,33 @@ def run_doctor(config: DoctorConfig) -> list[Diagnosis]:
         api.close()
 
 
+def ask_brokers(config: DoctorConfig, me: Party, live: Party) -> BrokerFinding:
+    """Ask the catalog's start-live brokers, with failover, to start `live` for `me`
+    (with `me`'s token); what they said. A ValidationError when the CA file
+    (`broker_ca`) cannot be used."""
+    assert config.token is not None
+    hosts, port = config.catalog.live.start_live_hosts, config.catalog.live.start_live_port
+    try:
+        with StartLive(
+            hosts, port=port, ca=config.broker_ca, attempt_timeout=config.timeout
+        ) as client:
+            started = client.start(live.label, config.token, caller=me.code)
+    except NoBrokerError as exc:
+        return BrokerFinding(None, skipped=exc.skipped)
+    except ControparteError as exc:  # the registry's answer, the same from every broker
+        return BrokerFinding(None, refused=str(exc))
+    except OSError as exc:  # the CA file: not PEM, unreadable
+        raise ValidationError("broker_ca", f"cannot use {config.broker_ca}: {exc}") from None
+    return BrokerFinding(
+        started.broker,
+        started.gateway,
+        started.port,
+        started.ready,
+        started.detail,
+        started.skipped,
+    )
+
+
 def _check_one(
     config: DoctorConfig, run: _Run, me: Party, own: Mapping[str, object], wanted: _Wanted
 ) -> Diagnosis:
@@ -343,6 +381,11 @@ def _check_one(
         str(wanted.view.get("fqdn")), other, config.dns, timeout=config.timeout
     )
     needed = checklist_for(the_plan, wanted.here, machine, found)
+    broker = (
+        ask_brokers(config, me, other)
+        if config.start_live and other.live and not me.live and config.token is not None
+        else None
+    )
     run.connect_all(needed.connects)
     counterpart_probe = None
     if wants_counterpart_probe(the_plan, wanted.here, run.attempts, found) and config.token:
@@ -363,6 +406,7 @@ def _check_one(
             record=record_of(wanted.view, now),
             own_record=record_of(own, now),
             dns=found,
+            broker=broker,
             command=_command(config),
             server=config.server,
         )

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from controparte import __version__
-from controparte.cli import accounts, agent, connectivity, keys, live, registry, throttle
+from controparte.cli import accounts, agent, broker, connectivity, keys, live, registry, throttle
 from controparte.cli.migrate import migrate
 from controparte.cli.resolve import resolve
 from controparte.cli.serve import serve
@@ -76,6 +76,12 @@ account_app = typer.Typer(
     help="The dashboard's accounts (operator or support).", no_args_is_help=True
 )
 app.add_typer(account_app, name="account")
+broker_app = typer.Typer(
+    help="The start-live broker: serve it over HTTPS, or make a lab CA for it.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(broker_app, name="broker")
 
 # (group, name, function), in the order `--help` lists them; the agent group's own
 # command (heartbeats) is its callback.
@@ -111,6 +117,8 @@ _COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (account_app, "add", accounts.account_add),
     (account_app, "list", accounts.account_list),
     (account_app, "remove", accounts.account_remove),
+    (broker_app, "serve", broker.broker_serve),
+    (broker_app, "lab-ca", broker.broker_lab_ca),
 )
 for group, name, command in _COMMANDS:
     group.command(name)(command)

@@ -220,6 +220,25 @@ def doctor(
             " on MxServer's port here, else the server).",
         ),
     ] = None,
+    start_live: Annotated[
+        bool,
+        typer.Option(
+            "--start-live",
+            help="Also ask the start-live brokers (HTTPS, with failover) to start each Live"
+            " counterpart, and say which answered (needs --token-file).",
+        ),
+    ] = False,
+    broker_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--broker-ca",
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help="CA file the start-live brokers' certificates are checked against (a lab"
+            " CA; default: the system's trust store); implies --start-live.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON (schema controparte.doctor/2).")
     ] = False,
@@ -260,6 +279,8 @@ def doctor(
         dns=None if dns_server is None else _host_port("--dns", dns_server),
         timeout=timeout,
         role=None if role is None else MachineRole(role),
+        start_live=start_live or broker_ca is not None,
+        broker_ca=broker_ca,
     )
     diagnoses = run_doctor(run)
     if as_json:

@@ -42,9 +42,7 @@ import controparte
 from controparte.errors import ControparteError, StorageUnavailableError
 from controparte.http import nic, v1
 from controparte.http.apidocs import add_docs
-from controparte.http.auth import Gate
 from controparte.http.bodylimit import BodyLimit
-from controparte.http.clientaddr import parse_networks
 from controparte.http.context import Context, DnsSource
 from controparte.http.heartbeat import HeartbeatShell
 from controparte.http.metrics import HTTP_REQUESTS, UPDATE_WAYS, Metrics
@@ -57,7 +55,7 @@ from controparte.http.replies import (
     render,
 )
 from controparte.http.schemas import ErrorOut, Health, HealthDown, HeartbeatIn
-from controparte.service.health import HealthReport, HealthWatch, ServedZone
+from controparte.service.health import HealthReport, ServedZone
 from controparte.service.metrics import (
     CONTENT_TYPE,
     ZONE_SERIAL,
@@ -111,18 +109,12 @@ def create_app(
     age to `/metrics` and `/healthz`. With `fast_heartbeat` false, heartbeats go
     through the FastAPI route instead of the pure-ASGI shell (the same function, the
     same answers: for tests)."""
-    metrics = Metrics()
-    ctx = Context(
-        services=services,
-        dns=dns,
-        metrics=metrics,
-        gate=Gate(services, metrics),
-        trusted=parse_networks(services.settings.trusted_proxies),
-        health=HealthWatch(services.store),
-    )
+    ctx = Context.of(services, dns)
     api = create_api(ctx)
     inner: ASGIApp = HeartbeatShell(api, ctx) if fast_heartbeat else api
-    return RequestMetrics(BodyLimit(inner, services.settings.http_max_body, metrics), metrics)
+    return RequestMetrics(
+        BodyLimit(inner, services.settings.http_max_body, ctx.metrics), ctx.metrics
+    )
 
 
 def create_api(ctx: Context) -> FastAPI:
@@ -169,16 +161,26 @@ def create_api(ctx: Context) -> FastAPI:
     def metrics_endpoint() -> Response:
         return Response(exposition(collect(ctx)), media_type=CONTENT_TYPE)
 
+    add_error_handlers(app, metrics, services.throttle.block)
+    return app
+
+
+def add_error_handlers(app: FastAPI, metrics: Metrics, block: float) -> None:
+    """Answer every error of `app` from the one table (see the module): the service's
+    errors, request validation, the framework's refusals, and anything unexpected
+    (logged, counted, 500 without details). `block`: the throttle's block time, the
+    Retry-After of a RateLimitedError that names none."""
+
     @app.exception_handler(ControparteError)
     async def service_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ControparteError)
-        return error_reply(exc, metrics, services.throttle.block).response()
+        return error_reply(exc, metrics, block).response()
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         error = invalid_request(exc.errors())
-        return error_reply(error, metrics, services.throttle.block).response()
+        return error_reply(error, metrics, block).response()
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: Exception) -> Response:
@@ -187,14 +189,12 @@ def create_api(ctx: Context) -> FastAPI:
         error = http_refusal(
             exc.status_code, request.method, request.url.path, allow, exc.__cause__
         )
-        return error_reply(error, metrics, services.throttle.block).response()
+        return error_reply(error, metrics, block).response()
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return internal_reply(metrics).response()
-
-    return app
 
 
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"

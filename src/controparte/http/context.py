@@ -9,7 +9,7 @@ from typing import Protocol
 from starlette.requests import HTTPConnection
 
 from controparte.http.auth import Gate
-from controparte.http.clientaddr import Client, IPNetwork, resolve_client
+from controparte.http.clientaddr import Client, IPNetwork, parse_networks, resolve_client
 from controparte.http.metrics import Metrics
 from controparte.http.schemas import InstallationOut
 from controparte.model import Installation
@@ -35,6 +35,20 @@ class Context:
     gate: Gate
     trusted: tuple[IPNetwork, ...]
     health: HealthWatch
+
+    @classmethod
+    def of(cls, services: Services, dns: DnsSource | None = None) -> Context:
+        """A new context over `services`: fresh metrics, and the gate, trusted proxies
+        and health watch made from them."""
+        metrics = Metrics()
+        return cls(
+            services=services,
+            dns=dns,
+            metrics=metrics,
+            gate=Gate(services, metrics),
+            trusted=parse_networks(services.settings.trusted_proxies),
+            health=HealthWatch(services.store),
+        )
 
     def client(self, request: HTTPConnection) -> Client:
         """The request's client, with the trusted-proxy rule applied."""
