@@ -6,6 +6,7 @@ other tests call asyncio.run); each test has a browser context of its own (its c
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +19,15 @@ from controparte.service.accounts import Accounts
 from controparte.store import Origin
 from controparte.store.base import Role
 from tests.debtools import tool
+from tests.processes import remember_secret
 from tests.realserver import ServerProcess, serving
 
 CHROMIUM = "/usr/bin/chromium"
 OPERATOR = ("olivia", "operator-password-1")
 SUPPORT = ("sam", "support-password-1")
+ADMIN_TOKEN = remember_secret(secrets.token_urlsafe(32))
+GATEWAY = "name=gw1 ipv4=203.0.113.7 ports=9000-9009"
+"""The Live pool's one gateway: LIVE-0003 is placed on it."""
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
@@ -30,7 +35,7 @@ def seed(registry: Registry) -> None:
     """A few installations, a link between two, and the two accounts."""
     registry.add("ACME-0001", "acme-milano", ipv4="192.0.2.10", port=4443)
     registry.add("BETA-0002", "beta-torino", ipv4="198.51.100.20", ipv6="2001:db8::20", port=4443)
-    registry.add("LIVE-0003", "live-cloud", kind="live", ipv4="203.0.113.30", port=9003)
+    registry.add("LIVE-0003", "live-cloud", kind="live")  # placed on gw1
     for number in range(5, 80):
         registry.add(f"BULK-{number:04d}", f"bulk-{number}", ipv4=f"192.0.2.{number + 100}")
     with registry.transaction(Origin()) as tx:
@@ -43,7 +48,8 @@ def seed(registry: Registry) -> None:
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("browser") / "data"
-    with serving(data, {}, seed) as running:
+    env = {"CONTROPARTE_ADMIN_TOKEN": ADMIN_TOKEN, "CONTROPARTE_LIVE_GATEWAYS": GATEWAY}
+    with serving(data, env, seed) as running:
         yield running
 
 

@@ -1,14 +1,17 @@
 """The dashboard driven in headless Chromium: sign-in, the overview, search, an
 installation's page, an edit (its form token checked, a forged POST refused) and a
-support account refused an edit. The overview and the installation page are saved as
+support account refused an edit. The overview (after heartbeats and DNS queries, so
+that it shows rates) and the installation page are saved as
 screenshots in docs/screenshots/ (the README shows them)."""
 
 from __future__ import annotations
 
 import re
 
+import httpx
 from playwright.sync_api import BrowserContext, expect
 
+from tests.agentproc import issue_token
 from tests.browser.conftest import OPERATOR, SCREENSHOTS, SUPPORT, sign_in
 from tests.realserver import ServerProcess
 
@@ -30,12 +33,40 @@ def test_sign_in_shows_the_overview_and_sets_a_strict_cookie(context: BrowserCon
     expect(page.locator("header .account")).to_have_text(OPERATOR[0])
     (cookie,) = [c for c in context.cookies() if c["name"] == "controparte_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/ui"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
     page.click("header button:has-text('Sign out')")
     expect(page).to_have_url(re.compile(r"/ui/signin$"))
     page.goto("/ui/")
     expect(page).to_have_url(re.compile(r"/ui/signin"))
+
+
+def test_the_overview_shows_rates_on_a_first_visit(
+    context: BrowserContext, server: ServerProcess
+) -> None:
+    token = issue_token(server, "BULK-0007")
+    for _ in range(5):
+        beat = httpx.post(
+            f"{server.http_url}/v1/installations/BULK-0007/heartbeat",
+            json={"port": 4443},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert beat.status_code == 200, beat.text
+        server.query(server.name("acme-milano"))
+    page = sign_in(context, OPERATOR)
+    number = re.compile(r"^\d+\.\d$")
+    expect(page.locator("#heartbeats .big")).to_have_text(number)
+    expect(page.locator("#answers .big")).to_have_text(number)
+    expect(page.locator("#heartbeats .muted")).to_have_text(
+        re.compile(r"^this process, (since it started|last \d+ s)$")
+    )
+    serial = page.locator("#serial .big")
+    expect(serial).to_have_text(re.compile(r"^\d+$"))
+    inside = serial.evaluate(
+        "e => e.scrollWidth <= e.clientWidth &&"
+        " e.getBoundingClientRect().right <= e.closest('.card').getBoundingClientRect().right"
+    )
+    assert inside, "the zone serial overflows its card"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
 
 
 def test_search_by_label_address_kind_and_pages(context: BrowserContext) -> None:
@@ -76,24 +107,24 @@ def test_an_edit_carries_the_form_token_and_a_forged_post_is_refused(
     context: BrowserContext, server: ServerProcess
 ) -> None:
     page = sign_in(context, OPERATOR)
-    page.goto("/ui/installations/LIVE-0003")
+    page.goto("/ui/installations/BULK-0005")
     page.fill("#edit input[name=port]", "9033")
     page.click("#edit button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/ui/installations/LIVE-0003$"))
+    expect(page).to_have_url(re.compile(r"/ui/installations/BULK-0005$"))
     expect(page.locator("#fields")).to_contain_text("9033")
     expect(page.locator("#history .event").first).to_contain_text(f"by {OPERATOR[0]} via ui")
     with server.registry() as registry:
-        assert registry.get("LIVE-0003").port == 9033
-        assert registry.store.history("LIVE-0003")[-1]["actor"] == OPERATOR[0]
+        assert registry.get("BULK-0005").port == 9033
+        assert registry.store.history("BULK-0005")[-1]["actor"] == OPERATOR[0]
     # The session's cookie goes with it, the form token does not: refused.
     forged = context.request.post(
-        f"{server.http_url}/ui/installations/LIVE-0003/edit",
-        form={"label": "forged", "kind": "live", "ip": "", "ipv6": "", "port": "1"},
+        f"{server.http_url}/ui/installations/BULK-0005/edit",
+        form={"label": "forged", "kind": "onprem", "ip": "", "ipv6": "", "port": "1"},
     )
     assert forged.status == 403
     assert "the form&#39;s token is missing" in forged.text()  # escaped, as every value
     with server.registry() as registry:
-        assert registry.get("LIVE-0003").label == "live-cloud"
+        assert registry.get("BULK-0005").label == "bulk-5"
 
 
 def test_a_support_account_may_look_but_not_change(

@@ -392,13 +392,19 @@ class FlowResultOut(BaseModel):
     ports: str = Field(description="The port(s) tested")
     outcome: Literal["passed", "failed", "untested"]
     at: datetime
-    source: Literal["probe", "counterpart-probe", "relay", "doctor"] = Field(
+    source: Literal["probe", "counterpart-probe", "relay", "doctor", "dashboard"] = Field(
         description="probe: the service's probe asked by the destination itself;"
         " counterpart-probe: asked by a linked counterpart; relay: the counterpart's"
-        " agent dialled; doctor: a doctor run reported by the agent of `reporter`"
+        " agent dialled; doctor: a doctor run reported by the agent of `reporter`;"
+        " dashboard: the service's probe asked from the dashboard by `account`"
     )
-    reporter: str = Field(description="The installation that asked or reported")
+    reporter: str = Field(
+        description="The installation that asked or reported (the one probed, for dashboard)"
+    )
     detail: str
+    account: str | None = Field(
+        None, description="The dashboard account that asked (dashboard only)"
+    )
 
 
 class FlowStateOut(BaseModel):

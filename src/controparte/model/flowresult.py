@@ -52,12 +52,14 @@ class Outcome(enum.StrEnum):
 class ResultSource(enum.StrEnum):
     """Who tested the flow: the service's probe of the destination's registered port
     (asked by the destination itself, or by a linked counterpart), a counterpart's
-    agent dialling through the relay, or a doctor run on one end."""
+    agent dialling through the relay, a doctor run on one end, or the service's probe
+    asked from the dashboard by an account."""
 
     PROBE = "probe"
     COUNTERPART_PROBE = "counterpart-probe"
     RELAY = "relay"
     DOCTOR = "doctor"
+    DASHBOARD = "dashboard"
 
 
 def reach_outcome(reach: Reach) -> Outcome:
@@ -69,7 +71,9 @@ def reach_outcome(reach: Reach) -> Outcome:
 class FlowResult:
     """One result of flow `flow` (on `ports`) of the plan (`caller`, `callee`,
     `feature`), seen at `at` (UTC) by `source` on behalf of installation `reporter`,
-    with what was seen (`detail`). Built through `create`, which validates."""
+    with what was seen (`detail`); `account`: the dashboard account that asked (a
+    `DASHBOARD` result's; its reporter is the installation probed). Built through
+    `create`, which validates."""
 
     caller: str
     callee: str
@@ -81,6 +85,7 @@ class FlowResult:
     source: ResultSource
     reporter: str
     detail: str = ""
+    account: str | None = None
 
     @classmethod
     def create(
@@ -96,6 +101,7 @@ class FlowResult:
         source: ResultSource,
         reporter: str,
         detail: str = "",
+        account: str | None = None,
     ) -> FlowResult:
         """Validate and build (ValidationError naming the field); `detail` is cut to
         `MAX_DETAIL` characters; `UNKNOWN` is no result and is refused."""
@@ -116,7 +122,14 @@ class FlowResult:
             source,
             validate_code(reporter),
             detail[:MAX_DETAIL],
+            account,
         )
+
+    @property
+    def by(self) -> str:
+        """Who saw it, as shown: `doctor (ACME-0001)`, `dashboard (account olivia)`."""
+        who = self.reporter if self.account is None else f"account {self.account}"
+        return f"{self.source.value} ({who})"
 
     @property
     def key(self) -> tuple[str, str]:

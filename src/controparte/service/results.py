@@ -3,8 +3,9 @@ probes, of the relay's dials and of the doctor runs agents report, per flow of a
 (`model/flowresult.py`), and reads them back for a pair.
 
 Which flows a test speaks for (pure: `probed_flows`, `dialled_flows`):
-- the service's probe of installation X's registered port (asked by X itself, or by a
-  linked counterpart): every flow towards X's public port (not a start-live host's) in
+- the service's probe of installation X's registered port (asked by X itself, by a
+  linked counterpart, or from the dashboard by an account: as X itself, the account
+  named): every flow towards X's public port (not a start-live host's) in
   the plans of X's links, or only of the links between X and the counterpart that
   asked. It proves X's port forward and inbound rule for the service, not the source's
   egress: the detail says so. A listener that answered without X's proof (the port
@@ -156,6 +157,7 @@ class FlowResults:
         source: ResultSource,
         by: str,
         detail: str,
+        account: str | None = None,
     ) -> FlowResult:
         return FlowResult.create(
             caller=link.a,
@@ -168,19 +170,29 @@ class FlowResults:
             source=source,
             reporter=by,
             detail=detail,
+            account=account,
         )
 
     def record_probe(
-        self, target: Installation, reports: Sequence[ProbeReport], requester: Installation
+        self,
+        target: Installation,
+        reports: Sequence[ProbeReport],
+        requester: Installation,
+        *,
+        account: str | None = None,
     ) -> int:
         """Record the service's probe of `target` (`reports`: one per address dialled)
         as the outcome of the flows towards it: of all its links when `requester` is
-        `target` itself, else of the links between the two. How many were recorded."""
+        `target` itself, else of the links between the two. `account`: the dashboard
+        account that asked (then `requester` is `target`; the source is `DASHBOARD`).
+        How many were recorded."""
         own = _is(requester.code, target.code)
         links = [
             link for link in self.store.links(target.code) if own or link.involves(requester.code)
         ]
         source = ResultSource.PROBE if own else ResultSource.COUNTERPART_PROBE
+        if account is not None:
+            source = ResultSource.DASHBOARD
         now = self.clock()
         results = []
         for link, plan in self._plans(links):
@@ -194,7 +206,14 @@ class FlowResults:
                 )
                 results += [
                     self._result(
-                        link, flow, outcome, at=now, source=source, by=requester.code, detail=detail
+                        link,
+                        flow,
+                        outcome,
+                        at=now,
+                        source=source,
+                        by=requester.code,
+                        detail=detail,
+                        account=account,
                     )
                     for flow in probed_flows(plan, target.code, report.port)
                 ]

@@ -14,12 +14,12 @@ from controparte.model.flowresult import FlowResult, Outcome, ResultSource
 from controparte.store.relays import Runner, Writes
 from controparte.store.rows import stamp, utc
 
-COLUMNS = "caller, callee, feature, flow, ports, outcome, at, source, reporter, detail"
+COLUMNS = "caller, callee, feature, flow, ports, outcome, at, source, reporter, detail, account"
 """A result's columns, in the order of `FlowResult`'s fields."""
 
 
 def _row(row: Sequence[Any]) -> FlowResult:
-    caller, callee, feature, flow, ports, outcome, at, source, reporter, detail = row
+    caller, callee, feature, flow, ports, outcome, at, source, reporter, detail, account = row
     return FlowResult(
         str(caller),
         str(callee),
@@ -31,6 +31,7 @@ def _row(row: Sequence[Any]) -> FlowResult:
         ResultSource(str(source)),
         str(reporter),
         str(detail),
+        None if account is None else str(account),
     )
 
 
@@ -46,6 +47,7 @@ def _values(result: FlowResult) -> tuple[object, ...]:
         result.source.value,
         result.reporter,
         result.detail,
+        result.account,
     )
 
 

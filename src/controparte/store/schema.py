@@ -482,6 +482,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX flow_results_by_reporter ON flow_results (reporter);
         """,
     ),
+    # 11: the dashboard account that asked for a flow result (its probe button): the
+    # result's reporter stays an installation (the one probed), the account is named.
+    Migration(
+        sqlite="ALTER TABLE flow_results ADD COLUMN account TEXT;",
+        postgres="ALTER TABLE flow_results ADD COLUMN account text;",
+    ),
 )
 
 

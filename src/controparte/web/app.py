@@ -1,7 +1,8 @@
 """The dashboard's ASGI app (`create_web`): the routes of every page module, the
 static files (`static/`, served from the package: no CDN, no build step), the security
 headers (`headers.py`) and one error page for every error of the tree (the status of
-`errors.response_for`; a page that needs a session sends the browser to sign in)."""
+`errors.response_for`; a page that needs a session sends the browser to sign in),
+and the sampling of the overview's counters (`rates.Sampler`, from the first request)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controparte.errors import ControparteError, RateLimitedError, response_for
 from controparte.service.metrics import Family
@@ -22,6 +23,7 @@ from controparte.service.services import Services
 from controparte.web import installation, installations, overview, pair, signin
 from controparte.web.headers import SecurityHeaders
 from controparte.web.pages import Web, render
+from controparte.web.rates import Sampler
 from controparte.web.session import SignInNeededError, current
 
 log = logging.getLogger("controparte.web")
@@ -43,6 +45,18 @@ def _error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, RateLimitedError):
         response.headers["Retry-After"] = "60"
     return response
+
+
+class Sampling:
+    """Starts the overview's `Sampler` on the serving loop with the first request."""
+
+    def __init__(self, app: ASGIApp, sampler: Sampler) -> None:
+        self.app = app
+        self.sampler = sampler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.sampler.ensure()
+        await self.app(scope, receive, send)
 
 
 def create_web(
@@ -67,5 +81,6 @@ def create_web(
             ControparteError: _error,
         },
     )
-    app.state.web = Web(services, client, families)
-    return SecurityHeaders(app)
+    app.state.web = web = Web(services, client, families)
+    sampler = Sampler(web.rates, lambda: overview.counters(families()))
+    return SecurityHeaders(Sampling(app, sampler))

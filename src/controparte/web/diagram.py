@@ -121,7 +121,7 @@ def _outcome_line(result: FlowResult | None, now: datetime) -> str:
     if result is None:
         return "NO RESULT: never tested on these ports"
     age = duration_text((now - result.at).total_seconds())
-    return f"{WORDS[result.outcome]} · {age} ago · {result.source.value} ({result.reporter})"
+    return f"{WORDS[result.outcome]} · {age} ago · {result.by}"
 
 
 def _add(parent: ET.Element, tag: str, text: str | None = None, **attrs: object) -> ET.Element:

@@ -1,8 +1,10 @@
-"""One installation: its fields, its history as a timeline (address changes marked),
-its links (each counterpart and feature linking to the pair view,
+"""One installation: its fields (a Live one's placement: its gateway), its history as
+a timeline (address changes marked), its links (each counterpart and feature with how
+many of the plan's flows last passed and failed, linking to the pair view,
 `/ui/pair/{caller}/{callee}/{feature}`), the firewall rules its side needs (with a
-copy button), and the forms: probe (anyone signed in: it changes nothing), edit,
-rotate the token (shown once, on the answer) and remove (an operator's).
+copy button), and the forms: probe (anyone signed in: it changes no installation; its
+outcome is recorded as flow results, the account named), edit, rotate the token
+(shown once, on the answer) and remove (an operator's).
 
 Every change goes through the service layer (`Registry.update`, `Registry.remove`,
 `Access.issue_token`) with the account named in the audit history (via `ui`)."""
@@ -10,7 +12,7 @@ Every change goes through the service layer (`Registry.update`, `Registry.remove
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +23,12 @@ from starlette.routing import Route
 
 from controparte.errors import ValidationError
 from controparte.model import Installation, Link
+from controparte.model.flowresult import Outcome
 from controparte.model.installation import InstallationChange, Kind
 from controparte.plan.firewall import FORMATS
 from controparte.service.accounts import Session
 from controparte.service.probe import ProbeReport, counterpart_targets, run_dial
+from controparte.service.results import FlowResults
 from controparte.service.status import fqdn, is_stale
 from controparte.store import Origin
 from controparte.web.pages import render, web_of
@@ -95,18 +99,45 @@ class Counterpart:
     calls: bool
     """Whether this installation is the caller."""
     pair: str
+    passed: int = 0
+    failed: int = 0
+    """How many of the plan's flows last passed, failed (`PairResults.outcome`)."""
 
 
-def counterparts_of(code: str, links: Sequence[Link], root: str) -> list[Counterpart]:
-    """The links of `code`, by counterpart and feature (pure)."""
+def counterparts_of(
+    code: str,
+    links: Sequence[Link],
+    root: str,
+    outcomes: Callable[[Link], Sequence[Outcome]] = lambda _: (),
+) -> list[Counterpart]:
+    """The links of `code`, by counterpart and feature, with the count of their
+    flows' `outcomes` that passed and failed (pure when `outcomes` is)."""
     found = []
     for link in links:
         calls = link.a.lower() == code.lower()
         other = link.b if calls else link.a
+        seen = outcomes(link)
         found.append(
-            Counterpart(other, link.feature, calls, f"{root}/pair/{link.a}/{link.b}/{link.feature}")
+            Counterpart(
+                other,
+                link.feature,
+                calls,
+                f"{root}/pair/{link.a}/{link.b}/{link.feature}",
+                seen.count(Outcome.PASSED),
+                seen.count(Outcome.FAILED),
+            )
         )
     return sorted(found, key=lambda c: (c.code.lower(), c.feature))
+
+
+def flow_outcomes(results: FlowResults, link: Link) -> list[Outcome]:
+    """What each flow of `link`'s plan was last seen as (none when its feature has left
+    the catalog)."""
+    try:
+        pair = results.for_pair(link.a, link.b, link.feature)
+    except ValidationError:
+        return []
+    return [pair.outcome(flow) for flow in pair.plan.flows]
 
 
 def _page(
@@ -135,13 +166,20 @@ def _page(
         fqdn=fqdn(inst, settings.zone),
         stale=is_stale(inst, settings.stale_after),
         events=timeline(services.store.history(inst.code)),
-        counterparts=counterparts_of(inst.code, services.store.links(inst.code), root),
+        placement=services.registry.pool.where(inst) if inst.kind is Kind.LIVE else None,
+        counterparts=counterparts_of(
+            inst.code,
+            services.store.links(inst.code),
+            root,
+            lambda link: flow_outcomes(services.results, link),
+        ),
         rules=report.script(fmt),
         notes=report.notes,
         fmt=fmt,
         formats=FORMATS,
         kinds=list(Kind),
         reports=extra.get("reports"),
+        recorded=extra.get("recorded"),
     )
 
 
@@ -198,7 +236,9 @@ async def rotate(request: Request) -> Response:
 async def probe(request: Request) -> Response:
     """Dial the installation's registered addresses at its public port from the
     service (connect only, as the counterpart probe: the service holds no token to
-    send the probe line with); one probe of an installation per few seconds."""
+    send the probe line with); one probe of an installation per few seconds. The
+    outcome is recorded for the flows towards that port in the plans of all its links
+    (`FlowResults.record_probe`, source `dashboard`, the account named)."""
     session, _ = await checked_form(request, change=False)
     services = web_of(request).services
     code = request.path_params["code"]
@@ -209,7 +249,12 @@ async def probe(request: Request) -> Response:
     reports: list[ProbeReport] = list(
         await asyncio.gather(*(run_dial(t, sources=sources) for t in targets))
     )
-    return await run_in_threadpool(_page, request, session, inst.code, 200, reports=reports)
+    recorded = await run_in_threadpool(
+        services.results.record_probe, inst, reports, inst, account=session.account
+    )
+    return await run_in_threadpool(
+        _page, request, session, inst.code, 200, reports=reports, recorded=recorded
+    )
 
 
 routes = [

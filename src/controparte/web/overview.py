@@ -1,6 +1,7 @@
 """The overview: installations by kind, how many are stale, the changes to what DNS
 serves in the last hour (the journal's entries), heartbeats/s and DNS answers/s of this
-process (`rates.py`, from its counters), and each secondary's serial (what it last
+process (`rates.py`: over the last minute of its counters' samples, or since it
+started), and each secondary's serial (what it last
 transferred completely, when the DNS server runs in this process)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from controparte.model.installation import utcnow
 from controparte.service.metrics import ZONE_SERIAL, Family
 from controparte.store.base import RegistrySummary
 from controparte.web.pages import render, web_of
+from controparte.web.rates import Rate
 from controparte.web.session import signed_in
 
 HEARTBEATS = "controparte_heartbeats_total"
@@ -28,8 +30,8 @@ CHANGES_OVER = timedelta(hours=1)
 @dataclass(frozen=True, slots=True)
 class Overview:
     summary: RegistrySummary
-    heartbeats_per_s: float | None
-    answers_per_s: float | None
+    heartbeats: Rate | None
+    answers: Rate | None
     zone_serial: int | None
     secondaries: tuple[tuple[str, int], ...]
     """(peer, serial) of each secondary that transferred the zone."""
@@ -42,6 +44,12 @@ class Overview:
 def totals(families: list[Family]) -> dict[str, float]:
     """Each family's samples summed, by name."""
     return {f.name: sum(s.value for s in f.samples) for f in families}
+
+
+def counters(families: list[Family]) -> dict[str, float]:
+    """The counters the overview shows the rates of (those this process has)."""
+    found = totals(families)
+    return {name: found[name] for name in (HEARTBEATS, DNS_QUERIES) if name in found}
 
 
 def secondaries(families: list[Family]) -> tuple[tuple[str, int], ...]:
@@ -64,10 +72,8 @@ def overview(request: Request) -> Response:
         now - timedelta(seconds=settings.stale_after), now - CHANGES_OVER
     )
     families = web.families()
-    counters = totals(families)
-    wanted = {name: counters[name] for name in (HEARTBEATS, DNS_QUERIES) if name in counters}
-    rates = web.rates.observe(time.monotonic(), wanted)
-    serial = counters.get(ZONE_SERIAL)
+    rates = web.rates.rates(time.monotonic(), counters(families))
+    serial = totals(families).get(ZONE_SERIAL)
     shown = Overview(
         summary,
         rates.get(HEARTBEATS),

@@ -4,6 +4,7 @@ escaped) and `render`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,8 @@ class Web:
     """The request's client address, as the audit history records it."""
     families: Callable[[], list[Family]]
     """Every metric family of this process, read now."""
-    rates: Rates = field(default_factory=Rates)
+    rates: Rates = field(default_factory=lambda: Rates(time.monotonic()))
+    """Made with the app, when the process starts."""
 
 
 def web_of(request: HTTPConnection) -> Web:
