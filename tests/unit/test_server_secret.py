@@ -122,10 +122,10 @@ def test_nodes_opening_at_once_agree_on_one_secret(tmp_path: Path, database: str
 
 
 def back_to_version_4(data: Path, database: str) -> None:
-    """Undo schema versions 5 to 10 in the store, as a store written before them would
+    """Undo schema versions 5 to 11 in the store, as a store written before them would
     be (6 only adds the relay's tables, 7 the guards', 8 the Live pool's, 9 the
-    dashboard's, 10 the flow results')."""
-    assert len(MIGRATIONS) == 10, "the versions after 4 are the ones undone here"
+    dashboard's, 10 the flow results', 11 their account column)."""
+    assert len(MIGRATIONS) == 11, "the versions after 4 are the ones undone here"
     drop = (
         "DROP TABLE flow_results",
         "DROP TABLE sessions",
