@@ -94,6 +94,7 @@ async def test_counterparts_are_the_linked_installations_both_ways(api: Api) -> 
         "ipv6": "2001:db8::30",
         "port": 9443,
         "private_port": 8000,
+        "gateway": None,
         "last_seen": seen.isoformat().replace("+00:00", "Z"),
         "stale": True,
         "stale_after": api.settings.stale_after,

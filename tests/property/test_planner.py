@@ -116,8 +116,12 @@ def assert_rules_of_flow(p: Plan, flow: Flow) -> None:
 
 
 def assert_reached_on_the_live_range(flow: Flow, src: Party, dst: Party) -> None:
-    """A Live destination: the non-Live source may go out on all of the Live range."""
-    assert (flow.port_low, flow.port_high) == (LIVE.port_low, LIVE.port_high)
+    """A Live destination: the flow names its port when it lies in the Live range (else
+    the range); the non-Live source may go out on all of the range."""
+    if dst.port is not None and LIVE.in_range(dst.port):
+        assert (flow.port_low, flow.port_high) == (dst.port, dst.port)
+    else:
+        assert (flow.port_low, flow.port_high) == (LIVE.port_low, LIVE.port_high)
     egress = rules_of(flow, flow.source, Action.EGRESS)
     if src.live:
         assert egress == []

@@ -192,6 +192,7 @@ def test_plan_json_follows_the_schema(seeded: Run) -> None:
         "addresses": ["203.0.113.10", "2001:db8::10"],
         "port": 4443,
         "private_port": None,
+        "gateway": None,
     }
     assert found["side"] is None and found["blocked"] is False
     outbound = found["flows"][0]

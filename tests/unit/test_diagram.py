@@ -105,8 +105,9 @@ def test_live_gateways_and_start_live_hosts_have_lanes_of_their_own() -> None:
     assert callee is not None
     assert "Live gateway · ports 9000-9999" in texts(callee)
     found = flows(svg)
+    # the flow names the Live port really dialled; the egress rule keeps the range
     assert texts(found["outbound:A1->L1"])[:3] == [
-        "outbound · server · port 9000-9999",
+        "outbound · server · port 9100",
         "PASSED · 2 h ago · doctor (A1)",
         "rules: caller egress 9000-9999",
     ]
@@ -167,3 +168,19 @@ def test_the_document_is_titled_and_described_for_the_reader() -> None:
     legend = svg.find(".//s:g[@class='pair-legend']", NS)
     assert legend is not None
     assert texts(legend) == ["passed", "failed", "untested", "no result"]
+
+
+@pytest.mark.parametrize(
+    ("gateway", "header"),
+    [("gw1", "Live gateway gw1 port 9100"), (None, "Live gateway · ports 9000-9999")],
+)
+def test_a_live_lane_names_the_gateway_and_port_the_pool_placed_it_on(
+    gateway: str | None, header: str
+) -> None:
+    live = replace(LIVE, gateway=gateway)
+    svg = draw(plan(SHOP, live, CATALOG.feature("einvoice"), CATALOG))
+    callee = svg.find(".//s:g[@class='pair-lane lane-callee']", NS)
+    assert callee is not None
+    lane = texts(callee)
+    assert header in lane
+    assert [t for t in lane if t.startswith("Live gateway")] == [header]

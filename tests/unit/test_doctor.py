@@ -542,3 +542,68 @@ def test_report_and_text() -> None:
     failed = text.index("FAILED    einvoice outbound: shop-a (A1) -> studio-b (B1)")
     assert text[failed + 1].endswith("[tested from this machine, the service]")
     assert text[-1] == str(report["summary"])
+
+
+# -- a Live counterpart the Live pool placed --------------------------------------------------
+
+PLACED = replace(LIVE, gateway="gw1", port=9042)
+BY_HAND = replace(PLACED, gateway=None)
+REFUSED = "connecting to 198.51.100.34:9042: refused (a TCP reset: nothing listens there)"
+
+
+def test_a_live_counterpart_is_dialled_on_its_allocated_port_at_the_gateways_address() -> None:
+    """The connection goes where DNS points (the gateway's address) on the registered
+    port (the one allocated there), whatever the SRV says; the flow names that port."""
+    the_plan = make(SHOP_LIVE_RANGE, PLACED, "einvoice")
+    dns = replace(DNS_LIVE, port=9999)  # the registry's port wins for a Live counterpart
+    needed = checklist_for(the_plan, Role.CALLER, MachineRole.SERVER, dns)
+    assert Target("198.51.100.34", 9042) in needed.connects
+    assert Target("198.51.100.34", 9999) not in needed.connects
+    outbound = next(f for f in the_plan.flows if f.id == "outbound:A1->L1")
+    assert outbound.ports_text == "9042"
+
+
+@pytest.mark.parametrize(
+    ("live", "reach", "reason", "fix"),
+    [
+        (
+            PLACED,
+            Reach.OPEN,
+            "connected to 198.51.100.34:9042 in 5 ms (live-l is Live, on gateway gw1 port 9042)",
+            None,
+        ),
+        (BY_HAND, Reach.OPEN, "connected to 198.51.100.34:9042 in 5 ms", None),
+        (
+            PLACED,
+            Reach.REFUSED,
+            f"{REFUSED} (live-l is Live, on gateway gw1 port 9042)",
+            "live-l (Live) does not answer on its gateway gw1 port 9042 from outside: tell"
+            " the Live operator",
+        ),
+        (
+            BY_HAND,
+            Reach.REFUSED,
+            REFUSED,
+            "live-l (Live) does not answer on its port 9042 from outside: tell the Live operator",
+        ),
+    ],
+    ids=["placed-open", "by-hand-open", "placed-refused", "by-hand-refused"],
+)
+def test_the_evidence_names_the_gateway_and_port_the_pool_placed_it_on(
+    live: Party, reach: Reach, reason: str, fix: str | None
+) -> None:
+    found = diagnose(
+        make(SHOP_LIVE_RANGE, live, "einvoice"),
+        Role.CALLER,
+        facts(("198.51.100.34", 9042, reach), dns=DNS_LIVE),
+    )
+    check = verdict(found, "outbound:A1->L1")
+    assert (check.reason, check.fix) == (reason, fix)
+    assert (check.tests[0]["address"], check.tests[0]["port"]) == ("198.51.100.34", 9042)
+    report = report_dict([found])
+    jsonschema.validate(report, _schema())
+    checks = report["checks"]
+    assert isinstance(checks, list)
+    assert checks[0]["callee"]["gateway"] == live.gateway
+    shown = "gateway gw1 public port 9042" if live.gateway else "public port 9042"
+    assert f"  callee live-l (L1): Live, 198.51.100.34, {shown}" in render_text(found)

@@ -592,7 +592,7 @@ def _counterpart_side_fix(other: Party, reach: Reach, me: Party) -> str:
     """The fix on the counterpart's side when neither here nor the service gets in."""
     if other.live:
         return (
-            f"{other.label} (Live) does not answer on its port {other.port} from outside:"
+            f"{other.label} (Live) does not answer on its {other.placement} from outside:"
             " tell the Live operator"
         )
     if reach is Reach.REFUSED:
@@ -648,7 +648,7 @@ def _inbound_fix(me: Party, reach: Reach, local: Mapping[int, bool]) -> str:
         return f"register {me.label}'s public port (`controparte agent --port N`)"
     if me.live:
         return (
-            f"{me.label} (Live) does not answer on its port {public} from outside: tell the"
+            f"{me.label} (Live) does not answer on its {me.placement} from outside: tell the"
             " Live operator"
         )
     if private is not None and private != public:
@@ -715,6 +715,8 @@ def _check_outbound(plan: Plan, flow: Flow, here: Role, facts: Facts) -> Check:
         return _flow_check(flow, Status.UNTESTED, "not every destination was tested", tests=tests)
     failed = [a for a in done if a.reach is not Reach.OPEN]
     reason = "; ".join(a.text for a in (failed or done))
+    if destination.live and destination.gateway is not None:
+        reason += f" ({destination.label} is Live, on {destination.placement})"
     if _dns_blocks(facts):
         assert facts.dns is not None
         seen = "answers" if not failed else "does not answer either"
@@ -1140,6 +1142,8 @@ def _party_line(party: Party) -> str:
     where = ", ".join(party.addresses) or "no address"
     kind = "Live" if party.live else "on-premises"
     port = "no public port" if party.port is None else f"public port {party.port}"
+    if party.gateway is not None:
+        port = f"gateway {party.gateway} {port}"
     if party.private_port is not None and party.private_port != party.port:
         port += f" -> MxServer's {party.private_port}"
     return f"{party.label} ({party.code}): {kind}, {where}, {port}"

@@ -14,7 +14,9 @@ Where the facts come from:
 - the plan: the pure planner over those parties, with the feature catalog given.
 
 The tests: this machine's role (a listener on MxServer's port, or `--role`); TCP
-connections from here to what DNS answers (all at once, each bounded by `timeout`);
+connections from here to what DNS answers (all at once, each bounded by `timeout`; a
+Live counterpart on its registered port, the one the Live pool allocated on the gateway
+whose addresses DNS answers);
 when one fails, the service's probe of the counterpart's registered address; the
 service's probe of this installation's own public port (once per run); the counterpart
 agent's dial of it (the relay); whether MxServer's ports listen on this machine; with
@@ -151,7 +153,7 @@ def _opt_str(value: object) -> str | None:
 
 def party_of(view: Mapping[str, object]) -> Party:
     """An installation as the service shows it (its own record, a counterpart's, or the
-    public view, which has no private port)."""
+    public view, which has no private port and no gateway)."""
     addresses = tuple(a for a in (_opt_str(view.get("ip")), _opt_str(view.get("ipv6"))) if a)
     return Party(
         str(view.get("code")),
@@ -160,6 +162,7 @@ def party_of(view: Mapping[str, object]) -> Party:
         addresses,
         _opt_int(view.get("port")),
         _opt_int(view.get("private_port")),
+        _opt_str(view.get("gateway")),
     )
 
 

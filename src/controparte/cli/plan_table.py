@@ -44,7 +44,7 @@ def rule_text(rule: Rule) -> str:
 def _party_line(role: Role, party: Party) -> Text:
     where = "Live" if party.live else "on-premises"
     addresses = ", ".join(party.addresses) or "no address"
-    port = "no port" if party.port is None else f"port {party.port}"
+    port = party.placement
     if party.private_port and party.private_port != party.port:
         port += f" (MxServer listens on {party.private_port})"
     text = Text(f"{role.value:<7}", style="bold")

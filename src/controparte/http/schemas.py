@@ -245,6 +245,11 @@ class CounterpartOut(_Published):
     publishes, and what the doctor needs besides (`service/counterparts.py`)."""
 
     private_port: int | None = Field(description="The port MxServer listens on behind NAT")
+    gateway: str | None = Field(
+        None,
+        description="The Live gateway the Live pool placed it on: ip, ipv6 and port are"
+        " the gateway's addresses and the port allocated there (null: none)",
+    )
     last_seen: datetime | None = Field(description="The last heartbeat, null: never")
     stale: bool = Field(description="Not seen for longer than stale_after")
     stale_after: float = Field(description="Seconds without a heartbeat before 'stale'")
@@ -564,6 +569,9 @@ class PartyOut(BaseModel):
     addresses: list[str]
     port: int | None
     private_port: int | None
+    gateway: str | None = Field(
+        None, description="The Live gateway the Live pool placed it on (null: none)"
+    )
 
 
 class FlowSourceOut(BaseModel):
@@ -579,7 +587,10 @@ class FlowDestinationOut(BaseModel):
     label: str
     host: str | None = Field(description="A destination known by name (a start-live host)")
     addresses: list[str]
-    ports: PortsOut | None = Field(description="The public port, or the Live range")
+    ports: PortsOut | None = Field(
+        description="The public port (a Live party's, on its gateway); the Live range when"
+        " a Live party has no port in it"
+    )
 
 
 class PeerOut(BaseModel):

@@ -6,7 +6,11 @@ for the usual `inet filter` table (input/output chains) and `ip nat` / `ip6 nat`
 prerouting (for the port forward when this host does the NAT itself; on a separate
 router, forward the public port there instead). Peers known only by name (the
 start-live hosts) are matched by port, with the names in the comment, since packet
-filters match addresses.
+filters match addresses. The egress rule towards a Live party is on the whole Live
+range, to its (gateway's) addresses, though its flow names the one port allocated there:
+a move to another port on the gateway keeps the caller's firewall right (the rule's
+`why`, not its comment, names the gateway and port, so that the rules of several
+features to one gateway still merge into one line).
 
 Where an inbound rule admits only named peers (the counterparts), the service's
 outside-in probe would be kept out: `probe_admissions` makes the rules that admit the

@@ -8,9 +8,13 @@ The rules are the seed's (see ../shared/seed/README.md):
   Time runs both ways;
 - a non-Live destination must accept the flow inbound on its public port, through its
   NAT (port forward: public port -> the port MxServer listens on) and firewall;
-- a Live destination is reached on a port of the Live range: the non-Live source must be
-  allowed out on that whole range and, for server features, on 443 to each start-live
-  host; the start-live hosts are alternatives unless the catalog says otherwise
+- a Live destination is reached on a port of the Live range: the flow names the port
+  it really has (the one the Live pool allocated on its gateway, `Party.gateway`, or
+  set by hand), while the non-Live source's egress rule stays on that whole range, to
+  the destination's (gateway's) addresses, so that a move to another port does not
+  break the caller's firewall (the seed's rule: callers go out on the range); for
+  server features, on 443 to each start-live host too; the start-live hosts are
+  alternatives unless the catalog says otherwise
   (`live.start_live_hosts_needed`): their flows form one "any of" group, possible when
   one of them is, yet each keeps its rule (the launcher fails over to the others);
 - Live servers may only open connections to ports in the Live range: a flow from a Live
@@ -100,7 +104,8 @@ class Flow:
     destination: Role
     host: str | None  # a destination known by name (start-live host) instead of a party
     addresses: tuple[str, ...]  # destination public addresses (registered)
-    port_low: int | None  # destination port, or the Live range; None when unknown
+    port_low: int | None  # destination port (a Live one's, when in the Live range; else
+    # the range itself); None when unknown
     port_high: int | None
     description: str
     rules: tuple[Rule, ...] = ()
@@ -117,7 +122,9 @@ class Flow:
 
 @dataclass(frozen=True, slots=True)
 class Party:
-    """What the planner needs of an installation."""
+    """What the planner needs of an installation. `gateway`: the Live gateway the Live
+    pool placed it on (`Installation.gateway`): then `addresses` are the gateway's and
+    `port` the one allocated there; None: placed by hand, or not Live."""
 
     code: str
     label: str
@@ -125,17 +132,31 @@ class Party:
     addresses: tuple[str, ...]
     port: int | None
     private_port: int | None
+    gateway: str | None = None
 
     @classmethod
     def of(cls, inst: Installation) -> Party:
         addresses = tuple(a for a in (inst.ipv4, inst.ipv6) if a is not None)
         return cls(
-            inst.code, inst.label, inst.kind is Kind.LIVE, addresses, inst.port, inst.private_port
+            inst.code,
+            inst.label,
+            inst.kind is Kind.LIVE,
+            addresses,
+            inst.port,
+            inst.private_port,
+            inst.gateway,
         )
 
     @property
     def name(self) -> str:
         return f"{self.label} ({self.code})"
+
+    @property
+    def placement(self) -> str:
+        """Where the party is reached, in words: `gateway gw1 port 9042` (placed by the
+        Live pool), `port 9042`, or `no port`."""
+        port = "no port" if self.port is None else f"port {self.port}"
+        return port if self.gateway is None else f"gateway {self.gateway} {port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +212,15 @@ def _party_flow(
     port_high: int | None
     if dst.live:
         port_low, port_high = live.port_low, live.port_high
+        why = f"{dst.name} is Live: reached on a port of {live.range_text}"
+        if dst.port is not None and live.in_range(dst.port):
+            port_low = port_high = dst.port  # the flow names the port really dialled
+            why = (
+                f"{dst.name} is Live, reached on {dst.placement}: the whole range"
+                f" {live.range_text} is allowed, so that a move to another port keeps working"
+            )
         if not src.live:
-            why = f"{dst.name} is Live: reached on a port of {live.range_text}"
-            rules.append(_egress(src_role, origin, dst, port_low, port_high, why=why))
+            rules.append(_egress(src_role, origin, dst, live.port_low, live.port_high, why=why))
         if dst.port is None:
             blocked = f"{dst.name} is Live but has no public port assigned"
             fix = f"assign {dst.name} a port of {live.range_text} and register it"

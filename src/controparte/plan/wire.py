@@ -11,7 +11,7 @@ stable, documented schema, `controparte.plan/1`. Pure: a `Plan` in, plain dicts 
       "notes": [str, ...]
     }
     PARTY = {"code", "label", "live": bool, "addresses": [str], "port": int | null,
-             "private_port": int | null}
+             "private_port": int | null, "gateway": str | null}
     FLOW  = {"id", "direction": "outbound" | "return", "description",
              "source": {"role", "origin": "server" | "clients", "code", "label"},
              "destination": {"role", "code", "label", "host": str | null,
@@ -25,7 +25,13 @@ stable, documented schema, `controparte.plan/1`. Pure: a `Plan` in, plain dicts 
              "ports": PORTS, "to_port": int | null, "why"}
     PORTS = {"low": int, "high": int}
 
-A flow to a start-live host has `host` set; its destination `role`, `code` and `label`
+A Live party placed by the Live pool has `gateway`, the gateway's name: its
+`addresses` are the gateway's and its `port` the one allocated there (`gateway` null: a
+Live party placed by hand, or an on-premises one). A flow to a Live party has its
+`ports` set to that port when it lies in the Live range (else the whole range), while
+the source's egress rule covers the whole range, to the same addresses (a move to
+another port does not break the caller's firewall). A flow to a start-live host has
+`host` set; its destination `role`, `code` and `label`
 are the Live party it leads to. Flows with the same `any_of` are alternatives (the
 start-live hosts of one source, `start-live:<code>`, unless the catalog needs them
 all): the group is possible when one of them is; `null`: the flow itself is required.
@@ -56,6 +62,7 @@ def party_dict(party: Party) -> dict[str, Any]:
         "addresses": list(party.addresses),
         "port": party.port,
         "private_port": party.private_port,
+        "gateway": party.gateway,
     }
 
 

@@ -83,12 +83,13 @@ def view(
     counterpart: Counterpart, zone: str, stale_after: float, now: datetime | None = None
 ) -> dict[str, object]:
     """The counterpart as the API shows it to the installation it is linked to: the
-    public view, with private_port, updated, agent_version, stale_after and
-    links [{feature, a, b}]."""
+    public view, with private_port, gateway (the Live pool's, or None), updated,
+    agent_version, stale_after and links [{feature, a, b}]."""
     inst = counterpart.installation
     return {
         **public_view(inst, zone, stale_after, now),
         "private_port": inst.private_port,
+        "gateway": inst.gateway,
         "updated": inst.updated.isoformat(),
         "agent_version": inst.agent_version,
         "stale_after": stale_after,

@@ -4,7 +4,8 @@ the time in; a string out.
 
 What it draws, as a sequence diagram: a lane per party (the caller, the callee and,
 when the plan has start-live flows, the start-live hosts, beside the party that dials
-them); a Live party's lane starts with its Live gateway and the port range. Each flow is
+them); a Live party's lane starts with its Live gateway: its name and the port allocated
+there when the Live pool placed it, else the port range. Each flow is
 one arrow, in plan order, from its source's lane to its destination's, labelled with
 its direction, who opens it (the server or every client), its port(s) and the rules it
 needs (each side's egress, port forward and inbound); below it, its outcome in words,
@@ -80,6 +81,8 @@ class Lane:
     x: int
     lines: tuple[str, ...]
     live: bool = False
+    gateway: str | None = None
+    """A Live lane's gateway, as `Party.placement` words it (None: not placed)."""
 
 
 def _party_lines(role: Role, party: Party) -> tuple[str, ...]:
@@ -108,7 +111,8 @@ def _lanes(plan: Plan, live: LiveSettings) -> tuple[Lane, ...]:
             lanes.append(Lane(key, x, lines))
         else:
             party = plan.party(Role(key))
-            lanes.append(Lane(key, x, _party_lines(Role(key), party), party.live))
+            gateway = party.placement if party.gateway is not None else None
+            lanes.append(Lane(key, x, _party_lines(Role(key), party), party.live, gateway))
     return tuple(lanes)
 
 
@@ -191,7 +195,9 @@ def _lane(svg: ET.Element, lane: Lane, bottom: int, live: LiveSettings) -> None:
         _add(
             group,
             "text",
-            f"Live gateway · ports {live.range_text}",
+            f"Live {lane.gateway}"
+            if lane.gateway is not None
+            else f"Live gateway · ports {live.range_text}",
             x=lane.x,
             y=top + 15,
             text_anchor="middle",
