@@ -53,9 +53,16 @@ def response(kind: str, name: str = "shop-1", rdtype: str = "A") -> bytes:
     return message.to_wire()
 
 
-def outcome(limiter: Limiter, wire: bytes, host: str) -> str:
+TAILS: dict[bytes, bytes] = {}
+"""One tail object per response, as the answer cache holds one per question."""
+
+
+def outcome(limiter: Limiter, wire: bytes, host: str, *, cached: bool = False) -> str:
+    """What the limiter makes of `wire` to `host`; `cached`: as an answer from the cache
+    (with its tail)."""
     peer = (host, 5353, 0, 0) if ":" in host else (host, 5353)
-    sent = limiter.check(wire, peer)
+    tail = TAILS.setdefault(wire, wire[2:]) if cached else None
+    sent = limiter.check(wire, peer, tail)
     if sent is None:
         return "D"
     if sent == wire:
@@ -68,13 +75,13 @@ Schedule = list[tuple[float, str, bytes]]
 """Responses sent: (seconds from the start, the peer's address, the response)."""
 
 
-def run(config: RrlConfig, schedule: Schedule) -> str:
+def run(config: RrlConfig, schedule: Schedule, *, cached: bool = False) -> str:
     clock = Clock()
     limiter = Limiter(config, clock)
     out = []
     for at, host, wire in schedule:
         clock.now = 1000.0 + at
-        out.append(outcome(limiter, wire, host))
+        out.append(outcome(limiter, wire, host, cached=cached))
     return "".join(out)
 
 
@@ -114,8 +121,11 @@ def burst(n: int, wire: bytes = ANSWER, host: str = HOST, at: float = 0.0) -> Sc
         (RrlConfig(rate=1, errors_rate=0), burst(5, response("nxdomain")), "AAAAA"),
     ],
 )
-def test_budget_window_and_slip(config: RrlConfig, schedule: Schedule, expected: str) -> None:
-    assert run(config, schedule) == expected
+@pytest.mark.parametrize("cached", [False, True], ids=["made", "cached"])
+def test_budget_window_and_slip(
+    config: RrlConfig, schedule: Schedule, expected: str, cached: bool
+) -> None:
+    assert run(config, schedule, cached=cached) == expected
 
 
 NX_A, NX_B = response("nxdomain", "nope-a"), response("nxdomain", "nope-b")
@@ -139,8 +149,11 @@ REFUSED, FORMERR = response("refused", "x.other.test"), response("formerr")
         ([*burst(3, REFUSED), *burst(3)], "ADTAAA"),
     ],
 )
-def test_what_shares_a_bucket(schedule: Schedule, expected: str) -> None:
-    assert run(RrlConfig(rate=3, errors_rate=1), schedule) == expected
+@pytest.mark.parametrize("cached", [False, True], ids=["made", "cached"])
+def test_what_shares_a_bucket(schedule: Schedule, expected: str, cached: bool) -> None:
+    """Answers from the cache (a tail each) are keyed as those made afresh: the name in
+    any case (two tails) is one bucket."""
+    assert run(RrlConfig(rate=3, errors_rate=1), schedule, cached=cached) == expected
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,7 @@ class Limiter:
         self._error_step = 1.0 / config.errors_rate if config.errors_rate else 0.0
         self._ceiling = 1.0 + config.window
         self._sources: dict[str, int] = {}
+        self._questions: dict[bytes, bytes] = {}
         self._whitelist = tuple(
             (network.version == 6, int(network.network_address), int(network.broadcast_address))
             for network in (ipaddress.ip_network(text, strict=False) for text in config.whitelist)
@@ -157,9 +158,14 @@ class Limiter:
         self._sources[host] = source
         return source
 
-    def check(self, response: bytes, peer: tuple[Any, ...]) -> bytes | None:
+    def check(
+        self, response: bytes, peer: tuple[Any, ...], tail: bytes | None = None
+    ) -> bytes | None:
         """What to send to `peer` (a UDP socket address) in place of `response`: itself,
-        its truncated form (a slip), or nothing (dropped)."""
+        its truncated form (a slip), or nothing (dropped). `tail`: `response` after its
+        ID when it came from the answer cache (that object, long-lived): the question
+        read from it is remembered by it (at most `table_size`), so that the next answer
+        from the cache is keyed without reading it again."""
         host = peer[0]
         source = self._sources.get(host)
         if source is None:
@@ -171,8 +177,10 @@ class Limiter:
             key = (source, _NXDOMAIN_TAG if rcode == 3 else _ERROR_TAG)
             step = self._error_step
         else:
-            end = response.find(0, 12) + 3
-            key = (source, response[12:end].lower() if end > 2 else b"")
+            question = None if tail is None else self._questions.get(tail)
+            if question is None:
+                question = self._question(response, tail)
+            key = (source, question)
             step = self._answer_step
         if not step:
             return response
@@ -191,6 +199,16 @@ class Limiter:
         ceiling = now + self._ceiling
         table[key] = due if due < ceiling else ceiling
         return self._limited(key, response)
+
+    def _question(self, response: bytes, tail: bytes | None) -> bytes:
+        """The question of `response` as a key (see the module), remembered by `tail`."""
+        end = response.find(0, 12) + 3
+        question = response[12:end].lower() if end > 2 else b""
+        if tail is not None:
+            if len(self._questions) >= self.config.table_size:
+                self._questions.clear()
+            self._questions[tail] = question
+        return question
 
     def _limited(self, key: tuple[int, bytes], response: bytes) -> bytes | None:
         """A limited response: every `slip`-th of a bucket's truncated, the others

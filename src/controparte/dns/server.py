@@ -113,9 +113,11 @@ BIND_ATTEMPTS = 20  # kernel picks tried for port 0 before giving up: see DnsSer
 LISTEN_WAIT = 1.0
 """Seconds the follower's listening thread waits for a change at a time."""
 
-Limit = Callable[[bytes, Any], bytes | None]
-"""What to send to a UDP peer in place of a response (`Limiter.check`): the response,
-another (a slip), or None (drop)."""
+Limit = Callable[[bytes, Any, bytes | None], bytes | None]
+"""What to send to a UDP peer in place of a response (`Limiter.check`), given the
+response, the peer and, for an answer from the cache, the cached bytes after its ID (the
+same object for every answer to that question, so the limiter remembers what it read of
+it): the response, another (a slip), or None (drop)."""
 
 HandOff = Callable[[bytes, Any], bool]
 """Takes a datagram (and its sender's address) off the UDP thread when it is not for
@@ -320,7 +322,7 @@ def udp_loop(
     A datagram the answer cache does not know is screened (`Engine.reject`; an UPDATE
     passes with `updates`), then offered to `hand_off` first, when given; what it does
     not take the engine answers. Each response passes `limit` (response rate
-    limiting), when given, on its way out."""
+    limiting), when given, on its way out, with the cached tail it came from."""
     receive = sock.recvfrom
     send = sock.sendto
     answer = engine.answer
@@ -335,7 +337,7 @@ def udp_loop(
             continue
         hit = engine.current.zone.udp_cache.get(wire[2:])
         response: bytes | None
-        if hit is not None:
+        if hit is not None:  # `hit`, the cached tail, also goes to `limit`
             counters.queries += 1
             counters.cache_hits += 1
             response = wire[:2] + hit
@@ -347,7 +349,7 @@ def udp_loop(
         else:
             response = answer(wire, False)
         if response is not None and limit is not None:
-            response = limit(response, peer)
+            response = limit(response, peer, hit)
         if response is not None:
             try:
                 send(response, peer)
