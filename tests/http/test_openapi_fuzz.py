@@ -33,7 +33,7 @@ from tests.realserver import ServerProcess, serving
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-token-for-tests-0123456789"
-EXAMPLES = 40  # cases per operation and generation mode: about 1,500 requests
+EXAMPLES = 20  # cases per operation and generation mode: about 800 requests
 _SOURCES = (f"198.51.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 

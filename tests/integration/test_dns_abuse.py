@@ -119,6 +119,11 @@ def test_one_client_holding_its_tcp_slots_does_not_shut_out_another(
     finally:
         for sock in held:
             sock.close()
+    # the server gives the slots back once it sees the closes: wait for that, bounded
+    deadline = time.monotonic() + IO_TIMEOUT
+    while metric_samples(server, "controparte_dns_tcp_connections") != {"": 0.0}:
+        assert time.monotonic() < deadline, "the closed connections kept their slots"
+        time.sleep(0.05)
     assert_answers_alpha(server, source="127.0.0.4")
 
 
