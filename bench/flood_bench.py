@@ -23,9 +23,11 @@ writes from it; each on its own port of 127.0.0.1, measured one after the other.
    every 100 ms (1 s timeout): the answers it gets, of those it asked.
 
 CPU is utime+stime of each server's whole process tree from /proc, over the run (it
-includes the valid queries of phase 2). Results: a table on stdout and JSON in
-bench/out/. Other processes on the machine disturb the figures: the JSON records the
-load average before each run.
+includes the valid queries of phase 2), kept apart too (user: the server's own code;
+system: the kernel's, mostly receiving and sending). Phases 1 and 2 run ROUNDS times in
+turn, the order alternating; the table gives the median of each and of the ratios.
+Results: a table on stdout and JSON in bench/out/. Other processes on the machine
+disturb the figures: the JSON records the load average before each run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import random
 import select
 import selectors
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -52,13 +55,13 @@ import dns.query
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository: `tests`
 from tests.malformed import KINDS, packets
+from tests.processes import CLK_TCK, stat_fields
 from tests.secondaries import add_installations
 
 from common import (
     HOST,
     ZONE,
     LoggedProcess,
-    cpu_seconds,
     free_port,
     load_average,
     machine,
@@ -214,6 +217,8 @@ class FloodRun:
     load_before: str
     probe: dict[str, Any] | None = None
     cpu_us_per_packet: float = 0.0
+    user_us_per_packet: float = 0.0
+    system_us_per_packet: float = 0.0
 
 
 def flood(server: Server, wires: list[bytes], kind: str, args: argparse.Namespace) -> FloodRun:
@@ -223,22 +228,36 @@ def flood(server: Server, wires: list[bytes], kind: str, args: argparse.Namespac
     sender = context.Process(
         target=send_at, args=(server.port, wires, args.rate, args.seconds), daemon=True
     )
-    cpu = cpu_seconds(pids)
+    user, system = user_system_seconds(pids)
     sender.start()
     probe = probe_udp(server.port, args.valid_rate, args.seconds) if kind == "malformed" else None
     sender.join(args.seconds + 30)
-    used = cpu_seconds(pids) - cpu
+    user_after, system_after = user_system_seconds(pids)
+    user, system = user_after - user, system_after - system
     sent = int(args.rate * args.seconds) + (probe.asked if probe else 0)
     return FloodRun(
         kind,
         args.rate,
         args.seconds,
         sent,
-        round(used, 3),
+        round(user + system, 3),
         load,
         None if probe is None else {**asdict(probe), "within_pct": round(probe.within_pct, 2)},
-        round(used / sent * 1e6, 2),
+        round((user + system) / sent * 1e6, 2),
+        round(user / sent * 1e6, 2),
+        round(system / sent * 1e6, 2),
     )
+
+
+def user_system_seconds(pids: Sequence[int]) -> tuple[float, float]:
+    """CPU seconds in user and in system mode used so far by `pids` (every thread)."""
+    user = system = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat_fields(pid)
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def hold_slots(port: int, seconds: float) -> None:
@@ -319,11 +338,14 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for server in servers:
         with serving(server, f"{PREFIX}-1"):
             print(f"== {server.name}", flush=True)
-            figures = {
-                "cached": asdict(flood(server, cached, "cached answers", args)),
-                "malformed": asdict(flood(server, malformed, "malformed", args)),
-                "slots": asdict(slots(server, args)),
-            }
+            figures: dict[str, Any] = {"cached": [], "malformed": []}
+            for number in range(args.rounds):
+                order = [("cached", cached), ("malformed", malformed)]
+                for kind, wires in order if number % 2 == 0 else reversed(order):
+                    run = asdict(flood(server, wires, kind, args))
+                    figures[kind].append(run)
+                    print(f"   {kind}: {run}", flush=True)
+            figures["slots"] = asdict(slots(server, args))
             result["servers"][server.name] = figures
             print(json.dumps(figures), flush=True)
     return result
@@ -332,18 +354,36 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     lines = [
         "| server | valid answered within 100 ms under the flood | CPU us per malformed packet"
-        " | CPU us per cached answer | reject/answer | TCP answers to the other client |",
+        " (user + system) | CPU us per cached answer (user + system) | reject/answer"
+        " (median; each round) | TCP answers to the other client |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, f in result["servers"].items():
-        probe = f["malformed"]["probe"]
-        bad, good = f["malformed"]["cpu_us_per_packet"], f["cached"]["cpu_us_per_packet"]
+        bad, good = f["malformed"], f["cached"]
+        if isinstance(bad, dict):  # a report of one round, before rounds
+            bad, good = [bad], [good]
+        asked = sum(run["probe"]["asked"] for run in bad)
+        within = sum(run["probe"]["answered_within"] for run in bad)
+        ratios = [
+            b["cpu_us_per_packet"] / max(g["cpu_us_per_packet"], 1e-9)
+            for b, g in zip(bad, good, strict=True)
+        ]
         lines.append(
-            f"| {name} | {probe['within_pct']:.1f}% ({probe['answered_within']}/{probe['asked']})"
-            f" | {bad:.1f} | {good:.1f} | {bad / max(good, 1e-9):.2f}"
+            f"| {name} | {100.0 * within / max(1, asked):.1f}% ({within}/{asked})"
+            f" | {_cpu(bad)} | {_cpu(good)} | {statistics.median(ratios):.2f};"
+            f" {', '.join(f'{r:.2f}' for r in ratios)}"
             f" | {f['slots']['answered']}/{f['slots']['asked']} |"
         )
     return "\n".join(lines)
+
+
+def _cpu(runs: list[dict[str, Any]]) -> str:
+    """The median CPU per packet of `runs`, and its user and system parts (medians)."""
+    total, user, system = (
+        statistics.median(run.get(field, 0.0) for run in runs)
+        for field in ("cpu_us_per_packet", "user_us_per_packet", "system_us_per_packet")
+    )
+    return f"{total:.1f} ({user:.1f} + {system:.1f})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per run")
     parser.add_argument("--rate", type=int, default=10_000, help="flood packets a second")
     parser.add_argument("--valid-rate", type=int, default=100, help="valid queries a second")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of phases 1 and 2 each")
     parser.add_argument("--quick", action="store_true", help="4 s per run (smoke)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
@@ -361,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seconds = 4.0
+        args.rounds = 1
     with working_directory("flood-bench-", args.workdir, args.keep) as work:
         result = run(args, work)
     out = write_report("flood-bench", result)

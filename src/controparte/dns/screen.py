@@ -45,17 +45,18 @@ section or whose options do not fill its RDATA exactly: FORMERR."""
 REASONS = (SHORT, RESPONSE, OPCODE, QDCOUNT, ANSWER, QUESTION, QTYPE, RECORDS)
 
 _HEADER = 12
-_MAX_NAME = 255
+_LAST_QTYPE = _HEADER + 255 + 4
+"""Where the question's type and class end at the latest (a name is at most 255 octets)."""
 _UPDATE = 5
 _OPT = 41
-_RECORD_ONLY_TYPES = frozenset({_OPT, 249, 250})  # OPT, TKEY, TSIG
-_REPLIES = {
+_RECORD_ONLY_TYPES = (_OPT, 249, 250)  # OPT, TKEY, TSIG: all below 256
+REPLIES = {
     reason: header_tails(dns.rcode.NOTIMP if reason == OPCODE else dns.rcode.FORMERR)
     for reason in REASONS
     if reason not in (SHORT, RESPONSE)
 }
 """Reason -> the query's third header byte -> the rejection after its ID (`header_only`'s);
-absent: dropped."""
+absent: dropped. Public for the UDP loop, which answers a flood without a call more."""
 
 
 def screen(wire: bytes, updates: bool) -> str | None:  # noqa: C901 - one pass over the bytes, on purpose
@@ -77,23 +78,32 @@ def screen(wire: bytes, updates: bool) -> str | None:  # noqa: C901 - one pass o
     if not opcode and (wire[6] or wire[7]):
         return ANSWER
     pos = _HEADER
-    while True:  # the question's name: plain labels only (nothing earlier to point at)
-        if pos >= size:
-            return QUESTION
-        length = wire[pos]
-        if length == 0:
-            break
-        if length > 63:
-            return QUESTION
-        pos += 1 + length
-    pos += 5
-    if pos > size or pos - _HEADER - 4 > _MAX_NAME:
+    try:  # the question's name: plain labels only (nothing earlier to point at)
+        while length := wire[pos]:
+            if length > 63:
+                return QUESTION
+            pos += length + 1
+    except IndexError:  # cut short: rare, and no dearer than a walk over records
         return QUESTION
-    if not opcode and (wire[pos - 4] << 8 | wire[pos - 3]) in _RECORD_ONLY_TYPES:
+    pos += 5
+    if pos > size or pos > _LAST_QTYPE:
+        return QUESTION
+    if not opcode and not wire[pos - 4] and wire[pos - 3] in _RECORD_ONLY_TYPES:
         return QTYPE
     before = (wire[6] << 8 | wire[7]) + (wire[8] << 8 | wire[9])  # answer, authority
+    count = before + (wire[10] << 8 | wire[11])
+    if not count:
+        return None if pos == size else RECORDS
+    return _records(wire, pos, before, count)
+
+
+def _records(wire: bytes, pos: int, before: int, count: int) -> str | None:  # noqa: C901
+    """RECORDS unless the `count` records from `pos` frame the rest of `wire` exactly,
+    with at most one OPT, owned by the root, after the first `before` records (in the
+    additional section), its options filling its RDATA exactly."""
+    size = len(wire)
     opts = 0
-    for index in range(before + (wire[10] << 8 | wire[11])):
+    for index in range(count):
         start = pos
         while True:  # a record's name: labels, ending with the root or an earlier pointer
             if pos >= size:
@@ -113,7 +123,7 @@ def screen(wire: bytes, updates: bool) -> str | None:  # noqa: C901 - one pass o
         if pos + 10 > size:
             return RECORDS
         end = pos + 10 + (wire[pos + 8] << 8 | wire[pos + 9])
-        if (wire[pos] << 8 | wire[pos + 1]) == _OPT:
+        if not wire[pos] and wire[pos + 1] == _OPT:
             opts += 1
             if opts > 1 or index < before or pos != start + 1 or end > size:
                 return RECORDS
@@ -132,5 +142,5 @@ def screen(wire: bytes, updates: bool) -> str | None:  # noqa: C901 - one pass o
 
 def rejection(wire: bytes, reason: str) -> bytes | None:
     """The response to `wire`, rejected for `reason` by `screen` (None: send nothing)."""
-    tails = _REPLIES.get(reason)
+    tails = REPLIES.get(reason)
     return None if tails is None else wire[:2] + tails[wire[2]]

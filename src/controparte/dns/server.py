@@ -68,7 +68,7 @@ from controparte.dns.acceptor import Acceptor
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
 from controparte.dns.rrl import RrlCounters, families, limiter_for
-from controparte.dns.screen import rejection, screen
+from controparte.dns.screen import REPLIES, rejection, screen
 from controparte.dns.slots import REFUSALS, Slots
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
@@ -328,6 +328,7 @@ def udp_loop(
     answer = engine.answer
     counters = engine.counters
     malformed = counters.malformed
+    replies = REPLIES.get  # `rejection`, inline: reason -> third header byte -> tail
     while running():
         try:
             wire, peer = receive(65535)
@@ -343,7 +344,8 @@ def udp_loop(
             response = wire[:2] + hit
         elif (reason := screen(wire, updates)) is not None:  # `Engine.reject`, inline
             malformed[reason] += 1
-            response = rejection(wire, reason)
+            tails = replies(reason)
+            response = None if tails is None else wire[:2] + tails[wire[2]]
         elif hand_off is not None and hand_off(wire, peer):
             continue
         else:
