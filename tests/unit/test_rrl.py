@@ -224,6 +224,24 @@ def test_the_table_is_capped_when_every_bucket_is_limiting() -> None:
     assert outcome(limiter, ANSWER, "192.0.39.1") == "D"  # the newest kept its debt
 
 
+def test_a_source_whose_buckets_were_forgotten_starts_afresh_and_is_counted() -> None:
+    """Addresses are remembered with their source's buckets: when those go to make room,
+    the address finds new ones, counted against the cap (not a table no longer held)."""
+    clock = Clock()
+    limiter = Limiter(RrlConfig(rate=1, table_size=8, slip=0), clock)
+    first = "198.51.100.1"
+    assert [outcome(limiter, ANSWER, first) for _ in range(2)] == ["A", "D"]
+    for i in range(7):
+        assert [outcome(limiter, ANSWER, f"192.0.{i}.1") for _ in range(2)] == ["A", "D"]
+    assert len(limiter) == 8
+    assert outcome(limiter, ANSWER, "203.0.113.1") == "A"  # the two seen first go
+    assert len(limiter) == 7
+    assert outcome(limiter, ANSWER, first) == "A"  # its debt went with its buckets
+    assert len(limiter) == 8
+    assert outcome(limiter, ANSWER, first) == "D"  # and its new bucket is the one in use
+    assert outcome(limiter, ANSWER, "192.0.6.1") == "D"  # the newest kept theirs
+
+
 def test_a_slip_is_the_header_with_tc_and_the_question_only() -> None:
     wire = response("answer", "Shop-1")  # the client's case is kept
     slip = dns.message.from_wire(truncated(wire))

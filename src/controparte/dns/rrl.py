@@ -20,7 +20,8 @@ of 0 limits nothing of its kind. Sources in `whitelist` are never limited.
 
 The table holds at most `table_size` buckets: when it is full, buckets that are not
 limiting are forgotten (an idle one is back to a full account anyway), and if that is
-not enough, the oldest are, down to three quarters of the cap.
+not enough, the sources' buckets are, the source seen first first, down to three
+quarters of the cap.
 
 The question in a bucket's key is the bytes up to the first zero byte after the header
 (the owner name's end, save for a name with a zero byte inside a label: such names are
@@ -114,21 +115,32 @@ class Limiter:
     each response moves it on by 1/rate, from now when it is past, and the response is
     limited when that lands more than a second (the account's size) ahead of now. A
     limited response moves it on too, to at most `window` seconds beyond that (the debt).
-    Answers are keyed by (source, question); NXDOMAIN and other errors by (source, a
-    one-byte tag), which no question equals (a question is at least five bytes)."""
+
+    The buckets of a source prefix are kept together, in a table of their own keyed by
+    the question (answers) or by a one-byte tag (NXDOMAIN, other errors: no question is
+    that short), and each address is remembered with its source's table: an answer costs
+    two look-ups in small tables and one in its source's, and touches no object made for
+    it (what the server spends beyond that is memory it reads cold, the more so the
+    bigger one table)."""
 
     def __init__(self, config: RrlConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.counters = RrlCounters()
         self._clock = clock
-        self._table: dict[tuple[int, bytes], float] = {}
+        self._by_source: dict[int, dict[bytes, float]] = {}
+        """Source prefix -> its buckets: question (or tag) -> the time its account is
+        full again. Oldest source first."""
+        self._size = 0  # buckets in `_by_source`, all sources together
         self._slips: dict[tuple[int, bytes], int] = {}
         self._shift4 = 32 - config.ipv4_prefix
         self._shift6 = 128 - config.ipv6_prefix
         self._answer_step = 1.0 / config.rate if config.rate else 0.0
         self._error_step = 1.0 / config.errors_rate if config.errors_rate else 0.0
         self._ceiling = 1.0 + config.window
-        self._sources: dict[str, int] = {}
+        self._sources: dict[str, tuple[int, dict[bytes, float]]] = {}
+        """Address (as the socket gives it) -> its source prefix and that source's
+        buckets (`_UNLIMITED` for a whitelisted one); forgotten whenever a source's
+        table is, and at `table_size` addresses."""
         self._questions: dict[bytes, bytes] = {}
         self._whitelist = tuple(
             (network.version == 6, int(network.network_address), int(network.broadcast_address))
@@ -136,12 +148,12 @@ class Limiter:
         )
 
     def __len__(self) -> int:
-        return len(self._table)
+        return self._size
 
     def source(self, host: str) -> int:
         """The source prefix of the address `host` (an IPv4-mapped address counts as its
         IPv4 address) as a number, IPv6 prefixes offset past every IPv4 one; -1 when the
-        address is in the whitelist. Remembered (at most `table_size` addresses)."""
+        address is in the whitelist."""
         if ":" not in host:
             address = int.from_bytes(socket.inet_aton(host))
             v6 = False
@@ -153,10 +165,22 @@ class Limiter:
         for network_v6, low, high in self._whitelist:
             if network_v6 is v6 and low <= address <= high:
                 source = -1
+        return source
+
+    def _remember(self, host: str) -> tuple[int, dict[bytes, float]]:
+        """`host`'s source prefix and that source's buckets (made when new), remembered."""
+        source = self.source(host)
+        if source < 0:
+            found = (source, _UNLIMITED)
+        else:
+            buckets = self._by_source.get(source)
+            if buckets is None:
+                buckets = self._by_source[source] = {}
+            found = (source, buckets)
         if len(self._sources) >= self.config.table_size:
             self._sources.clear()
-        self._sources[host] = source
-        return source
+        self._sources[host] = found
+        return found
 
     def check(
         self, response: bytes, peer: tuple[Any, ...], tail: bytes | None = None
@@ -166,39 +190,41 @@ class Limiter:
         ID when it came from the answer cache (that object, long-lived): the question
         read from it is remembered by it (at most `table_size`), so that the next answer
         from the cache is keyed without reading it again."""
-        host = peer[0]
-        source = self._sources.get(host)
-        if source is None:
-            source = self.source(host)
-        if source < 0:
+        found = self._sources.get(peer[0])
+        if found is None:
+            found = self._remember(peer[0])
+        buckets = found[1]
+        if buckets is _UNLIMITED:
             return response
         rcode = response[3] & 0x0F
+        key: bytes | None
         if rcode:
-            key = (source, _NXDOMAIN_TAG if rcode == 3 else _ERROR_TAG)
+            key = _NXDOMAIN_TAG if rcode == 3 else _ERROR_TAG
             step = self._error_step
         else:
-            question = None if tail is None else self._questions.get(tail)
-            if question is None:
-                question = self._question(response, tail)
-            key = (source, question)
+            key = None if tail is None else self._questions.get(tail)
+            if key is None:
+                key = self._question(response, tail)
             step = self._answer_step
         if not step:
             return response
         now = self._clock()
-        table = self._table
-        due = table.get(key)
+        due = buckets.get(key)
         if due is None or due < now:  # new, or idle long enough: a full account
-            if due is None and len(table) >= self.config.table_size:
-                self._evict(now)
-            table[key] = now + step
+            if due is None:
+                if self._size >= self.config.table_size:
+                    self._evict(now)
+                    return self.check(response, peer, tail)  # its source's table may be gone
+                self._size += 1
+            buckets[key] = now + step
             return response
         due += step
         if due <= now + _FULL:
-            table[key] = due
+            buckets[key] = due
             return response
         ceiling = now + self._ceiling
-        table[key] = due if due < ceiling else ceiling
-        return self._limited(key, response)
+        buckets[key] = due if due < ceiling else ceiling
+        return self._limited((found[0], key), response)
 
     def _question(self, response: bytes, tail: bytes | None) -> bytes:
         """The question of `response` as a key (see the module), remembered by `tail`."""
@@ -226,20 +252,32 @@ class Limiter:
 
     def _evict(self, now: float) -> None:
         """Make room: forget the buckets that are not limiting now (their account is not
-        in debt), then, if more than three quarters of the cap remain, the oldest down to
-        that."""
-        table = self._table
+        in debt), then, if more than three quarters of the cap remain, the sources' tables
+        oldest first down to that. The addresses remembered are forgotten too (they may
+        point at a table gone)."""
         full = now + _FULL
-        for key, due in list(table.items()):
-            if due <= full:
-                del table[key]
-        excess = len(table) - self.config.table_size * 3 // 4
-        if excess > 0:
-            for key in list(table)[:excess]:
-                del table[key]
+        by_source = self._by_source
+        for source, buckets in list(by_source.items()):
+            for question, due in list(buckets.items()):
+                if due <= full:
+                    del buckets[question]
+            if not buckets:
+                del by_source[source]
+        size = sum(len(buckets) for buckets in by_source.values())
+        keep = self.config.table_size * 3 // 4
+        for source in list(by_source):
+            if size <= keep:
+                break
+            size -= len(by_source.pop(source))
+        self._size = size
+        self._sources.clear()
         slips = self._slips
-        for key in [key for key in slips if key not in table]:
-            del slips[key]
+        for slipped in [k for k in slips if k[1] not in by_source.get(k[0], ())]:
+            del slips[slipped]
+
+
+_UNLIMITED: dict[bytes, float] = {}
+"""The buckets of a whitelisted source: none, never written (`Limiter._remember`)."""
 
 
 def limiter_for(settings: Settings) -> Limiter | None:
