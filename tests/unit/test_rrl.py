@@ -242,6 +242,15 @@ def test_a_source_whose_buckets_were_forgotten_starts_afresh_and_is_counted() ->
     assert outcome(limiter, ANSWER, "192.0.6.1") == "D"  # the newest kept theirs
 
 
+def test_sources_that_never_get_a_bucket_are_not_kept_without_bound() -> None:
+    """A rate of 0 makes no bucket: the sources seen stay within the cap all the same."""
+    limiter = Limiter(RrlConfig(rate=0, table_size=100), Clock())
+    for i in range(1_000):
+        assert outcome(limiter, ANSWER, f"2001:db8:{i:x}::1") == "A"
+    assert len(limiter) == 0
+    assert len(limiter._by_source) <= 100
+
+
 def test_a_slip_is_the_header_with_tc_and_the_question_only() -> None:
     wire = response("answer", "Shop-1")  # the client's case is kept
     slip = dns.message.from_wire(truncated(wire))

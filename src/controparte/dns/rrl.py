@@ -175,6 +175,8 @@ class Limiter:
         else:
             buckets = self._by_source.get(source)
             if buckets is None:
+                if len(self._by_source) >= self.config.table_size:
+                    self._evict(self._clock())  # sources without a bucket (a rate of 0) too
                 buckets = self._by_source[source] = {}
             found = (source, buckets)
         if len(self._sources) >= self.config.table_size:
