@@ -391,3 +391,52 @@ def test_a_gap_in_the_journal_loads_the_zone_again_on_the_follower_thread(
     finally:
         follower.stop(WAIT)
         services.close()
+
+
+class StandInListener:
+    """A change listener that never hears a change; `connected` is set by the test."""
+
+    def __init__(self, connected: bool) -> None:
+        self.connected = connected
+        self.closed = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self.closed.wait(min(timeout, 0.01))
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def serves(engine: Engine, seq: int) -> Callable[[], bool]:
+    return lambda: engine.zone.seq >= seq
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (at most WAIT) for `condition`; AssertionError saying `what` after that."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_while_the_listener_is_not_connected_the_follower_polls(tmp_path: Path) -> None:
+    """A change another node commits while this node cannot listen (the database
+    restarting) is served after the poll interval, not the safety read's minute."""
+    store, services = watched_services(tmp_path, poll="60")
+    engine = RecordingEngine(load_zone(store, ZoneConfig.from_settings(services.settings)))
+    listener = StandInListener(connected=True)
+    follower = Follower(store, engine, 60.0, None, listener, unheard_interval=0.02)
+    follower.start()
+    try:
+        services.registry.add("GAMMA-3", "gamma", ipv4="192.0.2.3")
+        seq = store.last_seq()
+        time.sleep(0.3)
+        assert engine.swaps == []  # listening: only a change heard (or the minute) looks
+        listener.connected = False  # the connection dropped: the follower polls now
+        until(serves(engine, seq), "the change was not served while not listening")
+        services.registry.add("DELTA-4", "delta", ipv4="192.0.2.4")
+        until(serves(engine, store.last_seq()), "a later change was not served either")
+    finally:
+        follower.stop(WAIT)
+        services.close()

@@ -145,14 +145,16 @@ def follow(store: Store, zone: Zone) -> Zone:
 class Follower:
     """Keeps `engine` serving the store's latest snapshot, from a thread of its own.
 
-    The thread looks at the journal every `interval` seconds, and at once after
-    `poke()` or `catch_up()`, or when `listener` (the store's, owned and closed by the
-    follower) says so from a second thread: a change was committed, or the listener
-    has just (re)connected and may have missed some. A look applies the new entries to
-    the served snapshot (or loads the whole zone again after a gap or a replaced store,
-    see `follow`) and swaps the engine's reference. It is the only thread that swaps,
-    and each snapshot is built from the one served, so a snapshot never replaces a
-    newer one. A failure is retried at the next look, and logged: a bug each time, the
+    The thread looks at the journal every `interval` seconds, and at once after `poke()`
+    or `catch_up()`, or when `listener` (the store's, owned and closed by the follower)
+    says so from a second thread: a change was committed, or the listener has just
+    (re)connected and may have missed some. While the listener is not connected (the
+    database restarting, a reconnection pausing), it looks every `unheard_interval`
+    seconds instead, as it would with no listener at all. A look applies the new entries
+    to the served snapshot (or loads the whole zone again after a gap or a replaced
+    store, see `follow`) and swaps the engine's reference. It is the only thread that
+    swaps, and each snapshot is built from the one served, so a snapshot never replaces
+    a newer one. A failure is retried at the next look, and logged: a bug each time, the
     store out of reach once until it can be read again. The engine keeps serving its
     snapshot meanwhile. `on_swap`, if given, is called on the thread with each snapshot
     swapped in (it must not block)."""
@@ -164,10 +166,13 @@ class Follower:
         interval: float,
         on_swap: Callable[[Zone], None] | None = None,
         listener: ChangeListener | None = None,
+        *,
+        unheard_interval: float | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.interval = interval
+        self.unheard_interval = interval if unheard_interval is None else unheard_interval
         self.on_swap = on_swap
         self.listener = listener
         self._wake = threading.Condition()
@@ -235,16 +240,22 @@ class Follower:
             self._listening.join(timeout)
 
     def _listen(self, listener: ChangeListener) -> None:
-        """The listening thread: a look after every change and every (re)connection."""
+        """The listening thread: a look after every change, every (re)connection and
+        every drop (so that the follower polls from then on, not after its interval)."""
+        heard = False
         while not self._stopping:
-            if listener.wait(LISTEN_WAIT):
+            woken = listener.wait(LISTEN_WAIT)
+            connected = listener.connected
+            if woken or (heard and not connected):
                 self.poke()
+            heard = connected
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 if not self._poked and not self._stopping:
-                    self._wake.wait(self.interval)
+                    heard = self.listener is None or self.listener.connected
+                    self._wake.wait(self.interval if heard else self.unheard_interval)
                 if self._stopping:
                     return
                 self._poked = False
@@ -292,12 +303,15 @@ def follower_for(
     on_swap: Callable[[Zone], None] | None = None,
 ) -> Follower:
     """A follower of `store` for `engine`: woken by the store's change listener when it
-    has one, and reading every `journal_check_interval` besides; else polling every
+    has one, and reading every `journal_check_interval` besides (every
+    `journal_poll_interval` while the listener is not connected); else polling every
     `journal_poll_interval`."""
     listener = store.change_listener()
+    poll = settings.journal_poll_interval
     if listener is None:
-        return Follower(store, engine, settings.journal_poll_interval, on_swap)
-    return Follower(store, engine, settings.journal_check_interval, on_swap, listener)
+        return Follower(store, engine, poll, on_swap)
+    interval = settings.journal_check_interval
+    return Follower(store, engine, interval, on_swap, listener, unheard_interval=poll)
 
 
 def bind_udp(host: str, port: int, shared: Shared = "no") -> socket.socket:
