@@ -20,7 +20,8 @@ What the database guarantees to writers on every node at once:
 Connections come from a pool opened without waiting for it: the pool reconnects by
 itself in the background (a node keeps serving DNS from its snapshot while the
 database is down), checks each connection before lending it (no dead connection after
-a server restart), and every connection has timeouts (`CONNECT_OPTIONS`) that turn a
+a server restart: each dead one is discarded and the next one drawn at once, see
+`_lend`), and every connection has timeouts (`CONNECT_OPTIONS`) that turn a
 lost server into an error within seconds. Anything that looks like the database being
 unreachable, restarting or too slow is a `StorageUnavailableError`: the request may be
 retried. A transaction borrows one connection for its whole length, bound to its
@@ -535,6 +536,7 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
         self.where = redacted_database(url)
         self._conninfo = conninfo(url)
         self._local = threading.local()  # .tx: this thread's open transaction
+        self._timeout = timeout
         with self._failures("cannot open the store"):
             with psycopg.connect(self._conninfo, autocommit=True) as conn:
                 migrate_postgres(conn, self.where)
@@ -544,7 +546,6 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
                 min_size=1,
                 max_size=pool_size,
                 kwargs={"autocommit": True},
-                check=ConnectionPool.check_connection,
                 timeout=timeout,
                 reconnect_timeout=RECONNECT_GIVE_UP,
                 name="controparte",
@@ -569,6 +570,42 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
                     log.info("%s: deadlock, attempt %d of %d", action, attempt + 1, RETRIES)
         raise AssertionError("unreachable")
 
+    # -- connections ------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[WatchedConnection]:
+        """A pooled connection that has just answered an empty query, returned to the
+        pool at the end (a broken one is replaced by the pool)."""
+        conn = self._lend()
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    def _lend(self) -> WatchedConnection:
+        """The pool's next connection that answers an empty query, within the store's
+        timeout (PoolTimeout after it). A dead one goes back to the pool, which
+        discards it and opens another, and the next one is drawn at once: after the
+        server restarted every idle connection is dead, and the pool's own check pauses
+        1 s, then 2 s, ... between two failed ones, so a caller drawing them in turn
+        would wait seconds while callers arriving later got fresh connections."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolTimeout(f"no working connection after {self._timeout:.2f} sec")
+            conn = self._pool.getconn(timeout=left)
+            try:
+                ConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                self._pool.putconn(conn)
+                continue
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+            return conn
+
     # -- writes -----------------------------------------------------------------------
 
     def _bound(self) -> _Transaction | None:
@@ -580,7 +617,7 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
     def _transaction(self, origin: Origin) -> Iterator[_Transaction]:
         if self._bound() is not None:
             raise StorageError("a store transaction is already open in this thread")
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             tx = _Transaction(conn, origin)
             self._local.tx = tx
             try:
@@ -603,7 +640,7 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
             tx = self._bound()
             if tx is not None:
                 return tx.rows(sql, params)
-            with self._pool.connection() as conn:
+            with self._connection() as conn:
                 return conn.execute(sql, params).fetchall()
 
     @contextmanager
@@ -615,7 +652,7 @@ class PostgresStore(Reads, Relays, Guards, Accounts, Results):
             tx.flush()
             yield tx.conn
             return
-        with self._pool.connection() as conn, conn.transaction():
+        with self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield conn
 
