@@ -8,7 +8,9 @@ DEB_PACKAGES := bind9-dnsutils bind9-utils bind9 knot-dnsutils knot nsd dnsperf 
 
 .PHONY: run test lint typecheck unit bench bench-xfr debs venv dist clean
 
-$(STAMP): pyproject.toml
+# The compiled screen (setup.py) is built into src/ by the editable install: a change to
+# its C source installs again.
+$(STAMP): pyproject.toml setup.py src/controparte/dns/_screen.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -20,10 +22,11 @@ run: $(STAMP)
 	$(BIN)/controparte serve
 
 # The wheel that installation hosts install the agent from (docs/agent.md; the package
-# is on no public index): dist/controparte-VERSION-py3-none-any.whl.
+# is on no public index): dist/controparte-VERSION-py3-none-any.whl, pure Python (the
+# agent runs on Linux and Windows alike; the compiled screen is for the server).
 dist:
 	$(PYTHON) -m venv build/dist-venv
-	build/dist-venv/bin/pip wheel -q --no-deps -w dist .
+	CONTROPARTE_PURE=1 build/dist-venv/bin/pip wheel -q --no-deps -w dist .
 
 # Debian tools the tests and benchmarks drive for real (tests/debtools.py names each one's
 # package; tests/unit/test_debtools.py checks this list); installed only when missing.
@@ -60,3 +63,4 @@ bench-xfr: debs $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -f src/controparte/dns/_screen.*.so

@@ -1,7 +1,8 @@
-"""Fuzz every parser of outside input at full size: by default 1,050,000 mutated inputs
+"""Fuzz every parser of outside input at full size: by default 1,200,000 mutated inputs
 (150,000 per target), through the real parsers in this process (`tests/fuzzing.py`):
 DNS queries over UDP and TCP (the answer engine, which must never raise), RFC 2136
-UPDATE messages, DynDNS2 query strings, import files (CSV, JSON) and heartbeat bodies.
+UPDATE messages, DynDNS2 query strings, import files (CSV, JSON) and heartbeat bodies,
+and the compiled screen against the Python walk (when built).
 Prints, per target, the inputs, how many were refused with the project's error, the
 crashes (with the first inputs that crashed, to reproduce) and the rate; exits 1 on
 any crash.

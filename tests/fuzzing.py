@@ -1,6 +1,7 @@
 """A mutation fuzzer for every parser that reads what the network or a user hands over:
 DNS queries (the answer engine), RFC 2136 UPDATE messages, DynDNS2 query strings, import
-files (CSV and JSON) and heartbeat bodies. Shared by the small run in `make test`
+files (CSV and JSON) and heartbeat bodies; and the compiled screen, held to the Python
+walk's verdict on every input (a disagreement is a crash). Shared by the small run in `make test`
 (`tests/unit/test_fuzz_parsers.py`) and the full one (`bench/fuzz_bench.py`).
 
 Each target turns bytes into a call of the real parser. A parser may refuse its input
@@ -30,6 +31,7 @@ import dns.name
 import dns.rdatatype
 import dns.update
 
+from controparte.dns import screen
 from controparte.dns.engine import Engine
 from controparte.dns.update import check_zone, labels_referenced, parse_request
 from controparte.dns.zone import load_zone
@@ -201,6 +203,14 @@ def _update(origin: dns.name.Name, data: bytes) -> None:
     labels_referenced(request, origin)
 
 
+def _screens_agree(data: bytes) -> None:
+    """The compiled screen's verdict is the Python walk's, updates served or not."""
+    for updates in (False, True):
+        compiled, python = screen.screen(data, updates), screen.python_screen(data, updates)
+        if compiled != python:
+            raise AssertionError(f"compiled {compiled!r}, Python {python!r}, updates {updates}")
+
+
 @contextmanager
 def targets() -> Iterator[list[Target]]:
     """Every target, over a registry of a few installations in a temporary directory."""
@@ -223,6 +233,11 @@ def targets() -> Iterator[list[Target]]:
                 Target("import-json", JSON_SEEDS, lambda d: parse_import(d, ".json")),
                 Target(
                     "heartbeat-json", HEARTBEAT_SEEDS, lambda d: read_body(d, "application/json")
+                ),
+                *(
+                    [Target("dns-screen", _queries(zone) + _updates(zone), _screens_agree, ())]
+                    if screen.COMPILED
+                    else []
                 ),
             ]
         finally:

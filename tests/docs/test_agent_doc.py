@@ -270,7 +270,7 @@ def test_the_agent_installs_as_the_guide_says(tmp_path: Path) -> None:
         ROOT,
         clone,
         ignore=shutil.ignore_patterns(
-            ".git", ".venv", "var", "build", "dist", "*cache*", "*.egg-info"
+            ".git", ".venv", "var", "build", "dist", "*cache*", "*.egg-info", "*.so"
         ),
     )
     # A host's shell: no PYTHONPATH leading to this tree (pip would take it as installed).

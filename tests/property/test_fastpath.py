@@ -228,7 +228,7 @@ def engine_reference(zone: Zone, wire: bytes, *, tcp: bool) -> bytes | None:
     general path answers with an error (no AA, no answer records; the error may
     differ, e.g. FORMERR here for what the general path finds BADVERS first)."""
     general = general_answer(zone, wire, tcp=tcp)
-    reason = screen(wire, updates=False)
+    reason = screen(wire, False)
     if reason is None:
         return general
     rejected = rejection(wire, reason)

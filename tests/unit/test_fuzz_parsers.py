@@ -28,6 +28,7 @@ NAMES = [
     "import-csv",
     "import-json",
     "heartbeat-json",
+    "dns-screen",  # the compiled screen against the Python walk (built by `make test`)
 ]
 
 

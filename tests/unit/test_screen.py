@@ -1,7 +1,11 @@
 """The screen (`dns/screen.py`): each kind of garbage is rejected for its reason with
-the answer RFC 1035 calls for; well-formed requests of every shape go on."""
+the answer RFC 1035 calls for; well-formed requests of every shape go on. Each test runs
+on both walks, the Python one and the compiled one (`_screen.c`), which must also agree
+on every datagram (mutations of well-formed requests, random bytes)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import dns.edns
 import dns.message
@@ -10,7 +14,10 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from controparte.dns import screen as module
 from controparte.dns.screen import (
     ANSWER,
     OPCODE,
@@ -21,10 +28,26 @@ from controparte.dns.screen import (
     RECORDS,
     RESPONSE,
     SHORT,
+    python_screen,
     rejection,
-    screen,
 )
 from tests.malformed import BAD_OPTION, KINDS, OPT, packets, query, with_header
+
+Screen = Callable[[bytes, bool], str | None]
+
+try:
+    from controparte.dns._screen import screen as compiled_screen
+except ImportError:  # test_the_compiled_walk_is_built says so
+    WALKS: list[Screen] = [python_screen]
+else:
+    WALKS = [python_screen, compiled_screen]
+
+
+@pytest.fixture(params=WALKS, ids=lambda walk: "python" if walk is python_screen else "compiled")
+def screen(request: pytest.FixtureRequest) -> Screen:
+    walk: Screen = request.param
+    return walk
+
 
 Z = "bp.controparte.test."
 GOOD = query(f"alpha.{Z}", qid=0x1234)
@@ -60,8 +83,8 @@ REJECTED = {
 
 
 @pytest.mark.parametrize(("wire", "reason"), REJECTED.values(), ids=REJECTED.keys())
-def test_garbage_is_rejected_for_its_reason(wire: bytes, reason: str) -> None:
-    assert screen(wire, updates=reason != OPCODE) == reason
+def test_garbage_is_rejected_for_its_reason(screen: Screen, wire: bytes, reason: str) -> None:
+    assert screen(wire, reason != OPCODE) == reason
     response = rejection(wire, reason)
     if reason in (SHORT, RESPONSE):
         assert response is None
@@ -120,13 +143,13 @@ PASSED = {
 
 
 @pytest.mark.parametrize("wire", PASSED.values(), ids=PASSED.keys())
-def test_well_formed_requests_go_on(wire: bytes) -> None:
-    assert screen(wire, updates=False) is None
+def test_well_formed_requests_go_on(screen: Screen, wire: bytes) -> None:
+    assert screen(wire, False) is None
 
 
-def test_an_update_goes_on_only_where_updates_are_served() -> None:
-    assert screen(_update(), updates=True) is None
-    assert screen(_update(), updates=False) == OPCODE
+def test_an_update_goes_on_only_where_updates_are_served(screen: Screen) -> None:
+    assert screen(_update(), True) is None
+    assert screen(_update(), False) == OPCODE
 
 
 @pytest.mark.parametrize(
@@ -139,17 +162,73 @@ def test_an_update_goes_on_only_where_updates_are_served() -> None:
     ],
     ids=["an update cut short", "trailing bytes", "two zones", "zone cut short"],
 )
-def test_a_malformed_update_is_rejected_where_updates_are_served(wire: bytes, reason: str) -> None:
-    assert screen(wire, updates=True) == reason
+def test_a_malformed_update_is_rejected_where_updates_are_served(
+    screen: Screen, wire: bytes, reason: str
+) -> None:
+    assert screen(wire, True) == reason
 
 
 @pytest.mark.parametrize("kind", sorted(set(KINDS) - {"random"}))
-def test_every_kind_of_the_flood_is_rejected_for_its_reason(kind: str) -> None:
-    assert {screen(wire, updates=False) for wire in packets(kind, 200, Z)} == {kind}
+def test_every_kind_of_the_flood_is_rejected_for_its_reason(screen: Screen, kind: str) -> None:
+    assert {screen(wire, False) for wire in packets(kind, 200, Z)} == {kind}
 
 
-def test_random_bytes_are_rejected_or_answered_without_a_parse_error() -> None:
+def test_random_bytes_are_rejected_or_answered_without_a_parse_error(screen: Screen) -> None:
     """Random bytes are nearly all rejected (QR, opcode, counts or framing)."""
-    reasons = [screen(wire, updates=False) for wire in packets("random", 2000, Z)]
+    reasons = [screen(wire, False) for wire in packets("random", 2000, Z)]
     assert set(reasons) <= {*REASONS, None}
     assert reasons.count(None) < 20
+
+
+def test_the_compiled_walk_is_built() -> None:
+    """`make test` builds the package with a C compiler: the server runs the compiled walk."""
+    assert module.COMPILED, "controparte.dns._screen was not built (gcc, Python headers?)"
+    assert module.screen is compiled_screen
+
+
+def _mutations(seed: bytes, rng_bytes: bytes) -> bytes:
+    """`seed` with bytes overwritten, cut or appended as `rng_bytes` says."""
+    wire = bytearray(seed)
+    for at in range(0, len(rng_bytes) - 2, 3):
+        op, where, value = rng_bytes[at : at + 3]
+        if op < 170 and wire:
+            wire[where % len(wire)] = value
+        elif op < 200:
+            del wire[where % (len(wire) + 1) :]
+        else:
+            wire += bytes([value]) * (where % 5 + 1)
+    return bytes(wire)
+
+
+SEEDS = [GOOD, *PASSED.values(), _update(), *(wire for wire, _ in REJECTED.values())]
+
+
+@pytest.mark.skipif(len(WALKS) < 2, reason="the compiled walk was not built")
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), changes=st.binary(max_size=30), updates=st.booleans())
+def test_the_walks_agree_on_mutated_requests(seed: bytes, changes: bytes, updates: bool) -> None:
+    wire = _mutations(seed, changes)
+    assert compiled_screen(wire, updates) == python_screen(wire, updates)
+
+
+@pytest.mark.skipif(len(WALKS) < 2, reason="the compiled walk was not built")
+@settings(max_examples=2000, deadline=None)
+@given(wire=st.binary(max_size=600), updates=st.booleans())
+def test_the_walks_agree_on_random_bytes(wire: bytes, updates: bool) -> None:
+    assert compiled_screen(wire, updates) == python_screen(wire, updates)
+
+
+@pytest.mark.skipif(len(WALKS) < 2, reason="the compiled walk was not built")
+def test_the_walks_agree_on_every_kind_of_the_flood() -> None:
+    for kind in KINDS:
+        for wire in packets(kind, 2000, Z, seed=7):
+            for updates in (False, True):
+                assert compiled_screen(wire, updates) == python_screen(wire, updates), (kind, wire)
+
+
+@pytest.mark.skipif(len(WALKS) < 2, reason="the compiled walk was not built")
+def test_the_compiled_walk_refuses_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        compiled_screen(bytearray(GOOD), False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        compiled_screen(GOOD)  # type: ignore[call-arg]

@@ -1,5 +1,7 @@
 """The engine: one current zone snapshot, and request bytes -> response bytes through
-the answer cache, the screen, the fast path and the general path, in that order.
+the screen, the answer cache, the fast path and the general path, in that order (the
+screen first: garbage is judged from its header before its bytes are copied and hashed
+for the cache; the compiled screen costs a valid query about 20 ns).
 
 Every response depends only on the query bytes after the ID, the transport and the
 snapshot, so it is cached by those; a new snapshot starts with empty caches.
@@ -80,16 +82,15 @@ class Engine:
         current = self.current
         counters = self.counters
         cache = current.zone.tcp_cache if tcp else current.zone.udp_cache
-        key = wire[2:]
-        hit = cache.get(key)
-        if hit is not None:
-            counters.queries += 1
-            counters.cache_hits += 1
-            return wire[:2] + hit
         reason = self.reject(wire)
         if reason is not None:
             return rejection(wire, reason)
+        key = wire[2:]
+        hit = cache.get(key)
         counters.queries += 1
+        if hit is not None:
+            counters.cache_hits += 1
+            return wire[:2] + hit
         try:
             response = current.fast.answer(wire, tcp)
             if response is None:

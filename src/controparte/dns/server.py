@@ -68,7 +68,7 @@ from controparte.dns.acceptor import Acceptor
 from controparte.dns.engine import Engine
 from controparte.dns.notifier import Notifier, targets
 from controparte.dns.rrl import RrlCounters, families, limiter_for
-from controparte.dns.screen import REPLIES, rejection, screen
+from controparte.dns.screen import COMPILED, REPLIES, rejection, screen
 from controparte.dns.slots import REFUSALS, Slots
 from controparte.dns.transfer import Transfers, is_keyed
 from controparte.dns.tsigauth import KeyResolver
@@ -333,9 +333,9 @@ def udp_loop(
     updates: bool = False,
 ) -> None:
     """Answer datagrams until `running()` is false (checked after each datagram).
-    A datagram the answer cache does not know is screened (`Engine.reject`; an UPDATE
-    passes with `updates`), then offered to `hand_off` first, when given; what it does
-    not take the engine answers. Each response passes `limit` (response rate
+    Each datagram is screened first (`Engine.reject`; an UPDATE passes with `updates`),
+    then answered from the answer cache, else offered to `hand_off` first, when given;
+    what it does not take the engine answers. Each response passes `limit` (response rate
     limiting), when given, on its way out, with the cached tail it came from."""
     receive = sock.recvfrom
     send = sock.sendto
@@ -350,16 +350,16 @@ def udp_loop(
             if sock.fileno() < 0:
                 return
             continue
-        hit = engine.current.zone.udp_cache.get(wire[2:])
+        hit: bytes | None = None
         response: bytes | None
-        if hit is not None:  # `hit`, the cached tail, also goes to `limit`
-            counters.queries += 1
-            counters.cache_hits += 1
-            response = wire[:2] + hit
-        elif (reason := screen(wire, updates)) is not None:  # `Engine.reject`, inline
+        if (reason := screen(wire, updates)) is not None:  # `Engine.reject`, inline
             malformed[reason] += 1
             tails = replies(reason)
             response = None if tails is None else wire[:2] + tails[wire[2]]
+        elif (hit := engine.current.zone.udp_cache.get(wire[2:])) is not None:
+            counters.queries += 1  # `hit`, the cached tail, also goes to `limit`
+            counters.cache_hits += 1
+            response = wire[:2] + hit
         elif hand_off is not None and hand_off(wire, peer):
             continue
         else:
@@ -483,6 +483,8 @@ class DnsServer:
             host,
             port,
         )
+        if not COMPILED:
+            log.info("the screen is not compiled (no C compiler at install): garbage costs more")
 
     async def _bind(self, host: str, port: int) -> tuple[socket.socket, Acceptor]:
         """A UDP socket and a TCP server on the same `port`, the TCP one never shared
@@ -591,6 +593,11 @@ class DnsServer:
                 " reason (short and response: dropped; opcode: NOTIMP; else FORMERR).",
                 "reason",
                 dict(c.malformed),
+            ),
+            gauge(
+                "controparte_dns_screen_compiled",
+                "1 when malformed datagrams are screened by the compiled walk, 0 by Python's.",
+                int(COMPILED),
             ),
             counter(
                 "controparte_dns_internal_errors_total",
