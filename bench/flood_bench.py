@@ -3,6 +3,7 @@ Knot and NSD serving the same zone, over loopback (docs/HARDENING.md).
 
     .venv/bin/python bench/flood_bench.py                 # 20 s per run, 10,000 packets/s
     .venv/bin/python bench/flood_bench.py --quick         # 4 s per run (smoke)
+    .venv/bin/python bench/flood_bench.py --servers controparte   # this service alone
     .venv/bin/python bench/flood_bench.py --report bench/out/flood-bench-....json
 
 One zone of 1,000 installations: controparte serves its registry (`controparte serve`,
@@ -316,6 +317,8 @@ def slots(server: Server, args: argparse.Namespace) -> SlotRun:
 
 # -- the run ----------------------------------------------------------------------------
 
+SERVERS = ("controparte", "knot", "nsd")
+
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / "data"
@@ -328,6 +331,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     zonefile = work / "zone.db"
     zonefile.write_text(zone_text(zone), encoding="ascii")
     servers = [controparte, KnotServer(work, zonefile, "flood"), Nsd(work, zonefile)]
+    servers = [
+        server for server, kind in zip(servers, SERVERS, strict=True) if kind in args.servers
+    ]
     cached = valid_queries(1_000, seed=3)
     malformed = malformed_mix()
     result: dict[str, Any] = {
@@ -393,6 +399,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--valid-rate", type=int, default=100, help="valid queries a second")
     parser.add_argument("--rounds", type=int, default=3, help="runs of phases 1 and 2 each")
     parser.add_argument("--quick", action="store_true", help="4 s per run (smoke)")
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=SERVERS,
+        default=list(SERVERS),
+        help="the servers to measure (default: all three)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the working dir")
     parser.add_argument("--report", type=Path, metavar="JSON", help="the table of a JSON")
