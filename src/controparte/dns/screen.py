@@ -13,8 +13,9 @@ needs no parse to judge.
 `screen` returns the reason (a label of `controparte_dns_malformed_total`) and
 `rejection` the response for it; both are pure and never raise. `screen` is the
 compiled walk (`_screen.c`) when the package was built with it, else `python_screen`;
-the two give the same verdict for every datagram (tests/unit/test_screen.py): the
-compiled one makes a rejection cost less than a cached answer (docs/HARDENING.md).
+the two give the same verdict for every datagram (tests/unit/test_screen.py). The
+compiled one, run before the answer cache, makes a rejection cost no more than a
+cached answer (docs/HARDENING.md, "Fourth pass").
 """
 
 from __future__ import annotations
