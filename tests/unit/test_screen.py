@@ -5,6 +5,8 @@ on every datagram (mutations of well-formed requests, random bytes)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import dns.edns
@@ -232,3 +234,22 @@ def test_the_compiled_walk_refuses_what_is_not_bytes() -> None:
         compiled_screen(bytearray(GOOD), False)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         compiled_screen(GOOD)  # type: ignore[call-arg]
+
+
+PURE = """
+import sys
+sys.modules["controparte.dns._screen"] = None  # as if never built: the import fails
+from controparte.dns import screen
+from controparte.dns.engine import Engine
+assert not screen.COMPILED and screen.screen is screen.python_screen
+print(screen.screen(bytes(12), False), screen.screen(b"\\x00\\x00\\x80" + bytes(9), False))
+"""
+
+
+def test_without_the_compiled_walk_the_python_walk_serves() -> None:
+    """A pure install (no C compiler, or CONTROPARTE_PURE=1) imports and screens."""
+    done = subprocess.run(
+        [sys.executable, "-c", PURE], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [QDCOUNT, RESPONSE]
