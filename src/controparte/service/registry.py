@@ -397,13 +397,15 @@ class Registry:
         Every problem of every row is reported in one pass, with its line: the row's
         own (`_build_rows`), and for each row that has none, a collision with what the
         registry holds (checked by `write` in the one transaction, which is rolled back
-        when anything is wrong)."""
+        when anything is wrong). Live rows that ask for a port are placed first, so that
+        a port the pool picks for an earlier row is never one a later row asks for."""
         built, found = self._build_rows(rows)
+        ordered = sorted(built, key=lambda row: not _asks_for_a_port(row[1]))  # stable
 
         def import_all() -> None:
             problems = [*found]
             with self.transaction(origin or Origin(via="import")) as tx:
-                for done, (line, inst) in enumerate(built, start=1):
+                for done, (line, inst) in enumerate(ordered, start=1):
                     try:
                         self.write(tx, None, inst)
                     except PortTakenError:
@@ -460,6 +462,11 @@ class Registry:
             labels[inst.label] = line
             built.append((line, inst))
         return built, problems
+
+
+def _asks_for_a_port(inst: Installation) -> bool:
+    """Whether `inst` is a Live installation that names its port on the pool."""
+    return inst.kind is Kind.LIVE and inst.port is not None
 
 
 def _text(value: object) -> str:
