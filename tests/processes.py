@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,15 +48,27 @@ def _ephemeral_low() -> int:
     return 32768
 
 
+_HANDED_OUT: set[int] = set()
+"""Every port `_pick` returned in this process: never returned again, since a port
+picked is often bound only later (a test picks a server's ports and its secondaries'
+before any of them starts, and two picks of the same free port collided: Knot could not
+bind a port the test had also given another server)."""
+_HANDING = threading.Lock()
+
+
 def _pick(kind: socket.SocketKind, *, for_bench: bool) -> int:
     low = _ephemeral_low()
     top = low - PORT_BAND if not for_bench else low
-    for _ in range(200):
-        port = random.randrange(max(1024, top - PORT_BAND), top)
-        if _bindable(kind, port) and (
-            kind == socket.SOCK_STREAM or _bindable(socket.SOCK_STREAM, port)
-        ):
-            return port
+    with _HANDING:
+        for _ in range(200):
+            port = random.randrange(max(1024, top - PORT_BAND), top)
+            if port in _HANDED_OUT:
+                continue
+            if _bindable(kind, port) and (
+                kind == socket.SOCK_STREAM or _bindable(socket.SOCK_STREAM, port)
+            ):
+                _HANDED_OUT.add(port)
+                return port
     raise RuntimeError(f"no port is free on {HOST}")
 
 
